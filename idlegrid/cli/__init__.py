@@ -1,0 +1,1 @@
+"""The ``idlegrid`` command line: Typer + Rich, thin over the SDK."""

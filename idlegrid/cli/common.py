@@ -1,0 +1,64 @@
+"""Shared CLI plumbing: the server option, JSON output and error reporting."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+
+from idlegrid.errors import IdlegridError
+
+DEFAULT_SERVER = "http://127.0.0.1:8470"
+
+console = Console()
+err_console = Console(stderr=True)
+
+ServerOpt = Annotated[
+    str,
+    typer.Option(
+        "--server", envvar="IDLEGRID_SERVER", help="control-plane URL", show_default=True
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
+
+
+def default_server() -> str:
+    return os.environ.get("IDLEGRID_SERVER", DEFAULT_SERVER)
+
+
+def print_json(value: BaseModel | dict[str, Any] | list[Any]) -> None:
+    if isinstance(value, BaseModel):
+        typer.echo(value.model_dump_json(indent=2))
+    else:
+        typer.echo(json.dumps(value, indent=2, default=str))
+
+
+@contextmanager
+def reported_errors(as_json: bool = False) -> Iterator[None]:
+    """Turn idlegrid errors into a one-line message (or JSON) and exit code 1."""
+    try:
+        yield
+    except IdlegridError as exc:
+        if as_json:
+            print_json(exc.to_body())
+        else:
+            err_console.print(f"[red]error[/red] [bold]{exc.code}[/bold]: {exc.message}")
+            for key, value in exc.details.items():
+                err_console.print(f"  {key}: {value}")
+        raise typer.Exit(1) from None
+
+
+def fmt_duration(seconds: float) -> str:
+    seconds = int(seconds)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+Formatter = Callable[[Any], str]

@@ -1,0 +1,163 @@
+"""``idlegrid devices``: list and show devices; owners pause, resume, terminate."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from idlegrid.cli.common import (
+    DEFAULT_SERVER,
+    JsonOpt,
+    ServerOpt,
+    console,
+    fmt_duration,
+    print_json,
+    reported_errors,
+)
+from idlegrid.protocol import DeviceKind, DeviceStatus, DeviceView, Readiness
+from idlegrid.sdk import Client
+
+app = typer.Typer(help="Devices on the network.", no_args_is_help=True)
+
+STATUS_STYLE = {
+    DeviceStatus.UP: "green",
+    DeviceStatus.DOWN: "red",
+    DeviceStatus.PAUSED: "yellow",
+    DeviceStatus.BLOCKED: "magenta",
+    DeviceStatus.UNSUPPORTED: "dim",
+    DeviceStatus.INACTIVE: "dim",
+    DeviceStatus.TERMINATED: "dim",
+}
+
+
+def hardware_summary(d: DeviceView) -> str:
+    hw = d.hardware
+    if hw.gpus:
+        return f"{len(hw.gpus)}× {hw.gpus[0].name} ({hw.gpus[0].vram_mb // 1024} GiB)"
+    if hw.apple_chip:
+        return f"{hw.apple_chip}, {hw.ram_mb // 1024} GiB"
+    return f"{hw.cpu_model}, {hw.cpu_cores} cores, {hw.ram_mb // 1024} GiB"
+
+
+def devices_table(devices: list[DeviceView], now: float | None = None) -> Table:
+    now = now or time.time()
+    table = Table(show_lines=False)
+    for col in ("device", "name", "loc", "status", "readiness", "model", "hardware", "uptime",
+                "seen"):
+        table.add_column(col, no_wrap=col in ("device", "status"))
+    for d in devices:
+        seen = f"{now - d.last_seen_at:.0f}s ago" if d.last_seen_at else "-"
+        style = STATUS_STYLE.get(d.status, "")
+        table.add_row(
+            d.id[:10] + "…",
+            d.name or "-",
+            d.location or "-",
+            f"[{style}]{d.status.value}[/{style}]",
+            d.readiness.value,
+            d.model or "unsupported",
+            hardware_summary(d),
+            fmt_duration(d.uptime_s),
+            seen,
+        )
+    return table
+
+
+@app.command("list")
+def list_devices(
+    server: ServerOpt = DEFAULT_SERVER,
+    status: Annotated[DeviceStatus | None, typer.Option(help="only this status")] = None,
+    readiness: Annotated[Readiness | None, typer.Option()] = None,
+    kind: Annotated[DeviceKind | None, typer.Option()] = None,
+    model: Annotated[str | None, typer.Option(help="catalog key, e.g. h100-sxm-80gb")] = None,
+    location: Annotated[str | None, typer.Option(help="ISO country code")] = None,
+    owner: Annotated[str | None, typer.Option(help="owner public key")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+    offset: Annotated[int, typer.Option(min=0)] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """List devices, newest registrations last."""
+    with reported_errors(as_json), Client(server) as client:
+        page = client.list_devices(
+            status=status, readiness=readiness, kind=kind, model=model, location=location,
+            owner=owner, limit=limit, offset=offset,
+        )
+    if as_json:
+        print_json(page)
+        return
+    console.print(devices_table(page.items))
+    console.print(f"{len(page.items)} of {page.total} devices")
+
+
+@app.command("show")
+def show_device(device_id: str, server: ServerOpt = DEFAULT_SERVER,
+                as_json: JsonOpt = False) -> None:
+    """Show one device: hardware, status, uptime by hour and recent events."""
+    with reported_errors(as_json), Client(server) as client:
+        d = client.get_device(device_id)
+    if as_json:
+        print_json(d)
+        return
+    console.print(devices_table([d]))
+    hw = d.hardware
+    console.print(
+        f"[bold]{d.id}[/bold]  owner {d.owner}\n"
+        f"kind {d.kind.value}, {d.processors} processor(s), model {d.model or 'unsupported'}\n"
+        f"CPU {hw.cpu_model} ({hw.cpu_cores} cores), RAM {hw.ram_mb // 1024} GiB, "
+        f"disk {hw.disk_free_gb:.0f}/{hw.disk_total_gb:.0f} GB free, {hw.os} {hw.arch}"
+    )
+    for g in hw.gpus:
+        console.print(f"GPU {g.index}: {g.name}, {g.vram_mb} MiB, driver {hw.gpu_driver}, "
+                      f"CUDA {hw.cuda_version}")
+    if d.uptime_hours:
+        console.print("uptime by hour (UTC):")
+        for h in d.uptime_hours[-12:]:
+            stamp = time.strftime("%Y-%m-%d %H:00", time.gmtime(h.hour))
+            console.print(f"  {stamp}  {fmt_duration(h.seconds)}")
+    if d.events:
+        console.print("recent events:")
+        for e in d.events[:10]:
+            stamp = time.strftime("%H:%M:%S", time.gmtime(e.at))
+            detail = ", ".join(f"{k}={v}" for k, v in e.detail.items())
+            console.print(f"  {stamp}  {e.kind}  {detail}")
+
+
+def _owner_action(action: str, device_id: str, keypair_file: Path, server: str,
+                  as_json: bool) -> None:
+    from idlegrid.worker.keypair import load_keypair
+
+    with reported_errors(as_json), Client(server, keypair=load_keypair(keypair_file)) as client:
+        view = getattr(client, f"{action}_device")(device_id)
+    if as_json:
+        print_json(view)
+    else:
+        console.print(f"{device_id}: {view.status.value}")
+
+
+OwnerKeyOpt = Annotated[
+    Path, typer.Option("--keypair", help="the owner's keypair file (Solana JSON format)")
+]
+
+
+@app.command("pause")
+def pause(device_id: str, keypair: OwnerKeyOpt, server: ServerOpt = DEFAULT_SERVER,
+          as_json: JsonOpt = False) -> None:
+    """Pause a device you own: it stays registered but is not hired."""
+    _owner_action("pause", device_id, keypair, server, as_json)
+
+
+@app.command("resume")
+def resume(device_id: str, keypair: OwnerKeyOpt, server: ServerOpt = DEFAULT_SERVER,
+           as_json: JsonOpt = False) -> None:
+    """Resume a paused device you own."""
+    _owner_action("resume", device_id, keypair, server, as_json)
+
+
+@app.command("terminate")
+def terminate(device_id: str, keypair: OwnerKeyOpt,
+              server: ServerOpt = DEFAULT_SERVER, as_json: JsonOpt = False) -> None:
+    """Terminate a device you own, for good."""
+    _owner_action("terminate", device_id, keypair, server, as_json)

@@ -1,0 +1,145 @@
+"""The ``idlegrid`` command: server, worker, devices, and the local network."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from idlegrid import __version__
+from idlegrid.cli import devices
+from idlegrid.cli.common import DEFAULT_SERVER, ServerOpt, err_console, reported_errors
+
+app = typer.Typer(
+    help="idlegrid: rent out idle GPUs and CPUs as Ray clusters.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+worker_app = typer.Typer(help="The worker agent that lends this machine.", no_args_is_help=True)
+app.add_typer(worker_app, name="worker")
+app.add_typer(devices.app, name="devices")
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+@app.command()
+def server(
+    host: Annotated[str | None, typer.Option(help="bind address")] = None,
+    port: Annotated[int | None, typer.Option(help="port")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run the control plane (settings from IDLEGRID_* variables; see README)."""
+    import uvicorn
+    from pydantic import ValidationError
+
+    from idlegrid.server.app import create_app
+    from idlegrid.server.settings import ServerSettings
+
+    _logging(verbose)
+    overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    try:
+        settings = ServerSettings(**overrides)
+    except ValidationError as exc:
+        err_console.print(f"[red]invalid settings[/red]: {exc}")
+        raise typer.Exit(2) from None
+    app_ = create_app(settings)
+    uvicorn.run(app_, host=settings.host, port=settings.port, log_level="warning",
+                timeout_graceful_shutdown=5)
+
+
+@worker_app.command("start")
+def worker_start(
+    server: ServerOpt = DEFAULT_SERVER,
+    keypair: Annotated[
+        Path, typer.Option(help="device keypair (Solana JSON); created if missing")
+    ] = Path("~/.idlegrid/device.json"),
+    location: Annotated[str | None, typer.Option(help="ISO country code, e.g. DE")] = None,
+    name: Annotated[str | None, typer.Option(help="a name to show for this device")] = None,
+    owner_keypair: Annotated[
+        Path | None, typer.Option(help="owner keypair: file the device under this owner")
+    ] = None,
+    hardware_file: Annotated[
+        Path | None,
+        typer.Option(help="JSON hardware description that replaces detection (simulation)"),
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Detect this machine, register it and heartbeat until stopped."""
+    from idlegrid.core.signing import owner_attestation_message
+    from idlegrid.sdk import Client
+    from idlegrid.worker.agent import Agent
+    from idlegrid.worker.hardware import detect_hardware, hardware_from_file
+    from idlegrid.worker.keypair import KeypairFileError, load_keypair, load_or_create_keypair
+
+    _logging(verbose)
+    log = logging.getLogger("idlegrid.worker")
+    if location is not None:
+        location = location.upper()
+    try:
+        kp, created = load_or_create_keypair(keypair.expanduser())
+        owner_kp = load_keypair(owner_keypair.expanduser()) if owner_keypair else None
+    except KeypairFileError as exc:
+        err_console.print(f"[red]error[/red]: {exc}")
+        raise typer.Exit(2) from None
+    device_id = str(kp.pubkey())
+    log.info("%s device key %s (%s)", "created" if created else "loaded", device_id, keypair)
+    hardware = hardware_from_file(hardware_file) if hardware_file else detect_hardware()
+    log.info("detected %s: %s, %d cores, %d GPU(s)", hardware.kind.value, hardware.cpu_model,
+             hardware.cpu_cores, len(hardware.gpus))
+    owner = owner_sig = None
+    if owner_kp is not None:
+        owner = str(owner_kp.pubkey())
+        owner_sig = str(owner_kp.sign_message(owner_attestation_message(device_id)))
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with reported_errors(), Client(server, keypair=kp) as client:
+        agent = Agent(client, hardware, name=name, location=location, owner=owner,
+                      owner_signature=owner_sig)
+        agent.run(stop)
+    log.info("agent stopped")
+
+
+@app.command()
+def up(
+    workers: Annotated[int, typer.Option(min=1, max=32, help="local worker agents")] = 3,
+    port: Annotated[int, typer.Option(help="control-plane port")] = 8470,
+    data_dir: Annotated[Path, typer.Option(help="state of the local network")] = Path(".idlegrid"),
+) -> None:
+    """Run a local network (control plane + workers) until Ctrl-C."""
+    from idlegrid.localnet import run_until_interrupted
+
+    sys.exit(run_until_interrupted(workers=workers, port=port, data_dir=data_dir))
+
+
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option(help="control-plane port")] = 8470,
+    data_dir: Annotated[Path, typer.Option(help="state of the demo network")] = Path(
+        ".idlegrid/demo"
+    ),
+) -> None:
+    """Start a local network, show devices joining, failing and healing, then exit."""
+    from idlegrid.cli.demo import run_demo
+
+    sys.exit(run_demo(port=port, data_dir=data_dir))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,186 @@
+"""One exception tree for the server, the agent and the SDK.
+
+Every error carries a machine-readable ``code``, the HTTP status the API maps it
+to, and structured ``details``. The server turns an error into a JSON body
+``{"code", "message", "details"}``; the SDK turns that body back into the same
+class, so callers on both sides catch the same exceptions::
+
+    IdlegridError
+    ├── InvalidRequest (400/422)        invalid_request, payload_too_large (413)
+    │   └── PayloadTooLarge
+    ├── AuthenticationError (401)       the request is not provably from its signer
+    │   ├── MissingSignature            missing_signature
+    │   ├── BadSignature                bad_signature
+    │   ├── StaleRequest                stale_request (clock skew over the limit)
+    │   └── ReplayedRequest             replayed_request (nonce seen before)
+    ├── PermissionDenied (403)          the signer may not act on this resource
+    │   └── NotYourDevice               not_your_device
+    ├── NotFound (404)
+    │   └── UnknownDevice               unknown_device
+    ├── Conflict (409)
+    │   ├── InvalidTransition           invalid_transition
+    │   └── DeviceTerminated (410)      device_terminated
+    ├── Unavailable (503)               unavailable (server not ready)
+    └── TransportError                  the SDK could not reach the server (no status)
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class IdlegridError(Exception):
+    """Base of every idlegrid error. ``code`` is stable; ``message`` is for people."""
+
+    code: ClassVar[str] = "error"
+    http_status: ClassVar[int] = 500
+
+    def __init__(self, message: str | None = None, **details: Any) -> None:
+        self.message = message or self.__class__.__doc__ or self.code
+        self.details: dict[str, Any] = details
+        super().__init__(self.message)
+
+    def to_body(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "details": self.details}
+
+
+class InvalidRequest(IdlegridError):
+    """The request is malformed or its values are out of range."""
+
+    code = "invalid_request"
+    http_status = 422
+
+
+class PayloadTooLarge(InvalidRequest):
+    """The request body is larger than the server accepts."""
+
+    code = "payload_too_large"
+    http_status = 413
+
+
+class AuthenticationError(IdlegridError):
+    """The request is not provably from the key it names."""
+
+    code = "unauthenticated"
+    http_status = 401
+
+
+class MissingSignature(AuthenticationError):
+    """The request lacks one of the signature headers."""
+
+    code = "missing_signature"
+
+
+class BadSignature(AuthenticationError):
+    """The signature does not verify against the named key."""
+
+    code = "bad_signature"
+
+
+class StaleRequest(AuthenticationError):
+    """The request's timestamp is too far from the server's clock."""
+
+    code = "stale_request"
+
+
+class ReplayedRequest(AuthenticationError):
+    """The request's nonce has been seen before."""
+
+    code = "replayed_request"
+
+
+class PermissionDenied(IdlegridError):
+    """The signer may not act on this resource."""
+
+    code = "permission_denied"
+    http_status = 403
+
+
+class NotYourDevice(PermissionDenied):
+    """The signer is neither the device nor its owner."""
+
+    code = "not_your_device"
+
+
+class NotFound(IdlegridError):
+    """No such resource."""
+
+    code = "not_found"
+    http_status = 404
+
+
+class UnknownDevice(NotFound):
+    """No device is registered under this id."""
+
+    code = "unknown_device"
+
+
+class Conflict(IdlegridError):
+    """The request conflicts with the resource's current state."""
+
+    code = "conflict"
+    http_status = 409
+
+
+class InvalidTransition(Conflict):
+    """The device cannot make this change from its current status."""
+
+    code = "invalid_transition"
+
+
+class DeviceTerminated(Conflict):
+    """The device was terminated by its owner and can no longer act."""
+
+    code = "device_terminated"
+    http_status = 410
+
+
+class Unavailable(IdlegridError):
+    """The server cannot serve this request right now; retry later."""
+
+    code = "unavailable"
+    http_status = 503
+
+
+class TransportError(IdlegridError):
+    """The server could not be reached."""
+
+    code = "transport_error"
+    http_status = 0
+
+
+def _all_subclasses(cls: type[IdlegridError]) -> list[type[IdlegridError]]:
+    out: list[type[IdlegridError]] = []
+    for sub in cls.__subclasses__():
+        out.append(sub)
+        out.extend(_all_subclasses(sub))
+    return out
+
+
+ERRORS_BY_CODE: dict[str, type[IdlegridError]] = {
+    cls.code: cls for cls in [IdlegridError, *_all_subclasses(IdlegridError)]
+}
+
+
+def error_from_body(status: int, body: Any) -> IdlegridError:
+    """Rebuild the error a server sent. Unknown codes fall back on the status class."""
+    if isinstance(body, dict) and isinstance(body.get("code"), str):
+        cls = ERRORS_BY_CODE.get(body["code"])
+        if cls is None:
+            cls = next(
+                (c for c in _STATUS_FALLBACK if c.http_status == status), IdlegridError
+            )
+        details = body.get("details") if isinstance(body.get("details"), dict) else {}
+        err = cls(str(body.get("message") or body["code"]), **details)
+        return err
+    return IdlegridError(f"HTTP {status}: {str(body)[:200]}", status=status)
+
+
+_STATUS_FALLBACK: list[type[IdlegridError]] = [
+    InvalidRequest,
+    AuthenticationError,
+    PermissionDenied,
+    NotFound,
+    Conflict,
+    Unavailable,
+]

@@ -1,0 +1,203 @@
+"""A local network on this machine: one control plane and N worker agents, each
+a real subprocess in its own process group, as a provider would run them.
+
+Used by ``idlegrid up``, ``idlegrid demo`` and the end-to-end tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, TypeVar
+
+import httpx
+
+from idlegrid.errors import TransportError
+
+T = TypeVar("T")
+
+LOCATIONS = ["US", "DE", "JP", "BR", "IN", "GB", "SG", "CA", "FR", "AU"]
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class LocalNetwork:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int,
+        workers: int = 3,
+        heartbeat_interval_s: float = 2.0,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.data_dir = data_dir.resolve()
+        self.port = port
+        self.workers = workers
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.server_url = f"http://127.0.0.1:{port}"
+        self.env = {**os.environ, "IDLEGRID_SERVER": self.server_url, **(env or {})}
+        self.server: subprocess.Popen[bytes] | None = None
+        self.agents: dict[int, subprocess.Popen[bytes]] = {}
+        self._logs: list[IO[bytes]] = []
+
+    # -- processes -----------------------------------------------------------------
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        logs = self.data_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - closed in close()
+        self._logs.append(log)
+        return subprocess.Popen(
+            [sys.executable, "-m", "idlegrid.cli.main", *args],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, stopped as one
+        )
+
+    def start_server(self, timeout_s: float = 30.0) -> None:
+        if not port_is_free(self.port):
+            raise RuntimeError(f"port {self.port} is in use: pick another with --port")
+        env = {
+            **self.env,
+            "IDLEGRID_DATA_DIR": str(self.data_dir),
+            "IDLEGRID_PORT": str(self.port),
+            "IDLEGRID_HEARTBEAT_INTERVAL_S": str(self.heartbeat_interval_s),
+        }
+        self.server = self._spawn("server", ["server"], env)
+        self.wait_for(self._healthy, timeout_s, "the control plane to answer /healthz")
+
+    def _healthy(self) -> bool:
+        if self.server is not None and self.server.poll() is not None:
+            raise RuntimeError(
+                f"the control plane exited with {self.server.returncode}; "
+                f"see {self.data_dir / 'logs' / 'server.log'}"
+            )
+        try:
+            return httpx.get(f"{self.server_url}/healthz", timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def keypair_path(self, index: int) -> Path:
+        return self.data_dir / "keys" / f"worker-{index}.json"
+
+    def start_worker(self, index: int, *extra: str) -> subprocess.Popen[bytes]:
+        args = [
+            "worker", "start",
+            "--server", self.server_url,
+            "--keypair", str(self.keypair_path(index)),
+            "--location", LOCATIONS[index % len(LOCATIONS)],
+            "--name", f"local-{index}",
+            *extra,
+        ]
+        proc = self._spawn(f"worker-{index}", args, self.env)
+        self.agents[index] = proc
+        return proc
+
+    def start(self) -> None:
+        self.start_server()
+        for i in range(self.workers):
+            self.start_worker(i)
+
+    def kill_worker(self, index: int, sig: int = signal.SIGKILL) -> None:
+        proc = self.agents.pop(index)
+        _stop_group(proc, sig)
+
+    def stop_server(self, sig: int = signal.SIGTERM) -> None:
+        if self.server is not None:
+            _stop_group(self.server, sig)
+            self.server = None
+
+    def close(self) -> None:
+        for index in list(self.agents):
+            self.kill_worker(index, signal.SIGTERM)
+        self.stop_server()
+        for log in self._logs:
+            log.close()
+        self._logs.clear()
+
+    def __enter__(self) -> LocalNetwork:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- waiting -------------------------------------------------------------------
+
+    @staticmethod
+    def wait_for(
+        predicate: Callable[[], T | None], timeout_s: float, what: str, poll_s: float = 0.2
+    ) -> T:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with contextlib.suppress(TransportError):
+                result = predicate()
+                if result:
+                    return result
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+            time.sleep(poll_s)
+
+
+def _stop_group(proc: subprocess.Popen[bytes], sig: int, grace_s: float = 10.0) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def run_until_interrupted(*, workers: int, port: int, data_dir: Path) -> int:
+    """``idlegrid up``: keep a local network running until Ctrl-C."""
+    from idlegrid.cli.common import console
+
+    net = LocalNetwork(data_dir, port=port, workers=workers, heartbeat_interval_s=5.0)
+    try:
+        with console.status("starting the control plane…"):
+            net.start_server()
+        for i in range(workers):
+            net.start_worker(i)
+        console.print(
+            f"local network up: control plane at [bold]{net.server_url}[/bold], "
+            f"{workers} worker agents (logs in {net.data_dir / 'logs'})\n"
+            f"try: idlegrid devices list --server {net.server_url}\n"
+            "Ctrl-C stops it."
+        )
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    except RuntimeError as exc:
+        console.print(f"[red]error[/red]: {exc}")
+        return 1
+    finally:
+        with console.status("stopping…"):
+            net.close()
+    return 0

@@ -1,0 +1,162 @@
+"""Wire models shared by the server, the worker agent and the SDK.
+
+Compatibility rules (version 1 of the wire):
+- Models ignore unknown fields, so a newer peer may add fields freely.
+- A field is only ever added with a default; never renamed, retyped or removed
+  within version 1. A change that breaks these rules is a new path prefix (/v2).
+- Ids are strings. A device's id is its Ed25519 public key in base58.
+- Times are Unix seconds (floats) on the wire.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PUBKEY_PATTERN = r"^[1-9A-HJ-NP-Za-km-z]{32,44}$"
+COUNTRY_PATTERN = r"^[A-Z]{2}$"
+
+
+class Wire(BaseModel):
+    """Base of every wire model: unknown fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class DeviceKind(StrEnum):
+    GPU = "gpu"
+    APPLE = "apple"
+    CPU = "cpu"
+
+
+class DeviceStatus(StrEnum):
+    UP = "up"
+    DOWN = "down"
+    PAUSED = "paused"
+    BLOCKED = "blocked"
+    UNSUPPORTED = "unsupported"
+    INACTIVE = "inactive"
+    TERMINATED = "terminated"
+
+
+class Readiness(StrEnum):
+    PENDING = "pending"
+    CLUSTER_READY = "cluster_ready"
+    HIRED = "hired"
+    NOT_REWARD_READY = "not_reward_ready"
+
+
+class GpuInfo(Wire):
+    index: int = Field(ge=0, le=255)
+    name: str = Field(min_length=1, max_length=128)
+    vram_mb: int = Field(ge=0, le=10_000_000)
+    uuid: str | None = Field(default=None, max_length=128)
+
+
+class HardwareInfo(Wire):
+    """What the agent detected on its machine."""
+
+    kind: DeviceKind
+    cpu_model: str = Field(max_length=256)
+    cpu_cores: int = Field(ge=1, le=4096, description="logical cores")
+    cpu_physical_cores: int | None = Field(default=None, ge=1, le=4096)
+    ram_mb: int = Field(ge=0, le=1_000_000_000)
+    gpus: list[GpuInfo] = Field(default_factory=list, max_length=64)
+    gpu_driver: str | None = Field(default=None, max_length=64)
+    cuda_version: str | None = Field(default=None, max_length=32)
+    apple_chip: str | None = Field(default=None, max_length=64)
+    apple_gpu_cores: int | None = Field(default=None, ge=1, le=1024)
+    disk_total_gb: float = Field(ge=0)
+    disk_free_gb: float = Field(ge=0)
+    os: str = Field(max_length=64)
+    os_version: str = Field(max_length=256)
+    arch: str = Field(max_length=32)
+
+
+class RegisterRequest(Wire):
+    """Signed by the device key. ``owner`` defaults to the device itself.
+
+    When ``owner`` names another key, ``owner_signature`` must be that key's
+    signature over ``owner_attestation_message(device_id)``, so nobody can file a
+    device under an owner who did not agree.
+    """
+
+    hardware: HardwareInfo
+    name: str | None = Field(default=None, max_length=64)
+    location: str | None = Field(default=None, pattern=COUNTRY_PATTERN)
+    owner: str | None = Field(default=None, pattern=PUBKEY_PATTERN)
+    owner_signature: str | None = Field(default=None, max_length=128)
+    agent_version: str = Field(default="unknown", max_length=32)
+
+
+class HeartbeatRequest(Wire):
+    cpu_percent: float | None = Field(default=None, ge=0, le=100)
+    gpu_percent: float | None = Field(default=None, ge=0, le=100)
+
+
+class HeartbeatResponse(Wire):
+    status: DeviceStatus
+    interval_s: float
+    server_time: float
+
+
+class Classification(Wire):
+    """How the catalog sees a device's hardware."""
+
+    kind: DeviceKind
+    model: str | None = Field(description="catalog key; None means unsupported")
+    processors: int = Field(ge=0)
+    reason: str | None = Field(default=None, description="why unsupported")
+
+
+class DeviceView(Wire):
+    id: str
+    owner: str
+    name: str | None
+    location: str | None
+    status: DeviceStatus
+    readiness: Readiness
+    kind: DeviceKind
+    model: str | None
+    processors: int
+    hardware: HardwareInfo
+    registered_at: float
+    last_seen_at: float | None
+    uptime_s: float = Field(description="cumulative accounted uptime")
+    agent_version: str
+
+
+class DeviceList(Wire):
+    items: list[DeviceView]
+    total: int
+
+
+class UptimeHour(Wire):
+    hour: float = Field(description="Unix time of the hour's start")
+    seconds: float
+
+
+class DeviceEventView(Wire):
+    at: float
+    kind: str
+    detail: dict[str, str | float | int | None] = Field(default_factory=dict)
+
+
+class DeviceDetail(DeviceView):
+    uptime_hours: list[UptimeHour] = Field(default_factory=list)
+    events: list[DeviceEventView] = Field(default_factory=list)
+
+
+class ErrorBody(Wire):
+    code: str
+    message: str
+    details: dict[str, object] = Field(default_factory=dict)
+
+
+class Health(Wire):
+    status: Literal["ok"] = "ok"
+    version: str
+    database: str
+    devices_live: int

@@ -1,0 +1,160 @@
+"""``Client``: the control plane over HTTP, for buyers, owners, agents and the CLI.
+
+The client talks to an httpx transport, so tests point it at the app in-process
+(``httpx.ASGITransport``) and nothing is monkeypatched. Requests that need a
+signature (device and owner actions) are signed by ``KeypairAuth`` with the
+Ed25519 keypair given to the client. Errors come back as the server's own
+exception classes (``idlegrid.errors``); a server that cannot be reached raises
+``TransportError``.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Generator
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel
+from solders.keypair import Keypair
+
+from idlegrid.core import signing
+from idlegrid.errors import TransportError, error_from_body
+from idlegrid.protocol import (
+    DeviceDetail,
+    DeviceList,
+    DeviceView,
+    Health,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    RegisterRequest,
+)
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class KeypairAuth(httpx.Auth):
+    """Signs every request with an Ed25519 keypair (see core/signing.py)."""
+
+    requires_request_body = True
+
+    def __init__(self, keypair: Keypair, clock: Callable[[], float] = time.time) -> None:
+        self.keypair = keypair
+        self.pubkey = str(keypair.pubkey())
+        self.clock = clock
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        sign_request(request, self.keypair, self.clock())
+        yield request
+
+
+def sign_request(
+    request: httpx.Request, keypair: Keypair, now: float, nonce: str | None = None
+) -> None:
+    """Add the signature headers to ``request`` (its body must be read)."""
+    timestamp = str(int(now))
+    nonce = nonce or secrets.token_urlsafe(18)
+    target = request.url.raw_path.decode("ascii")
+    message = signing.signing_message(request.method, target, request.content, timestamp, nonce)
+    request.headers[signing.HEADER_KEY] = str(keypair.pubkey())
+    request.headers[signing.HEADER_TIMESTAMP] = timestamp
+    request.headers[signing.HEADER_NONCE] = nonce
+    request.headers[signing.HEADER_SIGNATURE] = str(keypair.sign_message(message))
+
+
+class Client:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        keypair: Keypair | None = None,
+        transport: httpx.BaseTransport | None = None,
+        http: httpx.Client | None = None,
+        timeout_s: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """``transport`` or a whole ``http`` client (e.g. Starlette's TestClient,
+        which runs the app in-process) replace the network."""
+        self.keypair = keypair
+        self._auth = KeypairAuth(keypair, clock) if keypair is not None else None
+        self._http = http or httpx.Client(base_url=base_url, transport=transport, timeout=timeout_s)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- system --------------------------------------------------------------------
+
+    def health(self) -> Health:
+        return self._call("GET", "/healthz", Health)
+
+    # -- devices: the agent's side (signed by the device key) ------------------------
+
+    def register_device(self, req: RegisterRequest) -> DeviceView:
+        return self._call("POST", "/v1/devices", DeviceView, json=req, signed=True)
+
+    def heartbeat(self, device_id: str, req: HeartbeatRequest | None = None) -> HeartbeatResponse:
+        body = req or HeartbeatRequest()
+        path = f"/v1/devices/{device_id}/heartbeat"
+        return self._call("POST", path, HeartbeatResponse, json=body, signed=True)
+
+    # -- devices: the owner's side (signed by the owner key) --------------------------
+
+    def pause_device(self, device_id: str) -> DeviceView:
+        return self._call("POST", f"/v1/devices/{device_id}/pause", DeviceView, signed=True)
+
+    def resume_device(self, device_id: str) -> DeviceView:
+        return self._call("POST", f"/v1/devices/{device_id}/resume", DeviceView, signed=True)
+
+    def terminate_device(self, device_id: str) -> DeviceView:
+        return self._call("POST", f"/v1/devices/{device_id}/terminate", DeviceView, signed=True)
+
+    # -- devices: public reads -----------------------------------------------------------
+
+    def list_devices(self, **filters: Any) -> DeviceList:
+        params = {k: str(v) for k, v in filters.items() if v is not None}
+        return self._call("GET", "/v1/devices", DeviceList, params=params)
+
+    def get_device(self, device_id: str) -> DeviceDetail:
+        return self._call("GET", f"/v1/devices/{device_id}", DeviceDetail)
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        model: type[M],
+        *,
+        json: BaseModel | None = None,
+        params: dict[str, str] | None = None,
+        signed: bool = False,
+    ) -> M:
+        if signed and self._auth is None:
+            raise ValueError("this call must be signed: give the client a keypair")
+        content = json.model_dump_json().encode() if json is not None else b""
+        headers = {"content-type": "application/json"} if json is not None else {}
+        try:
+            response = self._http.request(
+                method,
+                path,
+                content=content,
+                params=params,
+                headers=headers,
+                auth=self._auth if signed else None,
+            )
+        except httpx.TransportError as exc:
+            raise TransportError(f"cannot reach the server: {exc}") from exc
+        if response.status_code >= 400:
+            try:
+                body: Any = response.json()
+            except ValueError:
+                body = response.text
+            raise error_from_body(response.status_code, body)
+        return model.model_validate_json(response.content)

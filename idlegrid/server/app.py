@@ -1,0 +1,127 @@
+"""The control plane's FastAPI application: wiring, error mapping and lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from idlegrid import __version__
+from idlegrid.catalog import Catalog, load_catalog
+from idlegrid.core.lifecycle import Timing
+from idlegrid.errors import IdlegridError
+from idlegrid.server import loops
+from idlegrid.server.auth import NonceStore
+from idlegrid.server.db import make_engine, migrate, session_factory
+from idlegrid.server.liveness import LivenessTable
+from idlegrid.server.metrics import Metrics
+from idlegrid.server.middleware import BodyLimit
+from idlegrid.server.routes import devices, system
+from idlegrid.server.services.devices import DeviceService
+from idlegrid.server.settings import ServerSettings
+from idlegrid.server.state import AppState
+
+log = logging.getLogger("idlegrid.server")
+
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+def build_state(
+    settings: ServerSettings,
+    clock: Callable[[], float] = time.time,
+    catalog: Catalog | None = None,
+) -> AppState:
+    engine = make_engine(settings.database_url)
+    migrate(engine)
+    liveness = LivenessTable(Timing(settings.heartbeat_ttl_s, settings.inactive_after_s))
+    service = DeviceService(
+        session_factory(engine), liveness, catalog or load_catalog(), settings, clock
+    )
+    service.load_liveness()
+    return AppState(
+        settings=settings,
+        engine=engine,
+        clock=clock,
+        liveness=liveness,
+        nonces=NonceStore(retention_s=2 * settings.max_clock_skew_s),
+        metrics=Metrics(),
+        devices=service,
+    )
+
+
+def create_app(
+    settings: ServerSettings | None = None,
+    *,
+    clock: Callable[[], float] = time.time,
+    catalog: Catalog | None = None,
+    run_loops: bool = True,
+) -> FastAPI:
+    """Build the app. ``run_loops=False`` leaves reaping and flushing to the caller
+    (tests drive them with ``loops.reap_and_flush`` and an injected clock)."""
+    settings = settings or ServerSettings()
+    state = build_state(settings, clock, catalog)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(loops.liveness_loop(state)) if run_loops else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            try:
+                loops.reap_and_flush(state)  # write what is queued before exiting
+            except Exception:
+                log.exception("final liveness flush failed")
+            state.engine.dispose()
+
+    app = FastAPI(title="idlegrid control plane", version=__version__, lifespan=lifespan)
+    app.state.idlegrid = state
+    app.include_router(system.router)
+    app.include_router(devices.router)
+    _install_error_handlers(app, state)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app
+
+
+def _install_error_handlers(app: FastAPI, state: AppState) -> None:
+    def respond(status: int, body: dict[str, object]) -> JSONResponse:
+        state.metrics.errors.labels(code=str(body["code"])).inc()
+        return JSONResponse(body, status_code=status)
+
+    @app.exception_handler(IdlegridError)
+    async def _idlegrid_error(_: Request, exc: IdlegridError) -> JSONResponse:
+        return respond(exc.http_status, exc.to_body())
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg"), "type": e.get("type")}
+            for e in exc.errors()[:20]
+        ]
+        return respond(
+            422,
+            {"code": "invalid_request", "message": "the request is invalid",
+             "details": {"errors": errors}},
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+        return respond(exc.status_code, {"code": code, "message": str(exc.detail), "details": {}})
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return respond(
+            500, {"code": "internal", "message": "internal server error", "details": {}}
+        )

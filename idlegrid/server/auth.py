@@ -1,0 +1,74 @@
+"""Checking signed requests: signature, clock skew and replayed nonces.
+
+The nonce store is in memory and bounded by time: a nonce is kept for twice the
+allowed skew, after which its request would be refused as stale anyway. It
+lives in the one control-plane process that serves agents; sharding agents
+across processes shards the store with them (see docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+
+from idlegrid.core import signing
+from idlegrid.errors import BadSignature, MissingSignature, ReplayedRequest, StaleRequest
+
+
+class NonceStore:
+    def __init__(self, retention_s: float) -> None:
+        self.retention_s = retention_s
+        self._seen: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def claim(self, signer: str, nonce: str, now: float) -> bool:
+        """True the first time (signer, nonce) is seen within the retention window."""
+        key = (signer, nonce)
+        with self._lock:
+            self._expire(now)
+            if key in self._seen:
+                return False
+            self._seen[key] = now
+            return True
+
+    def _expire(self, now: float) -> None:
+        horizon = now - self.retention_s
+        while self._seen:
+            key, seen = next(iter(self._seen.items()))
+            if seen >= horizon:
+                break
+            del self._seen[key]
+
+
+def authenticate(
+    headers: Mapping[str, str],
+    method: str,
+    path: str,
+    body: bytes,
+    now: float,
+    max_skew_s: float,
+    nonces: NonceStore,
+) -> str:
+    """The signer's public key, or an AuthenticationError saying what is wrong."""
+    values = {h: headers.get(h) for h in signing.SIGNATURE_HEADERS}
+    missing = [h for h, v in values.items() if not v]
+    if missing:
+        raise MissingSignature(missing=", ".join(missing))
+    signer = values[signing.HEADER_KEY] or ""
+    timestamp = values[signing.HEADER_TIMESTAMP] or ""
+    nonce = values[signing.HEADER_NONCE] or ""
+    signature = values[signing.HEADER_SIGNATURE] or ""
+    if not signing.NONCE_RE.match(nonce):
+        raise BadSignature("the nonce must be 16-64 characters of [A-Za-z0-9_-]")
+    message = signing.signing_message(method, path, body, timestamp, nonce)
+    if not signing.verify_signature(signer, signature, message):
+        raise BadSignature(signer=signer)
+    if signing.check_timestamp(timestamp, now, max_skew_s) is None:
+        raise StaleRequest(timestamp=timestamp, server_time=int(now), max_skew_s=max_skew_s)
+    if not nonces.claim(signer, nonce, now):
+        raise ReplayedRequest(nonce=nonce)
+    return signer

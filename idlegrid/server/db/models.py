@@ -1,0 +1,66 @@
+"""SQLAlchemy tables. Times are Unix seconds (double precision) to match the wire.
+
+The hot liveness state lives in memory (``server/liveness.py``); these tables
+hold what must survive a crash: the devices, their status as last flushed, and
+uptime per device per hour.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Double, ForeignKey, Index, Integer, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Device(Base):
+    __tablename__ = "devices"
+
+    id: Mapped[str] = mapped_column(String(44), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(44), index=True)
+    name: Mapped[str | None] = mapped_column(String(64))
+    location: Mapped[str | None] = mapped_column(String(2), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    # Bumped on every status change; a flush only writes a newer status.
+    status_version: Mapped[int] = mapped_column(BigInteger, default=0)
+    readiness: Mapped[str] = mapped_column(String(24), index=True)
+    kind: Mapped[str] = mapped_column(String(8), index=True)
+    model: Mapped[str | None] = mapped_column(String(64), index=True)
+    processors: Mapped[int] = mapped_column(Integer)
+    unsupported_reason: Mapped[str | None] = mapped_column(String(160))
+    hardware: Mapped[dict[str, Any]] = mapped_column(JSON)
+    agent_version: Mapped[str] = mapped_column(String(32))
+    registered_at: Mapped[float] = mapped_column(Double)
+    last_seen_at: Mapped[float | None] = mapped_column(Double)
+    uptime_s: Mapped[float] = mapped_column(Double, default=0.0)
+
+
+class DeviceUptime(Base):
+    """Seconds of accounted uptime per device per hour."""
+
+    __tablename__ = "device_uptime"
+
+    device_id: Mapped[str] = mapped_column(
+        String(44), ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
+    )
+    hour: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    seconds: Mapped[float] = mapped_column(Double)
+
+
+class DeviceEvent(Base):
+    """An append-only trail of what happened to a device (joins, status changes)."""
+
+    __tablename__ = "device_events"
+    __table_args__ = (Index("ix_device_events_device_at", "device_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    device_id: Mapped[str] = mapped_column(
+        String(44), ForeignKey("devices.id", ondelete="CASCADE")
+    )
+    at: Mapped[float] = mapped_column(Double)
+    kind: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -1,0 +1,86 @@
+"""Device routes: registration and heartbeats (signed by the device), owner
+actions (signed by the owner), and public reads."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from idlegrid.core.lifecycle import OwnerAction
+from idlegrid.errors import InvalidRequest, NotYourDevice
+from idlegrid.protocol import (
+    COUNTRY_PATTERN,
+    PUBKEY_PATTERN,
+    DeviceDetail,
+    DeviceKind,
+    DeviceList,
+    DeviceStatus,
+    DeviceView,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    Readiness,
+    RegisterRequest,
+)
+from idlegrid.server.state import Signer, StateDep
+
+router = APIRouter(prefix="/v1/devices", tags=["devices"])
+
+
+@router.post("", response_model=DeviceView, status_code=201)
+def register_device(
+    req: RegisterRequest, signer: Signer, state: StateDep, response: Response
+) -> DeviceView:
+    view, created = state.devices.register(signer, req)
+    state.metrics.registrations.labels(new=str(created).lower()).inc()
+    if not created:
+        response.status_code = 200
+    return view
+
+
+@router.post("/{device_id}/heartbeat", response_model=HeartbeatResponse)
+async def heartbeat(
+    device_id: str, req: HeartbeatRequest, signer: Signer, state: StateDep
+) -> HeartbeatResponse:
+    if signer != device_id:
+        raise NotYourDevice("a device may only heartbeat for itself", device_id=device_id)
+    now = state.clock()
+    status = state.liveness.heartbeat(device_id, now)
+    state.metrics.heartbeats.inc()
+    return HeartbeatResponse(
+        status=status, interval_s=state.settings.heartbeat_interval_s, server_time=now
+    )
+
+
+@router.post("/{device_id}/{action}", response_model=DeviceView)
+def owner_action(device_id: str, action: str, signer: Signer, state: StateDep) -> DeviceView:
+    try:
+        parsed = OwnerAction(action)
+    except ValueError:
+        raise InvalidRequest(
+            f"unknown action {action!r}", allowed=", ".join(a.value for a in OwnerAction)
+        ) from None
+    return state.devices.owner_action(signer, device_id, parsed)
+
+
+@router.get("", response_model=DeviceList)
+def list_devices(
+    state: StateDep,
+    status: DeviceStatus | None = None,
+    readiness: Readiness | None = None,
+    owner: Annotated[str | None, Query(pattern=PUBKEY_PATTERN)] = None,
+    kind: DeviceKind | None = None,
+    model: Annotated[str | None, Query(max_length=64)] = None,
+    location: Annotated[str | None, Query(pattern=COUNTRY_PATTERN)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> DeviceList:
+    return state.devices.list(
+        status=status, readiness=readiness, owner=owner, kind=kind, model=model,
+        location=location, limit=limit, offset=offset,
+    )
+
+
+@router.get("/{device_id}", response_model=DeviceDetail)
+def get_device(device_id: str, state: StateDep) -> DeviceDetail:
+    return state.devices.get(device_id)

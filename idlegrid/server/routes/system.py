@@ -1,0 +1,29 @@
+"""Health and metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from idlegrid import __version__
+from idlegrid.protocol import DeviceStatus, Health
+from idlegrid.server.state import StateDep
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/healthz", response_model=Health)
+def healthz(state: StateDep) -> Health:
+    return Health(
+        version=__version__,
+        database=state.engine.dialect.name,
+        devices_live=state.liveness.counts().get(DeviceStatus.UP, 0),
+    )
+
+
+@router.get("/metrics")
+def metrics(state: StateDep) -> Response:
+    counts = state.liveness.counts()
+    for status in DeviceStatus:
+        state.metrics.devices.labels(status=status.value).set(counts.get(status, 0))
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

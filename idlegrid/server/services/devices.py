@@ -1,0 +1,280 @@
+"""Devices: registration, owner actions, queries, and the liveness flush."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from idlegrid.catalog import Catalog
+from idlegrid.core import lifecycle, signing
+from idlegrid.core.lifecycle import OwnerAction
+from idlegrid.errors import BadSignature, DeviceTerminated, NotYourDevice, UnknownDevice
+from idlegrid.protocol import (
+    DeviceDetail,
+    DeviceEventView,
+    DeviceList,
+    DeviceStatus,
+    DeviceView,
+    Readiness,
+    RegisterRequest,
+    UptimeHour,
+)
+from idlegrid.server.db.models import Device, DeviceEvent, DeviceUptime
+from idlegrid.server.db.upsert import add_uptime
+from idlegrid.server.liveness import FlushBatch, LivenessTable
+from idlegrid.server.settings import ServerSettings
+
+RECENT_EVENTS = 50
+RECENT_HOURS = 24 * 30
+
+
+class DeviceService:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        liveness: LivenessTable,
+        catalog: Catalog,
+        settings: ServerSettings,
+        clock: Callable[[], float],
+    ) -> None:
+        self.sessions = sessions
+        self.liveness = liveness
+        self.catalog = catalog
+        self.settings = settings
+        self.clock = clock
+
+    # -- startup -----------------------------------------------------------------
+
+    def load_liveness(self) -> int:
+        """Fill the liveness table from the database (oldest heartbeat first)."""
+        with self.sessions() as db:
+            rows = db.execute(
+                select(Device.id, Device.status, Device.last_seen_at, Device.status_version)
+                .where(Device.status != DeviceStatus.TERMINATED.value)
+                .order_by(Device.last_seen_at.asc().nulls_first())
+            )
+            n = 0
+            for device_id, status, last_seen, version in rows:
+                self.liveness.load(device_id, DeviceStatus(status), last_seen, version)
+                n += 1
+        return n
+
+    # -- registration ------------------------------------------------------------
+
+    def register(self, device_id: str, req: RegisterRequest) -> tuple[DeviceView, bool]:
+        """Register a device (or refresh its hardware); True when it is new."""
+        owner = req.owner or device_id
+        if owner != device_id:
+            message = signing.owner_attestation_message(device_id)
+            if not req.owner_signature or not signing.verify_signature(
+                owner, req.owner_signature, message
+            ):
+                raise BadSignature("owner_signature does not verify for this device", owner=owner)
+        now = self.clock()
+        cls = self.catalog.classify(req.hardware)
+        hardware = req.hardware.model_dump(mode="json")
+        with self.sessions.begin() as db:
+            dev = db.get(Device, device_id, with_for_update=True)
+            created = dev is None
+            if dev is None:
+                dev = Device(
+                    id=device_id,
+                    owner=owner,
+                    status_version=0,
+                    readiness=Readiness.PENDING.value,
+                    registered_at=now,
+                    uptime_s=0.0,
+                )
+                db.add(dev)
+                event: dict[str, Any] = {"model": cls.model, "kind": cls.kind.value}
+                self._event(db, device_id, now, "registered", event)
+            else:
+                if dev.status == DeviceStatus.TERMINATED.value:
+                    raise DeviceTerminated(device_id=device_id)
+                if dev.owner != owner:
+                    raise NotYourDevice("a registered device keeps its owner", owner=dev.owner)
+                if dev.model != cls.model or dev.processors != cls.processors:
+                    self._event(
+                        db, device_id, now, "hardware_changed",
+                        {"from": dev.model, "to": cls.model, "processors": cls.processors},
+                    )
+            status = self._registration_status(dev, cls.model is not None)
+            if not created and status.value != dev.status:
+                self._event(
+                    db, device_id, now, "status", {"from": dev.status, "to": status.value}
+                )
+            # Newer than anything the liveness table may still have queued.
+            live = self.liveness.get(device_id)
+            dev.status_version = max(dev.status_version, live.version if live else 0) + 1
+            dev.status = status.value
+            dev.name = req.name
+            dev.location = req.location
+            dev.kind = cls.kind.value
+            dev.model = cls.model
+            dev.processors = cls.processors
+            dev.unsupported_reason = cls.reason
+            dev.hardware = hardware
+            dev.agent_version = req.agent_version
+            dev.last_seen_at = now
+            version = dev.status_version
+        # Only once committed does the hot path learn of the device.
+        self.liveness.load(device_id, status, now, version)
+        return self._view(dev), created
+
+    def _registration_status(self, dev: Device, supported: bool) -> DeviceStatus:
+        current = DeviceStatus(dev.status) if dev.status else None
+        if not supported:
+            return DeviceStatus.UNSUPPORTED
+        if current in (DeviceStatus.PAUSED, DeviceStatus.BLOCKED):
+            return current
+        return DeviceStatus.UP
+
+    # -- owner actions -----------------------------------------------------------
+
+    def owner_action(self, signer: str, device_id: str, action: OwnerAction) -> DeviceView:
+        now = self.clock()
+        with self.sessions.begin() as db:
+            dev = db.get(Device, device_id, with_for_update=True)
+            if dev is None:
+                raise UnknownDevice(device_id=device_id)
+            if signer != dev.owner:
+                raise NotYourDevice(device_id=device_id)
+            live = self.liveness.get(device_id)
+            previous = live.status if live is not None else DeviceStatus(dev.status)
+            status = lifecycle.on_owner_action(
+                previous, action, self.liveness.is_live(device_id, now)
+            )
+            dev.status = status.value
+            dev.status_version = max(dev.status_version, live.version if live else 0) + 1
+            self._event(
+                db, device_id, now, action.value, {"from": previous.value, "to": status.value}
+            )
+        self.liveness.set_status(device_id, status, dev.status_version, dev.last_seen_at)
+        return self._view(dev)
+
+    # -- queries -----------------------------------------------------------------
+
+    def list(
+        self,
+        *,
+        status: DeviceStatus | None = None,
+        readiness: Readiness | None = None,
+        owner: str | None = None,
+        kind: str | None = None,
+        model: str | None = None,
+        location: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> DeviceList:
+        filters = []
+        for column, value in (
+            (Device.status, status),
+            (Device.readiness, readiness),
+            (Device.owner, owner),
+            (Device.kind, kind),
+            (Device.model, model),
+            (Device.location, location),
+        ):
+            if value is not None:
+                filters.append(column == str(value))
+        with self.sessions() as db:
+            total = db.scalar(select(func.count()).select_from(Device).where(*filters)) or 0
+            rows = db.scalars(
+                select(Device).where(*filters).order_by(Device.registered_at, Device.id)
+                .limit(limit).offset(offset)
+            )
+            return DeviceList(items=[self._view(d) for d in rows], total=total)
+
+    def get(self, device_id: str) -> DeviceDetail:
+        with self.sessions() as db:
+            dev = db.get(Device, device_id)
+            if dev is None:
+                raise UnknownDevice(device_id=device_id)
+            since = int(self.clock() // 3600) * 3600 - RECENT_HOURS * 3600
+            hours = db.scalars(
+                select(DeviceUptime)
+                .where(DeviceUptime.device_id == device_id, DeviceUptime.hour >= since)
+                .order_by(DeviceUptime.hour)
+            )
+            events = db.scalars(
+                select(DeviceEvent)
+                .where(DeviceEvent.device_id == device_id)
+                .order_by(DeviceEvent.at.desc(), DeviceEvent.id.desc())
+                .limit(RECENT_EVENTS)
+            )
+            view = self._view(dev)
+            return DeviceDetail(
+                **view.model_dump(),
+                uptime_hours=[UptimeHour(hour=h.hour, seconds=h.seconds) for h in hours],
+                events=[DeviceEventView(at=e.at, kind=e.kind, detail=e.detail) for e in events],
+            )
+
+    # -- liveness flush ----------------------------------------------------------
+
+    def flush(self, batch: FlushBatch) -> None:
+        """Write a drained liveness batch in one transaction."""
+        if not batch:
+            return
+        per_device: dict[str, float] = {}
+        for (device_id, _hour), seconds in batch.uptime.items():
+            per_device[device_id] = per_device.get(device_id, 0.0) + seconds
+        with self.sessions.begin() as db:
+            if batch.uptime:
+                add_uptime(db, [(d, h, s) for (d, h), s in batch.uptime.items()])
+            if batch.last_seen:
+                db.execute(
+                    update(Device.__table__)
+                    .where(Device.__table__.c.id == bindparam("b_id"))
+                    .values(
+                        last_seen_at=bindparam("b_seen"),
+                        uptime_s=Device.__table__.c.uptime_s + bindparam("b_uptime"),
+                    ),
+                    [
+                        {"b_id": d, "b_seen": seen, "b_uptime": per_device.get(d, 0.0)}
+                        for d, seen in batch.last_seen.items()
+                    ],
+                )
+            for change in batch.changes:
+                result = db.execute(
+                    update(Device)
+                    .where(Device.id == change.device_id, Device.status_version < change.version)
+                    .values(status=change.status.value, status_version=change.version)
+                )
+                if result.rowcount:  # type: ignore[attr-defined]
+                    self._event(
+                        db, change.device_id, change.at, "status",
+                        {"from": change.previous.value, "to": change.status.value,
+                         "reason": change.reason},
+                    )
+
+    # -- helpers -----------------------------------------------------------------
+
+    @staticmethod
+    def _event(db: Session, device_id: str, at: float, kind: str, detail: dict[str, Any]) -> None:
+        db.add(DeviceEvent(device_id=device_id, at=at, kind=kind, detail=detail))
+
+    def _view(self, dev: Device) -> DeviceView:
+        # The liveness table is ahead of the database by at most one flush.
+        status, last_seen = DeviceStatus(dev.status), dev.last_seen_at
+        live = self.liveness.get(dev.id)
+        if live is not None:
+            status, last_seen = live.status, live.last_seen
+        return DeviceView(
+            id=dev.id,
+            owner=dev.owner,
+            name=dev.name,
+            location=dev.location,
+            status=status,
+            readiness=Readiness(dev.readiness),
+            kind=dev.kind,
+            model=dev.model,
+            processors=dev.processors,
+            hardware=dev.hardware,
+            registered_at=dev.registered_at,
+            last_seen_at=last_seen,
+            uptime_s=dev.uptime_s,
+            agent_version=dev.agent_version,
+        )

@@ -1,0 +1,83 @@
+"""Typed settings for the control plane, from the environment and an optional TOML file.
+
+Every field reads from ``IDLEGRID_<NAME>`` (e.g. ``IDLEGRID_DATABASE_URL``); a
+TOML file named by ``IDLEGRID_CONFIG`` may set the same names in lower case.
+The environment wins over the file. Units are in the names.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_DATA_DIR = Path(".idlegrid")
+
+
+class ServerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IDLEGRID_", extra="ignore")
+
+    environment: Literal["development", "production"] = "development"
+    data_dir: Path = DEFAULT_DATA_DIR
+    database_url: str = Field(
+        default="", description="SQLAlchemy URL; empty means a SQLite file in data_dir"
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8470, ge=1, le=65535)
+
+    heartbeat_interval_s: float = Field(default=10.0, gt=0)
+    heartbeat_ttl_s: float = Field(
+        default=0, ge=0, description="silence before a device is down; 0 means 2.5 intervals"
+    )
+    inactive_after_s: float = Field(default=5 * 24 * 3600, gt=0)
+    max_clock_skew_s: float = Field(default=60.0, gt=0)
+    min_uptime_s: float = Field(default=12 * 3600, ge=0)
+
+    # 0 means min(1 s, a quarter of the heartbeat interval).
+    flush_interval_s: float = Field(default=0, ge=0)
+    reaper_interval_s: float = Field(default=0, ge=0)
+    max_body_bytes: int = Field(default=64 * 1024, gt=0)
+    max_page_size: int = Field(default=1000, gt=0)
+
+    @model_validator(mode="after")
+    def _fill_derived(self) -> ServerSettings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'idlegrid.db'}"
+        # A device is down after missing two heartbeats and half of a third, so a
+        # dead agent is noticed within three intervals, reaper tick included.
+        if self.heartbeat_ttl_s == 0:
+            self.heartbeat_ttl_s = 2.5 * self.heartbeat_interval_s
+        tick = min(1.0, self.heartbeat_interval_s / 4)
+        if self.flush_interval_s == 0:
+            self.flush_interval_s = tick
+        if self.reaper_interval_s == 0:
+            self.reaper_interval_s = tick
+        if self.heartbeat_ttl_s < self.heartbeat_interval_s:
+            raise ValueError("heartbeat_ttl_s must be at least heartbeat_interval_s")
+        if self.environment == "production" and self.database_url.startswith("sqlite"):
+            raise ValueError("production needs PostgreSQL: set IDLEGRID_DATABASE_URL")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        import os
+
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config = os.environ.get("IDLEGRID_CONFIG")
+        if config:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config))
+        return tuple(sources)

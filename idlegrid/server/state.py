@@ -1,0 +1,56 @@
+"""What one control-plane process holds, and the FastAPI dependencies that reach it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy import Engine
+
+from idlegrid.server.auth import NonceStore, authenticate
+from idlegrid.server.liveness import LivenessTable
+from idlegrid.server.metrics import Metrics
+from idlegrid.server.services.devices import DeviceService
+from idlegrid.server.settings import ServerSettings
+
+
+@dataclass
+class AppState:
+    settings: ServerSettings
+    engine: Engine
+    clock: Callable[[], float]
+    liveness: LivenessTable
+    nonces: NonceStore
+    metrics: Metrics
+    devices: DeviceService
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.idlegrid
+    return state
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+
+
+async def signed_by(request: Request) -> str:
+    """The public key that signed this request (see core/signing.py)."""
+    state = get_state(request)
+    body = await request.body()
+    path = request.scope.get("raw_path") or request.url.path.encode()
+    query = request.scope.get("query_string", b"")
+    target = path.decode("latin-1") + (("?" + query.decode("latin-1")) if query else "")
+    return authenticate(
+        request.headers,
+        request.method,
+        target,
+        body,
+        state.clock(),
+        state.settings.max_clock_skew_s,
+        state.nonces,
+    )
+
+
+Signer = Annotated[str, Depends(signed_by)]

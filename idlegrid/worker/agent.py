@@ -1,0 +1,167 @@
+"""The worker agent's main loop: register, then run its duties on their intervals.
+
+Duties are small periodic classes (after SkyPilot's skylet events): each has an
+``interval_s`` and a ``run(agent)``. A duty that fails is logged and tried again
+at its next turn; the agent never dies of one. When the server cannot be
+reached, the agent backs off exponentially (with jitter, capped) and carries on
+where it left off once the server is back. A device the server no longer knows
+(for instance after its database was reset) registers again.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import psutil
+
+from idlegrid import __version__
+from idlegrid.errors import (
+    AuthenticationError,
+    DeviceTerminated,
+    IdlegridError,
+    TransportError,
+    Unavailable,
+    UnknownDevice,
+)
+from idlegrid.protocol import DeviceStatus, HardwareInfo, HeartbeatRequest, RegisterRequest
+from idlegrid.sdk import Client
+
+log = logging.getLogger("idlegrid.worker")
+
+RETRYABLE = (TransportError, Unavailable)
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with full jitter: 0.5 s, 1 s, 2 s … capped at ``cap_s``."""
+
+    base_s: float = 0.5
+    cap_s: float = 30.0
+    attempts: int = 0
+    rng: random.Random = field(default_factory=random.Random)
+
+    def next_delay(self) -> float:
+        delay = min(self.cap_s, self.base_s * 2**self.attempts)
+        self.attempts += 1
+        return self.rng.uniform(delay / 2, delay)
+
+    def reset(self) -> None:
+        self.attempts = 0
+
+
+class Duty(Protocol):
+    name: str
+    interval_s: float
+
+    def run(self, agent: Agent) -> None: ...
+
+
+class HeartbeatDuty:
+    name = "heartbeat"
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+
+    def run(self, agent: Agent) -> None:
+        req = HeartbeatRequest(cpu_percent=psutil.cpu_percent(interval=None))
+        resp = agent.client.heartbeat(agent.device_id, req)
+        agent.status = resp.status
+        self.interval_s = resp.interval_s  # the server sets the pace
+
+
+class Agent:
+    def __init__(
+        self,
+        client: Client,
+        hardware: HardwareInfo,
+        *,
+        name: str | None = None,
+        location: str | None = None,
+        owner: str | None = None,
+        owner_signature: str | None = None,
+        heartbeat_interval_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        backoff: Backoff | None = None,
+    ) -> None:
+        if client.keypair is None:
+            raise ValueError("the agent's client needs the device keypair")
+        self.client = client
+        self.device_id = str(client.keypair.pubkey())
+        self.hardware = hardware
+        self.name = name
+        self.location = location
+        self.owner = owner
+        self.owner_signature = owner_signature
+        self.clock = clock
+        self.backoff = backoff or Backoff()
+        self.registered = False
+        self.status: DeviceStatus | None = None
+        self.duties: list[Duty] = [HeartbeatDuty(heartbeat_interval_s)]
+        self._next_run: dict[str, float] = {}
+
+    def register(self) -> None:
+        view = self.client.register_device(
+            RegisterRequest(
+                hardware=self.hardware,
+                name=self.name,
+                location=self.location,
+                owner=self.owner,
+                owner_signature=self.owner_signature,
+                agent_version=__version__,
+            )
+        )
+        self.registered = True
+        self.status = view.status
+        log.info("registered %s as %s (%s, %s)", self.device_id, view.status, view.kind, view.model)
+
+    def step(self) -> float:
+        """Do whatever is due; return how long to sleep before the next step."""
+        try:
+            if not self.registered:
+                self.register()
+                self._next_run.clear()
+            for duty in self.duties:
+                if self._next_run.get(duty.name, 0.0) <= self.clock():
+                    self._run_duty(duty)
+                    self._next_run[duty.name] = self.clock() + duty.interval_s
+        except (*RETRYABLE, AuthenticationError) as exc:
+            # An unreachable server, or one that refuses our signature (a skewed
+            # clock, say): both may heal, so wait and try again rather than exit.
+            delay = self.backoff.next_delay()
+            log.warning("%s: %s; retrying in %.1fs", type(exc).__name__, exc.message, delay)
+            return delay
+        self.backoff.reset()
+        if not self.registered:
+            return 0.0
+        now = self.clock()
+        return max(0.0, min(self._next_run.values(), default=now + 1.0) - now)
+
+    def _run_duty(self, duty: Duty) -> None:
+        """Run one duty; only the errors the main loop acts on escape."""
+        try:
+            duty.run(self)
+        except UnknownDevice:
+            log.warning("the server does not know this device; registering again")
+            self.registered = False
+        except (DeviceTerminated, AuthenticationError, *RETRYABLE):
+            raise
+        except IdlegridError as exc:
+            log.error("duty %s refused: %s (%s)", duty.name, exc.message, exc.code)
+        except Exception:
+            log.exception("duty %s failed", duty.name)
+
+    def run(self, stop: threading.Event) -> None:
+        """Run until ``stop`` is set or the device is terminated."""
+        while not stop.is_set():
+            try:
+                delay = self.step()
+            except DeviceTerminated:
+                log.error("device %s was terminated by its owner; exiting", self.device_id)
+                return
+            stop.wait(delay)
