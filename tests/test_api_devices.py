@@ -1,0 +1,295 @@
+"""In-process API tests through the SDK: registration, heartbeats, signatures,
+owners, the reaper and uptime. Each runs on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from solders.keypair import Keypair
+
+from idlegrid.core import signing
+from idlegrid.errors import (
+    BadSignature,
+    DeviceTerminated,
+    InvalidRequest,
+    InvalidTransition,
+    MissingSignature,
+    NotYourDevice,
+    ReplayedRequest,
+    StaleRequest,
+    UnknownDevice,
+)
+from idlegrid.protocol import DeviceStatus, RegisterRequest
+from idlegrid.sdk.client import sign_request
+from tests.conftest import T0, FakeClock, Network, cpu_hardware, gpu_hardware
+
+S = DeviceStatus
+
+
+def register(net: Network, keypair: Keypair | None = None, **kw: object) -> Keypair:
+    keypair = keypair or Keypair()
+    hardware = kw.pop("hardware", cpu_hardware())
+    net.client(keypair).register_device(RegisterRequest(hardware=hardware, **kw))
+    return keypair
+
+
+def test_register_detects_model_and_is_up(network: Network) -> None:
+    kp = Keypair()
+    view = network.client(kp).register_device(
+        RegisterRequest(hardware=gpu_hardware(), location="DE", name="rig-1")
+    )
+    assert view.id == str(kp.pubkey()) and view.owner == view.id
+    assert (view.status, view.kind.value, view.processors) == (S.UP, "gpu", 8)
+    assert view.model == "h100-sxm-80gb"
+    assert view.readiness.value == "pending"
+    assert network.client().get_device(view.id).hardware.gpus[0].vram_mb == 81559
+
+
+def test_reregistration_is_idempotent_and_notes_hardware_changes(network: Network) -> None:
+    kp = register(network)
+    again = network.client(kp).register_device(RegisterRequest(hardware=gpu_hardware()))
+    assert again.model == "h100-sxm-80gb"
+    assert network.client().list_devices().total == 1
+    kinds = [e.kind for e in network.client().get_device(again.id).events]
+    assert "hardware_changed" in kinds and "registered" in kinds
+
+
+def test_unknown_hardware_is_unsupported_not_guessed(network: Network) -> None:
+    kp = register(network, hardware=gpu_hardware("NVIDIA GeForce GTX 9999"))
+    view = network.client().get_device(str(kp.pubkey()))
+    assert view.status is S.UNSUPPORTED and view.model is None
+
+
+def test_heartbeats_accrue_uptime_by_hour(network: Network, clock: FakeClock) -> None:
+    clock.now = T0 + 3600 - 15  # 15 s before an hour boundary
+    kp = register(network)
+    device = str(kp.pubkey())
+    client = network.client(kp)
+    for _ in range(3):
+        clock.advance(10)
+        assert client.heartbeat(device).status is S.UP
+    network.tick()
+    detail = network.client().get_device(device)
+    assert detail.uptime_s == pytest.approx(30)
+    assert [(h.hour, h.seconds) for h in detail.uptime_hours] == [(T0, 15.0), (T0 + 3600, 15.0)]
+
+
+def test_silent_device_goes_down_then_inactive_and_comes_back(
+    network: Network, clock: FakeClock
+) -> None:
+    kp = register(network)
+    device = str(kp.pubkey())
+    ttl = network.settings.heartbeat_ttl_s
+    clock.advance(ttl)
+    network.tick()
+    assert network.client().get_device(device).status is S.UP
+    clock.advance(1)
+    network.tick()
+    assert network.client().get_device(device).status is S.DOWN
+    clock.advance(5 * 24 * 3600)
+    network.tick()
+    assert network.client().get_device(device).status is S.INACTIVE
+    assert network.client(kp).heartbeat(device).status is S.UP
+    network.tick()
+    events = [e.detail.get("to") for e in network.client().get_device(device).events]
+    assert events[:3] == ["up", "inactive", "down"]
+    # The gap is not uptime.
+    assert network.client().get_device(device).uptime_s == 0
+
+
+def test_forged_signature_is_refused(network: Network) -> None:
+    victim = register(network)
+    forger = Network_client_claiming(network, Keypair(), str(victim.pubkey()))
+    resp = forger.post(f"/v1/devices/{victim.pubkey()}/heartbeat", json={})
+    assert resp.status_code == 401 and resp.json()["code"] == "bad_signature"
+
+
+def Network_client_claiming(network: Network, signer: Keypair, claimed: str) -> httpx.Client:
+    """A raw client that signs with ``signer`` but names ``claimed`` as the key."""
+
+    def forge(request: httpx.Request) -> None:
+        sign_request(request, signer, network.clock())
+        request.headers[signing.HEADER_KEY] = claimed
+
+    network.http.event_hooks["request"] = [forge]
+    return network.http
+
+
+def test_stale_and_replayed_and_cross_device_requests_are_refused(
+    network: Network, clock: FakeClock
+) -> None:
+    a, b = register(network), register(network)
+    # Stale: the agent's clock is 2 minutes behind.
+    behind = FakeClock(clock.now - 120)
+    from idlegrid.sdk import Client
+
+    stale = Client("http://testserver", keypair=a, http=network.http, clock=behind)
+    with pytest.raises(StaleRequest):
+        stale.heartbeat(str(a.pubkey()))
+    # Replayed: the same signed request twice.
+    request = network.http.build_request(
+        "POST", f"/v1/devices/{a.pubkey()}/heartbeat", content=b"{}",
+        headers={"content-type": "application/json"},
+    )
+    sign_request(request, a, clock.now)
+    assert network.http.send(request).status_code == 200
+    replay = network.http.send(request)
+    assert replay.status_code == 401 and replay.json()["code"] == ReplayedRequest.code
+    # Cross-device: a signs a heartbeat for b.
+    with pytest.raises(NotYourDevice):
+        network.client(a).heartbeat(str(b.pubkey()))
+    # Unsigned.
+    resp = network.http.post(f"/v1/devices/{a.pubkey()}/heartbeat", json={})
+    assert resp.status_code == 401 and resp.json()["code"] == MissingSignature.code
+
+
+def test_unknown_device_heartbeat_is_404(network: Network) -> None:
+    kp = Keypair()
+    with pytest.raises(UnknownDevice):
+        network.client(kp).heartbeat(str(kp.pubkey()))
+
+
+def test_owner_controls_their_devices_only(network: Network, clock: FakeClock) -> None:
+    owner, stranger = Keypair(), Keypair()
+    devices = []
+    for _ in range(2):
+        kp = Keypair()
+        attestation = owner.sign_message(signing.owner_attestation_message(str(kp.pubkey())))
+        register(network, kp, owner=str(owner.pubkey()), owner_signature=str(attestation))
+        devices.append(str(kp.pubkey()))
+    mine = network.client().list_devices(owner=str(owner.pubkey()))
+    assert mine.total == 2
+    boss = network.client(owner)
+    with pytest.raises(NotYourDevice):
+        network.client(stranger).pause_device(devices[0])
+    assert boss.pause_device(devices[0]).status is S.PAUSED
+    # A paused device heartbeats but stays paused; the reaper leaves it alone.
+    assert network.client(Keypair()).list_devices(status=S.PAUSED).total == 1
+    with pytest.raises(InvalidTransition):
+        boss.resume_device(devices[1])
+    assert boss.resume_device(devices[0]).status is S.UP
+    assert boss.terminate_device(devices[1]).status is S.TERMINATED
+    with pytest.raises(DeviceTerminated):
+        boss.terminate_device(devices[1])
+    network.tick()
+    assert network.client().get_device(devices[1]).status is S.TERMINATED
+
+
+def test_terminated_device_cannot_heartbeat_or_reregister(network: Network) -> None:
+    kp = register(network)
+    device = str(kp.pubkey())
+    network.client(kp).terminate_device(device)  # its own owner
+    with pytest.raises(DeviceTerminated):
+        network.client(kp).heartbeat(device)
+    with pytest.raises(DeviceTerminated):
+        register(network, kp)
+
+
+def test_owner_attestation_must_verify(network: Network) -> None:
+    owner = Keypair()
+    kp = Keypair()
+    wrong = owner.sign_message(signing.owner_attestation_message("someone-else"))
+    with pytest.raises(BadSignature):
+        register(network, kp, owner=str(owner.pubkey()), owner_signature=str(wrong))
+    with pytest.raises(BadSignature):
+        register(network, kp, owner=str(owner.pubkey()))
+    assert network.client().list_devices().total == 0
+
+
+def test_a_late_flush_never_undoes_an_owner_action(network: Network, clock: FakeClock) -> None:
+    kp = register(network)
+    device = str(kp.pubkey())
+    clock.advance(network.settings.heartbeat_ttl_s + 1)
+    network.state.liveness.reap(clock.now)  # queued: up → down, not yet flushed
+    network.client(kp).pause_device(device)
+    network.tick()  # now the stale "down" is written... or not
+    assert network.client().get_device(device).status is S.PAUSED
+    network.state.devices.load_liveness()  # as after a restart: from the database
+    assert network.state.liveness.get(device).status is S.PAUSED
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "code"),
+    [
+        ("GET", "/v1/devices?limit=0", None, 422, "invalid_request"),
+        ("GET", "/v1/devices?status=sleepy", None, 422, "invalid_request"),
+        ("GET", "/v1/devices/nope", None, 404, "unknown_device"),
+        ("GET", "/v1/nothing-here", None, 404, "not_found"),
+        ("DELETE", "/v1/devices", None, 405, "method_not_allowed"),
+        ("POST", "/v1/devices", b"{not json", 401, "missing_signature"),
+    ],
+)
+def test_bad_requests_get_json_errors(
+    network: Network, method: str, path: str, body: bytes | None, status: int, code: str
+) -> None:
+    resp = network.http.request(method, path, content=body)
+    assert resp.status_code == status
+    assert resp.json()["code"] == code
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (b"{not json", 422, "invalid_request"),
+        (b'{"hardware": {"kind": "quantum"}}', 422, "invalid_request"),
+        (b'{"hardware": 7}', 422, "invalid_request"),
+        (b"[]", 422, "invalid_request"),
+        (b'{"pad": "' + b"x" * 70_000 + b'"}', 413, "payload_too_large"),
+    ],
+)
+def test_bad_signed_bodies_get_json_errors(
+    network: Network, body: bytes, status: int, code: str
+) -> None:
+    request = network.http.build_request(
+        "POST", "/v1/devices", content=body, headers={"content-type": "application/json"}
+    )
+    sign_request(request, Keypair(), network.clock())
+    resp = network.http.send(request)
+    assert (resp.status_code, resp.json()["code"]) == (status, code)
+
+
+def test_bad_location_is_refused_by_the_sdk_model() -> None:
+    with pytest.raises(ValueError):
+        RegisterRequest(hardware=cpu_hardware(), location="Germany")
+
+
+def test_list_filters_and_pages(network: Network) -> None:
+    for i in range(5):
+        register(network, location="US" if i % 2 else "DE")
+    register(network, hardware=gpu_hardware())
+    c = network.client()
+    assert c.list_devices(location="DE").total == 3
+    assert c.list_devices(kind="gpu").total == 1
+    page = c.list_devices(limit=2, offset=4)
+    assert page.total == 6 and len(page.items) == 2
+    with pytest.raises(InvalidRequest):
+        c.list_devices(limit=5000)
+
+
+def test_health_metrics_and_openapi(network: Network) -> None:
+    kp = register(network)
+    network.client(kp).heartbeat(str(kp.pubkey()))
+    health = network.client().health()
+    assert health.devices_live == 1
+    metrics = network.http.get("/metrics").text
+    assert "idlegrid_heartbeats_total 1.0" in metrics
+    assert 'idlegrid_devices{status="up"} 1.0' in metrics
+    assert "/v1/devices/{device_id}/heartbeat" in network.http.get("/openapi.json").json()["paths"]
+
+
+def test_state_survives_a_control_plane_restart(network: Network, clock: FakeClock) -> None:
+    kp = register(network)
+    device = str(kp.pubkey())
+    for _ in range(3):
+        clock.advance(5)
+        network.client(kp).heartbeat(device)
+    network.close()  # lifespan shutdown flushes what is queued
+    restarted = Network(network.settings, clock)
+    try:
+        assert restarted.client().get_device(device).uptime_s == pytest.approx(15)
+        clock.advance(5)
+        assert restarted.client(kp).heartbeat(device).status is S.UP
+        restarted.tick()
+        assert restarted.client().get_device(device).uptime_s == pytest.approx(20)
+    finally:
+        restarted.close()
