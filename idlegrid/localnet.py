@@ -104,6 +104,12 @@ class LocalNetwork:
     def keypair_path(self, index: int) -> Path:
         return self.data_dir / "keys" / f"worker-{index}.json"
 
+    def device_id(self, index: int) -> str:
+        """The device id (public key) of worker ``index``, once it has started."""
+        from idlegrid.worker.keypair import load_keypair
+
+        return str(load_keypair(self.keypair_path(index)).pubkey())
+
     def start_worker(self, index: int, *extra: str) -> subprocess.Popen[bytes]:
         args = [
             "worker", "start",

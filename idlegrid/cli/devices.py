@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.table import Table
 
 from idlegrid.cli.common import (
@@ -37,33 +38,38 @@ STATUS_STYLE = {
 def hardware_summary(d: DeviceView) -> str:
     hw = d.hardware
     if hw.gpus:
-        return f"{len(hw.gpus)}× {hw.gpus[0].name} ({hw.gpus[0].vram_mb // 1024} GiB)"
+        return f"{len(hw.gpus)}× {hw.gpus[0].name} {hw.gpus[0].vram_mb // 1024}G"
     if hw.apple_chip:
-        return f"{hw.apple_chip}, {hw.ram_mb // 1024} GiB"
-    return f"{hw.cpu_model}, {hw.cpu_cores} cores, {hw.ram_mb // 1024} GiB"
+        return f"{hw.apple_chip} {hw.ram_mb // 1024}G"
+    return f"{hw.cpu_cores} cores {hw.ram_mb // 1024}G"
 
 
-def devices_table(devices: list[DeviceView], now: float | None = None) -> Table:
-    now = now or time.time()
-    table = Table(show_lines=False)
-    for col in ("device", "name", "loc", "status", "readiness", "model", "hardware", "uptime",
-                "seen"):
-        table.add_column(col, no_wrap=col in ("device", "status"))
+def devices_table(devices: list[DeviceView]) -> Table:
+    """A table that fits 80 columns (what a pipe or a CI log gets)."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
+    for col in ("device", "name", "loc", "status", "ready", "model", "hardware", "uptime"):
+        table.add_column(col, no_wrap=True, overflow="ellipsis")
     for d in devices:
-        seen = f"{now - d.last_seen_at:.0f}s ago" if d.last_seen_at else "-"
         style = STATUS_STYLE.get(d.status, "")
         table.add_row(
-            d.id[:10] + "…",
+            d.id[:8],
             d.name or "-",
             d.location or "-",
             f"[{style}]{d.status.value}[/{style}]",
-            d.readiness.value,
-            d.model or "unsupported",
+            READINESS_SHORT.get(d.readiness, d.readiness.value),
+            d.model or "-",
             hardware_summary(d),
             fmt_duration(d.uptime_s),
-            seen,
         )
     return table
+
+
+READINESS_SHORT = {
+    Readiness.PENDING: "pending",
+    Readiness.CLUSTER_READY: "ready",
+    Readiness.HIRED: "hired",
+    Readiness.NOT_REWARD_READY: "no-rwd",
+}
 
 
 @app.command("list")
@@ -103,8 +109,9 @@ def show_device(device_id: str, server: ServerOpt = DEFAULT_SERVER,
         return
     console.print(devices_table([d]))
     hw = d.hardware
+    seen = f"{time.time() - d.last_seen_at:.0f}s ago" if d.last_seen_at else "never"
     console.print(
-        f"[bold]{d.id}[/bold]  owner {d.owner}\n"
+        f"[bold]{d.id}[/bold]  owner {d.owner}  last heartbeat {seen}\n"
         f"kind {d.kind.value}, {d.processors} processor(s), model {d.model or 'unsupported'}\n"
         f"CPU {hw.cpu_model} ({hw.cpu_cores} cores), RAM {hw.ram_mb // 1024} GiB, "
         f"disk {hw.disk_free_gb:.0f}/{hw.disk_total_gb:.0f} GB free, {hw.os} {hw.arch}"

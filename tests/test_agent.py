@@ -1,0 +1,111 @@
+"""The worker agent against an in-process control plane: registration, heartbeats,
+backoff while the server is away, re-registration, termination, keypair files."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+from pathlib import Path
+
+import pytest
+from solders.keypair import Keypair
+
+from idlegrid.protocol import DeviceStatus
+from idlegrid.sdk import Client
+from idlegrid.server.settings import ServerSettings
+from idlegrid.worker.agent import Agent, Backoff
+from idlegrid.worker.keypair import KeypairFileError, load_keypair, load_or_create_keypair
+from tests.conftest import FakeClock, Network, cpu_hardware
+
+
+def make_agent(client: Client, clock: FakeClock) -> Agent:
+    return Agent(client, cpu_hardware(), location="FR", clock=clock,
+                 backoff=Backoff(rng=random.Random(1)))
+
+
+def test_agent_registers_then_heartbeats_on_the_servers_interval(
+    network: Network, clock: FakeClock
+) -> None:
+    kp = Keypair()
+    agent = make_agent(network.client(kp), clock)
+    delay = agent.step()
+    assert agent.registered and agent.status is DeviceStatus.UP
+    assert delay == pytest.approx(network.settings.heartbeat_interval_s)
+    clock.advance(delay)
+    agent.step()
+    clock.advance(agent.step() or 10)
+    agent.step()
+    network.tick()
+    view = network.client().get_device(agent.device_id)
+    assert view.location == "FR" and view.uptime_s == pytest.approx(20)
+
+
+def test_agent_backs_off_while_the_server_is_unreachable(clock: FakeClock) -> None:
+    client = Client("http://127.0.0.1:9", keypair=Keypair(), timeout_s=0.5)
+    agent = make_agent(client, clock)
+    delays = [agent.step() for _ in range(8)]
+    assert not agent.registered
+    assert delays[0] <= 0.5 and max(delays) <= 30
+    assert delays[-1] > delays[0]  # it grows
+    assert agent.backoff.attempts == 8
+
+
+def test_agent_registers_again_when_the_server_forgot_it(
+    network: Network, clock: FakeClock, tmp_path: Path
+) -> None:
+    kp = Keypair()
+    agent = make_agent(network.client(kp), clock)
+    agent.step()
+    # A new control plane on an empty database: the device is unknown there.
+    fresh = Network(
+        ServerSettings(database_url=f"sqlite:///{tmp_path / 'fresh.db'}", data_dir=tmp_path),
+        clock,
+    )
+    try:
+        agent.client = fresh.client(kp)
+        clock.advance(10)
+        agent.step()  # heartbeat → unknown_device → will register
+        assert not agent.registered
+        agent.step()
+        assert agent.registered
+        assert fresh.client().get_device(agent.device_id).status is DeviceStatus.UP
+    finally:
+        fresh.close()
+
+
+def test_agent_stops_when_terminated(network: Network, clock: FakeClock) -> None:
+    kp = Keypair()
+    agent = make_agent(network.client(kp), clock)
+    agent.step()
+    network.client(kp).terminate_device(agent.device_id)
+    clock.advance(10)
+    stop = threading.Event()
+    agent.run(stop)  # returns by itself
+    assert not stop.is_set()
+
+
+def test_keypair_file_is_created_private_and_reloaded(tmp_path: Path) -> None:
+    path = tmp_path / "keys" / "device.json"
+    kp, created = load_or_create_keypair(path)
+    assert created and path.stat().st_mode & 0o777 == 0o600
+    data = json.loads(path.read_text())
+    assert len(data) == 64  # the Solana CLI's format
+    again, created = load_or_create_keypair(path)
+    assert not created and again.pubkey() == kp.pubkey()
+
+
+def test_keypair_file_that_others_can_read_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "device.json"
+    load_or_create_keypair(path)
+    path.chmod(0o644)
+    with pytest.raises(KeypairFileError, match="chmod 600"):
+        load_keypair(path)
+
+
+def test_garbage_keypair_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "device.json"
+    path.write_text("[1, 2, 3]")
+    path.chmod(0o600)
+    with pytest.raises(KeypairFileError):
+        load_keypair(path)
