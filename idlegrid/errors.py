@@ -21,6 +21,7 @@ class, so callers on both sides catch the same exceptions::
     │   ├── InvalidTransition           invalid_transition
     │   └── DeviceTerminated (410)      device_terminated
     ├── Unavailable (503)               unavailable (server not ready)
+    ├── InternalError (500)             internal (a bug: logged on the server)
     └── TransportError                  the SDK could not reach the server (no status)
 """
 
@@ -142,6 +143,13 @@ class Unavailable(IdlegridError):
     http_status = 503
 
 
+class InternalError(IdlegridError):
+    """The server failed unexpectedly; the failure is logged there."""
+
+    code = "internal"
+    http_status = 500
+
+
 class TransportError(IdlegridError):
     """The server could not be reached."""
 
@@ -157,9 +165,8 @@ def _all_subclasses(cls: type[IdlegridError]) -> list[type[IdlegridError]]:
     return out
 
 
-ERRORS_BY_CODE: dict[str, type[IdlegridError]] = {
-    cls.code: cls for cls in [IdlegridError, *_all_subclasses(IdlegridError)]
-}
+_ALL_ERRORS: list[type[IdlegridError]] = [IdlegridError, *_all_subclasses(IdlegridError)]
+ERRORS_BY_CODE: dict[str, type[IdlegridError]] = {cls.code: cls for cls in _ALL_ERRORS}
 
 
 def error_from_body(status: int, body: Any) -> IdlegridError:
@@ -167,12 +174,10 @@ def error_from_body(status: int, body: Any) -> IdlegridError:
     if isinstance(body, dict) and isinstance(body.get("code"), str):
         cls = ERRORS_BY_CODE.get(body["code"])
         if cls is None:
-            cls = next(
-                (c for c in _STATUS_FALLBACK if c.http_status == status), IdlegridError
-            )
-        details = body.get("details") if isinstance(body.get("details"), dict) else {}
-        err = cls(str(body.get("message") or body["code"]), **details)
-        return err
+            cls = next((c for c in _STATUS_FALLBACK if c.http_status == status), IdlegridError)
+        raw = body.get("details")
+        details: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        return cls(str(body.get("message") or body["code"]), **details)
     return IdlegridError(f"HTTP {status}: {str(body)[:200]}", status=status)
 
 

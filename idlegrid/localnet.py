@@ -112,11 +112,16 @@ class LocalNetwork:
 
     def start_worker(self, index: int, *extra: str) -> subprocess.Popen[bytes]:
         args = [
-            "worker", "start",
-            "--server", self.server_url,
-            "--keypair", str(self.keypair_path(index)),
-            "--location", LOCATIONS[index % len(LOCATIONS)],
-            "--name", f"local-{index}",
+            "worker",
+            "start",
+            "--server",
+            self.server_url,
+            "--keypair",
+            str(self.keypair_path(index)),
+            "--location",
+            LOCATIONS[index % len(LOCATIONS)],
+            "--name",
+            f"local-{index}",
             *extra,
         ]
         proc = self._spawn(f"worker-{index}", args, self.env)

@@ -133,20 +133,31 @@ def network(settings: ServerSettings, clock: FakeClock) -> Iterator[Network]:
 
 def cpu_hardware(model: str = "Intel(R) Xeon(R) Processor") -> HardwareInfo:
     return HardwareInfo(
-        kind=DeviceKind.CPU, cpu_model=model, cpu_cores=8, cpu_physical_cores=4,
-        ram_mb=32768, disk_total_gb=500, disk_free_gb=200, os="Linux",
-        os_version="6.1", arch="x86_64",
+        kind=DeviceKind.CPU,
+        cpu_model=model,
+        cpu_cores=8,
+        cpu_physical_cores=4,
+        ram_mb=32768,
+        disk_total_gb=500,
+        disk_free_gb=200,
+        os="Linux",
+        os_version="6.1",
+        arch="x86_64",
     )
 
 
-def gpu_hardware(name: str = "NVIDIA H100 80GB HBM3", count: int = 8,
-                 vram_mb: int = 81559) -> HardwareInfo:
+def gpu_hardware(
+    name: str = "NVIDIA H100 80GB HBM3", count: int = 8, vram_mb: int = 81559
+) -> HardwareInfo:
     hw = cpu_hardware("AMD EPYC 9654 96-Core Processor")
-    return hw.model_copy(update={
-        "kind": DeviceKind.GPU,
-        "gpus": [GpuInfo(index=i, name=name, vram_mb=vram_mb) for i in range(count)],
-        "gpu_driver": "550.54.15", "cuda_version": "12.4",
-    })
+    return hw.model_copy(
+        update={
+            "kind": DeviceKind.GPU,
+            "gpus": [GpuInfo(index=i, name=name, vram_mb=vram_mb) for i in range(count)],
+            "gpu_driver": "550.54.15",
+            "cuda_version": "12.4",
+        }
+    )
 
 
 def write_keypair(path: Path, keypair: Keypair) -> Path:

@@ -20,8 +20,9 @@ from tests.conftest import FakeClock, Network, cpu_hardware
 
 
 def make_agent(client: Client, clock: FakeClock) -> Agent:
-    return Agent(client, cpu_hardware(), location="FR", clock=clock,
-                 backoff=Backoff(rng=random.Random(1)))
+    return Agent(
+        client, cpu_hardware(), location="FR", clock=clock, backoff=Backoff(rng=random.Random(1))
+    )
 
 
 def test_agent_registers_then_heartbeats_on_the_servers_interval(

@@ -128,7 +128,9 @@ def test_stale_and_replayed_and_cross_device_requests_are_refused(
         stale.heartbeat(str(a.pubkey()))
     # Replayed: the same signed request twice.
     request = network.http.build_request(
-        "POST", f"/v1/devices/{a.pubkey()}/heartbeat", content=b"{}",
+        "POST",
+        f"/v1/devices/{a.pubkey()}/heartbeat",
+        content=b"{}",
         headers={"content-type": "application/json"},
     )
     sign_request(request, a, clock.now)
@@ -293,3 +295,18 @@ def test_state_survives_a_control_plane_restart(network: Network, clock: FakeClo
         assert restarted.client().get_device(device).uptime_s == pytest.approx(20)
     finally:
         restarted.close()
+
+
+def test_an_unexpected_failure_is_a_json_500_without_a_traceback(network: Network) -> None:
+    def broken(**_: object) -> None:
+        raise RuntimeError("secret internals")
+
+    network.state.devices.list = broken
+    resp = network.http.get("/v1/devices")
+    assert resp.status_code == 500
+    assert resp.json() == {
+        "code": "internal",
+        "message": "The server failed unexpectedly; the failure is logged there.",
+        "details": {},
+    }
+    assert "secret" not in resp.text

@@ -24,7 +24,10 @@ HEARTBEAT_S = 2.0
 def cli(*args: str) -> str:
     out = subprocess.run(
         [sys.executable, "-m", "idlegrid.cli.main", *args],
-        check=True, capture_output=True, text=True, timeout=60,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     return out.stdout
 
@@ -32,8 +35,9 @@ def cli(*args: str) -> str:
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNetwork]:
     data_dir: Path = tmp_path_factory.mktemp("localnet")
-    with LocalNetwork(data_dir, port=free_port(), workers=3,
-                      heartbeat_interval_s=HEARTBEAT_S) as network:
+    with LocalNetwork(
+        data_dir, port=free_port(), workers=3, heartbeat_interval_s=HEARTBEAT_S
+    ) as network:
         network.start()
         yield network
 
@@ -50,16 +54,18 @@ def status_of(client: Client, device_id: str) -> DeviceStatus:
 
 def test_three_agents_join_with_detected_hardware(net: LocalNetwork, client: Client) -> None:
     net.wait_for(lambda: client.list_devices(status="up").total == 3, 60, "3 devices up")
-    listed = DeviceList.model_validate_json(cli("devices", "list", "--json",
-                                                "--server", net.server_url))
+    listed = DeviceList.model_validate_json(
+        cli("devices", "list", "--json", "--server", net.server_url)
+    )
     assert listed.total == 3
     assert {d.location for d in listed.items} == {"US", "DE", "JP"}
     for d in listed.items:
         assert d.status is DeviceStatus.UP and d.kind.value == "cpu"
         assert d.hardware.cpu_cores >= 1 and d.hardware.ram_mb > 0
         assert d.hardware.disk_total_gb > 0 and d.hardware.os == "Linux"
-    shown = json.loads(cli("devices", "show", listed.items[0].id, "--json",
-                           "--server", net.server_url))
+    shown = json.loads(
+        cli("devices", "show", listed.items[0].id, "--json", "--server", net.server_url)
+    )
     assert shown["id"] == listed.items[0].id and shown["events"][-1]["kind"] == "registered"
 
 
@@ -70,15 +76,22 @@ def test_killed_agent_goes_down_within_three_intervals_and_comes_back(
     net.wait_for(lambda: status_of(client, device) is DeviceStatus.UP, 30, "device 1 up")
     net.kill_worker(1)
     killed = time.monotonic()
-    net.wait_for(lambda: status_of(client, device) is DeviceStatus.DOWN,
-                 10 * HEARTBEAT_S, "device down", poll_s=0.05)
+    net.wait_for(
+        lambda: status_of(client, device) is DeviceStatus.DOWN,
+        10 * HEARTBEAT_S,
+        "device down",
+        poll_s=0.05,
+    )
     assert time.monotonic() - killed <= 3 * HEARTBEAT_S
     before = client.get_device(device).uptime_s
 
     net.start_worker(1)
     net.wait_for(lambda: status_of(client, device) is DeviceStatus.UP, 60, "device back up")
-    net.wait_for(lambda: client.get_device(device).uptime_s >= before + 2 * HEARTBEAT_S,
-                 10 * HEARTBEAT_S, "uptime to be accounted after the restart")
+    net.wait_for(
+        lambda: client.get_device(device).uptime_s >= before + 2 * HEARTBEAT_S,
+        10 * HEARTBEAT_S,
+        "uptime to be accounted after the restart",
+    )
     kinds = [e.kind + ":" + str(e.detail.get("to")) for e in client.get_device(device).events]
     assert kinds[:2] == ["status:up", "status:down"]
 
@@ -92,6 +105,7 @@ def test_agents_survive_a_control_plane_restart(net: LocalNetwork, client: Clien
     net.wait_for(lambda: client.list_devices(status="up").total == 3, 60, "3 devices up again")
     net.wait_for(
         lambda: all(d.uptime_s > uptime[d.id] for d in client.list_devices().items),
-        10 * HEARTBEAT_S, "uptime to grow after the restart",
+        10 * HEARTBEAT_S,
+        "uptime to grow after the restart",
     )
     assert client.list_devices().total == 3  # nobody registered twice

@@ -46,7 +46,9 @@ def test_reaper_marks_only_the_silent_and_records_versions() -> None:
     assert t.reap(27.0) == []  # nothing new
     late = t.reap(1001.0)
     assert [(c.device_id, c.status) for c in late] == [
-        ("b", S.DOWN), ("a", S.INACTIVE), ("c", S.INACTIVE)
+        ("b", S.DOWN),
+        ("a", S.INACTIVE),
+        ("c", S.INACTIVE),
     ]
     assert [(c.device_id, c.status) for c in t.reap(1021.0)] == [("b", S.INACTIVE)]
 

@@ -12,8 +12,9 @@ from idlegrid.server.auth import NonceStore, authenticate
 NOW = 1_800_000_000.0
 
 
-def signed_headers(kp: Keypair, method: str, path: str, body: bytes, ts: float,
-                   nonce: str = "n" * 20) -> dict[str, str]:
+def signed_headers(
+    kp: Keypair, method: str, path: str, body: bytes, ts: float, nonce: str = "n" * 20
+) -> dict[str, str]:
     message = signing.signing_message(method, path, body, str(int(ts)), nonce)
     return {
         signing.HEADER_KEY: str(kp.pubkey()),
@@ -23,8 +24,13 @@ def signed_headers(kp: Keypair, method: str, path: str, body: bytes, ts: float,
     }
 
 
-def check(headers: dict[str, str], body: bytes = b"{}", path: str = "/v1/x",
-          now: float = NOW, nonces: NonceStore | None = None) -> str:
+def check(
+    headers: dict[str, str],
+    body: bytes = b"{}",
+    path: str = "/v1/x",
+    now: float = NOW,
+    nonces: NonceStore | None = None,
+) -> str:
     store = NonceStore(120) if nonces is None else nonces
     return authenticate(headers, "POST", path, body, now, 60, store)
 
@@ -64,8 +70,12 @@ def test_altered_request_is_refused(field: str) -> None:
 
 def test_garbage_headers_are_refused_not_crashed() -> None:
     headers = signed_headers(Keypair(), "POST", "/v1/x", b"{}", NOW)
-    for key, value in [(signing.HEADER_KEY, "not-a-key"), (signing.HEADER_SIGNATURE, "xx"),
-                       (signing.HEADER_TIMESTAMP, "soon"), (signing.HEADER_NONCE, "short")]:
+    for key, value in [
+        (signing.HEADER_KEY, "not-a-key"),
+        (signing.HEADER_SIGNATURE, "xx"),
+        (signing.HEADER_TIMESTAMP, "soon"),
+        (signing.HEADER_NONCE, "short"),
+    ]:
         with pytest.raises((BadSignature, StaleRequest)):
             check({**headers, key: value})
 
@@ -100,6 +110,4 @@ def test_owner_attestation_is_device_specific() -> None:
     sig = str(owner.sign_message(signing.owner_attestation_message("A" * 44)))
     owner_key = str(owner.pubkey())
     assert signing.verify_signature(owner_key, sig, signing.owner_attestation_message("A" * 44))
-    assert not signing.verify_signature(
-        owner_key, sig, signing.owner_attestation_message("B" * 44)
-    )
+    assert not signing.verify_signature(owner_key, sig, signing.owner_attestation_message("B" * 44))

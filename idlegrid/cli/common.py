@@ -21,9 +21,7 @@ err_console = Console(stderr=True)
 
 ServerOpt = Annotated[
     str,
-    typer.Option(
-        "--server", envvar="IDLEGRID_SERVER", help="control-plane URL", show_default=True
-    ),
+    typer.Option("--server", envvar="IDLEGRID_SERVER", help="control-plane URL", show_default=True),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
 

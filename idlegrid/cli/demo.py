@@ -47,9 +47,11 @@ def _run(net: LocalNetwork, client: Client) -> None:
     console.rule("[bold]idlegrid local network")
     with console.status("starting the control plane (SQLite, embedded defaults)…"):
         net.start_server()
-    console.print(f"control plane at [bold]{net.server_url}[/bold]  "
-                  f"(heartbeat every {HEARTBEAT_S:.0f}s, a device is down after "
-                  f"{2.5 * HEARTBEAT_S:.1f}s of silence)")
+    console.print(
+        f"control plane at [bold]{net.server_url}[/bold]  "
+        f"(heartbeat every {HEARTBEAT_S:.0f}s, a device is down after "
+        f"{2.5 * HEARTBEAT_S:.1f}s of silence)"
+    )
 
     console.rule("1. three providers join without asking anyone")
     for i in range(WORKERS):
@@ -69,7 +71,8 @@ def _run(net: LocalNetwork, client: Client) -> None:
     with console.status("waiting for the reaper to notice the silence…"):
         net.wait_for(
             lambda: client.get_device(victim.id).status is DeviceStatus.DOWN,
-            15 * HEARTBEAT_S, "the dead device to be marked down",
+            15 * HEARTBEAT_S,
+            "the dead device to be marked down",
         )
     detected = time.monotonic() - killed
     console.print(f"device marked [red]down[/red] {detected:.1f}s after the kill")
@@ -79,24 +82,29 @@ def _run(net: LocalNetwork, client: Client) -> None:
     with console.status("restarting worker agent 1 with the same keypair…"):
         net.wait_for(
             lambda: client.get_device(victim.id).status is DeviceStatus.UP,
-            60, "the device to come back up",
+            60,
+            "the device to come back up",
         )
     time.sleep(3 * HEARTBEAT_S)  # let a few heartbeats accrue uptime and be flushed
     devices = client.list_devices().items
     console.print(devices_table(devices))
     detail = client.get_device(victim.id)
-    events = ", ".join(e.kind + ("→" + str(e.detail.get("to")) if "to" in e.detail else "")
-                       for e in reversed(detail.events))
+    events = ", ".join(
+        e.kind + ("→" + str(e.detail.get("to")) if "to" in e.detail else "")
+        for e in reversed(detail.events)
+    )
     console.print(f"events of {victim.name}: {events}")
 
     up = [d for d in devices if d.status is DeviceStatus.UP]
     total_uptime = sum(d.uptime_s for d in devices)
-    console.print(Panel.fit(
-        f"devices registered: {len(devices)}  up: {len(up)}\n"
-        f"hardware: " + "; ".join(sorted({f'{d.kind.value}/{d.model}' for d in devices})) + "\n"
-        f"failure detected in {detected:.1f}s (TTL {2.5 * HEARTBEAT_S:.1f}s)\n"
-        f"uptime accounted: {fmt_duration(total_uptime)} across all devices",
-        title="summary",
-    ))
+    console.print(
+        Panel.fit(
+            f"devices registered: {len(devices)}  up: {len(up)}\n"
+            f"hardware: " + "; ".join(sorted({f"{d.kind.value}/{d.model}" for d in devices})) + "\n"
+            f"failure detected in {detected:.1f}s (TTL {2.5 * HEARTBEAT_S:.1f}s)\n"
+            f"uptime accounted: {fmt_duration(total_uptime)} across all devices",
+            title="summary",
+        )
+    )
     if len(up) != WORKERS:
         raise RuntimeError(f"expected {WORKERS} devices up at the end, found {len(up)}")

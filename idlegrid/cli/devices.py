@@ -38,7 +38,7 @@ STATUS_STYLE = {
 def hardware_summary(d: DeviceView) -> str:
     hw = d.hardware
     if hw.gpus:
-        return f"{len(hw.gpus)}× {hw.gpus[0].name} {hw.gpus[0].vram_mb // 1024}G"
+        return f"{len(hw.gpus)}x {hw.gpus[0].name} {hw.gpus[0].vram_mb // 1024}G"
     if hw.apple_chip:
         return f"{hw.apple_chip} {hw.ram_mb // 1024}G"
     return f"{hw.cpu_cores} cores {hw.ram_mb // 1024}G"
@@ -88,8 +88,14 @@ def list_devices(
     """List devices, newest registrations last."""
     with reported_errors(as_json), Client(server) as client:
         page = client.list_devices(
-            status=status, readiness=readiness, kind=kind, model=model, location=location,
-            owner=owner, limit=limit, offset=offset,
+            status=status,
+            readiness=readiness,
+            kind=kind,
+            model=model,
+            location=location,
+            owner=owner,
+            limit=limit,
+            offset=offset,
         )
     if as_json:
         print_json(page)
@@ -99,8 +105,9 @@ def list_devices(
 
 
 @app.command("show")
-def show_device(device_id: str, server: ServerOpt = DEFAULT_SERVER,
-                as_json: JsonOpt = False) -> None:
+def show_device(
+    device_id: str, server: ServerOpt = DEFAULT_SERVER, as_json: JsonOpt = False
+) -> None:
     """Show one device: hardware, status, uptime by hour and recent events."""
     with reported_errors(as_json), Client(server) as client:
         d = client.get_device(device_id)
@@ -117,8 +124,10 @@ def show_device(device_id: str, server: ServerOpt = DEFAULT_SERVER,
         f"disk {hw.disk_free_gb:.0f}/{hw.disk_total_gb:.0f} GB free, {hw.os} {hw.arch}"
     )
     for g in hw.gpus:
-        console.print(f"GPU {g.index}: {g.name}, {g.vram_mb} MiB, driver {hw.gpu_driver}, "
-                      f"CUDA {hw.cuda_version}")
+        console.print(
+            f"GPU {g.index}: {g.name}, {g.vram_mb} MiB, driver {hw.gpu_driver}, "
+            f"CUDA {hw.cuda_version}"
+        )
     if d.uptime_hours:
         console.print("uptime by hour (UTC):")
         for h in d.uptime_hours[-12:]:
@@ -132,8 +141,9 @@ def show_device(device_id: str, server: ServerOpt = DEFAULT_SERVER,
             console.print(f"  {stamp}  {e.kind}  {detail}")
 
 
-def _owner_action(action: str, device_id: str, keypair_file: Path, server: str,
-                  as_json: bool) -> None:
+def _owner_action(
+    action: str, device_id: str, keypair_file: Path, server: str, as_json: bool
+) -> None:
     from idlegrid.worker.keypair import load_keypair
 
     with reported_errors(as_json), Client(server, keypair=load_keypair(keypair_file)) as client:
@@ -150,21 +160,33 @@ OwnerKeyOpt = Annotated[
 
 
 @app.command("pause")
-def pause(device_id: str, keypair: OwnerKeyOpt, server: ServerOpt = DEFAULT_SERVER,
-          as_json: JsonOpt = False) -> None:
+def pause(
+    device_id: str,
+    keypair: OwnerKeyOpt,
+    server: ServerOpt = DEFAULT_SERVER,
+    as_json: JsonOpt = False,
+) -> None:
     """Pause a device you own: it stays registered but is not hired."""
     _owner_action("pause", device_id, keypair, server, as_json)
 
 
 @app.command("resume")
-def resume(device_id: str, keypair: OwnerKeyOpt, server: ServerOpt = DEFAULT_SERVER,
-           as_json: JsonOpt = False) -> None:
+def resume(
+    device_id: str,
+    keypair: OwnerKeyOpt,
+    server: ServerOpt = DEFAULT_SERVER,
+    as_json: JsonOpt = False,
+) -> None:
     """Resume a paused device you own."""
     _owner_action("resume", device_id, keypair, server, as_json)
 
 
 @app.command("terminate")
-def terminate(device_id: str, keypair: OwnerKeyOpt,
-              server: ServerOpt = DEFAULT_SERVER, as_json: JsonOpt = False) -> None:
+def terminate(
+    device_id: str,
+    keypair: OwnerKeyOpt,
+    server: ServerOpt = DEFAULT_SERVER,
+    as_json: JsonOpt = False,
+) -> None:
     """Terminate a device you own, for good."""
     _owner_action("terminate", device_id, keypair, server, as_json)

@@ -59,8 +59,13 @@ def server(
         err_console.print(f"[red]invalid settings[/red]: {exc}")
         raise typer.Exit(2) from None
     app_ = create_app(settings)
-    uvicorn.run(app_, host=settings.host, port=settings.port, log_level="warning",
-                timeout_graceful_shutdown=5)
+    uvicorn.run(
+        app_,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        timeout_graceful_shutdown=5,
+    )
 
 
 @worker_app.command("start")
@@ -100,8 +105,13 @@ def worker_start(
     device_id = str(kp.pubkey())
     log.info("%s device key %s (%s)", "created" if created else "loaded", device_id, keypair)
     hardware = hardware_from_file(hardware_file) if hardware_file else detect_hardware()
-    log.info("detected %s: %s, %d cores, %d GPU(s)", hardware.kind.value, hardware.cpu_model,
-             hardware.cpu_cores, len(hardware.gpus))
+    log.info(
+        "detected %s: %s, %d cores, %d GPU(s)",
+        hardware.kind.value,
+        hardware.cpu_model,
+        hardware.cpu_cores,
+        len(hardware.gpus),
+    )
     owner = owner_sig = None
     if owner_kp is not None:
         owner = str(owner_kp.pubkey())
@@ -110,8 +120,9 @@ def worker_start(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     with reported_errors(), Client(server, keypair=kp) as client:
-        agent = Agent(client, hardware, name=name, location=location, owner=owner,
-                      owner_signature=owner_sig)
+        agent = Agent(
+            client, hardware, name=name, location=location, owner=owner, owner_signature=owner_sig
+        )
         agent.run(stop)
     log.info("agent stopped")
 

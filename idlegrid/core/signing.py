@@ -32,9 +32,7 @@ SIGNATURE_HEADERS = (HEADER_KEY, HEADER_TIMESTAMP, HEADER_NONCE, HEADER_SIGNATUR
 NONCE_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
 
-def signing_message(
-    method: str, path: str, body: bytes, timestamp: str, nonce: str
-) -> bytes:
+def signing_message(method: str, path: str, body: bytes, timestamp: str, nonce: str) -> bytes:
     """The exact bytes a request's signature covers."""
     digest = hashlib.sha256(body).hexdigest()
     return "\n".join([SCHEME, method.upper(), path, digest, timestamp, nonce]).encode()

@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from idlegrid import __version__
 from idlegrid.catalog import Catalog, load_catalog
 from idlegrid.core.lifecycle import Timing
-from idlegrid.errors import IdlegridError
+from idlegrid.errors import IdlegridError, InternalError
 from idlegrid.server import loops
 from idlegrid.server.auth import NonceStore
 from idlegrid.server.db import make_engine, migrate, session_factory
@@ -110,8 +110,11 @@ def _install_error_handlers(app: FastAPI, state: AppState) -> None:
         ]
         return respond(
             422,
-            {"code": "invalid_request", "message": "the request is invalid",
-             "details": {"errors": errors}},
+            {
+                "code": "invalid_request",
+                "message": "the request is invalid",
+                "details": {"errors": errors},
+            },
         )
 
     @app.exception_handler(StarletteHTTPException)
@@ -122,6 +125,5 @@ def _install_error_handlers(app: FastAPI, state: AppState) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
-        return respond(
-            500, {"code": "internal", "message": "internal server error", "details": {}}
-        )
+        err = InternalError()
+        return respond(err.http_status, err.to_body())

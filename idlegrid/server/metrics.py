@@ -15,17 +15,21 @@ class Metrics:
             "idlegrid_registrations_total", "Device registrations", ["new"], registry=self.registry
         )
         self.errors = Counter(
-            "idlegrid_request_errors_total", "Requests refused, by code", ["code"],
+            "idlegrid_request_errors_total",
+            "Requests refused, by code",
+            ["code"],
             registry=self.registry,
         )
         self.devices = Gauge(
             "idlegrid_devices", "Devices by status", ["status"], registry=self.registry
         )
         self.flush_seconds = Histogram(
-            "idlegrid_liveness_flush_seconds", "Time to write one liveness batch",
+            "idlegrid_liveness_flush_seconds",
+            "Time to write one liveness batch",
             registry=self.registry,
         )
         self.flush_failures = Counter(
-            "idlegrid_liveness_flush_failures_total", "Liveness flushes that failed",
+            "idlegrid_liveness_flush_failures_total",
+            "Liveness flushes that failed",
             registry=self.registry,
         )

@@ -58,9 +58,7 @@ class DeviceEvent(Base):
     __table_args__ = (Index("ix_device_events_device_at", "device_id", "at"),)
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    device_id: Mapped[str] = mapped_column(
-        String(44), ForeignKey("devices.id", ondelete="CASCADE")
-    )
+    device_id: Mapped[str] = mapped_column(String(44), ForeignKey("devices.id", ondelete="CASCADE"))
     at: Mapped[float] = mapped_column(Double)
     kind: Mapped[str] = mapped_column(String(32))
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -76,8 +76,14 @@ def list_devices(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> DeviceList:
     return state.devices.list(
-        status=status, readiness=readiness, owner=owner, kind=kind, model=model,
-        location=location, limit=limit, offset=offset,
+        status=status,
+        readiness=readiness,
+        owner=owner,
+        kind=kind,
+        model=model,
+        location=location,
+        limit=limit,
+        offset=offset,
     )
 
 

@@ -98,14 +98,15 @@ class DeviceService:
                     raise NotYourDevice("a registered device keeps its owner", owner=dev.owner)
                 if dev.model != cls.model or dev.processors != cls.processors:
                     self._event(
-                        db, device_id, now, "hardware_changed",
+                        db,
+                        device_id,
+                        now,
+                        "hardware_changed",
                         {"from": dev.model, "to": cls.model, "processors": cls.processors},
                     )
             status = self._registration_status(dev, cls.model is not None)
             if not created and status.value != dev.status:
-                self._event(
-                    db, device_id, now, "status", {"from": dev.status, "to": status.value}
-                )
+                self._event(db, device_id, now, "status", {"from": dev.status, "to": status.value})
             # Newer than anything the liveness table may still have queued.
             live = self.liveness.get(device_id)
             dev.status_version = max(dev.status_version, live.version if live else 0) + 1
@@ -183,8 +184,11 @@ class DeviceService:
         with self.sessions() as db:
             total = db.scalar(select(func.count()).select_from(Device).where(*filters)) or 0
             rows = db.scalars(
-                select(Device).where(*filters).order_by(Device.registered_at, Device.id)
-                .limit(limit).offset(offset)
+                select(Device)
+                .where(*filters)
+                .order_by(Device.registered_at, Device.id)
+                .limit(limit)
+                .offset(offset)
             )
             return DeviceList(items=[self._view(d) for d in rows], total=total)
 
@@ -245,9 +249,15 @@ class DeviceService:
                 )
                 if result.rowcount:  # type: ignore[attr-defined]
                     self._event(
-                        db, change.device_id, change.at, "status",
-                        {"from": change.previous.value, "to": change.status.value,
-                         "reason": change.reason},
+                        db,
+                        change.device_id,
+                        change.at,
+                        "status",
+                        {
+                            "from": change.previous.value,
+                            "to": change.status.value,
+                            "reason": change.reason,
+                        },
                     )
 
     # -- helpers -----------------------------------------------------------------
