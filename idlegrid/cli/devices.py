@@ -15,6 +15,7 @@ from idlegrid.cli.common import (
     JsonOpt,
     ServerOpt,
     console,
+    err_console,
     fmt_duration,
     print_json,
     reported_errors,
@@ -144,9 +145,14 @@ def show_device(
 def _owner_action(
     action: str, device_id: str, keypair_file: Path, server: str, as_json: bool
 ) -> None:
-    from idlegrid.worker.keypair import load_keypair
+    from idlegrid.worker.keypair import KeypairFileError, load_keypair
 
-    with reported_errors(as_json), Client(server, keypair=load_keypair(keypair_file)) as client:
+    try:
+        keypair = load_keypair(keypair_file.expanduser())
+    except (KeypairFileError, OSError) as exc:
+        err_console.print(f"[red]error[/red]: {exc}")
+        raise typer.Exit(2) from None
+    with reported_errors(as_json), Client(server, keypair=keypair) as client:
         view = getattr(client, f"{action}_device")(device_id)
     if as_json:
         print_json(view)

@@ -52,9 +52,11 @@ def server(
     from idlegrid.server.settings import ServerSettings
 
     _logging(verbose)
-    overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     try:
-        settings = ServerSettings(**overrides)
+        settings = ServerSettings()
+        settings = settings.model_copy(
+            update={"host": host or settings.host, "port": port or settings.port}
+        )
     except ValidationError as exc:
         err_console.print(f"[red]invalid settings[/red]: {exc}")
         raise typer.Exit(2) from None
@@ -86,6 +88,8 @@ def worker_start(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Detect this machine, register it and heartbeat until stopped."""
+    from pydantic import ValidationError
+
     from idlegrid.core.signing import owner_attestation_message
     from idlegrid.sdk import Client
     from idlegrid.worker.agent import Agent
@@ -99,12 +103,12 @@ def worker_start(
     try:
         kp, created = load_or_create_keypair(keypair.expanduser())
         owner_kp = load_keypair(owner_keypair.expanduser()) if owner_keypair else None
-    except KeypairFileError as exc:
+        hardware = hardware_from_file(hardware_file) if hardware_file else detect_hardware()
+    except (KeypairFileError, OSError, ValidationError) as exc:
         err_console.print(f"[red]error[/red]: {exc}")
         raise typer.Exit(2) from None
     device_id = str(kp.pubkey())
     log.info("%s device key %s (%s)", "created" if created else "loaded", device_id, keypair)
-    hardware = hardware_from_file(hardware_file) if hardware_file else detect_hardware()
     log.info(
         "detected %s: %s, %d cores, %d GPU(s)",
         hardware.kind.value,

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from idlegrid.catalog import Catalog
@@ -15,9 +15,11 @@ from idlegrid.errors import BadSignature, DeviceTerminated, NotYourDevice, Unkno
 from idlegrid.protocol import (
     DeviceDetail,
     DeviceEventView,
+    DeviceKind,
     DeviceList,
     DeviceStatus,
     DeviceView,
+    HardwareInfo,
     Readiness,
     RegisterRequest,
     UptimeHour,
@@ -27,6 +29,7 @@ from idlegrid.server.db.upsert import add_uptime
 from idlegrid.server.liveness import FlushBatch, LivenessTable
 from idlegrid.server.settings import ServerSettings
 
+DEVICES = cast(Table, Device.__table__)  # Core table, for executemany updates
 RECENT_EVENTS = 50
 RECENT_HOURS = 24 * 30
 
@@ -229,12 +232,13 @@ class DeviceService:
             if batch.uptime:
                 add_uptime(db, [(d, h, s) for (d, h), s in batch.uptime.items()])
             if batch.last_seen:
+                table = DEVICES
                 db.execute(
-                    update(Device.__table__)
-                    .where(Device.__table__.c.id == bindparam("b_id"))
+                    update(table)
+                    .where(table.c.id == bindparam("b_id"))
                     .values(
                         last_seen_at=bindparam("b_seen"),
-                        uptime_s=Device.__table__.c.uptime_s + bindparam("b_uptime"),
+                        uptime_s=table.c.uptime_s + bindparam("b_uptime"),
                     ),
                     [
                         {"b_id": d, "b_seen": seen, "b_uptime": per_device.get(d, 0.0)}
@@ -279,10 +283,10 @@ class DeviceService:
             location=dev.location,
             status=status,
             readiness=Readiness(dev.readiness),
-            kind=dev.kind,
+            kind=DeviceKind(dev.kind),
             model=dev.model,
             processors=dev.processors,
-            hardware=dev.hardware,
+            hardware=HardwareInfo.model_validate(dev.hardware),
             registered_at=dev.registered_at,
             last_seen_at=last_seen,
             uptime_s=dev.uptime_s,
