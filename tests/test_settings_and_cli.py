@@ -90,3 +90,11 @@ def test_worker_refuses_a_bad_hardware_file(tmp_path: Path) -> None:
         ],
     )
     assert result.exit_code == 2 and "validation error" in result.output
+
+
+def test_catalog_command_lists_models_as_json() -> None:
+    result = CliRunner().invoke(app, ["catalog", "--kind", "gpu", "--json"])
+    assert result.exit_code == 0
+    models = {m["key"]: m for m in json.loads(result.output)}
+    assert models["h100-sxm-80gb"]["multiplier"] == 10
+    assert all(m["kind"] == "gpu" for m in models.values())
