@@ -27,9 +27,14 @@ class AppState:
     devices: DeviceService
 
 
-def get_state(request: Request) -> AppState:
+def app_state(request: Request) -> AppState:
     state: AppState = request.app.state.idlegrid
     return state
+
+
+async def get_state(request: Request) -> AppState:
+    # async: a plain def dependency would cost every request a threadpool round trip.
+    return app_state(request)
 
 
 StateDep = Annotated[AppState, Depends(get_state)]
@@ -37,7 +42,7 @@ StateDep = Annotated[AppState, Depends(get_state)]
 
 async def signed_by(request: Request) -> str:
     """The public key that signed this request (see core/signing.py)."""
-    state = get_state(request)
+    state = app_state(request)
     body = await request.body()
     path = request.scope.get("raw_path") or request.url.path.encode()
     query = request.scope.get("query_string", b"")

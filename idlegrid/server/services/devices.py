@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from idlegrid.catalog import Catalog
@@ -24,12 +24,11 @@ from idlegrid.protocol import (
     RegisterRequest,
     UptimeHour,
 )
+from idlegrid.server.db.bulk import add_uptime, touch_devices
 from idlegrid.server.db.models import Device, DeviceEvent, DeviceUptime
-from idlegrid.server.db.upsert import add_uptime
 from idlegrid.server.liveness import FlushBatch, LivenessTable
 from idlegrid.server.settings import ServerSettings
 
-DEVICES = cast(Table, Device.__table__)  # Core table, for executemany updates
 RECENT_EVENTS = 50
 RECENT_HOURS = 24 * 30
 
@@ -229,22 +228,11 @@ class DeviceService:
         for (device_id, _hour), seconds in batch.uptime.items():
             per_device[device_id] = per_device.get(device_id, 0.0) + seconds
         with self.sessions.begin() as db:
-            if batch.uptime:
-                add_uptime(db, [(d, h, s) for (d, h), s in batch.uptime.items()])
-            if batch.last_seen:
-                table = DEVICES
-                db.execute(
-                    update(table)
-                    .where(table.c.id == bindparam("b_id"))
-                    .values(
-                        last_seen_at=bindparam("b_seen"),
-                        uptime_s=table.c.uptime_s + bindparam("b_uptime"),
-                    ),
-                    [
-                        {"b_id": d, "b_seen": seen, "b_uptime": per_device.get(d, 0.0)}
-                        for d, seen in batch.last_seen.items()
-                    ],
-                )
+            add_uptime(db, [(d, h, s) for (d, h), s in sorted(batch.uptime.items())])
+            touch_devices(
+                db,
+                [(d, seen, per_device.get(d, 0.0)) for d, seen in sorted(batch.last_seen.items())],
+            )
             for change in batch.changes:
                 result = db.execute(
                     update(Device)
