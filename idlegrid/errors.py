@@ -27,6 +27,7 @@ class, so callers on both sides catch the same exceptions::
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 
@@ -50,6 +51,15 @@ class InvalidRequest(IdlegridError):
 
     code = "invalid_request"
     http_status = 422
+
+    @classmethod
+    def from_validation(cls, errors: Sequence[Mapping[str, Any]]) -> InvalidRequest:
+        """From pydantic's ``errors()``: where and what, never the input itself."""
+        summary = [
+            {"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg"), "type": e.get("type")}
+            for e in errors[:20]
+        ]
+        return cls("the request is invalid", errors=summary)
 
 
 class PayloadTooLarge(InvalidRequest):

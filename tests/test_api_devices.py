@@ -310,3 +310,18 @@ def test_an_unexpected_failure_is_a_json_500_without_a_traceback(network: Networ
         "details": {},
     }
     assert "secret" not in resp.text
+
+
+@pytest.mark.parametrize("body", [b"{not json", b'{"cpu_percent": 500}', b"[]"])
+def test_bad_heartbeat_bodies_get_json_errors(network: Network, body: bytes) -> None:
+    kp = register(network)
+    request = network.http.build_request(
+        "POST",
+        f"/v1/devices/{kp.pubkey()}/heartbeat",
+        content=body,
+        headers={"content-type": "application/json"},
+    )
+    sign_request(request, kp, network.clock())
+    resp = network.http.send(request)
+    assert (resp.status_code, resp.json()["code"]) == (422, "invalid_request")
+    assert resp.json()["details"]["errors"]

@@ -16,8 +16,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from idlegrid import __version__
 from idlegrid.catalog import Catalog, load_catalog
 from idlegrid.core.lifecycle import Timing
-from idlegrid.errors import IdlegridError, InternalError
-from idlegrid.server import loops
+from idlegrid.errors import IdlegridError, InternalError, InvalidRequest
+from idlegrid.server import hotpath, loops
 from idlegrid.server.auth import NonceStore
 from idlegrid.server.db import make_engine, migrate, session_factory
 from idlegrid.server.liveness import LivenessTable
@@ -88,6 +88,7 @@ def create_app(
     app.state.idlegrid = state
     app.include_router(system.router)
     app.include_router(devices.router)
+    app.router.routes.insert(0, hotpath.route)  # matched before the documented route
     _install_error_handlers(app, state)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app
@@ -104,18 +105,8 @@ def _install_error_handlers(app: FastAPI, state: AppState) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg"), "type": e.get("type")}
-            for e in exc.errors()[:20]
-        ]
-        return respond(
-            422,
-            {
-                "code": "invalid_request",
-                "message": "the request is invalid",
-                "details": {"errors": errors},
-            },
-        )
+        err = InvalidRequest.from_validation(exc.errors())
+        return respond(err.http_status, err.to_body())
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
