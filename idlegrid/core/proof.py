@@ -1,0 +1,367 @@
+"""Proof of compute: the published protocol and its maths. Pure: numpy only, no I/O.
+
+A device proves that it really multiplies matrices at the rate its claimed model
+can, and the verifier checks it at a tiny fraction of the prover's cost.
+
+Protocol (one challenge)::
+
+    verifier                                   prover
+    seed, n, rounds, deadline ───────────────▶
+                                               for r in rounds: C_r = A_r · B_r
+                                               fingerprint every row of every C_r
+                                 ◀──────────── Merkle root over the fingerprints
+    k random (round, row) checks ────────────▶   (drawn after the commitment)
+                                 ◀──────────── the fingerprints' leaves + Merkle paths
+    recompute those k rows: O(k · n²)
+
+Matrices. ``A_r`` is fresh for every round of every challenge (from its secret
+seed); ``B_r`` is
+drawn from a public pool of ``POOL_SIZE`` matrices per size, which the verifier
+keeps generated: generating a matrix costs O(n²), n times a row check, so a
+fresh B would make the verifier's work as large as generating it.
+Knowing B in advance does not help a prover: every product row depends on a
+row of a fresh A. Elements come from an affine map modulo the prime
+p = 2³¹ − 1 followed by a square, reduced to [−2, 2] (``block``); numpy and torch compute
+the same integers, and every product entry is an integer of magnitude at most
+4n, exact in float32 (and in TF32 or bf16-input/fp32-accumulate arithmetic),
+so CPUs and GPUs agree bit for bit.
+
+Fingerprints. Row i of C_r is reduced to Σ_j w_j · c_j² mod p with weights
+w in [1, 2²⁰) from the seed. The square makes it non-linear: a linear fingerprint
+Σ_j w_j c_j equals A_row · (B w) and could be had without the product.
+
+Soundness. A prover that computed only a fraction f of the rows must commit to
+made-up fingerprints for the rest; a made-up one matches with probability 1/p.
+With k checks drawn uniformly (with replacement) after the commitment, it
+passes with probability at most f^k + k/p (``pass_probability``). The default
+k = 48 catches a prover that skipped 10% of the rows with probability
+1 − 0.9⁴⁸ > 99.3%.
+
+Commitment. Fingerprints are grouped ``LEAF_ROWS`` rows to a leaf, leaves are
+hashed with SHA-256 into a Merkle tree; a check reveals its row's leaf (all
+``LEAF_ROWS`` fingerprints) and the leaf's path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import numpy.typing as npt
+
+P = 2**31 - 1
+POOL_SEED = b"idlegrid-pool-v1"
+POOL_SIZE = 4
+LEAF_ROWS = 64
+DEFAULT_CHECKS = 48
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float32]
+
+
+# -- element generation --------------------------------------------------------------
+
+
+def _key(*parts: bytes | str | int) -> tuple[int, int]:
+    """Two affine coefficients in [1, p) derived from ``parts``."""
+    h = hashlib.sha256()
+    for part in parts:
+        data = part if isinstance(part, bytes) else str(part).encode()
+        h.update(len(data).to_bytes(4, "big") + data)
+    digest = h.digest()
+    a = int.from_bytes(digest[:8], "big") % (P - 1) + 1
+    b = int.from_bytes(digest[8:16], "big") % (P - 1) + 1
+    return a, b
+
+
+def block(key: tuple[int, int], rows: IntArray, n: int) -> IntArray:
+    """Rows ``rows`` of the n × n matrix named by ``key``; elements in [−2, 2].
+
+    Element (i, j) is built from its index t = i·n + j::
+
+        x = (a·t + b) mod p            the affine map, as a row part plus a column part
+        y = (x · x) >> 31              the high half of the square: non-linear
+        v = ((y & 255) · 5 >> 8) − 2   reduced to [−2, 2]
+
+    Every intermediate is below 2⁶³, and torch's int64 arithmetic gives the same
+    values (``worker/prover.py``). Cost: a handful of vector operations per element.
+    """
+    a, b = key
+    row_part = (a * ((rows.astype(np.int64) * n) % P)) % P
+    col_part = (a * np.arange(n, dtype=np.int64) + b) % P
+    x = row_part[:, None] + col_part[None, :]
+    x -= P * (x >= P)
+    y = (x * x) >> 31
+    result: IntArray = (((y & 255) * 5) >> 8) - 2
+    return result
+
+
+def a_key(seed: bytes, round_: int) -> tuple[int, int]:
+    return _key(b"A", seed, round_)
+
+
+def b_key(n: int, index: int) -> tuple[int, int]:
+    return _key(b"B", POOL_SEED, n, index)
+
+
+def weights(seed: bytes, n: int) -> IntArray:
+    """Fingerprint weights in [1, 2²⁰): small enough that Σ w·c² fits in int64."""
+    a, b = _key(b"W", seed)
+    idx = np.arange(n, dtype=np.int64)
+    result: IntArray = (((a * idx + b) % P) & 0xFFFFF) | 1
+    return result
+
+
+def memory_key(seed: bytes, index: int) -> tuple[int, int]:
+    return _key(b"M", seed, index)
+
+
+def pool_index(seed: bytes, round_: int) -> int:
+    """Which public B a round uses."""
+    digest = hashlib.sha256(b"pool" + seed + round_.to_bytes(4, "big")).digest()
+    return int.from_bytes(digest[:4], "big") % POOL_SIZE
+
+
+def matrix(key: tuple[int, int], n: int) -> FloatArray:
+    return block(key, np.arange(n, dtype=np.int64), n).astype(np.float32)
+
+
+@lru_cache(maxsize=2 * POOL_SIZE)
+def pool_matrix(n: int, index: int) -> FloatArray:
+    """A public B, generated once per process and kept (the verifier's cache)."""
+    b = matrix(b_key(n, index), n)
+    b.setflags(write=False)
+    return b
+
+
+def a_rows(seed: bytes, round_: int, n: int, rows: list[int]) -> FloatArray:
+    """Just the named rows of A_r: O(n) each."""
+    return block(a_key(seed, round_), np.array(rows, dtype=np.int64), n).astype(np.float32)
+
+
+# -- fingerprints and commitment --------------------------------------------------------
+
+
+MAX_N = 8192  # |c| ≤ 4n, so c²·w·n < 2⁶³ up to here
+
+
+def fingerprints(products: npt.NDArray[np.floating], w: IntArray) -> IntArray:
+    """Row fingerprints of a (rows × n) block of products: Σ_j w_j · c_j² mod p."""
+    c = products.astype(np.int64)  # exact: the products are integers
+    result: IntArray = ((c * c) @ w) % P
+    return result
+
+
+def leaf_hash(round_: int, leaf: int, fps: IntArray) -> bytes:
+    header = round_.to_bytes(4, "big") + leaf.to_bytes(4, "big")
+    return hashlib.sha256(b"\x00" + header + fps.astype("<i8").tobytes()).digest()
+
+
+def _node(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+class MerkleTree:
+    """A SHA-256 Merkle tree; odd nodes are paired with themselves."""
+
+    def __init__(self, leaves: list[bytes]) -> None:
+        if not leaves:
+            raise ValueError("a Merkle tree needs at least one leaf")
+        self.levels = [leaves]
+        while len(self.levels[-1]) > 1:
+            level = self.levels[-1]
+            self.levels.append(
+                [
+                    _node(level[i], level[min(i + 1, len(level) - 1)])
+                    for i in range(0, len(level), 2)
+                ]
+            )
+
+    @property
+    def root(self) -> bytes:
+        return self.levels[-1][0]
+
+    def path(self, index: int) -> list[bytes]:
+        out = []
+        for level in self.levels[:-1]:
+            sibling = index ^ 1
+            out.append(level[min(sibling, len(level) - 1)])
+            index //= 2
+        return out
+
+
+def verify_path(leaf: bytes, index: int, path: list[bytes], root: bytes, leaves: int) -> bool:
+    """Whether ``leaf`` sits at ``index`` of a tree of ``leaves`` leaves with ``root``."""
+    if not 0 <= index < leaves or len(path) != tree_depth(leaves):
+        return False
+    node, width = leaf, leaves
+    for sibling in path:
+        if index % 2 == 0 and index == width - 1:
+            expected_sibling = node  # an odd node paired with itself
+            if sibling != expected_sibling:
+                return False
+        node = _node(node, sibling) if index % 2 == 0 else _node(sibling, node)
+        index //= 2
+        width = (width + 1) // 2
+    return node == root
+
+
+def tree_depth(leaves: int) -> int:
+    return 0 if leaves <= 1 else math.ceil(math.log2(leaves))
+
+
+# -- the challenge ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """What the verifier sends. ``seed`` is secret until the challenge is fetched."""
+
+    seed: bytes
+    n: int
+    rounds: int
+
+    @property
+    def leaves_per_round(self) -> int:
+        return self.n // LEAF_ROWS
+
+    @property
+    def leaves(self) -> int:
+        return self.rounds * self.leaves_per_round
+
+    @property
+    def work_flop(self) -> float:
+        return 2.0 * self.n**3 * self.rounds
+
+
+def size_for(kind: str) -> int:
+    """Matrix size by device kind: large enough to run near peak on that kind."""
+    # Per round, generating A and fingerprinting C cost O(n²) against the product's
+    # O(n³): n must be large enough on fast devices for the product to dominate.
+    return {"gpu": 8192, "apple": 2048}.get(kind, 1024)
+
+
+def plan(
+    seed: bytes, kind: str, claimed_tflops: float, target_s: float, max_rounds: int = 4096
+) -> Challenge:
+    """A challenge that takes about ``target_s`` at the claimed throughput."""
+    n = size_for(kind)
+    per_round = 2.0 * n**3
+    rounds = max(1, min(max_rounds, math.ceil(claimed_tflops * 1e12 * target_s / per_round)))
+    return Challenge(seed=seed, n=n, rounds=rounds)
+
+
+def deadline_s(
+    challenge: Challenge, claimed_tflops: float, min_efficiency: float, allowance_s: float
+) -> float:
+    """Seconds from fetch to commitment: the claimed time at ``min_efficiency``, plus
+    an allowance for latency and start-up."""
+    return challenge.work_flop / (claimed_tflops * 1e12 * min_efficiency) + allowance_s
+
+
+def prove(challenge: Challenge) -> tuple[MerkleTree, IntArray]:
+    """The reference prover (numpy): the tree and every row's fingerprint (rounds × n)."""
+    w = weights(challenge.seed, challenge.n)
+    fps = np.empty((challenge.rounds, challenge.n), dtype=np.int64)
+    for r in range(challenge.rounds):
+        a = matrix(a_key(challenge.seed, r), challenge.n)
+        b = pool_matrix(challenge.n, pool_index(challenge.seed, r))
+        fps[r] = fingerprints(a @ b, w)
+    return commit(challenge, fps), fps
+
+
+def commit(challenge: Challenge, fps: IntArray) -> MerkleTree:
+    """The Merkle tree over a full (rounds × n) fingerprint table."""
+    per = challenge.leaves_per_round
+    leaves = [
+        leaf_hash(r, j, fps[r, j * LEAF_ROWS : (j + 1) * LEAF_ROWS])
+        for r in range(challenge.rounds)
+        for j in range(per)
+    ]
+    return MerkleTree(leaves)
+
+
+def select_checks(
+    challenge: Challenge, entropy: bytes, k: int = DEFAULT_CHECKS
+) -> list[tuple[int, int]]:
+    """k (round, row) pairs, uniform with replacement, from the verifier's ``entropy``
+    (fresh randomness drawn after the commitment: never derived from the root,
+    which a prover could grind)."""
+    out = []
+    total = challenge.rounds * challenge.n
+    for i in range(k):
+        digest = hashlib.sha256(entropy + i.to_bytes(4, "big")).digest()
+        pick = int.from_bytes(digest[:8], "big") % total
+        out.append(divmod(pick, challenge.n))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Opening:
+    """The prover's answer to one check: the leaf holding the row, and its path."""
+
+    round: int
+    row: int
+    leaf_fps: tuple[int, ...]
+    path: tuple[bytes, ...]
+
+
+def open_check(
+    challenge: Challenge, tree: MerkleTree, fps: IntArray, round_: int, row: int
+) -> Opening:
+    leaf = row // LEAF_ROWS
+    index = round_ * challenge.leaves_per_round + leaf
+    block = fps[round_, leaf * LEAF_ROWS : (leaf + 1) * LEAF_ROWS]
+    return Opening(round_, row, tuple(int(x) for x in block), tuple(tree.path(index)))
+
+
+def verify(
+    challenge: Challenge,
+    root: bytes,
+    checks: list[tuple[int, int]],
+    openings: list[Opening],
+) -> str | None:
+    """None when every opening proves its check; otherwise what was wrong."""
+    if len(openings) != len(checks):
+        return f"expected {len(checks)} openings, got {len(openings)}"
+    by_round: dict[int, list[tuple[int, int]]] = {}
+    for i, ((round_, row), op) in enumerate(zip(checks, openings, strict=True)):
+        if (op.round, op.row) != (round_, row):
+            return f"opening {i} answers ({op.round}, {op.row}), not ({round_}, {row})"
+        if len(op.leaf_fps) != LEAF_ROWS or any(not 0 <= x < P for x in op.leaf_fps):
+            return f"opening {i} has a malformed leaf"
+        leaf = row // LEAF_ROWS
+        fps = np.array(op.leaf_fps, dtype=np.int64)
+        digest = leaf_hash(round_, leaf, fps)
+        index = round_ * challenge.leaves_per_round + leaf
+        if not verify_path(digest, index, list(op.path), root, challenge.leaves):
+            return f"opening {i}: the Merkle path does not lead to the root"
+        by_round.setdefault(round_, []).append((row, int(fps[row % LEAF_ROWS])))
+    w = weights(challenge.seed, challenge.n)
+    for round_, claimed in by_round.items():
+        rows = [row for row, _ in claimed]
+        b = pool_matrix(challenge.n, pool_index(challenge.seed, round_))
+        actual = fingerprints(a_rows(challenge.seed, round_, challenge.n, rows) @ b, w)
+        for (row, fp), true_fp in zip(claimed, actual, strict=True):
+            if fp != int(true_fp):
+                return f"round {round_} row {row}: the fingerprint is wrong"
+    return None
+
+
+# -- soundness --------------------------------------------------------------------------
+
+
+def pass_probability(f: float, k: int = DEFAULT_CHECKS) -> float:
+    """Upper bound on the chance a prover that computed a fraction ``f`` of the rows passes."""
+    return min(1.0, f**k + k / P)
+
+
+def checks_needed(f: float, detection: float) -> int:
+    """The fewest checks that catch a prover computing fraction ``f`` with probability
+    at least ``detection`` (ignoring the 1/p guessing term)."""
+    if not 0 < f < 1:
+        raise ValueError("f must be in (0, 1)")
+    return math.ceil(math.log(1 - detection) / math.log(f))

@@ -1,0 +1,228 @@
+"""Provers: the agent's side of the proof of compute (``core/proof.py`` has the maths).
+
+One small contract, two back-ends::
+
+    class Prover:
+        name: str                          "numpy", "torch-cuda", "torch-mps", "torch-cpu"
+        def fingerprints(challenge, deadline) -> (rounds × n) int64 array
+        def hold_memory(seed, megabytes) -> MemoryHold (answers probes)
+
+``NumpyProver`` is the reference, for CPUs. ``TorchProver`` runs the same
+arithmetic on a torch device, CUDA when present, else Apple's MPS; ``choose``
+picks the best one available (torch is imported lazily, and only if
+installed). Both produce bit-identical fingerprints: the generator uses int64
+operations that torch and numpy define identically, and the products are exact
+integers in float32. (TF32 would be exact too: inputs in [−2, 2] are exact in
+it and accumulation stays in float32; the CUDA prover uses plain FP32 because
+that is the rate the catalog states.)
+
+A prover stops between rounds once the deadline has passed (``ProofTimeout``):
+a device that cannot make it does not burn its machine for nothing.
+
+The memory check (``hold_memory``) allocates the claimed memory on each device
+(GPU memory for GPUs), fills it with seed-derived data and answers probes on
+it. It catches a stock
+agent on a device with less memory than it claims (``out_of_memory``); it is
+*not* sound against a modified agent, which can regenerate probed data from the
+seed (see docs/proof-of-compute.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+import psutil
+
+from idlegrid.core import proof as pf
+
+log = logging.getLogger("idlegrid.worker.prover")
+
+
+class ProofTimeout(Exception):
+    """The deadline passed before the work was done."""
+
+
+class Prover(Protocol):
+    name: str
+
+    def fingerprints(self, challenge: pf.Challenge, deadline: float) -> pf.IntArray: ...
+
+    def hold_memory(self, seed: bytes, megabytes: int) -> MemoryHold: ...
+
+
+class NumpyProver:
+    name = "numpy"
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+
+    def fingerprints(self, challenge: pf.Challenge, deadline: float) -> pf.IntArray:
+        n = challenge.n
+        w = pf.weights(challenge.seed, n)
+        rows = np.arange(n, dtype=np.int64)
+        out = np.empty((challenge.rounds, n), dtype=np.int64)
+        for r in range(challenge.rounds):
+            if self.clock() > deadline:
+                raise ProofTimeout(f"stopped after {r} of {challenge.rounds} rounds")
+            a = pf.block(pf.a_key(challenge.seed, r), rows, n).astype(np.float32)
+            b = pf.pool_matrix(n, pf.pool_index(challenge.seed, r))
+            out[r] = pf.fingerprints(a @ b, w)
+        return out
+
+    def hold_memory(self, seed: bytes, megabytes: int) -> MemoryHold:
+        # Refuse rather than let the kernel's OOM killer end the agent.
+        if megabytes * 1024 * 1024 > psutil.virtual_memory().available:
+            raise MemoryError(f"{megabytes} MiB is more than this machine has free")
+        return hold_memory_numpy(seed, megabytes)
+
+
+class TorchProver:
+    """The same arithmetic on torch devices. With several GPUs, round r runs on
+    GPU r mod G, all GPUs at once: a device claiming 8 GPUs must have 8 to keep
+    up with the claimed throughput."""
+
+    def __init__(self, devices: list[str], clock: Callable[[], float] = time.monotonic) -> None:
+        import torch
+
+        self.torch: Any = torch
+        self.devices = [torch.device(d) for d in devices]
+        self.name = f"torch-{self.devices[0].type}"
+        self.clock = clock
+        self._pool: dict[tuple[str, int, int], Any] = {}
+        if self.devices[0].type == "cuda":
+            # Plain FP32, the rate the catalog's fp32_tflops states. TF32 would also
+            # be exact here (see the module doc), only faster than the claim.
+            torch.backends.cuda.matmul.allow_tf32 = False
+
+    def block(self, key: tuple[int, int], rows: Any, n: int) -> Any:
+        """``core.proof.block`` in torch (int64 on the rows' device)."""
+        torch = self.torch
+        a, b = key
+        p = pf.P
+        row_part = (a * ((rows * n) % p)) % p
+        col_part = (a * torch.arange(n, dtype=torch.int64, device=rows.device) + b) % p
+        x = row_part[:, None] + col_part[None, :]
+        x -= p * (x >= p).to(torch.int64)
+        y = (x * x) >> 31
+        return (((y & 255) * 5) >> 8) - 2
+
+    def _b(self, device: Any, n: int, index: int) -> Any:
+        key = (str(device), n, index)
+        if key not in self._pool:
+            rows = self.torch.arange(n, dtype=self.torch.int64, device=device)
+            self._pool[key] = self.block(pf.b_key(n, index), rows, n).to(self.torch.float32)
+        return self._pool[key]
+
+    def _rounds(
+        self, device: Any, challenge: pf.Challenge, rounds: range, deadline: float, out: pf.IntArray
+    ) -> None:
+        torch = self.torch
+        n = challenge.n
+        w = torch.from_numpy(pf.weights(challenge.seed, n)).to(device)
+        rows = torch.arange(n, dtype=torch.int64, device=device)
+        for r in rounds:
+            if self.clock() > deadline:
+                raise ProofTimeout(f"stopped at round {r} of {challenge.rounds}")
+            a = self.block(pf.a_key(challenge.seed, r), rows, n).to(torch.float32)
+            c = (a @ self._b(device, n, pf.pool_index(challenge.seed, r))).to(torch.int64)
+            # Elementwise then sum: int64 matmul is not available on every device.
+            out[r] = (((c * c) * w).sum(dim=1) % pf.P).cpu().numpy()
+
+    def fingerprints(self, challenge: pf.Challenge, deadline: float) -> pf.IntArray:
+        out = np.empty((challenge.rounds, challenge.n), dtype=np.int64)
+        g = len(self.devices)
+        if g == 1:
+            self._rounds(self.devices[0], challenge, range(challenge.rounds), deadline, out)
+            return out
+        with ThreadPoolExecutor(g) as pool:  # kernels release the GIL
+            futures = [
+                pool.submit(
+                    self._rounds, d, challenge, range(i, challenge.rounds, g), deadline, out
+                )
+                for i, d in enumerate(self.devices)
+            ]
+            for f in futures:
+                f.result()
+        return out
+
+    def hold_memory(self, seed: bytes, megabytes: int) -> MemoryHold:
+        """Fill ``megabytes`` on every device (raises MemoryError when one cannot)."""
+        torch = self.torch
+        held = []
+        try:
+            for device in self.devices:
+                blocks = [
+                    torch.from_numpy(memory_block(seed, i)).to(device)
+                    for i in range(memory_blocks(megabytes))
+                ]
+                held.append(blocks)
+        except torch.OutOfMemoryError as exc:
+            raise MemoryError(str(exc)) from None
+        return MemoryHold(lambda i: held[0][i].cpu().numpy().tobytes())
+
+
+def torch_devices() -> list[str]:
+    """Torch accelerators here: every CUDA GPU, else Apple's MPS, else none."""
+    try:
+        import torch
+    except ImportError:
+        return []
+    if torch.cuda.is_available():
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return ["mps"]
+    return []
+
+
+def choose(clock: Callable[[], float] = time.monotonic) -> NumpyProver | TorchProver:
+    """CUDA, then MPS, then numpy on the CPU."""
+    devices = torch_devices()
+    if devices:
+        return TorchProver(devices, clock)
+    return NumpyProver(clock)
+
+
+# -- memory ------------------------------------------------------------------------------
+
+MEMORY_BLOCK_MB = 1
+
+
+def memory_blocks(megabytes: int) -> int:
+    return max(1, megabytes // MEMORY_BLOCK_MB)
+
+
+def memory_block(seed: bytes, index: int) -> npt.NDArray[np.int64]:
+    """Block ``index`` of the seed-derived memory image (``MEMORY_BLOCK_MB`` MiB)."""
+    n = MEMORY_BLOCK_MB * 1024 * 1024 // 8
+    a, b = pf.memory_key(seed, index)
+    idx = np.arange(n, dtype=np.int64)
+    result: npt.NDArray[np.int64] = ((a * idx + b) % pf.P).astype("<i8")
+    return result
+
+
+def memory_answer(block: bytes, nonce: bytes) -> str:
+    """What a probe asks for: SHA-256 over the nonce and the block's bytes."""
+    return hashlib.sha256(nonce + block).hexdigest()
+
+
+class MemoryHold:
+    """Memory the prover holds; answers probes from it."""
+
+    def __init__(self, read: Callable[[int], bytes]) -> None:
+        self.read = read
+
+    def answer(self, index: int, nonce: bytes) -> str:
+        return memory_answer(self.read(index), nonce)
+
+
+def hold_memory_numpy(seed: bytes, megabytes: int) -> MemoryHold:
+    blocks = [memory_block(seed, i) for i in range(memory_blocks(megabytes))]
+    return MemoryHold(lambda i: blocks[i].tobytes())

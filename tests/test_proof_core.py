@@ -1,0 +1,201 @@
+"""The proof-of-compute maths: exact generation, fingerprints, Merkle commitments,
+spot checks, soundness; and the provers (numpy and torch agree bit for bit)."""
+
+from __future__ import annotations
+
+import secrets
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from idlegrid.core import proof as pf
+from idlegrid.worker.prover import (
+    NumpyProver,
+    ProofTimeout,
+    TorchProver,
+    hold_memory_numpy,
+    memory_answer,
+    memory_block,
+)
+
+SMALL = pf.Challenge(seed=b"\x07" * 32, n=128, rounds=3)
+
+
+def honest(challenge: pf.Challenge = SMALL) -> tuple[pf.MerkleTree, pf.IntArray]:
+    return pf.prove(challenge)
+
+
+def openings(
+    challenge: pf.Challenge, tree: pf.MerkleTree, fps: pf.IntArray, checks: list[tuple[int, int]]
+) -> list[pf.Opening]:
+    return [pf.open_check(challenge, tree, fps, r, i) for r, i in checks]
+
+
+def test_elements_are_small_integers_and_products_exact() -> None:
+    a = pf.matrix(pf.a_key(b"s", 0), 256)
+    assert set(np.unique(a)) <= {-2, -1, 0, 1, 2}
+    counts = np.bincount((a.ravel() + 2).astype(int))
+    assert counts.min() > 0.18 * a.size  # each value about a fifth of the time
+    b = pf.pool_matrix(256, 1)
+    exact = a.astype(np.int64) @ b.astype(np.int64)
+    assert np.array_equal((a @ b).astype(np.int64), exact)
+
+
+def test_rows_can_be_generated_alone() -> None:
+    key = pf.a_key(b"s", 3)
+    full = pf.matrix(key, 64)
+    assert np.array_equal(pf.a_rows(b"s", 3, 64, [5, 63, 0]), full[[5, 63, 0]])
+
+
+def test_fresh_seeds_give_fresh_matrices() -> None:
+    assert not np.array_equal(pf.matrix(pf.a_key(b"s", 0), 64), pf.matrix(pf.a_key(b"t", 0), 64))
+    assert not np.array_equal(pf.matrix(pf.a_key(b"s", 0), 64), pf.matrix(pf.a_key(b"s", 1), 64))
+
+
+def test_fingerprint_is_not_linear() -> None:
+    w = pf.weights(b"s", 4)
+    x = np.array([[1.0, 2.0, 0.0, 1.0]])
+    assert pf.fingerprints(2 * x, w)[0] != (2 * pf.fingerprints(x, w)[0]) % pf.P
+
+
+def test_honest_prover_passes() -> None:
+    tree, fps = honest()
+    checks = pf.select_checks(SMALL, secrets.token_bytes(16))
+    assert pf.verify(SMALL, tree.root, checks, openings(SMALL, tree, fps, checks)) is None
+
+
+@pytest.mark.parametrize("leaves", [1, 2, 3, 5, 8, 13])
+def test_merkle_paths_verify_for_every_leaf_and_nowhere_else(leaves: int) -> None:
+    items = [bytes([i]) * 32 for i in range(leaves)]
+    tree = pf.MerkleTree(items)
+    for i, leaf in enumerate(items):
+        assert pf.verify_path(leaf, i, tree.path(i), tree.root, leaves)
+        if leaves > 1:
+            assert not pf.verify_path(leaf, (i + 1) % leaves, tree.path(i), tree.root, leaves)
+    assert not pf.verify_path(items[0], leaves, tree.path(0), tree.root, leaves)
+
+
+def test_wrong_fingerprint_is_caught() -> None:
+    _, fps = honest()
+    checks = [(1, 10)]
+    forged = fps.copy()
+    forged[1, 10] += 1
+    forged_tree = pf.commit(SMALL, forged)
+    reason = pf.verify(
+        SMALL, forged_tree.root, checks, openings(SMALL, forged_tree, forged, checks)
+    )
+    assert reason is not None and "fingerprint is wrong" in reason
+
+
+def test_wrong_path_or_answering_another_check_is_caught() -> None:
+    tree, fps = honest()
+    checks = [(0, 3), (2, 100)]
+    ops = openings(SMALL, tree, fps, checks)
+    bad_path = pf.Opening(0, 3, ops[0].leaf_fps, (b"\x00" * 32, *ops[0].path[1:]))
+    assert "Merkle" in (pf.verify(SMALL, tree.root, checks, [bad_path, ops[1]]) or "")
+    swapped = pf.verify(SMALL, tree.root, checks, [ops[1], ops[0]])
+    assert swapped is not None and "not (0, 3)" in swapped
+    assert pf.verify(SMALL, tree.root, checks, ops[:1]) is not None
+    other_root = pf.prove(pf.Challenge(b"\x08" * 32, 128, 3))[0].root
+    assert pf.verify(SMALL, other_root, checks, ops) is not None
+
+
+def test_malformed_leaf_is_caught() -> None:
+    tree, fps = honest()
+    op = pf.open_check(SMALL, tree, fps, 0, 0)
+    short = pf.Opening(0, 0, op.leaf_fps[:-1], op.path)
+    huge = pf.Opening(0, 0, (pf.P, *op.leaf_fps[1:]), op.path)
+    for bad in (short, huge):
+        assert "malformed" in (pf.verify(SMALL, tree.root, [(0, 0)], [bad]) or "")
+
+
+def test_a_prover_that_skipped_rows_is_caught_at_the_stated_rate() -> None:
+    """Simulate a cheater that computed a fraction f of the rows (made-up fingerprints
+    for the rest) against many fresh check draws; detection must match 1 − f^k."""
+    challenge = pf.Challenge(seed=b"\x09" * 32, n=128, rounds=2)
+    _, true_fps = pf.prove(challenge)
+    rng = np.random.default_rng(0)
+    f, k, trials = 0.9, 16, 300
+    computed = rng.random(true_fps.shape) < f
+    fake = np.where(computed, true_fps, rng.integers(0, pf.P, true_fps.shape))
+    tree = pf.commit(challenge, fake)
+    caught = 0
+    for t in range(trials):
+        checks = pf.select_checks(challenge, t.to_bytes(4, "big"), k)
+        caught += (
+            pf.verify(challenge, tree.root, checks, openings(challenge, tree, fake, checks))
+            is not None
+        )
+    rate = caught / trials
+    expected = 1 - computed.mean() ** k
+    assert abs(rate - expected) < 0.08, (rate, expected)
+
+
+def test_soundness_bound_and_default_checks() -> None:
+    assert pf.pass_probability(0.9) < 0.01  # a 10% skipper is caught 99% of the time
+    assert pf.checks_needed(0.9, 0.99) <= pf.DEFAULT_CHECKS
+    assert pf.pass_probability(1.0) == 1.0
+    with pytest.raises(ValueError):
+        pf.checks_needed(1.0, 0.99)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.binary(min_size=1, max_size=32), st.integers(1, 50))
+def test_checks_are_in_range(entropy: bytes, k: int) -> None:
+    checks = pf.select_checks(SMALL, entropy, k)
+    assert len(checks) == k
+    assert all(0 <= r < SMALL.rounds and 0 <= i < SMALL.n for r, i in checks)
+
+
+def test_plan_scales_rounds_with_the_claim_and_deadline_with_slack() -> None:
+    cpu = pf.plan(b"s", "cpu", claimed_tflops=0.1, target_s=1.0)
+    h100 = pf.plan(b"s", "gpu", claimed_tflops=495, target_s=1.0)
+    assert cpu.n == 1024 and 40 <= cpu.rounds <= 50
+    assert h100.n == 8192 and h100.work_flop >= 495e12
+    assert pf.deadline_s(cpu, 0.1, 0.25, 2.0) == pytest.approx(cpu.work_flop / 0.025e12 + 2)
+
+
+def test_numpy_and_torch_provers_agree_bit_for_bit() -> None:
+    challenge = pf.Challenge(seed=secrets.token_bytes(32), n=256, rounds=3)
+    far = float("inf")
+    by_numpy = NumpyProver().fingerprints(challenge, far)
+    by_torch = TorchProver(["cpu"]).fingerprints(challenge, far)
+    assert np.array_equal(by_numpy, by_torch)
+    assert np.array_equal(by_numpy, pf.prove(challenge)[1])
+    # Two "devices" (both the CPU here) split the rounds and still agree.
+    assert np.array_equal(TorchProver(["cpu", "cpu"]).fingerprints(challenge, far), by_numpy)
+
+
+def test_prover_stops_at_the_deadline() -> None:
+    ticks = iter(range(100))
+    prover = NumpyProver(clock=lambda: float(next(ticks)))
+    with pytest.raises(ProofTimeout):
+        prover.fingerprints(pf.Challenge(b"s", 64, 10), deadline=2.5)
+
+
+def test_memory_hold_answers_probes() -> None:
+    hold = hold_memory_numpy(b"seed", 3)
+    nonce = b"n" * 16
+    for i in range(3):
+        assert hold.answer(i, nonce) == memory_answer(memory_block(b"seed", i).tobytes(), nonce)
+    torch_hold = TorchProver(["cpu"]).hold_memory(b"seed", 2)
+    assert torch_hold.answer(1, nonce) == hold.answer(1, nonce)
+
+
+@pytest.mark.skipif(
+    not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU (runs where present)"
+)
+def test_cuda_prover_matches_numpy_and_reports_throughput() -> None:
+    import time
+
+    challenge = pf.Challenge(seed=secrets.token_bytes(32), n=8192, rounds=32)
+    prover = TorchProver(["cuda:0"])
+    prover.fingerprints(pf.Challenge(challenge.seed, 8192, 1), float("inf"))  # warm up
+    start = time.perf_counter()
+    by_cuda = prover.fingerprints(challenge, float("inf"))
+    elapsed = time.perf_counter() - start
+    print(f"CUDA prover: {challenge.work_flop / elapsed / 1e12:.1f} TFLOPS")
+    small = pf.Challenge(challenge.seed, 8192, 2)
+    assert np.array_equal(by_cuda[:2], NumpyProver().fingerprints(small, float("inf")))
