@@ -100,6 +100,7 @@ class HeartbeatResponse(Wire):
     status: DeviceStatus
     interval_s: float
     server_time: float
+    challenge_id: str | None = Field(default=None, description="a proof waiting to be fetched")
 
 
 class Classification(Wire):
@@ -126,6 +127,9 @@ class DeviceView(Wire):
     last_seen_at: float | None
     uptime_s: float = Field(description="cumulative accounted uptime")
     agent_version: str
+    proof_passed_at: float | None = None
+    measured_tflops: float | None = None
+    tier: int | None = Field(default=None, description="connectivity tier, 0-4")
 
 
 class DeviceList(Wire):
@@ -160,3 +164,92 @@ class Health(Wire):
     version: str
     database: str
     devices_live: int
+
+
+# -- proof of compute (see core/proof.py) ---------------------------------------------
+
+HEX32 = r"^[0-9a-f]{64}$"
+
+
+class ProofStatus(StrEnum):
+    ISSUED = "issued"
+    FETCHED = "fetched"
+    COMMITTED = "committed"
+    VERIFIED = "verified"
+    FAILED = "failed"
+
+
+class ChallengeSpec(Wire):
+    id: str
+    seed: str = Field(description="hex; secret until fetched")
+    n: int
+    rounds: int
+    deadline_s: float = Field(description="seconds from the first fetch to the commitment")
+    memory_mb: int = Field(description="memory to hold per processor; 0 for none")
+
+
+class CommitRequest(Wire):
+    root: str = Field(pattern=HEX32)
+    prover: str = Field(max_length=32)
+    elapsed_s: float = Field(ge=0, description="as the prover measured it (informative)")
+    memory: Literal["ok", "out_of_memory"] = "ok"
+
+
+class MemoryProbe(Wire):
+    index: int
+    nonce: str
+
+
+class CommitResponse(Wire):
+    checks: list[tuple[int, int]]
+    memory_probes: list[MemoryProbe] = Field(default_factory=list)
+
+
+class OpeningWire(Wire):
+    round: int
+    row: int
+    leaf: list[int] = Field(max_length=1024)
+    path: list[str] = Field(max_length=64)
+
+
+class RevealRequest(Wire):
+    openings: list[OpeningWire] = Field(max_length=1024)
+    memory_answers: list[str] = Field(default_factory=list, max_length=256)
+
+
+class ProofView(Wire):
+    id: str
+    device_id: str
+    status: ProofStatus
+    reason: str | None
+    detail: str | None
+    n: int
+    rounds: int
+    checks: int
+    work_flop: float
+    claimed_tflops: float
+    measured_tflops: float | None
+    deadline_s: float
+    memory_mb: int
+    prover: str | None
+    created_at: float
+    fetched_at: float | None
+    committed_at: float | None
+    finished_at: float | None
+
+
+class ProofList(Wire):
+    items: list[ProofView]
+
+
+class ConnectivityReport(Wire):
+    """Measured by the agent against the control plane (self-reported)."""
+
+    latency_ms: float = Field(ge=0, le=60_000)
+    download_mbps: float = Field(ge=0, le=1_000_000)
+    upload_mbps: float = Field(ge=0, le=1_000_000)
+
+
+class ConnectivityView(ConnectivityReport):
+    tier: int
+    tier_name: str

@@ -83,7 +83,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     yield url
     engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
     with engine.begin() as conn:
-        conn.execute(text("TRUNCATE devices, device_uptime, device_events CASCADE"))
+        conn.execute(text("TRUNCATE devices, device_uptime, device_events, proofs CASCADE"))
     engine.dispose()
 
 

@@ -16,8 +16,6 @@ from idlegrid.worker.prover import (
     ProofTimeout,
     TorchProver,
     hold_memory_numpy,
-    memory_answer,
-    memory_block,
 )
 
 SMALL = pf.Challenge(seed=b"\x07" * 32, n=128, rounds=3)
@@ -179,7 +177,7 @@ def test_memory_hold_answers_probes() -> None:
     hold = hold_memory_numpy(b"seed", 3)
     nonce = b"n" * 16
     for i in range(3):
-        assert hold.answer(i, nonce) == memory_answer(memory_block(b"seed", i).tobytes(), nonce)
+        assert hold.answer(i, nonce) == pf.memory_answer(pf.memory_block(b"seed", i).tobytes(), nonce)
     torch_hold = TorchProver(["cpu"]).hold_memory(b"seed", 2)
     assert torch_hold.answer(1, nonce) == hold.answer(1, nonce)
 

@@ -115,10 +115,6 @@ def weights(seed: bytes, n: int) -> IntArray:
     return result
 
 
-def memory_key(seed: bytes, index: int) -> tuple[int, int]:
-    return _key(b"M", seed, index)
-
-
 def pool_index(seed: bytes, round_: int) -> int:
     """Which public B a round uses."""
     digest = hashlib.sha256(b"pool" + seed + round_.to_bytes(4, "big")).digest()
@@ -365,3 +361,26 @@ def checks_needed(f: float, detection: float) -> int:
     if not 0 < f < 1:
         raise ValueError("f must be in (0, 1)")
     return math.ceil(math.log(1 - detection) / math.log(f))
+
+
+# -- memory ------------------------------------------------------------------------------
+
+MEMORY_BLOCK_MB = 1
+
+
+def memory_blocks(megabytes: int) -> int:
+    return max(1, megabytes // MEMORY_BLOCK_MB)
+
+
+def memory_block(seed: bytes, index: int) -> IntArray:
+    """Block ``index`` of the seed-derived memory image the prover holds."""
+    n = MEMORY_BLOCK_MB * 1024 * 1024 // 8
+    a, b = _key(b"M", seed, index)
+    idx = np.arange(n, dtype=np.int64)
+    result: IntArray = ((a * idx + b) % P).astype("<i8")
+    return result
+
+
+def memory_answer(block: bytes, nonce: bytes) -> str:
+    """What a probe asks for: SHA-256 over the nonce and the block's bytes."""
+    return hashlib.sha256(nonce + block).hexdigest()

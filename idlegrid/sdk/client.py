@@ -13,25 +13,34 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable, Generator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import httpx
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 from solders.keypair import Keypair
 
 from idlegrid.core import signing
 from idlegrid.errors import TransportError, error_from_body
 from idlegrid.protocol import (
+    ChallengeSpec,
+    CommitRequest,
+    CommitResponse,
+    ConnectivityReport,
+    ConnectivityView,
     DeviceDetail,
     DeviceList,
     DeviceView,
     Health,
     HeartbeatRequest,
     HeartbeatResponse,
+    ProofList,
+    ProofView,
     RegisterRequest,
+    RevealRequest,
 )
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 
 class KeypairAuth(httpx.Auth):
@@ -115,6 +124,34 @@ class Client:
     def terminate_device(self, device_id: str) -> DeviceView:
         return self._call("POST", f"/v1/devices/{device_id}/terminate", DeviceView, signed=True)
 
+    # -- proofs of compute and connectivity (signed by the device key) ---------------------
+
+    def fetch_challenge(self, device_id: str, challenge_id: str) -> ChallengeSpec:
+        path = f"/v1/devices/{device_id}/challenges/{challenge_id}"
+        return self._call("GET", path, ChallengeSpec, signed=True)
+
+    def commit_challenge(
+        self, device_id: str, challenge_id: str, req: CommitRequest
+    ) -> CommitResponse | ProofView:
+        """The checks to open, or the failed proof when the server refused the commitment."""
+        path = f"/v1/devices/{device_id}/challenges/{challenge_id}/commit"
+        return self._call("POST", path, _COMMIT_ANSWER, json=req, signed=True)
+
+    def reveal_challenge(self, device_id: str, challenge_id: str, req: RevealRequest) -> ProofView:
+        path = f"/v1/devices/{device_id}/challenges/{challenge_id}/reveal"
+        return self._call("POST", path, ProofView, json=req, signed=True)
+
+    def report_connectivity(self, device_id: str, req: ConnectivityReport) -> ConnectivityView:
+        path = f"/v1/devices/{device_id}/connectivity"
+        return self._call("POST", path, ConnectivityView, json=req, signed=True)
+
+    def speedtest_download(self, nbytes: int) -> int:
+        """Download ``nbytes`` of noise; returns how many arrived."""
+        return len(self._raw("GET", "/v1/speedtest", params={"bytes": str(nbytes)}).content)
+
+    def speedtest_upload(self, payload: bytes) -> None:
+        self._raw("POST", "/v1/speedtest", content=payload, signed=True)
+
     # -- devices: public reads -----------------------------------------------------------
 
     def list_devices(self, **filters: Any) -> DeviceList:
@@ -124,22 +161,23 @@ class Client:
     def get_device(self, device_id: str) -> DeviceDetail:
         return self._call("GET", f"/v1/devices/{device_id}", DeviceDetail)
 
+    def proofs(self, device_id: str) -> ProofList:
+        return self._call("GET", f"/v1/devices/{device_id}/proofs", ProofList)
+
     # -- plumbing ------------------------------------------------------------------------
 
-    def _call(
+    def _raw(
         self,
         method: str,
         path: str,
-        model: type[M],
         *,
-        json: BaseModel | None = None,
+        content: bytes = b"",
         params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
         signed: bool = False,
-    ) -> M:
+    ) -> httpx.Response:
         if signed and self._auth is None:
             raise ValueError("this call must be signed: give the client a keypair")
-        content = json.model_dump_json().encode() if json is not None else b""
-        headers = {"content-type": "application/json"} if json is not None else {}
         try:
             response = self._http.request(
                 method,
@@ -157,4 +195,50 @@ class Client:
             except ValueError:
                 body = response.text
             raise error_from_body(response.status_code, body)
+        return response
+
+    @overload
+    def _call(
+        self,
+        method: str,
+        path: str,
+        model: type[M],
+        *,
+        json: BaseModel | None = None,
+        params: dict[str, str] | None = None,
+        signed: bool = False,
+    ) -> M: ...
+
+    @overload
+    def _call(
+        self,
+        method: str,
+        path: str,
+        model: TypeAdapter[T],
+        *,
+        json: BaseModel | None = None,
+        params: dict[str, str] | None = None,
+        signed: bool = False,
+    ) -> T: ...
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        model: type[M] | TypeAdapter[T],
+        *,
+        json: BaseModel | None = None,
+        params: dict[str, str] | None = None,
+        signed: bool = False,
+    ) -> M | T:
+        content = json.model_dump_json().encode() if json is not None else b""
+        headers = {"content-type": "application/json"} if json is not None else {}
+        response = self._raw(
+            method, path, content=content, params=params, headers=headers, signed=signed
+        )
+        if isinstance(model, TypeAdapter):
+            return model.validate_json(response.content)
         return model.model_validate_json(response.content)
+
+
+_COMMIT_ANSWER: TypeAdapter[CommitResponse | ProofView] = TypeAdapter(CommitResponse | ProofView)

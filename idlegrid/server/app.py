@@ -23,8 +23,9 @@ from idlegrid.server.db import make_engine, migrate, session_factory
 from idlegrid.server.liveness import LivenessTable
 from idlegrid.server.metrics import Metrics
 from idlegrid.server.middleware import BodyLimit
-from idlegrid.server.routes import devices, system
+from idlegrid.server.routes import devices, proofs, system
 from idlegrid.server.services.devices import DeviceService
+from idlegrid.server.services.proofs import ProofService
 from idlegrid.server.settings import ServerSettings
 from idlegrid.server.state import AppState
 
@@ -45,6 +46,10 @@ def build_state(
         session_factory(engine), liveness, catalog or load_catalog(), settings, clock
     )
     service.load_liveness()
+    proof_service = ProofService(
+        session_factory(engine), liveness, catalog or load_catalog(), settings, clock
+    )
+    proof_service.load_pending()
     return AppState(
         settings=settings,
         engine=engine,
@@ -53,6 +58,7 @@ def build_state(
         nonces=NonceStore(retention_s=2 * settings.max_clock_skew_s),
         metrics=Metrics(),
         devices=service,
+        proofs=proof_service,
     )
 
 
@@ -70,11 +76,18 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(loops.liveness_loop(state)) if run_loops else None
+        tasks = (
+            [
+                asyncio.create_task(loops.liveness_loop(state)),
+                asyncio.create_task(loops.proof_loop(state)),
+            ]
+            if run_loops
+            else []
+        )
         try:
             yield
         finally:
-            if task is not None:
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -87,10 +100,15 @@ def create_app(
     app = FastAPI(title="idlegrid control plane", version=__version__, lifespan=lifespan)
     app.state.idlegrid = state
     app.include_router(system.router)
+    app.include_router(proofs.router)  # before devices: /{id}/{action} would shadow it
     app.include_router(devices.router)
     app.router.routes.insert(0, hotpath.route)  # matched before the documented route
     _install_error_handlers(app, state)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_body_bytes,
+        large={"/reveal": 4 * 1024 * 1024, "/v1/speedtest": proofs.SPEEDTEST_MAX_BYTES},
+    )
     return app
 
 

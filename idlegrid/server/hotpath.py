@@ -37,7 +37,10 @@ async def heartbeat(request: Request) -> Response:
     status = state.liveness.heartbeat(device_id, now)
     state.metrics.heartbeats.inc()
     reply = HeartbeatResponse(
-        status=status, interval_s=state.settings.heartbeat_interval_s, server_time=now
+        status=status,
+        interval_s=state.settings.heartbeat_interval_s,
+        server_time=now,
+        challenge_id=state.proofs.pending.get(device_id),
     )
     return Response(reply.model_dump_json(), media_type="application/json")
 

@@ -38,3 +38,14 @@ async def liveness_loop(state: AppState) -> None:
             await asyncio.to_thread(reap_and_flush, state)
         except Exception:
             log.exception("liveness pass failed; retrying in %.1fs", interval)
+
+
+async def proof_loop(state: AppState) -> None:
+    """Expire late challenges, issue due ones, promote proven devices."""
+    interval = state.settings.proof_tick_s
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await asyncio.to_thread(state.proofs.tick)
+        except Exception:
+            log.exception("proof pass failed; retrying in %.1fs", interval)

@@ -11,24 +11,32 @@ from idlegrid.errors import PayloadTooLarge
 
 
 class BodyLimit:
-    """Answer 413 for a body over ``max_bytes``, declared or streamed."""
+    """Answer 413 for a body over ``max_bytes``, declared or streamed. Paths ending
+    in one of ``large`` (suffix → limit) get that limit instead."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, large: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.large = large or {}
+
+    def limit(self, path: str) -> int:
+        return next(
+            (n for suffix, n in self.large.items() if path.endswith(suffix)), self.max_bytes
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.limit(scope.get("path", ""))
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
-                    declared = self.max_bytes + 1
-                if declared > self.max_bytes:
-                    await self._refuse(send)
+                    declared = max_bytes + 1
+                if declared > max_bytes:
+                    await self._refuse(send, max_bytes)
                     return
         received = 0
         started = False
@@ -38,7 +46,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > max_bytes:
                     raise _TooLarge()
             return message
 
@@ -52,10 +60,10 @@ class BodyLimit:
             await self.app(scope, limited_receive, tracking_send)
         except _TooLarge:
             if not started:
-                await self._refuse(send)
+                await self._refuse(send, max_bytes)
 
-    async def _refuse(self, send: Send) -> None:
-        err = PayloadTooLarge(max_bytes=self.max_bytes)
+    async def _refuse(self, send: Send, max_bytes: int) -> None:
+        err = PayloadTooLarge(max_bytes=max_bytes)
         body = json.dumps(err.to_body()).encode()
         headers: list[Any] = [
             (b"content-type", b"application/json"),

@@ -41,6 +41,18 @@ class ServerSettings(BaseSettings):
     min_uptime_s: float = Field(default=12 * 3600, ge=0)
 
     # 0 means min(1 s, a quarter of the heartbeat interval).
+    # Proof of compute (core/proof.py, core/proof_policy.py).
+    proof_interval_s: float = Field(default=6 * 3600, gt=0, description="re-prove idle devices")
+    proof_retry_s: float = Field(default=600, gt=0, description="after a failure")
+    proof_pickup_s: float = Field(default=120, gt=0, description="to fetch an issued challenge")
+    proof_target_s: float = Field(default=1.0, gt=0, description="work at the claimed speed")
+    proof_min_efficiency: float = Field(default=0.2, gt=0, le=1)
+    proof_allowance_s: float = Field(default=3.0, ge=0, description="latency and start-up")
+    proof_checks: int = Field(default=48, ge=1, le=1024)
+    proof_memory_fraction: float = Field(default=0.5, ge=0, le=1)
+    proof_memory_probes: int = Field(default=4, ge=0, le=256)
+    proof_tick_s: float = Field(default=1.0, gt=0)
+
     flush_interval_s: float = Field(default=0, ge=0)
     reaper_interval_s: float = Field(default=0, ge=0)
     max_body_bytes: int = Field(default=64 * 1024, gt=0)

@@ -13,6 +13,7 @@ from idlegrid.server.auth import NonceStore, authenticate
 from idlegrid.server.liveness import LivenessTable
 from idlegrid.server.metrics import Metrics
 from idlegrid.server.services.devices import DeviceService
+from idlegrid.server.services.proofs import ProofService
 from idlegrid.server.settings import ServerSettings
 
 
@@ -25,6 +26,7 @@ class AppState:
     nonces: NonceStore
     metrics: Metrics
     devices: DeviceService
+    proofs: ProofService
 
 
 def app_state(request: Request) -> AppState:

@@ -31,6 +31,7 @@ from idlegrid.errors import (
 )
 from idlegrid.protocol import DeviceStatus, HardwareInfo, HeartbeatRequest, RegisterRequest
 from idlegrid.sdk import Client
+from idlegrid.worker.duties import ChallengeDuty, ConnectivityDuty
 
 log = logging.getLogger("idlegrid.worker")
 
@@ -72,6 +73,7 @@ class HeartbeatDuty:
         req = HeartbeatRequest(cpu_percent=psutil.cpu_percent(interval=None))
         resp = agent.client.heartbeat(agent.device_id, req)
         agent.status = resp.status
+        agent.pending_challenge = resp.challenge_id or agent.pending_challenge
         self.interval_s = resp.interval_s  # the server sets the pace
 
 
@@ -86,6 +88,7 @@ class Agent:
         owner: str | None = None,
         owner_signature: str | None = None,
         heartbeat_interval_s: float = 10.0,
+        connectivity_interval_s: float = 6 * 3600,
         clock: Callable[[], float] = time.monotonic,
         backoff: Backoff | None = None,
     ) -> None:
@@ -102,7 +105,13 @@ class Agent:
         self.backoff = backoff or Backoff()
         self.registered = False
         self.status: DeviceStatus | None = None
-        self.duties: list[Duty] = [HeartbeatDuty(heartbeat_interval_s)]
+        self.pending_challenge: str | None = None
+        self.challenges = ChallengeDuty()
+        self.duties: list[Duty] = [
+            HeartbeatDuty(heartbeat_interval_s),
+            self.challenges,
+            ConnectivityDuty(connectivity_interval_s),
+        ]
         self._next_run: dict[str, float] = {}
 
     def register(self) -> None:

@@ -29,7 +29,6 @@ seed (see docs/proof-of-compute.md).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -37,7 +36,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 import numpy as np
-import numpy.typing as npt
 import psutil
 
 from idlegrid.core import proof as pf
@@ -159,8 +157,8 @@ class TorchProver:
         try:
             for device in self.devices:
                 blocks = [
-                    torch.from_numpy(memory_block(seed, i)).to(device)
-                    for i in range(memory_blocks(megabytes))
+                    torch.from_numpy(pf.memory_block(seed, i)).to(device)
+                    for i in range(pf.memory_blocks(megabytes))
                 ]
                 held.append(blocks)
         except torch.OutOfMemoryError as exc:
@@ -192,26 +190,6 @@ def choose(clock: Callable[[], float] = time.monotonic) -> NumpyProver | TorchPr
 
 # -- memory ------------------------------------------------------------------------------
 
-MEMORY_BLOCK_MB = 1
-
-
-def memory_blocks(megabytes: int) -> int:
-    return max(1, megabytes // MEMORY_BLOCK_MB)
-
-
-def memory_block(seed: bytes, index: int) -> npt.NDArray[np.int64]:
-    """Block ``index`` of the seed-derived memory image (``MEMORY_BLOCK_MB`` MiB)."""
-    n = MEMORY_BLOCK_MB * 1024 * 1024 // 8
-    a, b = pf.memory_key(seed, index)
-    idx = np.arange(n, dtype=np.int64)
-    result: npt.NDArray[np.int64] = ((a * idx + b) % pf.P).astype("<i8")
-    return result
-
-
-def memory_answer(block: bytes, nonce: bytes) -> str:
-    """What a probe asks for: SHA-256 over the nonce and the block's bytes."""
-    return hashlib.sha256(nonce + block).hexdigest()
-
 
 class MemoryHold:
     """Memory the prover holds; answers probes from it."""
@@ -220,9 +198,9 @@ class MemoryHold:
         self.read = read
 
     def answer(self, index: int, nonce: bytes) -> str:
-        return memory_answer(self.read(index), nonce)
+        return pf.memory_answer(self.read(index), nonce)
 
 
 def hold_memory_numpy(seed: bytes, megabytes: int) -> MemoryHold:
-    blocks = [memory_block(seed, i) for i in range(memory_blocks(megabytes))]
+    blocks = [pf.memory_block(seed, i) for i in range(pf.memory_blocks(megabytes))]
     return MemoryHold(lambda i: blocks[i].tobytes())

@@ -37,6 +37,48 @@ class Device(Base):
     registered_at: Mapped[float] = mapped_column(Double)
     last_seen_at: Mapped[float | None] = mapped_column(Double)
     uptime_s: Mapped[float] = mapped_column(Double, default=0.0)
+    # Proof of compute: when the next challenge is due (NULL while one is open).
+    next_proof_at: Mapped[float | None] = mapped_column(Double, index=True)
+    proof_passed_at: Mapped[float | None] = mapped_column(Double)
+    proof_failures: Mapped[int] = mapped_column(Integer, default=0)
+    spoof_strikes: Mapped[int] = mapped_column(Integer, default=0)
+    measured_tflops: Mapped[float | None] = mapped_column(Double)
+    # Connectivity, as last measured by the agent.
+    latency_ms: Mapped[float | None] = mapped_column(Double)
+    download_mbps: Mapped[float | None] = mapped_column(Double)
+    upload_mbps: Mapped[float | None] = mapped_column(Double)
+    tier: Mapped[int | None] = mapped_column(Integer)
+
+
+class Proof(Base):
+    """One proof-of-compute challenge and its outcome."""
+
+    __tablename__ = "proofs"
+    __table_args__ = (Index("ix_proofs_device_created", "device_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(44), ForeignKey("devices.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    reason: Mapped[str | None] = mapped_column(String(32))
+    detail: Mapped[str | None] = mapped_column(String(256))
+    seed: Mapped[str] = mapped_column(String(64))
+    n: Mapped[int] = mapped_column(Integer)
+    rounds: Mapped[int] = mapped_column(Integer)
+    checks_k: Mapped[int] = mapped_column(Integer)
+    work_flop: Mapped[float] = mapped_column(Double)
+    claimed_tflops: Mapped[float] = mapped_column(Double)
+    deadline_s: Mapped[float] = mapped_column(Double)
+    memory_mb: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[float] = mapped_column(Double)
+    fetched_at: Mapped[float | None] = mapped_column(Double)
+    committed_at: Mapped[float | None] = mapped_column(Double)
+    finished_at: Mapped[float | None] = mapped_column(Double)
+    root: Mapped[str | None] = mapped_column(String(64))
+    prover: Mapped[str | None] = mapped_column(String(32))
+    elapsed_reported_s: Mapped[float | None] = mapped_column(Double)
+    measured_tflops: Mapped[float | None] = mapped_column(Double)
+    checks: Mapped[list[Any] | None] = mapped_column(JSON)
+    memory_probes: Mapped[list[Any] | None] = mapped_column(JSON)
 
 
 class DeviceUptime(Base):

@@ -9,10 +9,11 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from idlegrid.catalog import Catalog
-from idlegrid.core import lifecycle, signing
+from idlegrid.core import connectivity, lifecycle, signing
 from idlegrid.core.lifecycle import OwnerAction
 from idlegrid.errors import BadSignature, DeviceTerminated, NotYourDevice, UnknownDevice
 from idlegrid.protocol import (
+    ConnectivityReport,
     DeviceDetail,
     DeviceEventView,
     DeviceKind,
@@ -25,8 +26,9 @@ from idlegrid.protocol import (
     UptimeHour,
 )
 from idlegrid.server.db.bulk import add_uptime, touch_devices
-from idlegrid.server.db.models import Device, DeviceEvent, DeviceUptime
+from idlegrid.server.db.models import Device, DeviceEvent, DeviceUptime, Proof
 from idlegrid.server.liveness import FlushBatch, LivenessTable
+from idlegrid.server.services.proofs import OPEN
 from idlegrid.server.settings import ServerSettings
 
 RECENT_EVENTS = 50
@@ -99,6 +101,10 @@ class DeviceService:
                 if dev.owner != owner:
                     raise NotYourDevice("a registered device keeps its owner", owner=dev.owner)
                 if dev.model != cls.model or dev.processors != cls.processors:
+                    # Another machine under the same id: what was proven is void.
+                    dev.proof_passed_at = None
+                    if dev.readiness == Readiness.CLUSTER_READY.value:
+                        dev.readiness = Readiness.PENDING.value
                     self._event(
                         db,
                         device_id,
@@ -122,10 +128,23 @@ class DeviceService:
             dev.hardware = hardware
             dev.agent_version = req.agent_version
             dev.last_seen_at = now
+            unproven = cls.model is not None and dev.proof_passed_at is None
+            if unproven and not self._proof_open(db, dev):
+                dev.next_proof_at = now  # prove it as soon as it joins
             version = dev.status_version
         # Only once committed does the hot path learn of the device.
         self.liveness.load(device_id, status, now, version)
         return self._view(dev), created
+
+    @staticmethod
+    def _proof_open(db: Session, dev: Device) -> bool:
+        """Whether a challenge to this device is in flight."""
+        open_proofs = (
+            select(func.count())
+            .select_from(Proof)
+            .where(Proof.device_id == dev.id, Proof.status.in_(OPEN))
+        )
+        return bool(db.scalar(open_proofs))
 
     def _registration_status(self, dev: Device, supported: bool) -> DeviceStatus:
         current = DeviceStatus(dev.status) if dev.status else None
@@ -157,6 +176,27 @@ class DeviceService:
             )
         self.liveness.set_status(device_id, status, dev.status_version, dev.last_seen_at)
         return self._view(dev)
+
+    def set_connectivity(self, device_id: str, report: ConnectivityReport) -> int:
+        """Record a speed test; returns the device's connectivity tier."""
+        number = connectivity.tier(report.download_mbps, report.upload_mbps)
+        with self.sessions.begin() as db:
+            dev = db.get(Device, device_id, with_for_update=True)
+            if dev is None:
+                raise UnknownDevice(device_id=device_id)
+            dev.latency_ms = report.latency_ms
+            dev.download_mbps = report.download_mbps
+            dev.upload_mbps = report.upload_mbps
+            if dev.tier != number:
+                self._event(
+                    db,
+                    device_id,
+                    self.clock(),
+                    "connectivity",
+                    {"tier": number, "name": connectivity.tier_name(number)},
+                )
+            dev.tier = number
+        return number
 
     # -- queries -----------------------------------------------------------------
 
@@ -279,4 +319,7 @@ class DeviceService:
             last_seen_at=last_seen,
             uptime_s=dev.uptime_s,
             agent_version=dev.agent_version,
+            proof_passed_at=dev.proof_passed_at,
+            measured_tflops=dev.measured_tflops,
+            tier=dev.tier,
         )

@@ -1,0 +1,85 @@
+"""Proof-of-compute and connectivity routes. Challenge steps are signed by the
+device; proof history is public."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+
+from idlegrid.core.connectivity import tier_name
+from idlegrid.errors import NotYourDevice
+from idlegrid.protocol import (
+    ChallengeSpec,
+    CommitRequest,
+    CommitResponse,
+    ConnectivityReport,
+    ConnectivityView,
+    ProofList,
+    ProofView,
+    RevealRequest,
+)
+from idlegrid.server.state import Signer, StateDep
+
+router = APIRouter(tags=["proofs"])
+
+SPEEDTEST_MAX_BYTES = 32 * 1024 * 1024
+_NOISE = os.urandom(1024 * 1024)  # incompressible, so a proxy cannot flatter the figure
+
+
+@router.get("/v1/devices/{device_id}/challenges/{proof_id}", response_model=ChallengeSpec)
+def fetch_challenge(
+    device_id: str, proof_id: str, signer: Signer, state: StateDep
+) -> ChallengeSpec:
+    """The challenge's seed and sizes; the clock starts at the first fetch."""
+    return state.proofs.fetch(signer, device_id, proof_id)
+
+
+@router.post(
+    "/v1/devices/{device_id}/challenges/{proof_id}/commit",
+    response_model=CommitResponse | ProofView,
+)
+def commit_challenge(
+    device_id: str, proof_id: str, req: CommitRequest, signer: Signer, state: StateDep
+) -> CommitResponse | ProofView:
+    """The Merkle root; answered with the checks to open (or the failed proof)."""
+    return state.proofs.commit(signer, device_id, proof_id, req)
+
+
+@router.post("/v1/devices/{device_id}/challenges/{proof_id}/reveal", response_model=ProofView)
+def reveal_challenge(
+    device_id: str, proof_id: str, req: RevealRequest, signer: Signer, state: StateDep
+) -> ProofView:
+    """The openings; answered with the verdict."""
+    return state.proofs.reveal(signer, device_id, proof_id, req)
+
+
+@router.get("/v1/devices/{device_id}/proofs", response_model=ProofList)
+def proof_history(device_id: str, state: StateDep) -> ProofList:
+    return state.proofs.history(device_id)
+
+
+@router.post("/v1/devices/{device_id}/connectivity", response_model=ConnectivityView)
+def report_connectivity(
+    device_id: str, req: ConnectivityReport, signer: Signer, state: StateDep
+) -> ConnectivityView:
+    if signer != device_id:
+        raise NotYourDevice("a device reports only its own connectivity", device_id=device_id)
+    tier = state.devices.set_connectivity(device_id, req)
+    return ConnectivityView(**req.model_dump(), tier=tier, tier_name=tier_name(tier))
+
+
+@router.get("/v1/speedtest")
+def speedtest_download(
+    nbytes: Annotated[int, Query(alias="bytes", ge=1, le=SPEEDTEST_MAX_BYTES)] = 1024 * 1024,
+) -> Response:
+    """``bytes`` bytes of noise, for the agent's download test."""
+    whole, rest = divmod(nbytes, len(_NOISE))
+    return Response(_NOISE * whole + _NOISE[:rest], media_type="application/octet-stream")
+
+
+@router.post("/v1/speedtest")
+async def speedtest_upload(request: Request, signer: Signer) -> dict[str, int]:
+    """Takes the agent's upload test (signed, so only devices can spend our bandwidth)."""
+    return {"received": len(await request.body())}

@@ -1,0 +1,435 @@
+"""Proofs of compute, the server's side: schedule, fetch, commit, reveal, expire.
+
+Each public method is one transaction. The protocol and its maths are in
+``core/proof.py``; what an outcome means for a device is ``core/proof_policy.py``.
+The clock starts when the device first fetches its challenge (the seed is
+secret until then), so time measured on the server is compute plus one round
+trip, never the time a challenge waited for pickup.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from idlegrid.catalog import Catalog
+from idlegrid.core import lifecycle
+from idlegrid.core import proof as pf
+from idlegrid.core.proof_policy import FailReason, ProofRules, Standing, after_result, judge
+from idlegrid.errors import Conflict, NotFound, NotYourDevice, UnknownDevice
+from idlegrid.protocol import (
+    ChallengeSpec,
+    Classification,
+    CommitRequest,
+    CommitResponse,
+    DeviceKind,
+    DeviceStatus,
+    HardwareInfo,
+    MemoryProbe,
+    ProofList,
+    ProofStatus,
+    ProofView,
+    Readiness,
+    RevealRequest,
+)
+from idlegrid.server.db.models import Device, DeviceEvent, Proof
+from idlegrid.server.liveness import LivenessTable
+from idlegrid.server.settings import ServerSettings
+
+log = logging.getLogger("idlegrid.server.proofs")
+
+OPEN = (ProofStatus.ISSUED.value, ProofStatus.FETCHED.value, ProofStatus.COMMITTED.value)
+SCHEDULE_BATCH = 1000
+HISTORY = 100
+
+
+class UnknownChallenge(NotFound):
+    """No such challenge for this device."""
+
+    code = "unknown_challenge"
+
+
+class ChallengeClosed(Conflict):
+    """The challenge is not at the step this request is for."""
+
+    code = "challenge_closed"
+
+
+def rules_from(settings: ServerSettings) -> ProofRules:
+    return ProofRules(
+        target_s=settings.proof_target_s,
+        min_efficiency=settings.proof_min_efficiency,
+        allowance_s=settings.proof_allowance_s,
+    )
+
+
+class ProofService:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        liveness: LivenessTable,
+        catalog: Catalog,
+        settings: ServerSettings,
+        clock: Callable[[], float],
+    ) -> None:
+        self.sessions = sessions
+        self.liveness = liveness
+        self.catalog = catalog
+        self.settings = settings
+        self.clock = clock
+        self.rules = rules_from(settings)
+        # Device → open challenge, read by the heartbeat hot path.
+        self.pending: dict[str, str] = {}
+
+    def load_pending(self) -> None:
+        with self.sessions() as db:
+            rows = db.execute(
+                select(Proof.device_id, Proof.id).where(
+                    Proof.status.in_([ProofStatus.ISSUED.value, ProofStatus.FETCHED.value])
+                )
+            )
+            self.pending = {device_id: proof_id for device_id, proof_id in rows}
+
+    # -- scheduling ------------------------------------------------------------------
+
+    def schedule(self) -> int:
+        """Issue challenges to idle, supported devices whose proof is due."""
+        now = self.clock()
+        issued = 0
+        with self.sessions.begin() as db:
+            due = db.scalars(
+                select(Device)
+                .where(
+                    Device.next_proof_at <= now,
+                    Device.status == DeviceStatus.UP.value,
+                    Device.readiness != Readiness.HIRED.value,  # never disturb a hire
+                    Device.model.is_not(None),
+                )
+                .order_by(Device.next_proof_at)
+                .limit(SCHEDULE_BATCH)
+                .with_for_update(skip_locked=True)
+            )
+            for dev in due:
+                proof = self._new_proof(dev, now)
+                db.add(proof)
+                dev.next_proof_at = None
+                self.pending[dev.id] = proof.id
+                issued += 1
+        return issued
+
+    def _new_proof(self, dev: Device, now: float) -> Proof:
+        hardware = HardwareInfo.model_validate(dev.hardware)
+        cls = Classification(kind=DeviceKind(dev.kind), model=dev.model, processors=dev.processors)
+        claimed = self.catalog.device_fp32_tflops(cls, hardware)
+        seed = secrets.token_bytes(32)
+        challenge = pf.plan(seed, dev.kind, claimed, self.settings.proof_target_s)
+        memory_mb = 0
+        if dev.kind == DeviceKind.GPU.value and dev.model is not None:
+            vram_gb = self.catalog.get(dev.model).vram_gb
+            memory_mb = int(vram_gb * 1024 * self.settings.proof_memory_fraction)
+        return Proof(
+            id=secrets.token_hex(16),
+            device_id=dev.id,
+            status=ProofStatus.ISSUED.value,
+            seed=seed.hex(),
+            n=challenge.n,
+            rounds=challenge.rounds,
+            checks_k=self.settings.proof_checks,
+            work_flop=challenge.work_flop,
+            claimed_tflops=claimed,
+            deadline_s=pf.deadline_s(
+                challenge, claimed, self.rules.min_efficiency, self.rules.allowance_s
+            ),
+            memory_mb=memory_mb,
+            created_at=now,
+        )
+
+    # -- the device's steps ------------------------------------------------------------
+
+    def fetch(self, signer: str, device_id: str, proof_id: str) -> ChallengeSpec:
+        now = self.clock()
+        with self.sessions.begin() as db:
+            proof = self._own(db, signer, device_id, proof_id)
+            if proof.status == ProofStatus.ISSUED.value:
+                proof.status = ProofStatus.FETCHED.value
+                proof.fetched_at = now
+                self.pending.pop(device_id, None)
+            elif proof.status != ProofStatus.FETCHED.value:
+                raise ChallengeClosed(status=proof.status)
+            return ChallengeSpec(
+                id=proof.id,
+                seed=proof.seed,
+                n=proof.n,
+                rounds=proof.rounds,
+                deadline_s=proof.deadline_s,
+                memory_mb=proof.memory_mb,
+            )
+
+    def commit(
+        self, signer: str, device_id: str, proof_id: str, req: CommitRequest
+    ) -> CommitResponse | ProofView:
+        """The checks to open, or the failed proof when the commitment is too late."""
+        now = self.clock()
+        with self.sessions.begin() as db:
+            proof = self._own(db, signer, device_id, proof_id)
+            if proof.status != ProofStatus.FETCHED.value:
+                raise ChallengeClosed(status=proof.status)
+            assert proof.fetched_at is not None
+            proof.prover = req.prover
+            proof.elapsed_reported_s = req.elapsed_s
+            if now - proof.fetched_at > proof.deadline_s:
+                return self._finish(db, proof, FailReason.TIMEOUT, None, "late commitment", now)
+            if req.memory == "out_of_memory":
+                return self._finish(
+                    db,
+                    proof,
+                    FailReason.OUT_OF_MEMORY,
+                    None,
+                    f"could not hold {proof.memory_mb} MiB",
+                    now,
+                )
+            challenge = pf.Challenge(bytes.fromhex(proof.seed), proof.n, proof.rounds)
+            checks = pf.select_checks(challenge, secrets.token_bytes(32), proof.checks_k)
+            blocks = pf.memory_blocks(proof.memory_mb)
+            probes = (
+                [
+                    MemoryProbe(index=secrets.randbelow(blocks), nonce=secrets.token_hex(16))
+                    for _ in range(self.settings.proof_memory_probes)
+                ]
+                if proof.memory_mb
+                else []
+            )
+            proof.status = ProofStatus.COMMITTED.value
+            proof.committed_at = now
+            proof.root = req.root
+            proof.checks = [list(c) for c in checks]
+            proof.memory_probes = [p.model_dump() for p in probes]
+            return CommitResponse(checks=checks, memory_probes=probes)
+
+    def reveal(self, signer: str, device_id: str, proof_id: str, req: RevealRequest) -> ProofView:
+        now = self.clock()
+        with self.sessions.begin() as db:
+            proof = self._own(db, signer, device_id, proof_id)
+            if proof.status != ProofStatus.COMMITTED.value:
+                raise ChallengeClosed(status=proof.status)
+            assert proof.committed_at is not None and proof.fetched_at is not None
+            if now - proof.committed_at > self.rules.reveal_s:
+                return self._finish(db, proof, FailReason.TIMEOUT, None, "late reveal", now)
+            problem = self._check_openings(proof, req)
+            if problem is not None:
+                return self._finish(db, proof, FailReason.WRONG_ANSWER, None, problem, now)
+            elapsed = proof.committed_at - proof.fetched_at
+            reason, measured = judge(
+                elapsed, proof.deadline_s, proof.work_flop, proof.claimed_tflops, self.rules
+            )
+            detail = f"{measured:.3f} TFLOPS measured, {proof.claimed_tflops:.3f} claimed"
+            return self._finish(db, proof, reason, measured, detail, now)
+
+    def _check_openings(self, proof: Proof, req: RevealRequest) -> str | None:
+        challenge = pf.Challenge(bytes.fromhex(proof.seed), proof.n, proof.rounds)
+        try:
+            openings = [
+                pf.Opening(o.round, o.row, tuple(o.leaf), tuple(bytes.fromhex(h) for h in o.path))
+                for o in req.openings
+            ]
+        except ValueError:
+            return "a Merkle path is not hex"
+        checks = [(int(r), int(i)) for r, i in proof.checks or []]
+        problem = pf.verify(challenge, bytes.fromhex(proof.root or ""), checks, openings)
+        if problem is not None:
+            return problem
+        probes = proof.memory_probes or []
+        if len(req.memory_answers) != len(probes):
+            return f"expected {len(probes)} memory answers, got {len(req.memory_answers)}"
+        seed = bytes.fromhex(proof.seed)
+        for probe, answer in zip(probes, req.memory_answers, strict=True):
+            block = pf.memory_block(seed, int(probe["index"])).tobytes()
+            if answer != pf.memory_answer(block, bytes.fromhex(probe["nonce"])):
+                return f"memory probe of block {probe['index']} answered wrongly"
+        return None
+
+    # -- outcomes --------------------------------------------------------------------------
+
+    def _finish(
+        self,
+        db: Session,
+        proof: Proof,
+        reason: FailReason | None,
+        measured: float | None,
+        detail: str,
+        now: float,
+    ) -> ProofView:
+        proof.status = (ProofStatus.VERIFIED if reason is None else ProofStatus.FAILED).value
+        proof.reason = reason.value if reason else None
+        proof.detail = detail[:256]
+        proof.measured_tflops = measured
+        proof.finished_at = now
+        self.pending.pop(proof.device_id, None)
+        dev = db.get(Device, proof.device_id, with_for_update=True)
+        assert dev is not None
+        outcome = after_result(
+            Standing(dev.proof_failures, dev.spoof_strikes),
+            reason,
+            measured,
+            proof.claimed_tflops,
+            self.rules,
+        )
+        dev.proof_failures = outcome.standing.failures
+        dev.spoof_strikes = outcome.standing.strikes
+        if measured is not None:
+            dev.measured_tflops = measured
+        event: dict[str, Any] = {"proof": proof.id, "result": proof.status, "reason": proof.reason}
+        if reason is None:
+            dev.proof_passed_at = now
+            dev.next_proof_at = now + self.settings.proof_interval_s
+            if outcome.restore and dev.readiness == Readiness.NOT_REWARD_READY.value:
+                dev.readiness = Readiness.PENDING.value
+            self._refresh(dev)
+        else:
+            dev.next_proof_at = now + self.settings.proof_retry_s
+            if outcome.demote and dev.readiness != Readiness.HIRED.value:
+                dev.readiness = Readiness.NOT_REWARD_READY.value
+        db.add(DeviceEvent(device_id=dev.id, at=now, kind="proof", detail=event))
+        if outcome.block and dev.status != DeviceStatus.BLOCKED.value:
+            self._block(db, dev, now, proof)
+        log.info("proof %s of %s: %s %s", proof.id, dev.id, proof.status, proof.reason or "")
+        return view(proof)
+
+    def _block(self, db: Session, dev: Device, now: float, proof: Proof) -> None:
+        live = self.liveness.get(dev.id)
+        previous = dev.status
+        dev.status = DeviceStatus.BLOCKED.value
+        dev.status_version = max(dev.status_version, live.version if live else 0) + 1
+        dev.readiness = Readiness.PENDING.value
+        dev.next_proof_at = None
+        db.add(
+            DeviceEvent(
+                device_id=dev.id,
+                at=now,
+                kind="status",
+                detail={
+                    "from": previous,
+                    "to": dev.status,
+                    "reason": "spoofing",
+                    "proof": proof.id,
+                },
+            )
+        )
+        db.flush()
+        # The hot path learns of it now; the row is written with this transaction.
+        self.liveness.set_status(dev.id, DeviceStatus.BLOCKED, dev.status_version, dev.last_seen_at)
+
+    def _refresh(self, dev: Device) -> None:
+        dev.readiness = lifecycle.readiness(
+            DeviceStatus(dev.status),
+            Readiness(dev.readiness),
+            dev.uptime_s,
+            self.settings.min_uptime_s,
+            dev.proof_passed_at is not None,
+        ).value
+
+    def refresh_readiness(self) -> int:
+        """Promote proven devices whose uptime has reached the minimum since."""
+        with self.sessions.begin() as db:
+            devices = db.scalars(
+                select(Device).where(
+                    Device.readiness == Readiness.PENDING.value,
+                    Device.proof_passed_at.is_not(None),
+                    Device.uptime_s >= self.settings.min_uptime_s,
+                )
+            )
+            changed = 0
+            for dev in devices:
+                before = dev.readiness
+                self._refresh(dev)
+                changed += dev.readiness != before
+            return changed
+
+    def expire(self) -> int:
+        """Fail challenges that were not fetched, committed or revealed in time."""
+        now = self.clock()
+        expired = 0
+        with self.sessions.begin() as db:
+            for proof in db.scalars(
+                select(Proof).where(Proof.status.in_(OPEN)).with_for_update(skip_locked=True)
+            ):
+                late = _lateness(proof, now, self.settings.proof_pickup_s, self.rules.reveal_s)
+                if late is not None:
+                    self._finish(db, proof, FailReason.TIMEOUT, None, late, now)
+                    expired += 1
+        return expired
+
+    def tick(self) -> None:
+        """One pass of the proof loop."""
+        self.expire()
+        self.schedule()
+        self.refresh_readiness()
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def history(self, device_id: str) -> ProofList:
+        with self.sessions() as db:
+            if db.get(Device, device_id) is None:
+                raise UnknownDevice(device_id=device_id)
+            proofs = db.scalars(
+                select(Proof)
+                .where(Proof.device_id == device_id)
+                .order_by(Proof.created_at.desc())
+                .limit(HISTORY)
+            )
+            return ProofList(items=[view(p) for p in proofs])
+
+    @staticmethod
+    def _own(db: Session, signer: str, device_id: str, proof_id: str) -> Proof:
+        if signer != device_id:
+            raise NotYourDevice("a device answers only its own challenges", device_id=device_id)
+        proof = db.get(Proof, proof_id, with_for_update=True)
+        if proof is None or proof.device_id != device_id:
+            raise UnknownChallenge(challenge=proof_id)
+        return proof
+
+
+def _lateness(proof: Proof, now: float, pickup_s: float, reveal_s: float) -> str | None:
+    if proof.status == ProofStatus.ISSUED.value and now - proof.created_at > pickup_s:
+        return "not fetched in time"
+    if (
+        proof.status == ProofStatus.FETCHED.value
+        and proof.fetched_at is not None
+        and now - proof.fetched_at > proof.deadline_s
+    ):
+        return "no commitment before the deadline"
+    if (
+        proof.status == ProofStatus.COMMITTED.value
+        and proof.committed_at is not None
+        and now - proof.committed_at > reveal_s
+    ):
+        return "no reveal in time"
+    return None
+
+
+def view(p: Proof) -> ProofView:
+    return ProofView(
+        id=p.id,
+        device_id=p.device_id,
+        status=ProofStatus(p.status),
+        reason=p.reason,
+        detail=p.detail,
+        n=p.n,
+        rounds=p.rounds,
+        checks=p.checks_k,
+        work_flop=p.work_flop,
+        claimed_tflops=p.claimed_tflops,
+        measured_tflops=p.measured_tflops,
+        deadline_s=p.deadline_s,
+        memory_mb=p.memory_mb,
+        prover=p.prover,
+        created_at=p.created_at,
+        fetched_at=p.fetched_at,
+        committed_at=p.committed_at,
+        finished_at=p.finished_at,
+    )

@@ -1,0 +1,165 @@
+"""The agent's proof and connectivity duties.
+
+``prove_challenge`` walks one challenge through fetch → compute → commit →
+reveal. ``ChallengeDuty`` runs it in a background thread when a heartbeat
+announces a challenge, so heartbeats go on while the device computes.
+``ConnectivityDuty`` measures latency, download and upload against the
+control plane and reports them.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from idlegrid.core import proof as pf
+from idlegrid.core.connectivity import mbps
+from idlegrid.protocol import (
+    CommitRequest,
+    ConnectivityReport,
+    OpeningWire,
+    ProofView,
+    RevealRequest,
+)
+from idlegrid.sdk import Client
+from idlegrid.worker.prover import MemoryHold, Prover, choose
+
+if TYPE_CHECKING:
+    from idlegrid.worker.agent import Agent
+
+log = logging.getLogger("idlegrid.worker.duties")
+
+NO_ROOT = "0" * 64
+
+
+def prove_challenge(
+    client: Client,
+    device_id: str,
+    challenge_id: str,
+    prover: Prover,
+    clock: Callable[[], float] = time.monotonic,
+) -> ProofView:
+    """Answer one challenge; ProofTimeout when the deadline passes mid-way."""
+    spec = client.fetch_challenge(device_id, challenge_id)
+    start = clock()
+    challenge = pf.Challenge(bytes.fromhex(spec.seed), spec.n, spec.rounds)
+    hold: MemoryHold | None = None
+    memory = "ok"
+    if spec.memory_mb:
+        try:
+            hold = prover.hold_memory(challenge.seed, spec.memory_mb)
+        except MemoryError as exc:
+            log.warning("cannot hold %d MiB: %s", spec.memory_mb, exc)
+            memory = "out_of_memory"
+    tree = fps = None
+    if memory == "ok":
+        fps = prover.fingerprints(challenge, start + spec.deadline_s)
+        tree = pf.commit(challenge, fps)
+    answer = client.commit_challenge(
+        device_id,
+        challenge_id,
+        CommitRequest(
+            root=tree.root.hex() if tree else NO_ROOT,
+            prover=prover.name,
+            elapsed_s=clock() - start,
+            memory="ok" if memory == "ok" else "out_of_memory",
+        ),
+    )
+    if isinstance(answer, ProofView):
+        return answer  # refused at the commitment (late, out of memory)
+    assert tree is not None and fps is not None
+    openings = []
+    for round_, row in answer.checks:
+        op = pf.open_check(challenge, tree, fps, round_, row)
+        openings.append(
+            OpeningWire(
+                round=op.round, row=op.row, leaf=list(op.leaf_fps), path=[h.hex() for h in op.path]
+            )
+        )
+    answers = (
+        [hold.answer(p.index, bytes.fromhex(p.nonce)) for p in answer.memory_probes] if hold else []
+    )
+    return client.reveal_challenge(
+        device_id, challenge_id, RevealRequest(openings=openings, memory_answers=answers)
+    )
+
+
+class ChallengeDuty:
+    name = "challenge"
+
+    def __init__(self, interval_s: float = 0.5) -> None:
+        self.interval_s = interval_s
+        self.prover: Prover | None = None
+        self._thread: threading.Thread | None = None
+        self.last_result: ProofView | None = None
+
+    def run(self, agent: Agent) -> None:
+        challenge_id = agent.pending_challenge
+        if challenge_id is None or (self._thread is not None and self._thread.is_alive()):
+            return
+        agent.pending_challenge = None
+        if self.prover is None:
+            self.prover = choose()  # imports torch, if any, once
+            log.info("prover: %s", self.prover.name)
+        self._thread = threading.Thread(
+            target=self._prove,
+            args=(agent, challenge_id, self.prover),
+            name="prover",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def _prove(self, agent: Agent, challenge_id: str, prover: Prover) -> None:
+        try:
+            result = prove_challenge(agent.client, agent.device_id, challenge_id, prover)
+        except Exception as exc:  # logged, never fatal: the server times it out
+            log.warning("challenge %s not answered: %s", challenge_id, exc)
+            return
+        self.last_result = result
+        log.info(
+            "proof %s: %s%s (%s TFLOPS measured)",
+            result.id,
+            result.status.value,
+            f" ({result.reason})" if result.reason else "",
+            f"{result.measured_tflops:.3f}" if result.measured_tflops else "-",
+        )
+
+
+class ConnectivityDuty:
+    name = "connectivity"
+
+    def __init__(self, interval_s: float = 6 * 3600, nbytes: int = 4 * 1024 * 1024) -> None:
+        self.interval_s = interval_s
+        self.nbytes = nbytes
+
+    def run(self, agent: Agent) -> None:
+        client = agent.client
+        rtts = []
+        for _ in range(5):
+            t = time.perf_counter()
+            client.health()
+            rtts.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        got = client.speedtest_download(self.nbytes)
+        down = mbps(got, time.perf_counter() - t)
+        t = time.perf_counter()
+        client.speedtest_upload(bytes(self.nbytes))
+        up = mbps(self.nbytes, time.perf_counter() - t)
+        view = client.report_connectivity(
+            agent.device_id,
+            ConnectivityReport(
+                latency_ms=statistics.median(rtts) * 1000, download_mbps=down, upload_mbps=up
+            ),
+        )
+        log.info(
+            "connectivity: %.1f ms, %.0f/%.0f Mbit/s down/up: tier %d (%s)",
+            view.latency_ms,
+            down,
+            up,
+            view.tier,
+            view.tier_name,
+        )
