@@ -16,9 +16,11 @@ class, so callers on both sides catch the same exceptions::
     ├── PermissionDenied (403)          the signer may not act on this resource
     │   └── NotYourDevice               not_your_device
     ├── NotFound (404)
-    │   └── UnknownDevice               unknown_device
+    │   ├── UnknownDevice               unknown_device
+    │   └── UnknownChallenge            unknown_challenge
     ├── Conflict (409)
     │   ├── InvalidTransition           invalid_transition
+    │   ├── ChallengeClosed             challenge_closed (a replayed or early step)
     │   └── DeviceTerminated (410)      device_terminated
     ├── Unavailable (503)               unavailable (server not ready)
     ├── InternalError (500)             internal (a bug: logged on the server)
@@ -126,6 +128,12 @@ class UnknownDevice(NotFound):
     code = "unknown_device"
 
 
+class UnknownChallenge(NotFound):
+    """No such challenge for this device."""
+
+    code = "unknown_challenge"
+
+
 class Conflict(IdlegridError):
     """The request conflicts with the resource's current state."""
 
@@ -137,6 +145,12 @@ class InvalidTransition(Conflict):
     """The device cannot make this change from its current status."""
 
     code = "invalid_transition"
+
+
+class ChallengeClosed(Conflict):
+    """The challenge is not at the step this request is for (a replay, or out of order)."""
+
+    code = "challenge_closed"
 
 
 class DeviceTerminated(Conflict):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from fastapi.testclient import TestClient
 from solders.keypair import Keypair
 from sqlalchemy import create_engine, text
 
+from idlegrid.catalog import Catalog
 from idlegrid.protocol import DeviceKind, GpuInfo, HardwareInfo
 from idlegrid.sdk import Client
 from idlegrid.server.app import create_app
@@ -35,6 +37,16 @@ class FakeClock:
     def advance(self, seconds: float) -> float:
         self.now += seconds
         return self.now
+
+
+class LiveClock(FakeClock):
+    """Real time, plus whatever a test adds: for timings that must be measured."""
+
+    def __init__(self) -> None:
+        super().__init__(0.0)
+
+    def __call__(self) -> float:
+        return time.time() + self.now
 
 
 @pytest.fixture
@@ -100,10 +112,12 @@ def settings(database_url: str, tmp_path: Path) -> ServerSettings:
 class Network:
     """An in-process control plane, reached through the SDK."""
 
-    def __init__(self, settings: ServerSettings, clock: FakeClock) -> None:
+    def __init__(
+        self, settings: ServerSettings, clock: FakeClock, catalog: Catalog | None = None
+    ) -> None:
         self.settings = settings
         self.clock = clock
-        self.app = create_app(settings, clock=clock, run_loops=False)
+        self.app = create_app(settings, clock=clock, catalog=catalog, run_loops=False)
         self.http = TestClient(self.app, raise_server_exceptions=False)
         self.http.__enter__()
 

@@ -15,7 +15,6 @@ from idlegrid.worker.prover import (
     NumpyProver,
     ProofTimeout,
     TorchProver,
-    hold_memory_numpy,
 )
 
 SMALL = pf.Challenge(seed=b"\x07" * 32, n=128, rounds=3)
@@ -173,13 +172,21 @@ def test_prover_stops_at_the_deadline() -> None:
         prover.fingerprints(pf.Challenge(b"s", 64, 10), deadline=2.5)
 
 
+def test_numpy_prover_in_chunks_matches_the_reference() -> None:
+    challenge = pf.Challenge(seed=b"c" * 32, n=256, rounds=2)
+    prover = NumpyProver()
+    prover.chunk_rows = 100  # uneven chunks
+    assert np.array_equal(prover.fingerprints(challenge, float("inf")), pf.prove(challenge)[1])
+
+
 def test_memory_hold_answers_probes() -> None:
-    hold = hold_memory_numpy(b"seed", 3)
+    hold = TorchProver(["cpu"]).hold_memory(b"seed", 3)
     nonce = b"n" * 16
     for i in range(3):
-        assert hold.answer(i, nonce) == pf.memory_answer(pf.memory_block(b"seed", i).tobytes(), nonce)
-    torch_hold = TorchProver(["cpu"]).hold_memory(b"seed", 2)
-    assert torch_hold.answer(1, nonce) == hold.answer(1, nonce)
+        expected = pf.memory_answer(pf.memory_block(b"seed", i).tobytes(), nonce)
+        assert hold.answer(i, nonce) == expected
+    with pytest.raises(MemoryError):
+        NumpyProver().hold_memory(b"seed", 1)
 
 
 @pytest.mark.skipif(

@@ -125,7 +125,7 @@ def matrix(key: tuple[int, int], n: int) -> FloatArray:
     return block(key, np.arange(n, dtype=np.int64), n).astype(np.float32)
 
 
-@lru_cache(maxsize=2 * POOL_SIZE)
+@lru_cache(maxsize=POOL_SIZE)
 def pool_matrix(n: int, index: int) -> FloatArray:
     """A public B, generated once per process and kept (the verifier's cache)."""
     b = matrix(b_key(n, index), n)
@@ -241,10 +241,18 @@ def size_for(kind: str) -> int:
 
 
 def plan(
-    seed: bytes, kind: str, claimed_tflops: float, target_s: float, max_rounds: int = 4096
+    seed: bytes,
+    kind: str,
+    claimed_tflops: float,
+    target_s: float,
+    max_rounds: int = 4096,
+    n: int = 0,
 ) -> Challenge:
-    """A challenge that takes about ``target_s`` at the claimed throughput."""
-    n = size_for(kind)
+    """A challenge that takes about ``target_s`` at the claimed throughput
+    (``n`` 0 means the size for the kind)."""
+    n = n or size_for(kind)
+    if not LEAF_ROWS <= n <= MAX_N or n % LEAF_ROWS:
+        raise ValueError(f"n must be a multiple of {LEAF_ROWS} up to {MAX_N}")
     per_round = 2.0 * n**3
     rounds = max(1, min(max_rounds, math.ceil(claimed_tflops * 1e12 * target_s / per_round)))
     return Challenge(seed=seed, n=n, rounds=rounds)

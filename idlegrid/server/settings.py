@@ -52,6 +52,9 @@ class ServerSettings(BaseSettings):
     proof_memory_fraction: float = Field(default=0.5, ge=0, le=1)
     proof_memory_probes: int = Field(default=4, ge=0, le=256)
     proof_tick_s: float = Field(default=1.0, gt=0)
+    proof_n: int = Field(
+        default=0, ge=0, le=8192, description="matrix size; 0 means by kind (core.proof.size_for)"
+    )
 
     flush_interval_s: float = Field(default=0, ge=0)
     reaper_interval_s: float = Field(default=0, ge=0)

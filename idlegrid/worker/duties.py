@@ -33,8 +33,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("idlegrid.worker.duties")
 
-NO_ROOT = "0" * 64
-
 
 def prove_challenge(
     client: Client,
@@ -47,6 +45,9 @@ def prove_challenge(
     spec = client.fetch_challenge(device_id, challenge_id)
     start = clock()
     challenge = pf.Challenge(bytes.fromhex(spec.seed), spec.n, spec.rounds)
+    fps = prover.fingerprints(challenge, start + spec.deadline_s)
+    tree = pf.commit(challenge, fps)
+    # Memory is held from now until the probes are answered, after the commitment.
     hold: MemoryHold | None = None
     memory = "ok"
     if spec.memory_mb:
@@ -55,15 +56,11 @@ def prove_challenge(
         except MemoryError as exc:
             log.warning("cannot hold %d MiB: %s", spec.memory_mb, exc)
             memory = "out_of_memory"
-    tree = fps = None
-    if memory == "ok":
-        fps = prover.fingerprints(challenge, start + spec.deadline_s)
-        tree = pf.commit(challenge, fps)
     answer = client.commit_challenge(
         device_id,
         challenge_id,
         CommitRequest(
-            root=tree.root.hex() if tree else NO_ROOT,
+            root=tree.root.hex(),
             prover=prover.name,
             elapsed_s=clock() - start,
             memory="ok" if memory == "ok" else "out_of_memory",
@@ -71,7 +68,6 @@ def prove_challenge(
     )
     if isinstance(answer, ProofView):
         return answer  # refused at the commitment (late, out of memory)
-    assert tree is not None and fps is not None
     openings = []
     for round_, row in answer.checks:
         op = pf.open_check(challenge, tree, fps, round_, row)

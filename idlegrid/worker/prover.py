@@ -36,7 +36,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 import numpy as np
-import psutil
 
 from idlegrid.core import proof as pf
 
@@ -57,6 +56,7 @@ class Prover(Protocol):
 
 class NumpyProver:
     name = "numpy"
+    chunk_rows = 1024  # the deadline is checked between chunks, and temporaries stay small
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
@@ -64,21 +64,21 @@ class NumpyProver:
     def fingerprints(self, challenge: pf.Challenge, deadline: float) -> pf.IntArray:
         n = challenge.n
         w = pf.weights(challenge.seed, n)
-        rows = np.arange(n, dtype=np.int64)
         out = np.empty((challenge.rounds, n), dtype=np.int64)
         for r in range(challenge.rounds):
-            if self.clock() > deadline:
-                raise ProofTimeout(f"stopped after {r} of {challenge.rounds} rounds")
-            a = pf.block(pf.a_key(challenge.seed, r), rows, n).astype(np.float32)
+            key = pf.a_key(challenge.seed, r)
             b = pf.pool_matrix(n, pf.pool_index(challenge.seed, r))
-            out[r] = pf.fingerprints(a @ b, w)
+            for start in range(0, n, self.chunk_rows):
+                if self.clock() > deadline:
+                    raise ProofTimeout(f"stopped in round {r} of {challenge.rounds}")
+                rows = np.arange(start, min(n, start + self.chunk_rows), dtype=np.int64)
+                a = pf.block(key, rows, n).astype(np.float32)
+                out[r, rows] = pf.fingerprints(a @ b, w)
         return out
 
     def hold_memory(self, seed: bytes, megabytes: int) -> MemoryHold:
-        # Refuse rather than let the kernel's OOM killer end the agent.
-        if megabytes * 1024 * 1024 > psutil.virtual_memory().available:
-            raise MemoryError(f"{megabytes} MiB is more than this machine has free")
-        return hold_memory_numpy(seed, megabytes)
+        # Memory is asked of GPU claims only; a CPU prover has no GPU memory to hold.
+        raise MemoryError("the CPU prover holds no GPU memory")
 
 
 class TorchProver:
@@ -199,8 +199,3 @@ class MemoryHold:
 
     def answer(self, index: int, nonce: bytes) -> str:
         return pf.memory_answer(self.read(index), nonce)
-
-
-def hold_memory_numpy(seed: bytes, megabytes: int) -> MemoryHold:
-    blocks = [pf.memory_block(seed, i) for i in range(pf.memory_blocks(megabytes))]
-    return MemoryHold(lambda i: blocks[i].tobytes())

@@ -21,7 +21,7 @@ from idlegrid.catalog import Catalog
 from idlegrid.core import lifecycle
 from idlegrid.core import proof as pf
 from idlegrid.core.proof_policy import FailReason, ProofRules, Standing, after_result, judge
-from idlegrid.errors import Conflict, NotFound, NotYourDevice, UnknownDevice
+from idlegrid.errors import ChallengeClosed, NotYourDevice, UnknownChallenge, UnknownDevice
 from idlegrid.protocol import (
     ChallengeSpec,
     Classification,
@@ -46,18 +46,6 @@ log = logging.getLogger("idlegrid.server.proofs")
 OPEN = (ProofStatus.ISSUED.value, ProofStatus.FETCHED.value, ProofStatus.COMMITTED.value)
 SCHEDULE_BATCH = 1000
 HISTORY = 100
-
-
-class UnknownChallenge(NotFound):
-    """No such challenge for this device."""
-
-    code = "unknown_challenge"
-
-
-class ChallengeClosed(Conflict):
-    """The challenge is not at the step this request is for."""
-
-    code = "challenge_closed"
 
 
 def rules_from(settings: ServerSettings) -> ProofRules:
@@ -127,7 +115,9 @@ class ProofService:
         cls = Classification(kind=DeviceKind(dev.kind), model=dev.model, processors=dev.processors)
         claimed = self.catalog.device_fp32_tflops(cls, hardware)
         seed = secrets.token_bytes(32)
-        challenge = pf.plan(seed, dev.kind, claimed, self.settings.proof_target_s)
+        challenge = pf.plan(
+            seed, dev.kind, claimed, self.settings.proof_target_s, n=self.settings.proof_n
+        )
         memory_mb = 0
         if dev.kind == DeviceKind.GPU.value and dev.model is not None:
             vram_gb = self.catalog.get(dev.model).vram_gb
