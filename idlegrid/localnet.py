@@ -19,7 +19,8 @@ from typing import IO, TypeVar
 
 import httpx
 
-from idlegrid.errors import TransportError
+from idlegrid.errors import NotFound, TransportError
+from idlegrid.worker.keypair import KeypairFileError, load_keypair
 
 T = TypeVar("T")
 
@@ -51,12 +52,14 @@ class LocalNetwork:
         port: int,
         workers: int = 3,
         heartbeat_interval_s: float = 2.0,
+        min_uptime_s: float | None = None,
         env: dict[str, str] | None = None,
     ) -> None:
         self.data_dir = data_dir.resolve()
         self.port = port
         self.workers = workers
         self.heartbeat_interval_s = heartbeat_interval_s
+        self.min_uptime_s = min_uptime_s
         self.server_url = f"http://127.0.0.1:{port}"
         self.env = {**os.environ, "IDLEGRID_SERVER": self.server_url, **(env or {})}
         self.server: subprocess.Popen[bytes] | None = None
@@ -87,6 +90,8 @@ class LocalNetwork:
             "IDLEGRID_PORT": str(self.port),
             "IDLEGRID_HEARTBEAT_INTERVAL_S": str(self.heartbeat_interval_s),
         }
+        if self.min_uptime_s is not None:
+            env["IDLEGRID_MIN_UPTIME_S"] = str(self.min_uptime_s)
         self.server = self._spawn("server", ["server"], env)
         self.wait_for(self._healthy, timeout_s, "the control plane to answer /healthz")
 
@@ -106,8 +111,6 @@ class LocalNetwork:
 
     def device_id(self, index: int) -> str:
         """The device id (public key) of worker ``index``, once it has started."""
-        from idlegrid.worker.keypair import load_keypair
-
         return str(load_keypair(self.keypair_path(index)).pubkey())
 
     def start_worker(self, index: int, *extra: str) -> subprocess.Popen[bytes]:
@@ -164,7 +167,9 @@ class LocalNetwork:
     ) -> T:
         deadline = time.monotonic() + timeout_s
         while True:
-            with contextlib.suppress(TransportError):
+            # Not there yet: the server is starting, the device not yet registered,
+            # the agent not yet done writing its keypair.
+            with contextlib.suppress(TransportError, NotFound, KeypairFileError, OSError):
                 result = predicate()
                 if result:
                     return result

@@ -69,6 +69,23 @@ def test_three_agents_join_with_detected_hardware(net: LocalNetwork, client: Cli
     assert shown["id"] == listed.items[0].id and shown["events"][-1]["kind"] == "registered"
 
 
+def test_agents_prove_their_compute_and_become_cluster_ready(
+    net: LocalNetwork, client: Client
+) -> None:
+    def all_ready() -> bool:
+        return client.list_devices(readiness="cluster_ready").total == 3
+
+    net.wait_for(all_ready, 60, "3 devices proven and cluster ready")
+    device = net.device_id(0)
+    proofs = json.loads(cli("devices", "proofs", device, "--json", "--server", net.server_url))
+    (proof,) = proofs["items"]
+    assert proof["status"] == "verified" and proof["prover"] == "numpy"
+    assert proof["measured_tflops"] >= 0.2 * proof["claimed_tflops"]
+    view = client.get_device(device)
+    assert view.tier == 4  # loopback is faster than any tier's floor
+    assert view.measured_tflops == proof["measured_tflops"]
+
+
 def test_killed_agent_goes_down_within_three_intervals_and_comes_back(
     net: LocalNetwork, client: Client
 ) -> None:

@@ -1,9 +1,10 @@
 """``idlegrid demo`` (``make demo``): a local network, shown step by step.
 
 Three worker agents join a fresh control plane, their hardware is detected and
-registered, one agent is killed and its device goes down, then it comes back
-and its uptime is accounted. The demo ends with a summary and exit code 0, or
-names the step that failed and exits 1.
+registered, each proves its compute and becomes cluster ready; a fourth agent
+that claims an RTX 4090 on this CPU fails its proof; one agent is killed and
+its device goes down, then it comes back and its uptime is accounted. The demo
+ends with a summary and exit code 0, or names the step that failed and exits 1.
 """
 
 from __future__ import annotations
@@ -17,16 +18,23 @@ from rich.panel import Panel
 from idlegrid.cli.common import console, fmt_duration
 from idlegrid.cli.devices import devices_table
 from idlegrid.localnet import LocalNetwork
-from idlegrid.protocol import DeviceStatus
+from idlegrid.protocol import DeviceStatus, ProofStatus, ProofView
 from idlegrid.sdk import Client
 
 WORKERS = 3
 HEARTBEAT_S = 1.0
+MIN_UPTIME_S = 3.0  # 12 h in production
 
 
 def run_demo(*, port: int, data_dir: Path) -> int:
     shutil.rmtree(data_dir, ignore_errors=True)
-    net = LocalNetwork(data_dir, port=port, workers=WORKERS, heartbeat_interval_s=HEARTBEAT_S)
+    net = LocalNetwork(
+        data_dir,
+        port=port,
+        workers=WORKERS,
+        heartbeat_interval_s=HEARTBEAT_S,
+        min_uptime_s=MIN_UPTIME_S,
+    )
     started = time.monotonic()
     try:
         with net, Client(net.server_url) as client:
@@ -63,7 +71,38 @@ def _run(net: LocalNetwork, client: Client) -> None:
     console.print(devices_table(devices))
     console.print(f"while the demo runs: idlegrid devices list --json --server {net.server_url}")
 
-    console.rule("2. a provider's machine dies")
+    console.rule("2. every device proves its compute (docs/proof-of-compute.md)")
+    with console.status("waiting for proofs of compute and minimum uptime…"):
+        net.wait_for(
+            lambda: client.list_devices(readiness="cluster_ready").total == WORKERS,
+            60,
+            f"{WORKERS} devices cluster ready",
+        )
+    for d in client.list_devices().items:
+        (proof, *_) = client.proofs(d.id).items
+        console.print(
+            f"{d.name}: proof {proof.status.value}, {proof.rounds} rounds of "
+            f"{proof.n}×{proof.n} in {proof.committed_at - proof.fetched_at:.2f}s: "  # type: ignore[operator]
+            f"{proof.measured_tflops:.3f} TFLOPS measured, {proof.claimed_tflops:.3f} "
+            f"claimed → {d.readiness.value}"
+        )
+
+    console.rule("3. a liar joins: a CPU that claims an RTX 4090")
+    liar_file = net.data_dir / "liar-hardware.json"
+    liar_file.write_text(_claimed_rtx_4090())
+    net.start_worker(WORKERS, "--hardware-file", str(liar_file))
+    with console.status("the liar must multiply at a 4090's rate; waiting for its proof…"):
+        liar = net.wait_for(
+            lambda: _failed_proof(client, net.device_id(WORKERS)), 60, "the liar's proof to fail"
+        )
+    console.print(
+        f"liar's proof [red]{liar.status.value}[/red]: {liar.reason} "
+        f"(deadline {liar.deadline_s:.1f}s for {liar.work_flop / 1e12:.0f} TFLOP); "
+        "it is never hired or rewarded"
+    )
+    net.kill_worker(WORKERS)
+
+    console.rule("4. a provider's machine dies")
     victim = next(d for d in devices if d.id == net.device_id(1))
     net.kill_worker(1)
     killed = time.monotonic()
@@ -77,7 +116,7 @@ def _run(net: LocalNetwork, client: Client) -> None:
     detected = time.monotonic() - killed
     console.print(f"device marked [red]down[/red] {detected:.1f}s after the kill")
 
-    console.rule("3. it comes back")
+    console.rule("5. it comes back")
     net.start_worker(1)
     with console.status("restarting worker agent 1 with the same keypair…"):
         net.wait_for(
@@ -95,11 +134,14 @@ def _run(net: LocalNetwork, client: Client) -> None:
     )
     console.print(f"events of {victim.name}: {events}")
 
+    devices = [d for d in devices if d.name != f"local-{WORKERS}"]
     up = [d for d in devices if d.status is DeviceStatus.UP]
+    ready = [d for d in devices if d.readiness.value == "cluster_ready"]
     total_uptime = sum(d.uptime_s for d in devices)
     console.print(
         Panel.fit(
-            f"devices registered: {len(devices)}  up: {len(up)}\n"
+            f"honest devices: {len(devices)}  up: {len(up)}  cluster ready: {len(ready)}\n"
+            f"liar (claims an RTX 4090 on a CPU): proof {liar.reason}\n"
             f"hardware: " + "; ".join(sorted({f"{d.kind.value}/{d.model}" for d in devices})) + "\n"
             f"failure detected in {detected:.1f}s (TTL {2.5 * HEARTBEAT_S:.1f}s)\n"
             f"uptime accounted: {fmt_duration(total_uptime)} across all devices",
@@ -108,3 +150,18 @@ def _run(net: LocalNetwork, client: Client) -> None:
     )
     if len(up) != WORKERS:
         raise RuntimeError(f"expected {WORKERS} devices up at the end, found {len(up)}")
+
+
+def _claimed_rtx_4090() -> str:
+    """This machine's detected hardware, plus a GPU it does not have."""
+    from idlegrid.protocol import DeviceKind, GpuInfo
+    from idlegrid.worker.hardware import detect_hardware
+
+    hw = detect_hardware()
+    fake = GpuInfo(index=0, name="NVIDIA GeForce RTX 4090", vram_mb=24564)
+    return hw.model_copy(update={"kind": DeviceKind.GPU, "gpus": [fake]}).model_dump_json()
+
+
+def _failed_proof(client: Client, device_id: str) -> ProofView | None:
+    items = client.proofs(device_id).items
+    return next((p for p in items if p.status is ProofStatus.FAILED), None)

@@ -142,6 +142,34 @@ def show_device(
             console.print(f"  {stamp}  {e.kind}  {detail}")
 
 
+@app.command("proofs")
+def proofs(device_id: str, server: ServerOpt = DEFAULT_SERVER, as_json: JsonOpt = False) -> None:
+    """A device's proofs of compute, newest first."""
+    with reported_errors(as_json), Client(server) as client:
+        history = client.proofs(device_id)
+    if as_json:
+        print_json(history)
+        return
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
+    for col in ("when (UTC)", "result", "reason", "n", "rounds", "TFLOPS", "claimed", "prover"):
+        table.add_column(col, no_wrap=True)
+    for p in history.items:
+        style = {"verified": "green", "failed": "red"}.get(p.status.value, "")
+        table.add_row(
+            time.strftime("%m-%d %H:%M:%S", time.gmtime(p.created_at)),
+            f"[{style}]{p.status.value}[/{style}]" if style else p.status.value,
+            p.reason or "-",
+            str(p.n),
+            str(p.rounds),
+            f"{p.measured_tflops:.3f}" if p.measured_tflops is not None else "-",
+            f"{p.claimed_tflops:.3f}",
+            p.prover or "-",
+        )
+    console.print(table)
+    if not history.items:
+        console.print("no proofs yet")
+
+
 def _owner_action(
     action: str, device_id: str, keypair_file: Path, server: str, as_json: bool
 ) -> None:
