@@ -26,20 +26,20 @@ It prints four kinds of figure (``idlegrid/core/proof.py`` has the protocol):
    ``os.urandom`` entropy; drawing the checks and building the openings is not timed).
    *Cold* is the first verify after ``pool_matrix.cache_clear()``: it regenerates the
    public Bs the checks touch. *Warm* repeats it (``--repeats``, fresh checks each time)
-   with the pool cached, as a long-running verifier runs. Wall time is taken with
-   OpenBLAS's default thread count; the verifier's **CPU time per challenge**
-   (``time.process_time``) is taken with OpenBLAS limited to one thread (set through
-   ctypes, the way threadpoolctl does it), so that it is the cost to one core, and
-   3600 s / that is the number of devices one core can verify per hour, against the goal
-   of 100,000. (Where the thread count cannot be set, the CPU time is with the default
-   threads, and the report says so.) The pool's memory, ``POOL_SIZE`` × n² × 4 bytes, is
-   shown per size.
+   with the pool cached, as a long-running verifier runs (the median wall time and the
+   mean CPU time are shown). Wall time is taken with OpenBLAS's default thread count;
+   the verifier's **CPU time per challenge** (``time.process_time``) is taken with
+   OpenBLAS limited to one thread (set through ctypes, the way threadpoolctl does it), so
+   that it is the cost to one core, and 3600 s / that is the number of devices one core
+   can verify per hour, against the goal of 100,000. (Where the thread count cannot be
+   set, the CPU time is with the default threads, and the report says so.) The pool's
+   memory, ``POOL_SIZE`` × n² × 4 bytes, is shown per size.
 
    The GPU size, n = 8192 (skip it with ``--skip-gpu-size``), is verified twice:
 
    - a one-round challenge that ``NumpyProver`` proves in full once (its prover time is
-     in the prover table): all 48 checks fall in one round, so the verifier does one
-     (48 × n) · (n × n) product, its best case;
+     in the prover table): all k checks fall in one round, so the verifier does one
+     (k × n) · (n × n) product, its best case;
    - a challenge planned as the server plans one for a GPU of the catalog
      (``--gpu-model``, H100 SXM by default: about 60 rounds). Proving it on a CPU would
      take minutes, so only the leaves that the drawn checks open are computed, with the
@@ -551,7 +551,7 @@ def bench_detection(
         q = pf.pass_probability(f, k)
         low, high = wilson(detected, trials)
         tail = upper_tail(passed, trials, q)
-        row = {
+        row: dict[str, Any] = {
             "f": f,
             "rows": total,
             "rows_computed_mean": round(computed_sum / trials, 1),

@@ -127,7 +127,15 @@ class LocalNetwork:
             f"local-{index}",
             *extra,
         ]
-        proc = self._spawn(f"worker-{index}", args, self.env)
+        # Several "machines" share this one: one BLAS thread each keeps their
+        # proofs of compute from fighting over the cores.
+        env = {
+            **self.env,
+            "OMP_NUM_THREADS": "1",
+            "OPENBLAS_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+        }
+        proc = self._spawn(f"worker-{index}", args, env)
         self.agents[index] = proc
         return proc
 

@@ -150,7 +150,7 @@ def test_plan_scales_rounds_with_the_claim_and_deadline_with_slack() -> None:
     cpu = pf.plan(b"s", "cpu", claimed_tflops=0.1, target_s=1.0)
     h100 = pf.plan(b"s", "gpu", claimed_tflops=495, target_s=1.0)
     assert cpu.n == 1024 and 40 <= cpu.rounds <= 50
-    assert h100.n == 8192 and h100.work_flop >= 495e12
+    assert h100.n == 4096 and h100.work_flop >= 495e12
     assert pf.deadline_s(cpu, 0.1, 0.25, 2.0) == pytest.approx(cpu.work_flop / 0.025e12 + 2)
 
 
@@ -187,6 +187,8 @@ def test_memory_hold_answers_probes() -> None:
         assert hold.answer(i, nonce) == expected
     with pytest.raises(MemoryError):
         NumpyProver().hold_memory(b"seed", 1)
+    with pytest.raises(MemoryError):
+        TorchProver(["cpu"], holds_memory=False).hold_memory(b"seed", 1)
 
 
 @pytest.mark.skipif(
@@ -195,12 +197,12 @@ def test_memory_hold_answers_probes() -> None:
 def test_cuda_prover_matches_numpy_and_reports_throughput() -> None:
     import time
 
-    challenge = pf.Challenge(seed=secrets.token_bytes(32), n=8192, rounds=32)
+    challenge = pf.Challenge(seed=secrets.token_bytes(32), n=4096, rounds=64)
     prover = TorchProver(["cuda:0"])
-    prover.fingerprints(pf.Challenge(challenge.seed, 8192, 1), float("inf"))  # warm up
+    prover.fingerprints(pf.Challenge(challenge.seed, 4096, 1), float("inf"))  # warm up
     start = time.perf_counter()
     by_cuda = prover.fingerprints(challenge, float("inf"))
     elapsed = time.perf_counter() - start
     print(f"CUDA prover: {challenge.work_flop / elapsed / 1e12:.1f} TFLOPS")
-    small = pf.Challenge(challenge.seed, 8192, 2)
+    small = pf.Challenge(challenge.seed, 4096, 2)
     assert np.array_equal(by_cuda[:2], NumpyProver().fingerprints(small, float("inf")))

@@ -23,7 +23,7 @@ from idlegrid.server.settings import ServerSettings
 def test_defaults_derive_ttl_ticks_and_sqlite(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("IDLEGRID_CONFIG", raising=False)
     s = ServerSettings(heartbeat_interval_s=2, data_dir=Path("/tmp/x"))
-    assert s.heartbeat_ttl_s == 5 and s.flush_interval_s == 0.5 and s.reaper_interval_s == 0.5
+    assert s.heartbeat_ttl_s == 5 and s.flush_interval_s == 0.5 and s.reaper_interval_s == 0.25
     assert s.database_url == "sqlite:////tmp/x/idlegrid.db"
 
 

@@ -32,6 +32,8 @@ def _logging(verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not verbose:  # a line per heartbeat is noise
+        logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @app.command()

@@ -40,7 +40,7 @@ class ServerSettings(BaseSettings):
     max_clock_skew_s: float = Field(default=60.0, gt=0)
     min_uptime_s: float = Field(default=12 * 3600, ge=0)
 
-    # 0 means min(1 s, a quarter of the heartbeat interval).
+    # 0 means min(1 s, a quarter (flush) or an eighth (reaper) of the heartbeat interval).
     # Proof of compute (core/proof.py, core/proof_policy.py).
     proof_interval_s: float = Field(default=6 * 3600, gt=0, description="re-prove idle devices")
     proof_retry_s: float = Field(default=600, gt=0, description="after a failure")
@@ -69,11 +69,11 @@ class ServerSettings(BaseSettings):
         # dead agent is noticed within three intervals, reaper tick included.
         if self.heartbeat_ttl_s == 0:
             self.heartbeat_ttl_s = 2.5 * self.heartbeat_interval_s
-        tick = min(1.0, self.heartbeat_interval_s / 4)
         if self.flush_interval_s == 0:
-            self.flush_interval_s = tick
+            self.flush_interval_s = min(1.0, self.heartbeat_interval_s / 4)
         if self.reaper_interval_s == 0:
-            self.reaper_interval_s = tick
+            # Detection takes at most TTL + one tick: 2.5 + 0.125 intervals.
+            self.reaper_interval_s = min(1.0, self.heartbeat_interval_s / 8)
         if self.heartbeat_ttl_s < self.heartbeat_interval_s:
             raise ValueError("heartbeat_ttl_s must be at least heartbeat_interval_s")
         if self.environment == "production" and self.database_url.startswith("sqlite"):

@@ -202,15 +202,21 @@ class ProofService:
             return CommitResponse(checks=checks, memory_probes=probes)
 
     def reveal(self, signer: str, device_id: str, proof_id: str, req: RevealRequest) -> ProofView:
+        # Verification (milliseconds of arithmetic) runs between two short
+        # transactions, not inside one that holds the proof's row lock.
+        with self.sessions() as db:
+            proof = self._own(db, signer, device_id, proof_id)
+            if proof.status != ProofStatus.COMMITTED.value:
+                raise ChallengeClosed(status=proof.status)
+            problem = self._check_openings(proof, req)
         now = self.clock()
         with self.sessions.begin() as db:
             proof = self._own(db, signer, device_id, proof_id)
-            if proof.status != ProofStatus.COMMITTED.value:
+            if proof.status != ProofStatus.COMMITTED.value:  # a racing reveal won
                 raise ChallengeClosed(status=proof.status)
             assert proof.committed_at is not None and proof.fetched_at is not None
             if now - proof.committed_at > self.rules.reveal_s:
                 return self._finish(db, proof, FailReason.TIMEOUT, None, "late reveal", now)
-            problem = self._check_openings(proof, req)
             if problem is not None:
                 return self._finish(db, proof, FailReason.WRONG_ANSWER, None, problem, now)
             elapsed = proof.committed_at - proof.fetched_at
