@@ -28,6 +28,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/heartbeats.py
+	$(BIN)/python benchmarks/proof.py
 
 clean:
 	rm -rf $(VENV) .idlegrid .pytest_cache

@@ -24,7 +24,7 @@ It prints four kinds of figure (``idlegrid/core/proof.py`` has the protocol):
 2. **Verifier time per challenge**, for k = ``DEFAULT_CHECKS`` checks: ``pf.verify`` on
    openings from ``pf.open_check`` (checks from ``pf.select_checks`` with fresh
    ``os.urandom`` entropy; drawing the checks and building the openings is not timed).
-   *Cold* is the first verify after ``pool_matrix.cache_clear()``: it regenerates the
+   *Cold* is the first verify after ``clear_pool()``: it regenerates the
    public Bs the checks touch. *Warm* repeats it (``--repeats``, fresh checks each time)
    with the pool cached, as a long-running verifier runs (the median wall time and the
    mean CPU time are shown). Wall time is taken with OpenBLAS's default thread count;
@@ -35,7 +35,7 @@ It prints four kinds of figure (``idlegrid/core/proof.py`` has the protocol):
    set, the CPU time is with the default threads, and the report says so.) The pool's
    memory, ``POOL_SIZE`` × n² × 4 bytes, is shown per size.
 
-   The GPU size, n = 8192 (skip it with ``--skip-gpu-size``), is verified twice:
+   The GPU size, n = size_for("gpu") (skip it with ``--skip-gpu-size``), is verified twice:
 
    - a one-round challenge that ``NumpyProver`` proves in full once (its prover time is
      in the prover table): all k checks fall in one round, so the verifier does one
@@ -102,7 +102,7 @@ GOAL_DEVICES_PER_HOUR = 100_000  # verified per core per hour
 GOAL_SKIP = 0.9  # a prover computing 90% of the rows ...
 GOAL_DETECTION = 0.99  # ... is caught in at least 99% of challenges
 CONSISTENCY_P = 0.001
-GPU_SIZE = 8192
+GPU_SIZE = pf.size_for("gpu")
 SIM_N = 128
 SIM_ROUNDS = 25
 MIB = 1024 * 1024
@@ -250,7 +250,7 @@ def time_verify(
 
 def cold_verify(challenge: pf.Challenge, root: bytes, instance: Instance) -> dict[str, float]:
     """The first verify with an empty pool cache (it regenerates the Bs it needs)."""
-    pf.pool_matrix.cache_clear()
+    pf.clear_pool()
     checks, openings = instance
     t0, c0 = time.perf_counter(), time.process_time()
     problem = pf.verify(challenge, root, checks, openings)
@@ -301,7 +301,7 @@ def bench_cpu_size(
         f"n={n}: {challenge.rounds} rounds ({challenge.work_flop / 1e9:.1f} GFLOP) planned "
         f"for {claimed:.3f} TFLOPS in {rules.target_s:g} s"
     )
-    pf.pool_matrix.cache_clear()
+    pf.clear_pool()
     pool_s = generate_pool(n, range(pf.POOL_SIZE))
     prover = NumpyProver()
     prover.fingerprints(pf.Challenge(challenge.seed, n, 1), math.inf)  # warm BLAS up
@@ -392,7 +392,7 @@ def bench_gpu_size(
     catalog = load_catalog()
     model = catalog.get(gpu_model)
     claimed_gpu = model.fp32_tflops
-    pf.pool_matrix.cache_clear()
+    pf.clear_pool()
 
     # (a) one round, proved in full.
     one = pf.Challenge(os.urandom(32), n, 1)
@@ -479,7 +479,7 @@ def bench_gpu_size(
         "peak_rss_mib": round(peak_rss_mib()),
         "prover": one_prover,
     }
-    pf.pool_matrix.cache_clear()  # give the GiB back
+    pf.clear_pool()  # give the memory back
     return gpu, [one_verifier, planned_verifier]
 
 
@@ -697,7 +697,7 @@ def print_report(results: dict[str, Any]) -> None:
     console.print(
         "Verifier pool memory, POOL_SIZE × n² × 4 bytes: "
         + ", ".join(f"n={n}: {pool_mib(n):,.0f} MiB" for n in sizes)
-        + f" (the lru_cache holds {pf.POOL_SIZE} matrices: one size at a time).",
+        + f" (the verifier keeps the pools of three sizes, {3 * pf.POOL_SIZE} matrices).",
         highlight=False,
     )
 

@@ -39,7 +39,8 @@ STATUS_STYLE = {
 def hardware_summary(d: DeviceView) -> str:
     hw = d.hardware
     if hw.gpus:
-        return f"{len(hw.gpus)}x {hw.gpus[0].name} {hw.gpus[0].vram_mb // 1024}G"
+        name = hw.gpus[0].name.replace("NVIDIA ", "").replace("GeForce ", "")
+        return f"{len(hw.gpus)}x {name} {hw.gpus[0].vram_mb // 1024}G"
     if hw.apple_chip:
         return f"{hw.apple_chip} {hw.ram_mb // 1024}G"
     return f"{hw.cpu_cores} cores {hw.ram_mb // 1024}G"

@@ -147,6 +147,12 @@ def pool_matrix(n: int, index: int) -> FloatArray:
         return _pool_matrix(n, index)
 
 
+def clear_pool() -> None:
+    """Forget the generated pool (benchmarks time a cold verifier with it)."""
+    with _pool_lock:
+        _pool_matrix.cache_clear()
+
+
 def a_rows(seed: bytes, round_: int, n: int, rows: list[int]) -> FloatArray:
     """Just the named rows of A_r: O(n) each."""
     return block(a_key(seed, round_), np.array(rows, dtype=np.int64), n).astype(np.float32)
