@@ -125,6 +125,14 @@ def show_device(
         f"CPU {hw.cpu_model} ({hw.cpu_cores} cores), RAM {hw.ram_mb // 1024} GiB, "
         f"disk {hw.disk_free_gb:.0f}/{hw.disk_total_gb:.0f} GB free, {hw.os} {hw.arch}"
     )
+    proven = (
+        f"proven {time.strftime('%Y-%m-%d %H:%M', time.gmtime(d.proof_passed_at))} UTC at "
+        f"{d.measured_tflops:.3f} TFLOPS"
+        if d.proof_passed_at and d.measured_tflops
+        else "not proven yet"
+    )
+    tier = f"connectivity tier {d.tier}" if d.tier is not None else "connectivity not measured"
+    console.print(f"{proven}; {tier} (idlegrid devices proofs {d.id[:8]}…)")
     for g in hw.gpus:
         console.print(
             f"GPU {g.index}: {g.name}, {g.vram_mb} MiB, driver {hw.gpu_driver}, "
