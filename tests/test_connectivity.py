@@ -1,0 +1,63 @@
+"""Connectivity tiers (pure) and the agent's speed test against the API."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from solders.keypair import Keypair
+
+from idlegrid.core.connectivity import mbps, tier, tier_name
+from idlegrid.errors import NotYourDevice, PayloadTooLarge
+from idlegrid.protocol import ConnectivityReport, RegisterRequest
+from idlegrid.worker.agent import Agent
+from idlegrid.worker.duties import ConnectivityDuty
+from tests.conftest import Network, cpu_hardware
+
+
+@pytest.mark.parametrize(
+    ("down", "up", "expected"),
+    [(2000, 1500, 4), (1600, 1199, 3), (800, 600, 3), (500, 300, 2), (100, 10, 1), (99, 500, 0)],
+)
+def test_tiers_follow_io_nets_floors(down: float, up: float, expected: int) -> None:
+    assert tier(down, up) == expected
+
+
+@given(st.floats(0, 1e5), st.floats(0, 1e5), st.floats(0, 1e4))
+def test_more_bandwidth_never_lowers_the_tier(down: float, up: float, more: float) -> None:
+    assert tier(down + more, up) >= tier(down, up)
+    assert tier(down, up + more) >= tier(down, up)
+
+
+def test_names_and_units() -> None:
+    assert [tier_name(n) for n in (4, 3, 2, 1, 0)] == [
+        "ultra_high",
+        "high",
+        "medium",
+        "low",
+        "none",
+    ]
+    assert mbps(125_000_000, 1.0) == 1000.0
+
+
+def test_agent_measures_and_reports_its_connectivity(network: Network) -> None:
+    kp = Keypair()
+    client = network.client(kp)
+    client.register_device(RegisterRequest(hardware=cpu_hardware()))
+    agent = Agent(client, cpu_hardware())
+    ConnectivityDuty(nbytes=1024 * 1024).run(agent)
+    view = network.client().get_device(agent.device_id)
+    assert view.tier is not None and view.tier >= 1
+    assert any(e.kind == "connectivity" for e in view.events)
+
+
+def test_only_the_device_reports_its_connectivity_and_uploads_are_bounded(
+    network: Network,
+) -> None:
+    kp, other = Keypair(), Keypair()
+    network.client(kp).register_device(RegisterRequest(hardware=cpu_hardware()))
+    report = ConnectivityReport(latency_ms=1, download_mbps=1e4, upload_mbps=1e4)
+    with pytest.raises(NotYourDevice):
+        network.client(other).report_connectivity(str(kp.pubkey()), report)
+    with pytest.raises(PayloadTooLarge):
+        network.client(kp).speedtest_upload(bytes(33 * 1024 * 1024))
