@@ -7,7 +7,9 @@ class, so callers on both sides catch the same exceptions::
 
     IdlegridError
     ├── InvalidRequest (400/422)        invalid_request, payload_too_large (413)
-    │   └── PayloadTooLarge
+    │   ├── PayloadTooLarge
+    │   ├── InvalidAmount               invalid_amount
+    │   └── AssetMismatch               asset_mismatch
     ├── AuthenticationError (401)       the request is not provably from its signer
     │   ├── MissingSignature            missing_signature
     │   ├── BadSignature                bad_signature
@@ -17,9 +19,13 @@ class, so callers on both sides catch the same exceptions::
     │   └── NotYourDevice               not_your_device
     ├── NotFound (404)
     │   ├── UnknownDevice               unknown_device
+    │   ├── UnknownAccount              unknown_account
     │   └── UnknownChallenge            unknown_challenge
     ├── Conflict (409)
     │   ├── InvalidTransition           invalid_transition
+    │   ├── InsufficientFunds           insufficient_funds
+    │   ├── TransferExists              transfer_exists (same id, other fields)
+    │   ├── PendingTransferClosed       pending_transfer_closed
     │   ├── ChallengeClosed             challenge_closed (a replayed or early step)
     │   └── DeviceTerminated (410)      device_terminated
     ├── Unavailable (503)               unavailable (server not ready)
@@ -69,6 +75,18 @@ class PayloadTooLarge(InvalidRequest):
 
     code = "payload_too_large"
     http_status = 413
+
+
+class InvalidAmount(InvalidRequest):
+    """The amount is not a positive integer of the smallest unit, or the transfer is malformed."""
+
+    code = "invalid_amount"
+
+
+class AssetMismatch(InvalidRequest):
+    """The transfer's asset is not the account's asset."""
+
+    code = "asset_mismatch"
 
 
 class AuthenticationError(IdlegridError):
@@ -128,6 +146,12 @@ class UnknownDevice(NotFound):
     code = "unknown_device"
 
 
+class UnknownAccount(NotFound):
+    """No such ledger account."""
+
+    code = "unknown_account"
+
+
 class UnknownChallenge(NotFound):
     """No such challenge for this device."""
 
@@ -145,6 +169,24 @@ class InvalidTransition(Conflict):
     """The device cannot make this change from its current status."""
 
     code = "invalid_transition"
+
+
+class InsufficientFunds(Conflict):
+    """The debit account cannot cover the amount (pending debits count against it)."""
+
+    code = "insufficient_funds"
+
+
+class TransferExists(Conflict):
+    """A transfer with this id was recorded with different fields."""
+
+    code = "transfer_exists"
+
+
+class PendingTransferClosed(Conflict):
+    """The pending transfer does not exist, or was already posted or voided."""
+
+    code = "pending_transfer_closed"
 
 
 class ChallengeClosed(Conflict):

@@ -10,15 +10,17 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
-from fastapi.testclient import TestClient
 from solders.keypair import Keypair
 from sqlalchemy import create_engine, text
 
 from idlegrid.catalog import Catalog
 from idlegrid.protocol import DeviceKind, GpuInfo, HardwareInfo
 from idlegrid.sdk import Client
+from idlegrid.sdk.inprocess import InProcessTransport
 from idlegrid.server.app import create_app
+from idlegrid.server.db.models import Base
 from idlegrid.server.settings import ServerSettings
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -95,7 +97,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     yield url
     engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
     with engine.begin() as conn:
-        conn.execute(text("TRUNCATE devices, device_uptime, device_events, proofs CASCADE"))
+        tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
+        conn.execute(text(f"TRUNCATE {tables} CASCADE"))
     engine.dispose()
 
 
@@ -118,8 +121,9 @@ class Network:
         self.settings = settings
         self.clock = clock
         self.app = create_app(settings, clock=clock, catalog=catalog, run_loops=False)
-        self.http = TestClient(self.app, raise_server_exceptions=False)
-        self.http.__enter__()
+        self.http = httpx.Client(
+            base_url="http://testserver", transport=InProcessTransport(self.app)
+        )
 
     @property
     def state(self):  # type: ignore[no-untyped-def]
@@ -135,7 +139,7 @@ class Network:
         reap_and_flush(self.state)
 
     def close(self) -> None:
-        self.http.__exit__(None, None, None)
+        self.http.close()  # closes the transport: the app's shutdown runs
 
 
 @pytest.fixture

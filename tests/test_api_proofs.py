@@ -55,8 +55,8 @@ def live(database_url: str, tmp_path: Path) -> Iterator[Network]:
         data_dir=tmp_path,
         heartbeat_interval_s=10,
         min_uptime_s=0,
-        proof_target_s=0.05,
-        proof_allowance_s=2.0,
+        proof_target_s=0.005,
+        proof_allowance_s=3.0,
         proof_n=256,
         proof_memory_fraction=0.5,
         proof_retry_s=0.001,
@@ -128,13 +128,16 @@ def test_gpu_claim_with_memory_probes_passes_on_torch(live: Network) -> None:
 
 
 def test_a_cpu_claiming_an_rtx_4090_fails(live: Network) -> None:
-    live.settings.proof_n = 0  # the real size for a GPU claim: 8192
+    live.settings.proof_n = 0  # the real size for a GPU claim
     kp, challenge = join(live, gpu_hardware("NVIDIA GeForce RTX 4090", count=1, vram_mb=24564))
     device = str(kp.pubkey())
-    with pytest.raises(ProofTimeout):
-        prove_challenge(live.client(kp), device, challenge, NumpyProver())
-    time.sleep(0.2)
-    live.state.proofs.expire()
+    try:
+        result = prove_challenge(live.client(kp), device, challenge, NumpyProver())
+    except ProofTimeout:
+        time.sleep(0.2)
+        live.state.proofs.expire()
+    else:
+        assert result.status is ProofStatus.FAILED
     (proof,) = live.client().proofs(device).items
     assert proof.status is ProofStatus.FAILED and proof.reason in ("timeout", "underperforms_claim")
     assert live.client().get_device(device).readiness is Readiness.PENDING

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from idlegrid import __version__
-from idlegrid.cli import devices
+from idlegrid.cli import devices, token
 from idlegrid.cli.catalog import catalog
 from idlegrid.cli.common import DEFAULT_SERVER, ServerOpt, err_console, reported_errors
 
@@ -24,6 +24,7 @@ app = typer.Typer(
 worker_app = typer.Typer(help="The worker agent that lends this machine.", no_args_is_help=True)
 app.add_typer(worker_app, name="worker")
 app.add_typer(devices.app, name="devices")
+app.add_typer(token.app, name="token")
 app.command()(catalog)
 
 

@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Double, ForeignKey, Index, Integer, String
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -79,6 +88,57 @@ class Proof(Base):
     measured_tflops: Mapped[float | None] = mapped_column(Double)
     checks: Mapped[list[Any] | None] = mapped_column(JSON)
     memory_probes: Mapped[list[Any] | None] = mapped_column(JSON)
+
+
+class LedgerAccount(Base):
+    """A book account: running sums in smallest units (see core/ledger.py).
+    BigInteger holds them: the whole IO supply is 8·10¹⁶ units, under 2⁶³."""
+
+    __tablename__ = "ledger_accounts"
+
+    id: Mapped[str] = mapped_column(String(96), primary_key=True)
+    asset: Mapped[str] = mapped_column(String(8))
+    no_overdraft: Mapped[bool] = mapped_column(Boolean)
+    debits_pending: Mapped[int] = mapped_column(BigInteger, default=0)
+    debits_posted: Mapped[int] = mapped_column(BigInteger, default=0)
+    credits_pending: Mapped[int] = mapped_column(BigInteger, default=0)
+    credits_posted: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[float] = mapped_column(Double)
+
+
+class LedgerTransfer(Base):
+    """An immutable transfer; ``seq`` orders the hash chain."""
+
+    __tablename__ = "ledger_transfers"
+    __table_args__ = (
+        Index("ix_ledger_transfers_debit", "debit", "seq"),
+        Index("ix_ledger_transfers_credit", "credit", "seq"),
+    )
+
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    id: Mapped[str] = mapped_column(String(96), unique=True)
+    debit: Mapped[str] = mapped_column(String(96), ForeignKey("ledger_accounts.id"))
+    credit: Mapped[str] = mapped_column(String(96), ForeignKey("ledger_accounts.id"))
+    asset: Mapped[str] = mapped_column(String(8))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(16))
+    pending_id: Mapped[str | None] = mapped_column(String(96), index=True)
+    # For a pending transfer: set once it is posted or voided.
+    closed_by: Mapped[str | None] = mapped_column(String(96))
+    code: Mapped[str] = mapped_column(String(32), index=True)
+    memo: Mapped[str] = mapped_column(String(256))
+    at: Mapped[float] = mapped_column(Double)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class LedgerHead(Base):
+    """The end of the hash chain: one row, locked by every posting."""
+
+    __tablename__ = "ledger_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
 
 
 class DeviceUptime(Base):
