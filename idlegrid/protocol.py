@@ -253,3 +253,79 @@ class ConnectivityReport(Wire):
 class ConnectivityView(ConnectivityReport):
     tier: int
     tier_name: str
+
+
+# -- token and ledger ---------------------------------------------------------------------
+
+AssetName = Literal["IO", "USDC"]
+
+
+class Balance(Wire):
+    asset: AssetName
+    balance: str = Field(description="whole tokens, exact decimal")
+    available: str = Field(description="the balance less pending holds")
+    deposit_address: str
+
+
+class WalletView(Wire):
+    owner: str
+    balances: list[Balance]
+
+
+class WithdrawRequest(Wire):
+    id: str = Field(min_length=1, max_length=64, description="yours: a retry reuses it")
+    asset: AssetName
+    amount: str = Field(max_length=40, description='whole tokens, e.g. "12.5"')
+
+
+class WithdrawalView(Wire):
+    transfer_id: str
+    asset: AssetName
+    amount: str
+    replayed: bool
+
+
+class DepositsView(Wire):
+    credited: dict[str, str] = Field(description="asset → amount credited now")
+
+
+class FaucetRequest(Wire):
+    asset: AssetName
+    amount: str = Field(max_length=40)
+
+
+class TransferView(Wire):
+    id: str
+    seq: int
+    at: float
+    debit: str
+    credit: str
+    asset: str
+    amount: str
+    kind: str
+    code: str
+    memo: str
+
+
+class HistoryView(Wire):
+    items: list[TransferView]
+
+
+class SupplyView(Wire):
+    max: str
+    genesis: str
+    emitted: str
+    minted: str
+    burned: str
+    circulating: str
+
+
+class AuditCheckView(Wire):
+    name: str
+    ok: bool
+    detail: str
+
+
+class AuditView(Wire):
+    ok: bool
+    checks: list[AuditCheckView]

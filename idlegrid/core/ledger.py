@@ -102,8 +102,10 @@ class Transfer:
 
 
 def validate(t: Transfer) -> None:
-    if not isinstance(t.amount, int) or isinstance(t.amount, bool) or t.amount <= 0:
-        raise InvalidAmount("amounts are positive integers of the smallest unit", amount=t.amount)
+    if not isinstance(t.amount, int) or isinstance(t.amount, bool) or not 0 < t.amount < 2**63:
+        raise InvalidAmount(
+            "amounts are positive integers of the smallest unit, below 2^63", amount=t.amount
+        )
     if t.debit == t.credit:
         raise InvalidAmount("a transfer needs two different accounts", account=t.debit)
     if t.kind in (TransferKind.POST_PENDING, TransferKind.VOID_PENDING) and not t.pending_id:

@@ -22,21 +22,29 @@ from solders.keypair import Keypair
 from idlegrid.core import signing
 from idlegrid.errors import TransportError, error_from_body
 from idlegrid.protocol import (
+    AuditView,
     ChallengeSpec,
     CommitRequest,
     CommitResponse,
     ConnectivityReport,
     ConnectivityView,
+    DepositsView,
     DeviceDetail,
     DeviceList,
     DeviceView,
+    FaucetRequest,
     Health,
     HeartbeatRequest,
     HeartbeatResponse,
+    HistoryView,
     ProofList,
     ProofView,
     RegisterRequest,
     RevealRequest,
+    SupplyView,
+    WalletView,
+    WithdrawalView,
+    WithdrawRequest,
 )
 
 M = TypeVar("M", bound=BaseModel)
@@ -151,6 +159,31 @@ class Client:
 
     def speedtest_upload(self, payload: bytes) -> None:
         self._raw("POST", "/v1/speedtest", content=payload, signed=True)
+
+    # -- wallets (money moves only when signed by the wallet's key) --------------------
+
+    def wallet(self, pubkey: str) -> WalletView:
+        return self._call("GET", f"/v1/wallets/{pubkey}", WalletView)
+
+    def sweep_deposits(self, pubkey: str) -> DepositsView:
+        return self._call("POST", f"/v1/wallets/{pubkey}/deposits", DepositsView, signed=True)
+
+    def withdraw(self, pubkey: str, req: WithdrawRequest) -> WithdrawalView:
+        path = f"/v1/wallets/{pubkey}/withdrawals"
+        return self._call("POST", path, WithdrawalView, json=req, signed=True)
+
+    def faucet(self, pubkey: str, req: FaucetRequest) -> WalletView:
+        path = f"/v1/wallets/{pubkey}/faucet"
+        return self._call("POST", path, WalletView, json=req, signed=True)
+
+    def wallet_history(self, pubkey: str) -> HistoryView:
+        return self._call("GET", f"/v1/wallets/{pubkey}/history", HistoryView)
+
+    def token_supply(self) -> SupplyView:
+        return self._call("GET", "/v1/token/supply", SupplyView)
+
+    def ledger_audit(self) -> AuditView:
+        return self._call("GET", "/v1/ledger/audit", AuditView)
 
     # -- devices: public reads -----------------------------------------------------------
 

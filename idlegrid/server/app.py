@@ -17,17 +17,20 @@ from idlegrid import __version__
 from idlegrid.catalog import Catalog, load_catalog
 from idlegrid.core.lifecycle import Timing
 from idlegrid.errors import IdlegridError, InternalError, InvalidRequest
+from idlegrid.ledger.chain import make_chain
 from idlegrid.server import hotpath, loops
 from idlegrid.server.auth import NonceStore
 from idlegrid.server.db import make_engine, migrate, session_factory
 from idlegrid.server.liveness import LivenessTable
 from idlegrid.server.metrics import Metrics
 from idlegrid.server.middleware import BodyLimit
-from idlegrid.server.routes import devices, proofs, system
+from idlegrid.server.routes import devices, proofs, system, wallets
 from idlegrid.server.services.devices import DeviceService
+from idlegrid.server.services.ledger import LedgerService
 from idlegrid.server.services.proofs import ProofService
 from idlegrid.server.settings import ServerSettings
 from idlegrid.server.state import AppState
+from idlegrid.worker.keypair import load_or_create_keypair
 
 log = logging.getLogger("idlegrid.server")
 
@@ -50,6 +53,12 @@ def build_state(
         session_factory(engine), liveness, catalog or load_catalog(), settings, clock
     )
     proof_service.load_pending()
+    authority, _ = load_or_create_keypair(
+        settings.authority_keypair or settings.data_dir / "keys" / "authority.json"
+    )
+    chain = make_chain(settings.chain_url, authority, settings.data_dir / "chain.json")
+    ledger = LedgerService(session_factory(engine), chain, authority, settings.io_usd_price, clock)
+    ledger.genesis()
     return AppState(
         settings=settings,
         engine=engine,
@@ -59,6 +68,7 @@ def build_state(
         metrics=Metrics(),
         devices=service,
         proofs=proof_service,
+        ledger=ledger,
     )
 
 
@@ -96,12 +106,14 @@ def create_app(
             except Exception:
                 log.exception("final liveness flush failed")
             state.engine.dispose()
+            state.ledger.chain.close()
 
     app = FastAPI(title="idlegrid control plane", version=__version__, lifespan=lifespan)
     app.state.idlegrid = state
     app.include_router(system.router)
     app.include_router(proofs.router)  # before devices: /{id}/{action} would shadow it
     app.include_router(devices.router)
+    app.include_router(wallets.router)
     app.router.routes.insert(0, hotpath.route)  # matched before the documented route
     _install_error_handlers(app, state)
     app.add_middleware(

@@ -7,6 +7,7 @@ The environment wins over the file. Units are in the names.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
@@ -55,6 +56,15 @@ class ServerSettings(BaseSettings):
     proof_n: int = Field(
         default=0, ge=0, le=8192, description="matrix size; 0 means by kind (core.proof.size_for)"
     )
+
+    # Token and ledger.
+    chain_url: str = Field(
+        default="embedded", description='"embedded" (LiteSVM in-process) or an RPC URL'
+    )
+    authority_keypair: Path | None = Field(
+        default=None, description="the network's Solana authority; default data_dir/keys"
+    )
+    io_usd_price: Decimal = Field(default=Decimal("1.50"), gt=0, description="oracle, embedded")
 
     flush_interval_s: float = Field(default=0, ge=0)
     reaper_interval_s: float = Field(default=0, ge=0)

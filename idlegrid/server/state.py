@@ -13,6 +13,7 @@ from idlegrid.server.auth import NonceStore, authenticate
 from idlegrid.server.liveness import LivenessTable
 from idlegrid.server.metrics import Metrics
 from idlegrid.server.services.devices import DeviceService
+from idlegrid.server.services.ledger import LedgerService
 from idlegrid.server.services.proofs import ProofService
 from idlegrid.server.settings import ServerSettings
 
@@ -27,6 +28,7 @@ class AppState:
     metrics: Metrics
     devices: DeviceService
     proofs: ProofService
+    ledger: LedgerService
 
 
 def app_state(request: Request) -> AppState:

@@ -1,0 +1,134 @@
+"""Wallets (signed by the wallet's key for anything that moves money), token
+supply and the ledger audit (public)."""
+
+from __future__ import annotations
+
+import re
+
+from fastapi import APIRouter
+
+from idlegrid.core.fees import format_amount, parse_amount
+from idlegrid.errors import InvalidRequest, NotFound, PermissionDenied
+from idlegrid.ledger.chain import Asset
+from idlegrid.protocol import (
+    PUBKEY_PATTERN,
+    AuditCheckView,
+    AuditView,
+    Balance,
+    DepositsView,
+    FaucetRequest,
+    HistoryView,
+    SupplyView,
+    TransferView,
+    WalletView,
+    WithdrawalView,
+    WithdrawRequest,
+)
+from idlegrid.server.services.ledger import ASSETS, user_account
+from idlegrid.server.state import Signer, StateDep
+
+router = APIRouter(tags=["wallets"])
+
+
+def _own(signer: str, pubkey: str) -> None:
+    if signer != pubkey:
+        raise PermissionDenied("a wallet acts only for itself", wallet=pubkey)
+
+
+@router.get("/v1/wallets/{pubkey}", response_model=WalletView)
+def wallet(pubkey: str, state: StateDep) -> WalletView:
+    _check_key(pubkey)
+    ledger = state.ledger
+    with ledger.sessions() as db:
+        balances = ledger.balances(db, pubkey)
+    return WalletView(
+        owner=pubkey,
+        balances=[
+            Balance(
+                asset=a.value,
+                balance=format_amount(balances[a.value][0], a.value),
+                available=format_amount(balances[a.value][1], a.value),
+                deposit_address=ledger.deposit_address(pubkey, a),
+            )
+            for a in ASSETS
+        ],
+    )
+
+
+@router.post("/v1/wallets/{pubkey}/deposits", response_model=DepositsView)
+def sweep_deposits(pubkey: str, signer: Signer, state: StateDep) -> DepositsView:
+    """Credit what arrived at the wallet's deposit addresses."""
+    _own(signer, pubkey)
+    credited = state.ledger.sweep_deposits(pubkey)
+    return DepositsView(credited={a: format_amount(n, a) for a, n in credited.items()})
+
+
+@router.post("/v1/wallets/{pubkey}/withdrawals", response_model=WithdrawalView)
+def withdraw(pubkey: str, req: WithdrawRequest, signer: Signer, state: StateDep) -> WithdrawalView:
+    _own(signer, pubkey)
+    units = parse_amount(req.amount, req.asset)
+    transfer_id, replayed = state.ledger.withdraw(pubkey, req.id, Asset(req.asset), units)
+    return WithdrawalView(
+        transfer_id=transfer_id,
+        asset=req.asset,
+        amount=format_amount(units, req.asset),
+        replayed=replayed,
+    )
+
+
+@router.post("/v1/wallets/{pubkey}/faucet", response_model=WalletView)
+def faucet(pubkey: str, req: FaucetRequest, signer: Signer, state: StateDep) -> WalletView:
+    """Development only: tokens to try the network with."""
+    if state.settings.environment != "development":
+        raise NotFound("there is no faucet in production")
+    _own(signer, pubkey)
+    state.ledger.grant(pubkey, Asset(req.asset), parse_amount(req.amount, req.asset))
+    return wallet(pubkey, state)
+
+
+@router.get("/v1/wallets/{pubkey}/history", response_model=HistoryView)
+def history(pubkey: str, state: StateDep) -> HistoryView:
+    _check_key(pubkey)
+    ledger = state.ledger
+    items: list[TransferView] = []
+    with ledger.sessions() as db:
+        for asset in ASSETS:
+            account = user_account(pubkey, asset)
+            for t, at, seq in ledger.book.history(db, account):
+                items.append(
+                    TransferView(
+                        id=t.id,
+                        seq=seq,
+                        at=at,
+                        debit=t.debit,
+                        credit=t.credit,
+                        asset=t.asset,
+                        amount=format_amount(t.amount, t.asset),
+                        kind=t.kind.value,
+                        code=t.code,
+                        memo=t.memo,
+                    )
+                )
+    items.sort(key=lambda v: v.seq, reverse=True)
+    return HistoryView(items=items)
+
+
+@router.get("/v1/token/supply", response_model=SupplyView)
+def supply(state: StateDep) -> SupplyView:
+    with state.ledger.sessions() as db:
+        s = state.ledger.supply(db)
+    return SupplyView(**{k: format_amount(v, "IO") for k, v in s.items()})
+
+
+@router.get("/v1/ledger/audit", response_model=AuditView)
+def audit(state: StateDep) -> AuditView:
+    checks = state.ledger.audit()
+    return AuditView(
+        ok=all(c.ok for c in checks),
+        checks=[AuditCheckView(name=c.name, ok=c.ok, detail=c.detail) for c in checks],
+    )
+
+
+def _check_key(pubkey: str) -> None:
+    if not re.match(PUBKEY_PATTERN, pubkey):
+        raise InvalidRequest("not a base58 public key", wallet=pubkey)

@@ -1,0 +1,379 @@
+"""Money: genesis, emission, deposits, withdrawals, fee burns, and the audit.
+
+The book (``ledger/book.py``) and the chain (``ledger/chain.py``) meet here.
+Every chain role account has a book mirror ``onchain:<role>:<asset>`` whose
+balance is minus what the chain account holds (it is debited when tokens
+arrive): so a deposit is one transfer from the treasury mirror to the user's
+account, and the audit can compare each mirror with its chain account.
+
+Book accounts::
+
+    onchain:<role>:<asset>   mirror of the network's token account (may go negative)
+    user:<pubkey>:<asset>    what the network owes a wallet (never overdrawn)
+    genesis:<category>:IO    a genesis allocation, held in the treasury
+    rewards:pool:IO          emitted IO waiting to be paid as block rewards
+    revenue:fees:<asset>     fee revenue, until bought back and burned
+    reserve:usdc:USDC        USDC the network keeps after a buy-back
+
+Ordering with the chain: each method posts to the book first (flushed, not
+committed), then sends the chain transaction, then commits. A chain failure
+rolls the book back; nothing is half applied. The one window left — the
+process dies after the chain transaction and before the commit — leaves the
+chain ahead of the book, and the audit names the account that disagrees.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+
+from solders.keypair import Keypair
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from idlegrid.core import emission
+from idlegrid.core.fees import format_amount
+from idlegrid.core.ledger import Transfer
+from idlegrid.errors import InsufficientFunds, InvalidAmount, UnknownAccount
+from idlegrid.ledger.book import Book, balanced
+from idlegrid.ledger.chain import TREASURY_ROLES, Asset, Chain
+from idlegrid.server.db.models import LedgerTransfer
+
+log = logging.getLogger("idlegrid.server.ledger")
+
+ASSETS = (Asset.IO, Asset.USDC)
+DEPOSIT_GAS_LAMPORTS = 10_000_000  # for the deposit wallet's sweep fees (embedded VM)
+
+
+def onchain(role: str, asset: str) -> str:
+    return f"onchain:{role}:{asset}"
+
+
+def user_account(pubkey: str, asset: str) -> str:
+    return f"user:{pubkey}:{asset}"
+
+
+def genesis_account(category: str) -> str:
+    return "genesis:" + category.lower().replace(" ", "_").replace("&", "and") + ":IO"
+
+
+REWARDS = "rewards:pool:IO"
+USDC_RESERVE = "reserve:usdc:USDC"
+BUYBACK_SELLER = genesis_account("R&D & ecosystem")
+
+
+def fees_account(asset: str) -> str:
+    return f"revenue:fees:{asset}"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditCheck:
+    name: str
+    ok: bool
+    detail: str
+
+
+class LedgerService:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        chain: Chain,
+        authority: Keypair,
+        io_usd: Decimal,
+        clock: Callable[[], float],
+    ) -> None:
+        self.sessions = sessions
+        self.chain = chain
+        self.authority = authority
+        self.io_usd = io_usd
+        self.book = Book(clock)
+
+    # -- set-up ----------------------------------------------------------------------
+
+    def genesis(self) -> None:
+        """Open the system accounts and mint the genesis supply (idempotent)."""
+        layout = self.chain.setup()
+        with self.sessions.begin() as db:
+            for asset in ASSETS:
+                for role in TREASURY_ROLES:
+                    self.book.open_account(db, onchain(role, asset), asset, no_overdraft=False)
+                self.book.open_account(db, fees_account(asset), asset)
+            self.book.open_account(db, REWARDS, "IO")
+            self.book.open_account(db, USDC_RESERVE, "USDC")
+            minted = 0
+            for category in emission.GENESIS_ALLOCATION:
+                account = genesis_account(category.name)
+                self.book.open_account(db, account, "IO")
+                posted = self.book.post(
+                    db,
+                    Transfer(
+                        f"genesis:{account}",
+                        onchain("treasury", "IO"),
+                        account,
+                        "IO",
+                        category.amount,
+                        code="genesis",
+                        memo=category.note,
+                    ),
+                )
+                minted += 0 if posted.replayed else category.amount
+            if minted:
+                self.chain.mint_to(Asset.IO, layout.account("treasury", Asset.IO), minted)
+                log.info("genesis: minted %s IO", format_amount(minted, "IO"))
+
+    def emit(self, hour: int) -> int:
+        """Mint hour ``hour``'s emission into the reward account (once per hour)."""
+        amount = emission.hour_amount(hour)
+        with self.sessions.begin() as db:
+            posted = self.book.post(
+                db,
+                Transfer(
+                    f"emission:{hour}",
+                    onchain("reward", "IO"),
+                    REWARDS,
+                    "IO",
+                    amount,
+                    code="emission",
+                ),
+            )
+            if not posted.replayed:
+                self.chain.mint_to(Asset.IO, self.chain.layout.account("reward", Asset.IO), amount)
+        return amount
+
+    # -- wallets ---------------------------------------------------------------------
+
+    def deposit_wallet(self, pubkey: str) -> Keypair:
+        """The network-held wallet whose token accounts are ``pubkey``'s deposit
+        addresses, derived from the authority's secret: no table to lose."""
+        seed = hashlib.sha256(bytes(self.authority)[:32] + b"deposit" + pubkey.encode()).digest()
+        return Keypair.from_seed(seed)
+
+    def deposit_address(self, pubkey: str, asset: Asset) -> str:
+        return self.chain.token_account(str(self.deposit_wallet(pubkey).pubkey()), asset)
+
+    def sweep_deposits(self, pubkey: str) -> dict[str, int]:
+        """Credit whatever arrived at ``pubkey``'s deposit addresses, once: the
+        tokens move to the treasury in the same step as the credit."""
+        credited: dict[str, int] = {}
+        wallet = self.deposit_wallet(pubkey)
+        for asset in ASSETS:
+            address = self.deposit_address(pubkey, asset)
+            amount = self.chain.balance(address)
+            if amount <= 0:
+                continue
+            with self.sessions.begin() as db:
+                account = user_account(pubkey, asset)
+                self.book.open_account(db, account, asset)
+                self.book.post(
+                    db,
+                    Transfer(
+                        f"deposit:{secrets.token_hex(12)}",
+                        onchain("treasury", asset),
+                        account,
+                        asset,
+                        amount,
+                        code="deposit",
+                        memo=address,
+                    ),
+                )
+                self.chain.airdrop_sol(str(wallet.pubkey()), DEPOSIT_GAS_LAMPORTS)
+                self.chain.transfer(
+                    asset, address, self.chain.layout.account("treasury", asset), amount, wallet
+                )
+            credited[asset.value] = amount
+        return credited
+
+    def withdraw(self, pubkey: str, request_id: str, asset: Asset, amount: int) -> tuple[str, bool]:
+        """Pay ``amount`` out to ``pubkey``'s own token account. ``request_id`` is
+        the caller's: a retry is answered, not paid twice. Returns (transfer id,
+        replayed)."""
+        if not 1 <= len(request_id) <= 64:
+            raise InvalidAmount("a withdrawal id is 1-64 characters", id=request_id)
+        transfer_id = f"withdrawal:{pubkey}:{request_id}"
+        with self.sessions.begin() as db:
+            posted = self.book.post(
+                db,
+                Transfer(
+                    transfer_id,
+                    user_account(pubkey, asset),
+                    onchain("treasury", asset),
+                    asset,
+                    amount,
+                    code="withdrawal",
+                ),
+            )
+            if not posted.replayed:
+                dest = self.chain.token_account(pubkey, asset)
+                self.chain.transfer(
+                    asset,
+                    self.chain.layout.account("treasury", asset),
+                    dest,
+                    amount,
+                    self.authority,
+                )
+        return transfer_id, posted.replayed
+
+    def balances(self, db: Session, pubkey: str) -> dict[str, tuple[int, int]]:
+        """(balance, available) per asset; zero for accounts never opened."""
+        out = {}
+        for asset in ASSETS:
+            try:
+                a = self.book.account(db, user_account(pubkey, asset))
+                out[asset.value] = (a.balance, a.available)
+            except UnknownAccount:
+                out[asset.value] = (0, 0)
+        return out
+
+    def grant(self, pubkey: str, asset: Asset, amount: int) -> None:
+        """Development faucet: IO from the community allocation (book only: the
+        tokens are already in the treasury); USDC minted on chain to the deposit
+        address and swept like any deposit (USDC is not ours to cap)."""
+        if asset is Asset.USDC:
+            self.chain.mint_to(Asset.USDC, self.deposit_address(pubkey, asset), amount)
+            self.sweep_deposits(pubkey)
+            return
+        with self.sessions.begin() as db:
+            account = user_account(pubkey, asset)
+            self.book.open_account(db, account, asset)
+            self.book.post(
+                db,
+                Transfer(
+                    f"grant:{secrets.token_hex(12)}",
+                    genesis_account("community"),
+                    account,
+                    asset,
+                    amount,
+                    code="grant",
+                ),
+            )
+
+    # -- fees, buy-back and burn -------------------------------------------------------
+
+    def buyback_and_burn(self) -> list[tuple[str, int]]:
+        """Burn IO fee revenue; spend USDC fee revenue on IO at the oracle price
+        and burn that. Returns (what, IO units burned)."""
+        burned: list[tuple[str, int]] = []
+        treasury_io = self.chain.layout.account("treasury", Asset.IO)
+        with self.sessions.begin() as db:
+            io_fees = self.book.account(db, fees_account("IO")).available
+            if io_fees > 0:
+                self.book.post(
+                    db,
+                    Transfer(
+                        f"burn:{secrets.token_hex(12)}",
+                        fees_account("IO"),
+                        onchain("treasury", "IO"),
+                        "IO",
+                        io_fees,
+                        code="burn",
+                        memo="IO fee revenue",
+                    ),
+                )
+                self.chain.burn(Asset.IO, treasury_io, io_fees)
+                burned.append(("IO fees", io_fees))
+        with self.sessions.begin() as db:
+            usdc = self.book.account(db, fees_account("USDC")).available
+            io_units = int(Decimal(usdc).scaleb(8 - 6) / self.io_usd) if usdc else 0
+            if io_units > 0:
+                tag = secrets.token_hex(12)
+                try:
+                    self.book.post_batch(
+                        db,
+                        [
+                            Transfer(
+                                f"buyback-pay:{tag}",
+                                fees_account("USDC"),
+                                USDC_RESERVE,
+                                "USDC",
+                                usdc,
+                                code="buyback",
+                                memo=f"at {self.io_usd} USD/IO",
+                            ),
+                            Transfer(
+                                f"burn:{tag}",
+                                BUYBACK_SELLER,
+                                onchain("treasury", "IO"),
+                                "IO",
+                                io_units,
+                                code="burn",
+                                memo="bought with USDC fees",
+                            ),
+                        ],
+                    )
+                except InsufficientFunds:
+                    log.warning("buy-back skipped: the reserve cannot sell %d units", io_units)
+                    return burned
+                self.chain.burn(Asset.IO, treasury_io, io_units)
+                burned.append(("USDC fees", io_units))
+        return burned
+
+    # -- supply and audit --------------------------------------------------------------
+
+    def supply(self, db: Session) -> dict[str, int]:
+        """Max, minted (genesis + emitted), burned and circulating IO, in units."""
+
+        def total(code: str) -> int:
+            q = select(func.coalesce(func.sum(LedgerTransfer.amount), 0)).where(
+                LedgerTransfer.code == code, LedgerTransfer.asset == "IO"
+            )
+            return int(db.scalar(q) or 0)
+
+        genesis, emitted, burned = total("genesis"), total("emission"), total("burn")
+        return {
+            "max": emission.MAX_SUPPLY_UNITS,
+            "genesis": genesis,
+            "emitted": emitted,
+            "minted": genesis + emitted,
+            "burned": burned,
+            "circulating": genesis + emitted - burned,
+        }
+
+    def audit(self) -> list[AuditCheck]:
+        """Every check, in order; the first failure is the discrepancy to name."""
+        checks: list[AuditCheck] = []
+        with self.sessions() as db:
+            totals = self.book.totals(db)
+            checks.append(
+                AuditCheck(
+                    "book balances",
+                    balanced(totals.values()),
+                    "; ".join(
+                        f"{a}: debits {t[2]} credits {t[3]}" for a, t in sorted(totals.items())
+                    ),
+                )
+            )
+            problem = self.book.verify_chain(db)
+            checks.append(AuditCheck("hash chain intact", problem is None, problem or "ok"))
+            layout = self.chain.layout
+            for asset in ASSETS:
+                for role in TREASURY_ROLES:
+                    book_holds = -self.book.account(db, onchain(role, asset)).balance
+                    chain_holds = self.chain.balance(layout.account(role, asset))
+                    checks.append(
+                        AuditCheck(
+                            f"{role} {asset.value}: book = chain",
+                            book_holds == chain_holds,
+                            f"book {book_holds}, chain {chain_holds}",
+                        )
+                    )
+            s = self.supply(db)
+            on_chain = self.chain.supply(Asset.IO)
+            checks.append(
+                AuditCheck(
+                    "minted = circulating + burned",
+                    s["minted"] == on_chain + s["burned"],
+                    f"minted {s['minted']}, on chain {on_chain}, burned {s['burned']}",
+                )
+            )
+            checks.append(
+                AuditCheck(
+                    "minted ≤ cap",
+                    s["minted"] <= s["max"],
+                    f"{s['minted']} of {s['max']}",
+                )
+            )
+        return checks
