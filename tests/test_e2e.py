@@ -132,3 +132,26 @@ def test_agents_survive_a_control_plane_restart(net: LocalNetwork, client: Clien
         "uptime to grow after the restart",
     )
     assert client.list_devices().total == 3  # nobody registered twice
+
+
+def test_wallet_and_audit_from_the_command_line(net: LocalNetwork, tmp_path: Path) -> None:
+    from idlegrid.worker.keypair import load_or_create_keypair
+
+    key = tmp_path / "buyer.json"
+    kp, _ = load_or_create_keypair(key)
+    server = ["--server", net.server_url]
+    cli("wallet", "faucet", "IO", "10", "--keypair", str(key), *server)
+    paid = json.loads(
+        cli("wallet", "withdraw", "IO", "4", "--keypair", str(key), "--id", "w1", "--json", *server)
+    )
+    assert paid["amount"] == "4.00000000" and not paid["replayed"]
+    again = json.loads(
+        cli("wallet", "withdraw", "IO", "4", "--keypair", str(key), "--id", "w1", "--json", *server)
+    )
+    assert again["replayed"]
+    view = json.loads(cli("wallet", "balance", "--keypair", str(key), "--json", *server))
+    assert view["owner"] == str(kp.pubkey()) and view["balances"][0]["balance"] == "6.00000000"
+    report = json.loads(cli("ledger", "audit", "--json", *server))
+    assert report["ok"], report
+    schedule = json.loads(cli("token", "schedule", "--by", "year", "--json"))
+    assert len(schedule) == 21

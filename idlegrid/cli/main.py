@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from idlegrid import __version__
-from idlegrid.cli import devices, token
+from idlegrid.cli import devices, token, wallet
 from idlegrid.cli.catalog import catalog
 from idlegrid.cli.common import DEFAULT_SERVER, ServerOpt, err_console, reported_errors
 
@@ -25,6 +25,8 @@ worker_app = typer.Typer(help="The worker agent that lends this machine.", no_ar
 app.add_typer(worker_app, name="worker")
 app.add_typer(devices.app, name="devices")
 app.add_typer(token.app, name="token")
+app.add_typer(wallet.app, name="wallet")
+app.add_typer(wallet.ledger_app, name="ledger")
 app.command()(catalog)
 
 
