@@ -18,6 +18,7 @@ from idlegrid.catalog import Catalog, load_catalog
 from idlegrid.core.lifecycle import Timing
 from idlegrid.errors import IdlegridError, InternalError, InvalidRequest
 from idlegrid.ledger.chain import make_chain
+from idlegrid.ledger.oracle import FixedOracle
 from idlegrid.server import hotpath, loops
 from idlegrid.server.auth import NonceStore
 from idlegrid.server.db import make_engine, migrate, session_factory
@@ -57,7 +58,8 @@ def build_state(
         settings.authority_keypair or settings.data_dir / "keys" / "authority.json"
     )
     chain = make_chain(settings.chain_url, authority, settings.data_dir / "chain.json")
-    ledger = LedgerService(session_factory(engine), chain, authority, settings.io_usd_price, clock)
+    oracle = FixedOracle(settings.io_usd_price)
+    ledger = LedgerService(session_factory(engine), chain, authority, oracle, clock)
     ledger.genesis()
     return AppState(
         settings=settings,

@@ -13,6 +13,7 @@ Book accounts::
     genesis:<category>:IO    a genesis allocation, held in the treasury
     rewards:pool:IO          emitted IO waiting to be paid as block rewards
     revenue:fees:<asset>     fee revenue, until bought back and burned
+    escrow:held:<asset>      buyers' payments held for hires (pending transfers)
     reserve:usdc:USDC        USDC the network keeps after a buy-back
 
 Ordering with the chain: each method posts to the book first (flushed, not
@@ -29,7 +30,6 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal
 
 from solders.keypair import Keypair
 from sqlalchemy import func, select
@@ -41,6 +41,7 @@ from idlegrid.core.ledger import Transfer
 from idlegrid.errors import InsufficientFunds, InvalidAmount, UnknownAccount
 from idlegrid.ledger.book import Book, balanced
 from idlegrid.ledger.chain import TREASURY_ROLES, Asset, Chain
+from idlegrid.ledger.oracle import PriceOracle, usdc_to_io_units
 from idlegrid.server.db.models import LedgerTransfer
 
 log = logging.getLogger("idlegrid.server.ledger")
@@ -70,6 +71,11 @@ def fees_account(asset: str) -> str:
     return f"revenue:fees:{asset}"
 
 
+def escrow_account(asset: str) -> str:
+    """Buyers' payments held for hires (pending transfers land here)."""
+    return f"escrow:held:{asset}"
+
+
 @dataclass(frozen=True, slots=True)
 class AuditCheck:
     name: str
@@ -83,13 +89,13 @@ class LedgerService:
         sessions: sessionmaker[Session],
         chain: Chain,
         authority: Keypair,
-        io_usd: Decimal,
+        oracle: PriceOracle,
         clock: Callable[[], float],
     ) -> None:
         self.sessions = sessions
         self.chain = chain
         self.authority = authority
-        self.io_usd = io_usd
+        self.oracle = oracle
         self.book = Book(clock)
 
     # -- set-up ----------------------------------------------------------------------
@@ -102,6 +108,7 @@ class LedgerService:
                 for role in TREASURY_ROLES:
                     self.book.open_account(db, onchain(role, asset), asset, no_overdraft=False)
                 self.book.open_account(db, fees_account(asset), asset)
+                self.book.open_account(db, escrow_account(asset), asset)
             self.book.open_account(db, REWARDS, "IO")
             self.book.open_account(db, USDC_RESERVE, "USDC")
             minted = 0
@@ -277,7 +284,8 @@ class LedgerService:
                 burned.append(("IO fees", io_fees))
         with self.sessions.begin() as db:
             usdc = self.book.account(db, fees_account("USDC")).available
-            io_units = int(Decimal(usdc).scaleb(8 - 6) / self.io_usd) if usdc else 0
+            price = self.oracle.io_usd()
+            io_units = usdc_to_io_units(usdc, price) if usdc else 0
             if io_units > 0:
                 tag = secrets.token_hex(12)
                 try:
@@ -291,7 +299,7 @@ class LedgerService:
                                 "USDC",
                                 usdc,
                                 code="buyback",
-                                memo=f"at {self.io_usd} USD/IO",
+                                memo=f"at {price} USD/IO",
                             ),
                             Transfer(
                                 f"burn:{tag}",
