@@ -3,6 +3,7 @@ late answers, malformed reveals and replays fail with a reason; nothing crashes.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,7 +61,7 @@ def live(database_url: str, tmp_path: Path) -> Iterator[Network]:
         proof_n=256,
         proof_memory_fraction=0.5,
         proof_retry_s=0.001,
-        proof_min_efficiency=0.02,
+        proof_min_efficiency=0.001,
     )
     catalog = parse_catalog(TEST_GPU + "\n" + _xeon_and_4090())
     net = Network(settings, LiveClock(), catalog)
@@ -129,6 +130,7 @@ def test_gpu_claim_with_memory_probes_passes_on_torch(live: Network) -> None:
 
 def test_a_cpu_claiming_an_rtx_4090_fails(live: Network) -> None:
     live.settings.proof_n = 0  # the real size for a GPU claim
+    live.state.proofs.rules = dataclasses.replace(live.state.proofs.rules, min_efficiency=0.2)
     kp, challenge = join(live, gpu_hardware("NVIDIA GeForce RTX 4090", count=1, vram_mb=24564))
     device = str(kp.pubkey())
     try:

@@ -174,6 +174,17 @@ class ProofService:
             proof.elapsed_reported_s = req.elapsed_s
             if now - proof.fetched_at > proof.deadline_s:
                 return self._finish(db, proof, FailReason.TIMEOUT, None, "late commitment", now)
+            # Throughput is the primary claim: judge it before the memory.
+            slow, measured = judge(
+                now - proof.fetched_at,
+                proof.deadline_s,
+                proof.work_flop,
+                proof.claimed_tflops,
+                self.rules,
+            )
+            if slow is not None:
+                detail = f"{measured:.3f} TFLOPS measured, {proof.claimed_tflops:.3f} claimed"
+                return self._finish(db, proof, slow, measured, detail, now)
             if req.memory == "out_of_memory":
                 return self._finish(
                     db,
