@@ -823,6 +823,39 @@ def verdict(results: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def breakdown_table(name: str, label: str, r: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    method = "Book.post_batch" if label == "Book" else "the sketch's post_batch"
+    table = Table(
+        title=f"Where {method} spends {r['transfers']:,} transfers in batches of "
+        f"{r['batch']:,} on {LABELS[name]} ({r['seconds']:.2f} s)",
+        title_justify="left",
+    )
+    for col in ("statement", "calls", "rows", "calls per transfer", "driver s", "share of time"):
+        table.add_column(col, justify="left" if col == "statement" else "right")
+    driver = 0.0
+    for s in r["breakdown"]:
+        driver += s["driver_s"]
+        table.add_row(
+            s["statement"],
+            f"{s['calls']:,}",
+            f"{s['rows']:,}",
+            f"{s['per_transfer']:.3f}",
+            f"{s['driver_s']:.2f}",
+            f"{100 * s['share']:.0f}%",
+        )
+    table.add_row(
+        "outside the driver (SQLAlchemy, Python, commit)",
+        "",
+        "",
+        "",
+        f"{r['seconds'] - driver:.2f}",
+        f"{100 * (r['seconds'] - driver) / r['seconds']:.0f}%",
+    )
+    return table
+
+
 def print_report(results: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -893,35 +926,10 @@ def print_report(results: dict[str, Any]) -> None:
     console.print(settle)
 
     for name, b in ran.items():
-        batched = [r for r in b["throughput"] if r["book"] == "Book" and "breakdown" in r]
-        if not batched:
-            continue
-        r = max(batched, key=lambda x: x["batch"])
-        table = Table(
-            title=f"Where Book.post_batch spends {r['transfers']:,} transfers in batches of "
-            f"{r['batch']:,} on {LABELS[name]} ({r['seconds']:.2f} s)",
-            title_justify="left",
-        )
-        for col in ("statement", "calls", "per transfer", "driver s", "share of time"):
-            table.add_column(col, justify="left" if col == "statement" else "right")
-        driver = 0.0
-        for s in r["breakdown"]:
-            driver += s["driver_s"]
-            table.add_row(
-                s["statement"],
-                f"{s['calls']:,}",
-                f"{s['per_transfer']:.3f}",
-                f"{s['driver_s']:.2f}",
-                f"{100 * s['share']:.0f}%",
-            )
-        table.add_row(
-            "outside the driver (SQLAlchemy, Python, commit)",
-            "",
-            "",
-            f"{r['seconds'] - driver:.2f}",
-            f"{100 * (r['seconds'] - driver) / r['seconds']:.0f}%",
-        )
-        console.print(table)
+        for label in ("Book", "sketch"):
+            batched = [r for r in b["throughput"] if r["book"] == label and "breakdown" in r]
+            if batched:
+                console.print(breakdown_table(name, label, max(batched, key=lambda x: x["batch"])))
 
     c = results.get("sketch_check")
     if c:
