@@ -31,6 +31,12 @@ def test_amounts_round_trip_exactly(units: int) -> None:
     assert parse_amount(format_amount(units, "IO"), "IO") == units
 
 
+def test_amounts_print_plainly() -> None:
+    assert format_amount(0, "IO") == "0.00000000"
+    assert format_amount(5 * 10**16, "IO") == "500000000.00000000"
+    assert format_amount(1, "USDC") == "0.000001"
+
+
 @pytest.mark.parametrize("text", ["0", "-1", "0.000000001", "1e999", "x", "NaN", "inf", ""])
 def test_bad_amounts_are_refused(text: str) -> None:
     with pytest.raises(InvalidAmount):

@@ -18,8 +18,15 @@ from rich.panel import Panel
 from idlegrid.cli.common import console, fmt_duration
 from idlegrid.cli.devices import devices_table
 from idlegrid.localnet import LocalNetwork
-from idlegrid.protocol import DeviceStatus, ProofStatus, ProofView
+from idlegrid.protocol import (
+    DeviceStatus,
+    FaucetRequest,
+    ProofStatus,
+    ProofView,
+    WithdrawRequest,
+)
 from idlegrid.sdk import Client
+from idlegrid.worker.keypair import load_or_create_keypair
 
 WORKERS = 3
 HEARTBEAT_S = 1.0
@@ -134,6 +141,28 @@ def _run(net: LocalNetwork, client: Client) -> None:
     )
     console.print(f"events of {victim.name}: {events}")
 
+    console.rule("6. the IO token: an SPL token in the embedded Solana VM")
+    buyer_key, _ = load_or_create_keypair(net.data_dir / "keys" / "buyer.json")
+    buyer = str(buyer_key.pubkey())
+    with Client(net.server_url, keypair=buyer_key) as wallet:
+        wallet.faucet(buyer, FaucetRequest(asset="USDC", amount="250"))
+        wallet.faucet(buyer, FaucetRequest(asset="IO", amount="100"))
+        wallet.withdraw(buyer, WithdrawRequest(id="demo-1", asset="IO", amount="40"))
+        balances = ", ".join(f"{b.balance} {b.asset}" for b in wallet.wallet(buyer).balances)
+    supply = client.token_supply()
+    audit = client.ledger_audit()
+    console.print(f"a buyer deposited 250 USDC, got 100 IO and withdrew 40 IO on chain: {balances}")
+    console.print(
+        f"IO supply: {supply.circulating} circulating of {supply.max} max "
+        f"({supply.genesis} at genesis, {supply.emitted} emitted, {supply.burned} burned)"
+    )
+    console.print(
+        f"ledger audit: {'[green]ok[/green]' if audit.ok else '[red]FAILED[/red]'} "
+        f"({len(audit.checks)} checks: book balanced, hash chain, book = chain, supply)"
+    )
+    if not audit.ok:
+        raise RuntimeError("the ledger audit failed")
+
     devices = [d for d in devices if d.name != f"local-{WORKERS}"]
     up = [d for d in devices if d.status is DeviceStatus.UP]
     ready = [d for d in devices if d.readiness.value == "cluster_ready"]
@@ -144,7 +173,8 @@ def _run(net: LocalNetwork, client: Client) -> None:
             f"liar (claims an RTX 4090 on a CPU): proof {liar.reason}\n"
             f"hardware: " + "; ".join(sorted({f"{d.kind.value}/{d.model}" for d in devices})) + "\n"
             f"failure detected in {detected:.1f}s (TTL {2.5 * HEARTBEAT_S:.1f}s)\n"
-            f"uptime accounted: {fmt_duration(total_uptime)} across all devices",
+            f"uptime accounted: {fmt_duration(total_uptime)} across all devices\n"
+            f"ledger audit: {'ok' if audit.ok else 'FAILED'}",
             title="summary",
         )
     )

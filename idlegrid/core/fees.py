@@ -13,7 +13,7 @@ the amount it is taken from.
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 
 from idlegrid.errors import InvalidAmount
 
@@ -58,9 +58,6 @@ def parse_amount(text: str, asset: str) -> int:
 
 
 def format_amount(units: int, asset: str) -> str:
-    """Smallest units to a plain decimal string of whole tokens."""
-    return str(
-        (Decimal(units).scaleb(-DECIMALS[asset])).quantize(
-            Decimal(1).scaleb(-DECIMALS[asset]), rounding=ROUND_HALF_UP
-        )
-    )
+    """Smallest units to a plain decimal string of whole tokens ("12.50000000")."""
+    places = DECIMALS[asset]
+    return f"{Decimal(units).scaleb(-places):.{places}f}"
