@@ -5,19 +5,20 @@ Run it as::
     .venv/bin/python benchmarks/ledger.py [--quick] [--full] [--rentals 100000,1000000]
                                           [--backends sqlite,postgresql] [--json]
 
-Every figure goes through the production code: ``Book.post`` and ``Book.post_batch``
-(``idlegrid/ledger/book.py``) on an engine from ``make_engine`` and a schema from
-``migrate``, with the caller owning the transaction, as the services do::
+The rows labelled ``Book`` go through the production code: ``Book.post`` and
+``Book.post_batch`` (``idlegrid/ledger/book.py``) on an engine from ``make_engine`` and a
+schema from ``migrate``, with the caller owning the transaction, as the services do::
 
     with sessions.begin() as db:
         book.post_batch(db, transfers)
 
-The account set is what a network of 10,000 users looks like: 10,000 user accounts
-(``no_overdraft``), a funding account ``system:world`` (overdraft allowed: it stands for
-the money that came in from the chain), and the ``system:escrow`` and ``system:fees``
-accounts (``no_overdraft``). Accounts are bulk-inserted and every user is funded with
-10,000 IO before anything is timed; transfers and rentals are generated in advance, so
-only posting is timed. It prints:
+The account set is what a network of 10,000 users looks like, named as the ledger
+service (``idlegrid/server/services/ledger.py``) names them: 10,000 IO wallets
+``user:<pubkey>:IO`` (``no_overdraft``), the treasury's mirror ``onchain:treasury:IO``
+that deposits come from (overdraft allowed), ``escrow:held:IO`` and ``revenue:fees:IO``
+(``no_overdraft``). Accounts are bulk-inserted and every wallet is funded with a 10,000 IO
+deposit before anything is timed; transfers and rentals are generated in advance, so only
+posting is timed. It prints:
 
 1. **Posted transfers per second**, on SQLite (a file in a temporary directory, WAL, as
    ``make_engine`` sets it up) and on PostgreSQL (a throwaway database,
@@ -32,23 +33,25 @@ only posting is timed. It prints:
    buyer → escrow of the hour's price, made when the rental was paid) is POST_PENDING'd
    for the price; the provider is paid escrow → provider the price less the 0.25%
    provider fee; that fee goes escrow → fees; and the buyer's 0.25% reservation fee goes
-   buyer → fees. The pending escrows are created before the clock starts, then the
-   settlements are timed in ``post_batch`` transactions of 1,000 rentals (4,000
-   transfers). Settling a million rentals through ``Book`` would take hours here, so by
-   default a sample (2,000 rentals; 20,000 through the sketch below) is settled and the
-   larger counts are *extrapolated* linearly from its rate, and labelled so; ``--full``
-   settles every ``--rentals`` count for real (the time to reach each count is read off
-   one run of the largest).
+   buyer → fees (fees from ``core/fees.py``, prices 0.25 to 3.90 IO an hour). The pending
+   escrows are created before the clock starts, then the settlements are timed in
+   ``post_batch`` transactions of 1,000 rentals (4,000 transfers). Settling a million
+   rentals through ``Book`` would take hours here, so by default a sample (2,000
+   rentals; 20,000 through the sketch below) is settled and the larger counts are
+   *extrapolated* linearly from its rate, and labelled so; ``--full`` settles every
+   ``--rentals`` count for real (the time to reach each count is read off one run of the
+   largest).
 
 3. **Where ``Book.post_batch`` spends its time.** Every SQL statement is counted and its
    time in the driver summed (SQLAlchemy ``before/after_cursor_execute`` events), by kind,
    for one batch of 10,000. ``post_batch`` looks each transfer id up with its own SELECT;
    that SELECT autoflushes the session, so every transfer also costs its own INSERT and
    account and chain-head UPDATEs: about five round trips per transfer, batched or not.
-   To put a number on the fix, the benchmark also times ``SetBook`` (below): a sketch of a
-   set-based ``post_batch`` with the same rules and results that reads the batch's
-   transfer ids and pending transfers in one SELECT each and writes everything at the
-   end in a few multi-row statements. It is not production code; before anything is
+   To put a number on the fix, the benchmark also times ``SetBook`` (below), rows
+   labelled ``sketch``: a set-based ``post_batch`` with the same rules and results that
+   reads the batch's transfer ids and pending transfers in one SELECT each and writes
+   everything at the end: one executemany INSERT of the transfers, one executemany
+   UPDATE of the accounts (and the head). It is not production code. Before anything is
    timed it is checked against ``Book`` on two fresh SQLite books fed the same random
    batches (posted, pending, posts, voids, replays, conflicts, overdrafts, unknown
    accounts): the same results or the same error for every batch, and the same accounts
@@ -61,13 +64,16 @@ asset balances (``Book.totals``), and the escrow account holds nothing.
 Both backends share the machine's cores with the benchmark itself (PostgreSQL is a
 server process on the same machine), so the figures are a lower bound for a dedicated
 database. ``Book`` and the sketch run one after the other on the same database, the
-sketch second, on the larger table.
+sketch second, on the larger table. The default run takes about 2.5 minutes on 2 cores;
+``--quick`` (smaller samples, one batch per size) about one.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
+import hashlib
 import json
 import os
 import platform
@@ -83,25 +89,29 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from solders.pubkey import Pubkey
 from sqlalchemy import Engine, bindparam, create_engine, event, insert, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
 
+from idlegrid.core import fees
 from idlegrid.core import ledger as core
 from idlegrid.core.ledger import Transfer, TransferKind
 from idlegrid.errors import IdlegridError, TransferExists, UnknownAccount
 from idlegrid.ledger.book import Book, Posted, _state, _transfer, balanced
 from idlegrid.server.db import make_engine, migrate, session_factory
 from idlegrid.server.db.models import LedgerAccount, LedgerHead, LedgerTransfer
+from idlegrid.server.services.ledger import escrow_account, fees_account, onchain, user_account
 
 GOAL_PER_S = 20_000  # transfers per second, batched, on PostgreSQL
 ASSET = "IO"
-UNIT = 10**8  # IO has 8 decimals
+UNIT = 10 ** fees.DECIMALS[ASSET]
 FUNDING = 10_000 * UNIT  # per user
-FEE_BPS = 25  # 0.25% provider fee, and 0.25% reservation fee
 PRICES = tuple(int(p * UNIT) for p in (0.25, 0.80, 1.50, 2.20, 3.90))  # IO per hour
-WORLD, ESCROW, FEES = "system:world", "system:escrow", "system:fees"
+# The ledger service's accounts: deposits come from the treasury's mirror (which may go
+# negative), hires are held in escrow, fees are revenue.
+TREASURY, ESCROW, FEES = onchain("treasury", ASSET), escrow_account(ASSET), fees_account(ASSET)
 TRANSFERS_PER_RENTAL = 4
 DEFAULT_POSTGRES_URL = os.environ.get(
     "IDLEGRID_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -115,8 +125,11 @@ def progress(message: str) -> None:
     print(f"[{time.monotonic() - _T0:6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
+@functools.cache
 def user(i: int) -> str:
-    return f"user:{i:05d}"
+    """The i-th user's wallet account, ``user:<pubkey>:IO`` as the ledger service names
+    it, with a made-up public key that is the same on every run."""
+    return user_account(str(Pubkey(hashlib.sha256(f"bench-user-{i}".encode()).digest())), ASSET)
 
 
 # -- the sketch: a set-based post_batch, measured next to Book ---------------------------
@@ -381,7 +394,7 @@ def server_settings(backend: Backend) -> dict[str, str]:
 
 def create_accounts(backend: Backend, users: int) -> None:
     """Bulk-insert the users and the system accounts (setup, not timed), then fund every
-    user from the world account through the sketch (not timed either)."""
+    user from the treasury mirror through the sketch (not timed either)."""
     now = time.time()
 
     def row(account_id: str, no_overdraft: bool) -> dict[str, Any]:
@@ -396,13 +409,14 @@ def create_accounts(backend: Backend, users: int) -> None:
             "created_at": now,
         }
 
-    rows = [row(WORLD, False), row(ESCROW, True), row(FEES, True)]
+    rows = [row(TREASURY, False), row(ESCROW, True), row(FEES, True)]
     rows += [row(user(i), True) for i in range(users)]
     with backend.sessions.begin() as db:
         for chunk in _chunks(rows, 2000):
             db.execute(insert(_ACCOUNTS), list(chunk))
     funding = [
-        Transfer(f"fund:{i}", WORLD, user(i), ASSET, FUNDING, code="deposit") for i in range(users)
+        Transfer(f"fund:{i}", TREASURY, user(i), ASSET, FUNDING, code="deposit")
+        for i in range(users)
     ]
     post_all(backend, SetBook(), funding, 10_000)
 
@@ -472,7 +486,7 @@ class Rentals:
         out = []
         for r in range(start, stop):
             buyer, provider, price = user(self.buyers[r]), user(self.providers[r]), self.prices[r]
-            fee = price * FEE_BPS // 10_000
+            fee = fees.fee(price, ASSET)  # the same 0.25% for either side, in IO
             key = f"{self.prefix}:{r}"
             out += [
                 Transfer(
@@ -858,6 +872,7 @@ def breakdown_table(name: str, label: str, r: dict[str, Any]) -> Any:
 
 def print_report(results: dict[str, Any]) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console() if sys.stdout.isatty() else Console(width=150)
@@ -945,7 +960,7 @@ def print_report(results: dict[str, Any]) -> None:
         )
     for name, b in backends.items():
         if "skipped" in b:
-            console.print(f"{LABELS[name]}: skipped: {b['skipped']}", highlight=False)
+            console.print(f"{LABELS[name]}: skipped: {escape(b['skipped'])}", highlight=False)
             continue
         k = b["check"]
         settings = ", ".join(f"{key} {value}" for key, value in b["settings"].items())

@@ -19,6 +19,12 @@ from idlegrid.errors import (
 )
 
 ACCOUNTS = ["world", "alice", "bob", "escrow", "fees"]
+KINDS = {
+    "posted": TransferKind.POSTED,
+    "pending": TransferKind.PENDING,
+    "post": TransferKind.POST_PENDING,
+    "void": TransferKind.VOID_PENDING,
+}
 
 op = st.tuples(
     st.sampled_from(["posted", "pending", "post", "void"]),
@@ -38,7 +44,10 @@ class Model:
         self.closed: set[str] = set()
         self.n = 0
 
-    def attempt(self, kind: str, debit: str, credit: str, amount: int, pick: int) -> None:
+    def build(
+        self, kind: str, debit: str, credit: str, amount: int, pick: int
+    ) -> tuple[Transfer, Transfer | None]:
+        """The transfer an op means, and the pending one it settles."""
         self.n += 1
         pending = None
         if kind in ("post", "void") and self.pending:
@@ -46,20 +55,21 @@ class Model:
             debit, credit = pending.debit, pending.credit
             if kind == "void":
                 amount = pending.amount
+        settles = kind in ("post", "void")
         t = Transfer(
             id=f"t{self.n}",
             debit=debit,
             credit=credit,
             asset="IO",
             amount=amount,
-            kind={
-                "posted": TransferKind.POSTED,
-                "pending": TransferKind.PENDING,
-                "post": TransferKind.POST_PENDING,
-                "void": TransferKind.VOID_PENDING,
-            }[kind],
-            pending_id=pending.id if pending else ("none" if kind in ("post", "void") else None),
+            kind=KINDS[kind],
+            pending_id=pending.id if pending else ("none" if settles else None),
         )
+        return t, pending
+
+    def attempt(self, kind: str, debit: str, credit: str, amount: int, pick: int) -> Transfer:
+        t, pending = self.build(kind, debit, credit, amount, pick)
+        debit, credit = t.debit, t.credit
         before = dict(self.accounts)
         try:
             d, c = core.apply(
@@ -71,12 +81,13 @@ class Model:
             )
         except (InsufficientFunds, InvalidAmount, PendingTransferClosed, AssetMismatch):
             assert self.accounts == before  # nothing half applied
-            return
+            return t
         self.accounts[debit], self.accounts[credit] = d, c
         if t.kind is TransferKind.PENDING:
             self.pending.append(t)
         elif pending is not None:
             self.closed.add(pending.id)
+        return t
 
     def check(self) -> None:
         states = self.accounts.values()
