@@ -92,6 +92,7 @@ def create_app(
             [
                 asyncio.create_task(loops.liveness_loop(state)),
                 asyncio.create_task(loops.proof_loop(state)),
+                asyncio.create_task(loops.buyback_loop(state)),
             ]
             if run_loops
             else []

@@ -49,3 +49,16 @@ async def proof_loop(state: AppState) -> None:
             await asyncio.to_thread(state.proofs.tick)
         except Exception:
             log.exception("proof pass failed; retrying in %.1fs", interval)
+
+
+async def buyback_loop(state: AppState) -> None:
+    """Turn fee revenue into burned IO, once an interval."""
+    interval = state.settings.buyback_interval_s
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            burned = await asyncio.to_thread(state.ledger.buyback_and_burn)
+            for what, units in burned:
+                log.info("burned %d IO units from %s", units, what)
+        except Exception:
+            log.exception("buy-back failed; retrying in %.0fs", interval)

@@ -65,6 +65,7 @@ class ServerSettings(BaseSettings):
         default=None, description="the network's Solana authority; default data_dir/keys"
     )
     io_usd_price: Decimal = Field(default=Decimal("1.50"), gt=0, description="oracle, embedded")
+    buyback_interval_s: float = Field(default=3600, gt=0, description="fee buy-back and burn")
 
     flush_interval_s: float = Field(default=0, ge=0)
     reaper_interval_s: float = Field(default=0, ge=0)
