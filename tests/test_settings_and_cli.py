@@ -98,3 +98,15 @@ def test_catalog_command_lists_models_as_json() -> None:
     models = {m["key"]: m for m in json.loads(result.output)}
     assert models["h100-sxm-80gb"]["multiplier"] == 10
     assert all(m["kind"] == "gpu" for m in models.values())
+
+
+def test_wallet_new_creates_a_private_keypair(tmp_path: Path) -> None:
+    key = tmp_path / "me.json"
+    result = CliRunner().invoke(app, ["wallet", "new", "--keypair", str(key), "--json"])
+    assert result.exit_code == 0
+    made = json.loads(result.output)
+    assert made["created"] and key.stat().st_mode & 0o777 == 0o600
+    again = json.loads(
+        CliRunner().invoke(app, ["wallet", "new", "--keypair", str(key), "--json"]).output
+    )
+    assert again == {**made, "created": False}

@@ -44,6 +44,22 @@ def _client(server: str, keypair: Path) -> tuple[Client, str]:
     return Client(server, keypair=kp), str(kp.pubkey())
 
 
+@app.command("new")
+def new(keypair: KeyOpt, as_json: JsonOpt = False) -> None:
+    """Create a wallet keypair file (mode 0600); an existing one is kept."""
+    from idlegrid.worker.keypair import KeypairFileError, load_or_create_keypair
+
+    try:
+        kp, created = load_or_create_keypair(keypair.expanduser())
+    except (KeypairFileError, OSError) as exc:
+        err_console.print(f"[red]error[/red]: {exc}")
+        raise typer.Exit(2) from None
+    if as_json:
+        print_json({"pubkey": str(kp.pubkey()), "created": created, "path": str(keypair)})
+    else:
+        console.print(f"{'created' if created else 'kept existing'} {keypair}: {kp.pubkey()}")
+
+
 @app.command("balance")
 def balance(keypair: KeyOpt, server: ServerOpt = DEFAULT_SERVER, as_json: JsonOpt = False) -> None:
     """Balances, what is available, and your deposit addresses."""
