@@ -26,6 +26,8 @@ class, so callers on both sides catch the same exceptions::
     │   ├── InsufficientFunds           insufficient_funds
     │   ├── TransferExists              transfer_exists (same id, other fields)
     │   ├── PendingTransferClosed       pending_transfer_closed
+    │   ├── CoStakeLimit                costake_limit (co-stakes over half the stake)
+    │   ├── CoStakeExists               costake_exists
     │   ├── ChallengeClosed             challenge_closed (a replayed or early step)
     │   └── DeviceTerminated (410)      device_terminated
     ├── Unavailable (503)               unavailable (server not ready)
@@ -187,6 +189,18 @@ class PendingTransferClosed(Conflict):
     """The pending transfer does not exist, or was already posted or voided."""
 
     code = "pending_transfer_closed"
+
+
+class CoStakeLimit(Conflict):
+    """Co-stakes would cover more than half of the device's stake."""
+
+    code = "costake_limit"
+
+
+class CoStakeExists(Conflict):
+    """This staker already co-stakes this device, or is its owner."""
+
+    code = "costake_exists"
 
 
 class ChallengeClosed(Conflict):

@@ -65,7 +65,7 @@ from itertools import accumulate
 from typing import Literal
 
 IO_DECIMALS = 8
-UNITS_PER_IO = 10**IO_DECIMALS
+UNITS_PER_IO: int = 10**IO_DECIMALS
 
 # Whole IO.
 MAX_SUPPLY = 800_000_000

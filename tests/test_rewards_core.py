@@ -1,0 +1,358 @@
+"""Pure-core tests: the minimum stake, staking rules and the hourly reward block."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from fractions import Fraction
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from idlegrid.core import rewards as rw
+from idlegrid.core import staking as sk
+from idlegrid.core.rewards import BlockInputs, DeviceInput, DeviceKind, Reason
+from idlegrid.core.staking import UNITS_PER_IO as U
+from idlegrid.errors import InsufficientFunds, InvalidAmount, InvalidRequest, InvalidTransition
+from idlegrid.protocol import DeviceStatus
+
+DAY = 24 * 3600
+NOW = 1_700_000_000.0
+
+# Minimum stake -------------------------------------------------------------------------------
+
+
+def test_minimum_stake_examples() -> None:
+    assert sk.minimum_stake(10, 8) == 16_000 * U  # 8×H100
+    assert sk.minimum_stake("1", 1) == 200 * U  # a CPU
+    assert sk.minimum_stake("0.75", 1) == 200 * U  # below 1 counts as 1
+    assert sk.minimum_stake(0, 4) == 800 * U  # unsupported: still the floor
+    assert sk.minimum_stake("1.25", 1) == 250 * U
+    assert sk.minimum_stake(Fraction(11, 4), 3) == 1_650 * U
+    assert sk.minimum_stake(2.75, 1) == 550 * U  # a catalog float, read by its text
+    assert sk.minimum_stake("1.0000000000001", 1) == 200 * U + 1  # rounded up, never down
+
+
+@pytest.mark.parametrize(("multiplier", "processors"), [("-1", 1), ("x", 1), ("1", 0), (1, True)])
+def test_minimum_stake_refuses_nonsense(multiplier: str | int, processors: int) -> None:
+    with pytest.raises(InvalidAmount):
+        sk.minimum_stake(multiplier, processors)
+
+
+# Staking rules -------------------------------------------------------------------------------
+
+
+def _stake(active: int = 1_000 * U) -> sk.Stake:
+    return sk.Stake("dev-1", "alice", active=active)
+
+
+def test_unstake_cools_down_14_days_and_does_not_count() -> None:
+    stake = sk.unstake(_stake(), 400 * U, hired=False, now=NOW)
+    assert stake.active == 600 * U
+    assert sk.effective_stake(stake, NOW) == 600 * U
+    assert stake.cooling == (sk.Cooldown(400 * U, NOW + 14 * DAY),)
+    assert sk.withdraw_unlocked(stake, NOW + 14 * DAY - 1) == (stake, 0)
+    left, released = sk.withdraw_unlocked(stake, NOW + 14 * DAY)
+    assert released == 400 * U and left.cooling == ()
+
+
+def test_hired_device_cannot_unstake() -> None:
+    with pytest.raises(InvalidTransition) as err:
+        sk.unstake(_stake(), 1, hired=True, now=NOW)
+    assert err.value.details["reason"] == "hired"
+
+
+def test_unstake_more_than_active_or_nonpositive_raises() -> None:
+    with pytest.raises(InsufficientFunds) as err:
+        sk.check_unstake(_stake(10), 11, hired=False)
+    assert err.value.details == {"account": "dev-1", "needed": 11, "available": 10}
+    for bad in (0, -1):
+        with pytest.raises(InvalidAmount):
+            sk.check_unstake(_stake(), bad, hired=False)
+        with pytest.raises(InvalidAmount):
+            sk.check_stake(_stake(), bad)
+
+
+def test_costakes_cover_at_most_half() -> None:
+    stake = sk.add_costake(_stake(1_000), "bob", 600, 1_000, NOW)
+    stake = sk.add_costake(stake, "carol", 400, 500, NOW)  # exactly half of 2,000
+    assert sk.effective_stake(stake, NOW) == 2_000
+    with pytest.raises(sk.CoStakeLimit) as err:
+        sk.add_costake(stake, "dave", 1, 0, NOW)
+    assert err.value.details["allowed"] == 1_000 and err.value.code == "costake_limit"
+    with pytest.raises(sk.CoStakeExists):
+        sk.add_costake(_stake(), "alice", 1, 0, NOW)
+    with pytest.raises(sk.CoStakeExists):
+        sk.add_costake(stake, "bob", 1, 0, NOW)
+
+
+def test_costake_shares_cannot_exceed_the_whole() -> None:
+    stake = sk.add_costake(_stake(), "bob", 1, 9_000, NOW)
+    with pytest.raises(InvalidAmount):
+        sk.add_costake(stake, "carol", 1, 1_001, NOW)
+    sk.add_costake(stake, "carol", 1, 1_000, NOW)
+
+
+def test_owner_unstaking_below_costakes_caps_their_credit() -> None:
+    stake = sk.add_costake(_stake(1_000), "bob", 1_000, 0, NOW)
+    stake = sk.unstake(stake, 600, hired=False, now=NOW)
+    assert sk.effective_stake(stake, NOW) == 800  # 400 owner + 400 of bob's 1,000
+
+
+def test_costaker_exit_is_7_days_notice_then_14_days_cooldown() -> None:
+    stake = sk.add_costake(_stake(1_000), "bob", 500, 2_000, NOW)
+    stake = sk.request_costake_exit(stake, "bob", NOW)
+    with pytest.raises(InvalidTransition):
+        sk.request_costake_exit(stake, "bob", NOW + 1)
+    # Notice: still counts and earns.
+    assert sk.effective_stake(stake, NOW + 7 * DAY - 1) == 1_500
+    assert sk.reward_shares(stake, NOW + 7 * DAY - 1) == (("bob", 2_000),)
+    # Cooldown: counts for nothing, earns nothing, still locked.
+    assert sk.effective_stake(stake, NOW + 7 * DAY) == 1_000
+    assert sk.reward_shares(stake, NOW + 7 * DAY) == ()
+    with pytest.raises(InvalidTransition):
+        sk.withdraw_costake(stake, "bob", NOW + 21 * DAY - 1)
+    left, units = sk.withdraw_costake(stake, "bob", NOW + 21 * DAY)
+    assert units == 500 and left.costakes == ()
+    with pytest.raises(InvalidTransition):
+        sk.withdraw_costake(_stake(), "nobody", NOW)
+
+
+# Blocks ---------------------------------------------------------------------------------------
+
+
+def _device(device_id: str = "d1", **changes: object) -> DeviceInput:
+    base = DeviceInput(
+        device_id=device_id,
+        owner=f"owner-{device_id}",
+        kind=DeviceKind.GPU,
+        multiplier=Fraction(10),
+        processors=8,
+        uptime_s=3600,
+        cumulative_uptime_s=10 * 3600,
+        proof_passed=True,
+        stake_units=16_000 * U,
+        minimum_stake_units=16_000 * U,
+        has_wallet=True,
+        tier=2,
+        status=DeviceStatus.UP,
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+EMISSION = 456_621_000_000
+
+
+def test_score_formula() -> None:
+    d = _device(multiplier=Fraction(5, 4), processors=2, uptime_s=1800, tier=4)
+    assert rw.score(d) == Fraction(5, 4) * 2 * Fraction(1, 2) * Fraction(6, 5) == Fraction(3, 2)
+
+
+def test_a_single_gpu_takes_the_whole_emission_when_no_cpu_is_nominated() -> None:
+    block = rw.compute_block(BlockInputs(7, EMISSION, (_device(),)))
+    assert block.reward_of("d1") == EMISSION
+    gpu, cpu = block.pools
+    assert (gpu.share_units, gpu.paid_units) == (EMISSION * 95 // 100, EMISSION)
+    assert (cpu.share_units, cpu.paid_units, cpu.nominated) == (EMISSION * 5 // 100, 0, 0)
+    assert block.notes == ("no cpu device was nominated: its share went to the gpu pool",)
+
+
+def test_pools_split_95_5_and_nothing_is_paid_without_nominees() -> None:
+    cpu = _device("c1", kind=DeviceKind.CPU, multiplier=Fraction(1), processors=16)
+    block = rw.compute_block(BlockInputs(0, 1_001, (_device(), cpu)))
+    assert (block.reward_of("d1"), block.reward_of("c1")) == (950, 51)
+    empty = rw.compute_block(BlockInputs(0, 1_001, (_device(proof_passed=False),)))
+    assert empty.rewards == () and empty.unpaid_units == 1_001
+    assert empty.notes == ("no device was nominated: nothing was paid",)
+
+
+def test_exclusions_list_every_failed_rule() -> None:
+    bad = _device(
+        "bad",
+        status=DeviceStatus.BLOCKED,
+        multiplier=Fraction(0),
+        tier=0,
+        has_wallet=False,
+        stake_units=1,
+        proof_passed=False,
+        uptime_s=0,
+        cumulative_uptime_s=5 * 3600 - 1,
+    )
+    block = rw.compute_block(BlockInputs(0, 100, (bad, _device())))
+    (excluded,) = block.excluded
+    assert excluded.device_id == "bad" and excluded.reasons == tuple(Reason)
+    assert block.reward_of("bad") == 0
+    for status in (DeviceStatus.TERMINATED, DeviceStatus.UNSUPPORTED):
+        assert rw.exclusion_reasons(_device(status=status)) == (Reason.STATUS,)
+    assert rw.exclusion_reasons(_device(status=DeviceStatus.PAUSED)) == ()
+    assert rw.exclusion_reasons(_device(cumulative_uptime_s=5 * 3600)) == ()
+
+
+def test_ties_go_to_the_smaller_device_id() -> None:
+    devices = tuple(_device(i) for i in ("c", "a", "b"))
+    block = rw.compute_block(BlockInputs(0, 100, devices, gpu_pool_bps=10_000))
+    assert [(r.device_id, r.units) for r in block.rewards] == [("a", 34), ("b", 33), ("c", 33)]
+
+
+def test_costaker_split_is_exact_with_ties_to_the_owner() -> None:
+    # Owed: owner 1.5, y 0.75, z 0.75 → floors 1, 0, 0; the two left go to y and z.
+    d = _device(costakers=(("z", 2_500), ("y", 2_500)))
+    (r,) = rw.compute_block(BlockInputs(0, 3, (d,))).rewards
+    assert (r.units, r.owner_units, r.costakers) == (3, 1, (("y", 1), ("z", 1)))
+    # Owed: owner 1, y 0.5, z 0.5 → the one left goes to y (the smaller id).
+    (r,) = rw.compute_block(BlockInputs(0, 2, (d,))).rewards
+    assert (r.owner_units, r.costakers) == (1, (("y", 1), ("z", 0)))
+    # Owed: owner 0.5, y 0.5 → the owner wins the tie.
+    d = _device(costakers=(("y", 5_000),))
+    (r,) = rw.compute_block(BlockInputs(0, 1, (d,))).rewards
+    assert (r.owner_units, r.costakers) == (1, (("y", 0),))
+
+
+def test_inputs_are_validated() -> None:
+    with pytest.raises(InvalidAmount):
+        _device(uptime_s=3601)
+    with pytest.raises(InvalidAmount):
+        _device(costakers=(("a", 6_000), ("b", 5_000)))
+    with pytest.raises(InvalidAmount):
+        _device(multiplier=Fraction(-1))
+    with pytest.raises(InvalidAmount):
+        BlockInputs(0, 1, (), gpu_pool_bps=10_001)
+    with pytest.raises(InvalidRequest):
+        BlockInputs(0, 1, (_device(), _device()))
+
+
+# Properties -----------------------------------------------------------------------------------
+
+_multipliers = st.sampled_from(["0", "0.75", "1", "1.25", "1.5", "2.75", "10", "30"])
+
+
+@st.composite
+def _devices(draw: st.DrawFn, device_id: str) -> DeviceInput:
+    n_co = draw(st.integers(0, 3))
+    bps = draw(st.lists(st.integers(0, 3_333), min_size=n_co, max_size=n_co))
+    uptime = draw(st.integers(0, 3600))
+    device = DeviceInput(
+        device_id=device_id,
+        owner=f"o-{device_id}",
+        kind=draw(st.sampled_from(DeviceKind)),
+        multiplier=sk.parse_multiplier(draw(_multipliers)),
+        processors=draw(st.integers(1, 8)),
+        uptime_s=uptime,
+        cumulative_uptime_s=uptime + draw(st.sampled_from([0, 4 * 3600, 5 * 3600, 10**6])),
+        proof_passed=draw(st.booleans()),
+        stake_units=draw(st.sampled_from([0, 200 * U, 16_000 * U])),
+        minimum_stake_units=200 * U,
+        has_wallet=draw(st.booleans()),
+        tier=draw(st.integers(0, 4)),
+        status=draw(st.sampled_from(DeviceStatus)),
+        costakers=tuple((f"s{i}", b) for i, b in enumerate(bps)),
+    )
+    if draw(st.booleans()):  # about half pass every rule, so most blocks pay someone
+        device = replace(
+            device,
+            multiplier=max(device.multiplier, Fraction(3, 4)),
+            cumulative_uptime_s=uptime + 5 * 3600,
+            proof_passed=True,
+            stake_units=200 * U,
+            has_wallet=True,
+            tier=max(device.tier, 1),
+            status=DeviceStatus.UP,
+        )
+    return device
+
+
+@st.composite
+def _inputs(draw: st.DrawFn) -> BlockInputs:
+    n = draw(st.integers(0, 12))
+    devices = tuple(draw(_devices(f"dev-{i:02d}")) for i in range(n))
+    return BlockInputs(
+        hour=draw(st.integers(0, 175_318)),
+        emission_units=draw(st.integers(0, 10**12)),
+        devices=devices,
+        gpu_pool_bps=draw(st.sampled_from([9_500, 0, 10_000, 5_000, 1])),
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(_inputs())
+def test_block_pays_exactly_its_emission(inputs: BlockInputs) -> None:
+    block = rw.compute_block(inputs)
+    paid = sum(r.units for r in block.rewards)
+    assert paid + block.unpaid_units == inputs.emission_units
+    assert block.unpaid_units == (0 if block.rewards else inputs.emission_units)
+    assert sum(p.paid_units for p in block.pools) == paid
+    assert sum(p.share_units for p in block.pools) == inputs.emission_units
+    ids = {d.device_id for d in inputs.devices}
+    assert {r.device_id for r in block.rewards} | {e.device_id for e in block.excluded} == ids
+    for r in block.rewards:
+        assert r.units >= 0 and r.owner_units >= 0
+        assert all(u >= 0 for _, u in r.costakers)
+        assert r.owner_units + sum(u for _, u in r.costakers) == r.units
+    for e in block.excluded:
+        assert e.reasons and block.reward_of(e.device_id) == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(_inputs())
+def test_more_score_never_earns_less_within_a_pool(inputs: BlockInputs) -> None:
+    block = rw.compute_block(inputs)
+    for kind in DeviceKind:
+        pool = [r for r in block.rewards if r.kind == kind]
+        for a in pool:
+            for b in pool:
+                if a.score > b.score:
+                    assert a.units >= b.units
+                if a.score == b.score:
+                    assert abs(a.units - b.units) <= 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 10**15), st.lists(st.integers(0, 10**6), min_size=1, max_size=20))
+def test_split_exact_sums_and_is_within_one_unit_of_the_exact_share(
+    total: int, weights: list[int]
+) -> None:
+    if sum(weights) == 0:
+        with pytest.raises(ValueError):
+            rw.split_exact(total, weights)
+        return
+    parts = rw.split_exact(total, weights)
+    assert sum(parts) == total
+    for part, w in zip(parts, weights, strict=True):
+        assert abs(part - Fraction(total * w, sum(weights))) < 1
+
+
+@settings(max_examples=100, deadline=None)
+@given(_inputs(), st.data())
+def test_verify_block_passes_and_catches_any_altered_input(
+    inputs: BlockInputs, data: st.DataObject
+) -> None:
+    block = rw.compute_block(inputs)
+    assert rw.verify_block(inputs, block)
+    assert rw.verify_block(inputs, rw.outputs_hash(block))
+    # Through the published JSON, as a third party would.
+    published_in = json.loads(rw.canonical_json(rw.inputs_to_dict(inputs)))
+    published_out = json.loads(rw.canonical_json(rw.block_to_dict(block)))
+    assert rw.inputs_from_dict(published_in) == inputs
+    assert rw.verify_block(published_in, published_out)
+    # Any change to the inputs changes the inputs hash, which the block carries.
+    assert not rw.verify_block(replace(inputs, emission_units=inputs.emission_units + 1), block)
+    if inputs.devices:
+        i = data.draw(st.integers(0, len(inputs.devices) - 1))
+        d = inputs.devices[i]
+        uptime = d.uptime_s + 1 if d.uptime_s < 3600 else d.uptime_s - 1
+        devices = list(inputs.devices)
+        devices[i] = replace(d, uptime_s=uptime, cumulative_uptime_s=d.cumulative_uptime_s + 1)
+        assert not rw.verify_block(replace(inputs, devices=tuple(devices)), block)
+
+
+def test_verify_block_rejects_a_tampered_reward() -> None:
+    inputs = BlockInputs(3, EMISSION, (_device("a"), _device("b", uptime_s=1234)))
+    block = rw.compute_block(inputs)
+    assert rw.verify_block(inputs, block)
+    a, b = block.rewards
+    forged = replace(block, rewards=(replace(a, units=a.units + 1), replace(b, units=b.units - 1)))
+    assert not rw.verify_block(inputs, forged)
+    assert not rw.verify_block({"v": 99}, block)
+    # Device order does not matter: inputs are kept sorted by id.
+    assert rw.inputs_hash(replace(inputs, devices=inputs.devices[::-1])) == block.inputs_hash
