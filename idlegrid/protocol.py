@@ -270,6 +270,9 @@ class Balance(Wire):
 class WalletView(Wire):
     owner: str
     balances: list[Balance]
+    deposit_wallet: str = Field(
+        default="", description="owner of the deposit addresses: send tokens to this wallet"
+    )
 
 
 class WithdrawRequest(Wire):

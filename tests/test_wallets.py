@@ -48,8 +48,12 @@ def test_a_deposit_is_credited_once(network: Network) -> None:
     kp = Keypair()
     me = str(kp.pubkey())
     client = network.client(kp)
-    address = client.wallet(me).balances[1].deposit_address
-    network.state.ledger.chain.mint_to(Asset.USDC, address, 25_000_000)  # 25 USDC arrive
+    view = client.wallet(me)
+    address = view.balances[1].deposit_address
+    # A sender creates the recipient's token account (as Solana wallets do), then pays.
+    chain = network.state.ledger.chain
+    assert chain.token_account(view.deposit_wallet, Asset.USDC) == address
+    chain.mint_to(Asset.USDC, address, 25_000_000)  # 25 USDC arrive
     assert client.sweep_deposits(me).credited == {"USDC": "25.000000"}
     assert client.sweep_deposits(me).credited == {}  # nothing new: nothing credited
     usdc = client.wallet(me).balances[1]

@@ -43,12 +43,13 @@ def wallet(pubkey: str, state: StateDep) -> WalletView:
         balances = ledger.balances(db, pubkey)
     return WalletView(
         owner=pubkey,
+        deposit_wallet=str(ledger.deposit_wallet(pubkey).pubkey()),
         balances=[
             Balance(
                 asset=a.value,
                 balance=format_amount(balances[a.value][0], a.value),
                 available=format_amount(balances[a.value][1], a.value),
-                deposit_address=ledger.deposit_address(pubkey, a),
+                deposit_address=ledger.deposit_address(pubkey, a, create=False),
             )
             for a in ASSETS
         ],

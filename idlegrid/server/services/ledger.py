@@ -31,7 +31,9 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import spl.token.instructions as spl
 from solders.keypair import Keypair
+from solders.pubkey import Pubkey
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -159,8 +161,14 @@ class LedgerService:
         seed = hashlib.sha256(bytes(self.authority)[:32] + b"deposit" + pubkey.encode()).digest()
         return Keypair.from_seed(seed)
 
-    def deposit_address(self, pubkey: str, asset: Asset) -> str:
-        return self.chain.token_account(str(self.deposit_wallet(pubkey).pubkey()), asset)
+    def deposit_address(self, pubkey: str, asset: Asset, create: bool = True) -> str:
+        """The wallet's deposit address for ``asset``. Reads pass ``create=False``:
+        creating a token account costs the network rent, and anyone may read."""
+        owner = self.deposit_wallet(pubkey).pubkey()
+        if not create:
+            mint = Pubkey.from_string(self.chain.layout.mint(asset))
+            return str(spl.get_associated_token_address(owner, mint))
+        return self.chain.token_account(str(owner), asset)
 
     def sweep_deposits(self, pubkey: str) -> dict[str, int]:
         """Credit whatever arrived at ``pubkey``'s deposit addresses, once: the
