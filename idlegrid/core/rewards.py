@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -224,11 +225,14 @@ def exclusion_reasons(device: DeviceInput) -> tuple[Reason, ...]:
 
 def score(device: DeviceInput) -> Fraction:
     """multiplier × processors × (uptime_s / 3600) × (1 + tier / 20), exact."""
-    return (
-        device.multiplier
+    m, tw = device.multiplier, TIER_WEIGHT
+    # One Fraction built from integers (one gcd), not four multiplications.
+    return Fraction(
+        m.numerator
         * device.processors
-        * Fraction(device.uptime_s, HOUR_S)
-        * (1 + TIER_WEIGHT * device.tier)
+        * device.uptime_s
+        * (tw.denominator + tw.numerator * device.tier),
+        m.denominator * HOUR_S * tw.denominator,
     )
 
 
@@ -238,22 +242,41 @@ def split_exact(total: int, weights: Sequence[Fraction | int]) -> list[int]:
     Largest remainder: each part is ``⌊total × wᵢ / Σw⌋`` and the units left
     over go one each to the largest fractional remainders; equal remainders go
     to the earlier position (callers order positions by their tie-break).
+    The weights are brought to integers over their common denominator first,
+    so the whole split is integer arithmetic (a million devices in seconds).
     """
-    weight_sum = sum(weights, Fraction(0))
-    if total < 0 or weight_sum <= 0 or any(w < 0 for w in weights):
+    fractions = [Fraction(w) for w in weights]
+    scale = math.lcm(*{f.denominator for f in fractions}) if fractions else 1
+    ints = [f.numerator * (scale // f.denominator) for f in fractions]
+    weight_sum = sum(ints)
+    if total < 0 or weight_sum <= 0 or any(w < 0 for w in ints):
         raise ValueError("need a non-negative total and non-negative weights with a positive sum")
-    quotas = [total * Fraction(w) / weight_sum for w in weights]
-    parts = [q.numerator // q.denominator for q in quotas]
+    parts, remainders = [], []
+    for w in ints:
+        q, r = divmod(total * w, weight_sum)
+        parts.append(q)
+        remainders.append(r)
     left = total - sum(parts)
-    order = sorted(range(len(weights)), key=lambda i: (parts[i] - quotas[i], i))
+    order = sorted(range(len(ints)), key=lambda i: (-remainders[i], i))
     for i in order[:left]:
         parts[i] += 1
     return parts
 
 
+def _total(scores: Sequence[Fraction]) -> Fraction:
+    """Σ scores over their common denominator: one Fraction, not one per addition."""
+    if not scores:
+        return Fraction(0)
+    scale = math.lcm(*{f.denominator for f in scores})
+    return Fraction(sum(f.numerator * (scale // f.denominator) for f in scores), scale)
+
+
 def _device_reward(device: DeviceInput, device_score: Fraction, units: int) -> DeviceReward:
     owner_bps = BPS - sum(b for _, b in device.costakers)
-    split = split_exact(units, [owner_bps, *(b for _, b in device.costakers)])
+    if not device.costakers:
+        split = [units]
+    else:
+        split = split_exact(units, [owner_bps, *(b for _, b in device.costakers)])
     return DeviceReward(
         device_id=device.device_id,
         kind=device.kind,
@@ -302,9 +325,7 @@ def compute_block(inputs: BlockInputs) -> Block:
         rewards.extend(
             _device_reward(d, s, u) for d, s, u in zip(devices, scores, units, strict=True)
         )
-        pools.append(
-            PoolTotal(kind, shares[kind], paid[kind], len(devices), sum(scores, Fraction(0)))
-        )
+        pools.append(PoolTotal(kind, shares[kind], paid[kind], len(devices), _total(scores)))
 
     return Block(
         hour=inputs.hour,
