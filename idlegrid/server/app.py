@@ -88,15 +88,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        tasks = (
-            [
-                asyncio.create_task(loops.liveness_loop(state)),
-                asyncio.create_task(loops.proof_loop(state)),
-                asyncio.create_task(loops.buyback_loop(state)),
-            ]
-            if run_loops
-            else []
-        )
+        tasks = [asyncio.create_task(c) for c in loops.background(state)] if run_loops else []
         try:
             yield
         finally:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from idlegrid.server.state import AppState
 
@@ -30,35 +32,30 @@ def reap_and_flush(state: AppState) -> int:
     return len(changes)
 
 
-async def liveness_loop(state: AppState) -> None:
-    interval = min(state.settings.flush_interval_s, state.settings.reaper_interval_s)
+def buyback_and_burn(state: AppState) -> None:
+    """One pass: turn fee revenue into burned IO."""
+    for what, units in state.ledger.buyback_and_burn():
+        log.info("burned %d IO units from %s", units, what)
+
+
+async def every(interval_s: float, name: str, step: Callable[[], object]) -> None:
+    """Run ``step`` in a worker thread every ``interval_s``, for ever; a failing
+    pass is logged and the next one runs on time."""
     while True:
-        await asyncio.sleep(interval)
+        await asyncio.sleep(interval_s)
         try:
-            await asyncio.to_thread(reap_and_flush, state)
+            await asyncio.to_thread(step)
         except Exception:
-            log.exception("liveness pass failed; retrying in %.1fs", interval)
+            log.exception("%s pass failed; retrying in %.1fs", name, interval_s)
 
 
-async def proof_loop(state: AppState) -> None:
-    """Expire late challenges, issue due ones, promote proven devices."""
-    interval = state.settings.proof_tick_s
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            await asyncio.to_thread(state.proofs.tick)
-        except Exception:
-            log.exception("proof pass failed; retrying in %.1fs", interval)
-
-
-async def buyback_loop(state: AppState) -> None:
-    """Turn fee revenue into burned IO, once an interval."""
-    interval = state.settings.buyback_interval_s
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            burned = await asyncio.to_thread(state.ledger.buyback_and_burn)
-            for what, units in burned:
-                log.info("burned %d IO units from %s", units, what)
-        except Exception:
-            log.exception("buy-back failed; retrying in %.0fs", interval)
+def background(state: AppState) -> list[Coroutine[Any, Any, None]]:
+    """The control plane's loops: liveness, proofs of compute, buy-back and burn."""
+    s = state.settings
+    return [
+        every(
+            min(s.flush_interval_s, s.reaper_interval_s), "liveness", lambda: reap_and_flush(state)
+        ),
+        every(s.proof_tick_s, "proof", state.proofs.tick),
+        every(s.buyback_interval_s, "buy-back", lambda: buyback_and_burn(state)),
+    ]
