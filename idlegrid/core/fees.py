@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 
+from idlegrid.core.emission import IO_DECIMALS
 from idlegrid.errors import InvalidAmount
 
 RESERVATION_BPS = 25  # 0.25%, in basis points
 USDC_FACILITATION_BPS = 200  # 2%
-DECIMALS = {"IO": 8, "USDC": 6}
+DECIMALS = {"IO": IO_DECIMALS, "USDC": 6}  # the one table of token decimals
 MAX_UNITS = 2**63  # what the book's 64-bit columns (and SPL's u64) hold
 
 

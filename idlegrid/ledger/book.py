@@ -13,7 +13,7 @@ number of statements.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -24,11 +24,11 @@ from sqlalchemy.orm.attributes import set_committed_value
 from idlegrid.core import ledger as core
 from idlegrid.core.ledger import AccountState, Transfer, TransferKind
 from idlegrid.errors import TransferExists, UnknownAccount
+from idlegrid.server.db.bulk import chunks
 from idlegrid.server.db.models import LedgerAccount, LedgerHead, LedgerTransfer
 
 SETTLING = (TransferKind.POST_PENDING, TransferKind.VOID_PENDING)
 SUMS = ("debits_pending", "debits_posted", "credits_pending", "credits_posted")
-CHUNK = 5000  # ids per IN (...) list, rows per INSERT call: under SQLite's parameter limit
 _ACCOUNTS = cast(Table, LedgerAccount.__table__)
 _TRANSFERS = cast(Table, LedgerTransfer.__table__)
 _UPDATE_SUMS = (
@@ -41,11 +41,6 @@ _UPDATE_CLOSED = (
     .where(_TRANSFERS.c.id == bindparam("key"))
     .values(closed_by=bindparam("closed"))
 )
-
-
-def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +107,7 @@ class Book:
             db.add(head)
         account_ids = sorted({a for t in transfers for a in (t.debit, t.credit)})
         rows: dict[str, LedgerAccount] = {}
-        for chunk in _chunks(account_ids):
+        for chunk in chunks(account_ids):
             query = (
                 select(LedgerAccount)
                 .where(LedgerAccount.id.in_(chunk))
@@ -124,14 +119,14 @@ class Book:
         states = dict(before)
         # id -> (transfer, seq, hash) of every transfer recorded, before or in this batch
         recorded: dict[str, tuple[Transfer, int, str]] = {}
-        for chunk in _chunks(sorted({t.id for t in transfers})):
+        for chunk in chunks(sorted({t.id for t in transfers})):
             for r in db.scalars(select(LedgerTransfer).where(LedgerTransfer.id.in_(chunk))):
                 recorded[r.id] = (_transfer(r), r.seq, r.hash)
         settled_ids = sorted(
             {t.pending_id for t in transfers if t.kind in SETTLING and t.pending_id}
         )
         pending_rows: dict[str, LedgerTransfer] = {}
-        for chunk in _chunks(settled_ids):
+        for chunk in chunks(settled_ids):
             locked = (
                 select(LedgerTransfer)
                 .where(LedgerTransfer.id.in_(chunk))
@@ -192,8 +187,8 @@ class Book:
                 if pending_id in new_rows:  # opened and settled in this batch
                     new_rows[pending_id]["closed_by"] = by
             conn = db.connection()
-            for chunk in _chunks(list(new_rows.values())):
-                conn.execute(insert(_TRANSFERS), chunk)
+            for rows_chunk in chunks(list(new_rows.values())):
+                conn.execute(insert(_TRANSFERS), rows_chunk)
             changed = [key for key in account_ids if states[key] != before[key]]
             if changed:
                 conn.execute(

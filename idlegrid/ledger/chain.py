@@ -61,13 +61,15 @@ from spl.token.models import (
     TransferCheckedParams,
 )
 
+from idlegrid.core import fees
+
 
 class Asset(StrEnum):
     IO = "IO"
     USDC = "USDC"
 
 
-DECIMALS: Final[Mapping[Asset, int]] = {Asset.IO: 8, Asset.USDC: 6}
+DECIMALS: Final[Mapping[Asset, int]] = {Asset(a): d for a, d in fees.DECIMALS.items()}
 
 Role = Literal["treasury", "escrow", "fee", "reward", "stake", "burn"]
 TREASURY_ROLES: Final[tuple[Role, ...]] = ("treasury", "escrow", "fee", "reward", "stake", "burn")

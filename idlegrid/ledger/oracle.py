@@ -9,6 +9,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Protocol
 
+from idlegrid.core.fees import DECIMALS
+
 
 class PriceOracle(Protocol):
     def io_usd(self) -> Decimal:
@@ -28,4 +30,5 @@ class FixedOracle:
 
 def usdc_to_io_units(usdc_units: int, io_usd: Decimal) -> int:
     """How many IO units ``usdc_units`` buy (USDC has 6 decimals, IO 8), rounded down."""
-    return int(Decimal(usdc_units).scaleb(8 - 6) / io_usd)
+    shift = DECIMALS["IO"] - DECIMALS["USDC"]
+    return int(Decimal(usdc_units).scaleb(shift) / io_usd)
