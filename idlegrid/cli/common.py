@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
@@ -24,10 +23,6 @@ ServerOpt = Annotated[
     typer.Option("--server", envvar="IDLEGRID_SERVER", help="control-plane URL", show_default=True),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
-
-
-def default_server() -> str:
-    return os.environ.get("IDLEGRID_SERVER", DEFAULT_SERVER)
 
 
 def print_json(value: BaseModel | dict[str, Any] | list[Any]) -> None:
@@ -52,11 +47,22 @@ def reported_errors(as_json: bool = False) -> Iterator[None]:
         raise typer.Exit(1) from None
 
 
+@contextmanager
+def local_input() -> Iterator[None]:
+    """A bad keypair or hardware file, or one that cannot be read: one line, exit 2."""
+    from pydantic import ValidationError
+
+    from idlegrid.worker.keypair import KeypairFileError
+
+    try:
+        yield
+    except (KeypairFileError, OSError, ValidationError) as exc:
+        err_console.print(f"[red]error[/red]: {exc}")
+        raise typer.Exit(2) from None
+
+
 def fmt_duration(seconds: float) -> str:
     seconds = int(seconds)
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
-
-
-Formatter = Callable[[Any], str]

@@ -15,8 +15,8 @@ from idlegrid.cli.common import (
     JsonOpt,
     ServerOpt,
     console,
-    err_console,
     fmt_duration,
+    local_input,
     print_json,
     reported_errors,
 )
@@ -182,13 +182,10 @@ def proofs(device_id: str, server: ServerOpt = DEFAULT_SERVER, as_json: JsonOpt 
 def _owner_action(
     action: str, device_id: str, keypair_file: Path, server: str, as_json: bool
 ) -> None:
-    from idlegrid.worker.keypair import KeypairFileError, load_keypair
+    from idlegrid.worker.keypair import load_keypair
 
-    try:
+    with local_input():
         keypair = load_keypair(keypair_file.expanduser())
-    except (KeypairFileError, OSError) as exc:
-        err_console.print(f"[red]error[/red]: {exc}")
-        raise typer.Exit(2) from None
     with reported_errors(as_json), Client(server, keypair=keypair) as client:
         view = getattr(client, f"{action}_device")(device_id)
     if as_json:

@@ -14,7 +14,13 @@ import typer
 from idlegrid import __version__
 from idlegrid.cli import devices, token, wallet
 from idlegrid.cli.catalog import catalog
-from idlegrid.cli.common import DEFAULT_SERVER, ServerOpt, err_console, reported_errors
+from idlegrid.cli.common import (
+    DEFAULT_SERVER,
+    ServerOpt,
+    err_console,
+    local_input,
+    reported_errors,
+)
 
 app = typer.Typer(
     help="idlegrid: rent out idle GPUs and CPUs as Ray clusters.",
@@ -95,25 +101,21 @@ def worker_start(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Detect this machine, register it and heartbeat until stopped."""
-    from pydantic import ValidationError
 
     from idlegrid.core.signing import owner_attestation_message
     from idlegrid.sdk import Client
     from idlegrid.worker.agent import Agent
     from idlegrid.worker.hardware import detect_hardware, hardware_from_file
-    from idlegrid.worker.keypair import KeypairFileError, load_keypair, load_or_create_keypair
+    from idlegrid.worker.keypair import load_keypair, load_or_create_keypair
 
     _logging(verbose)
     log = logging.getLogger("idlegrid.worker")
     if location is not None:
         location = location.upper()
-    try:
+    with local_input():
         kp, created = load_or_create_keypair(keypair.expanduser())
         owner_kp = load_keypair(owner_keypair.expanduser()) if owner_keypair else None
         hardware = hardware_from_file(hardware_file) if hardware_file else detect_hardware()
-    except (KeypairFileError, OSError, ValidationError) as exc:
-        err_console.print(f"[red]error[/red]: {exc}")
-        raise typer.Exit(2) from None
     device_id = str(kp.pubkey())
     log.info("%s device key %s (%s)", "created" if created else "loaded", device_id, keypair)
     log.info(

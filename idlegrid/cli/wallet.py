@@ -18,6 +18,7 @@ from idlegrid.cli.common import (
     ServerOpt,
     console,
     err_console,
+    local_input,
     print_json,
     reported_errors,
 )
@@ -34,26 +35,20 @@ AssetArg = Annotated[Literal["IO", "USDC"], typer.Argument(help="IO or USDC")]
 
 
 def _client(server: str, keypair: Path) -> tuple[Client, str]:
-    from idlegrid.worker.keypair import KeypairFileError, load_keypair
+    from idlegrid.worker.keypair import load_keypair
 
-    try:
+    with local_input():
         kp = load_keypair(keypair.expanduser())
-    except (KeypairFileError, OSError) as exc:
-        err_console.print(f"[red]error[/red]: {exc}")
-        raise typer.Exit(2) from None
     return Client(server, keypair=kp), str(kp.pubkey())
 
 
 @app.command("new")
 def new(keypair: KeyOpt, as_json: JsonOpt = False) -> None:
     """Create a wallet keypair file (mode 0600); an existing one is kept."""
-    from idlegrid.worker.keypair import KeypairFileError, load_or_create_keypair
+    from idlegrid.worker.keypair import load_or_create_keypair
 
-    try:
+    with local_input():
         kp, created = load_or_create_keypair(keypair.expanduser())
-    except (KeypairFileError, OSError) as exc:
-        err_console.print(f"[red]error[/red]: {exc}")
-        raise typer.Exit(2) from None
     if as_json:
         print_json({"pubkey": str(kp.pubkey()), "created": created, "path": str(keypair)})
     else:
