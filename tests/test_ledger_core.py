@@ -12,7 +12,6 @@ from idlegrid.core import ledger as core
 from idlegrid.core.ledger import AccountState, Transfer, TransferKind
 from idlegrid.errors import (
     AssetMismatch,
-    IdlegridError,
     InsufficientFunds,
     InvalidAmount,
     PendingTransferClosed,
@@ -149,4 +148,3 @@ def test_the_hash_chain_commits_to_every_field_and_position() -> None:
         core.chain_hash(core.GENESIS_HASH, Transfer("t", "a", "b", "IO", 5, code="tip"), 1),
     ]
     assert h not in variants and len(set(variants)) == 4
-    assert isinstance(IdlegridError("x"), Exception)
