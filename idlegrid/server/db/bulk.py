@@ -4,8 +4,8 @@ A statement per row would make the flusher thread take and release Python's GIL
 once per row while the event loop keeps it busy, and each hand-back waits out a
 switch interval: under benchmarks/heartbeats.py at 100,000 devices a flush took
 3.6 s on average that way, and 0.12 s with these statements. Multi-row
-statements (chunks of ``CHUNK_ROWS``) release it once per chunk. The SQL is written once for both databases: SQLite (≥ 3.33) and
-PostgreSQL both speak ``INSERT … ON CONFLICT … DO UPDATE`` and
+statements (chunks of ``CHUNK_ROWS``) release it once per chunk. The SQL is
+written once for both databases: SQLite (≥ 3.33) and PostgreSQL both speak ``INSERT … ON CONFLICT … DO UPDATE`` and
 ``WITH v(…) AS (VALUES …) UPDATE … FROM v``.
 """
 
