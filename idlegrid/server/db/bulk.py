@@ -5,8 +5,8 @@ once per row while the event loop keeps it busy, and each hand-back waits out a
 switch interval: under benchmarks/heartbeats.py at 100,000 devices a flush took
 3.6 s on average that way, and 0.12 s with these statements. Multi-row
 statements (chunks of ``CHUNK_ROWS``) release it once per chunk. The SQL is
-written once for both databases: SQLite (≥ 3.33) and PostgreSQL both speak ``INSERT … ON CONFLICT … DO UPDATE`` and
-``WITH v(…) AS (VALUES …) UPDATE … FROM v``.
+written once for both databases: SQLite (≥ 3.33) and PostgreSQL both speak
+``INSERT … ON CONFLICT … DO UPDATE`` and ``WITH v(…) AS (VALUES …) UPDATE … FROM v``.
 """
 
 from __future__ import annotations
