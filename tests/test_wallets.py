@@ -157,3 +157,9 @@ def test_book_and_chain_still_agree_after_a_restart(network: Network) -> None:
         audit_ok(restarted)
     finally:
         restarted.close()
+
+
+def test_a_malformed_wallet_key_is_a_4xx(network: Network) -> None:
+    for path in ("/v1/wallets/not-a-key", "/v1/wallets/0OIl0OIl0OIl0OIl0OIl0OIl0OIl0OIl0/history"):
+        resp = network.http.get(path)
+        assert (resp.status_code, resp.json()["code"]) == (422, "invalid_request")

@@ -3,12 +3,12 @@ supply and the ledger audit (public)."""
 
 from __future__ import annotations
 
-import re
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 
 from idlegrid.core.fees import format_amount, parse_amount
-from idlegrid.errors import InvalidRequest, NotFound, PermissionDenied
+from idlegrid.errors import NotFound, PermissionDenied
 from idlegrid.ledger.chain import Asset
 from idlegrid.protocol import (
     PUBKEY_PATTERN,
@@ -29,6 +29,8 @@ from idlegrid.server.state import Signer, StateDep
 
 router = APIRouter(tags=["wallets"])
 
+WalletKey = Annotated[str, Path(pattern=PUBKEY_PATTERN, description="the wallet's public key")]
+
 
 def _own(signer: str, pubkey: str) -> None:
     if signer != pubkey:
@@ -36,8 +38,7 @@ def _own(signer: str, pubkey: str) -> None:
 
 
 @router.get("/v1/wallets/{pubkey}", response_model=WalletView)
-def wallet(pubkey: str, state: StateDep) -> WalletView:
-    _check_key(pubkey)
+def wallet(pubkey: WalletKey, state: StateDep) -> WalletView:
     ledger = state.ledger
     with ledger.sessions() as db:
         balances = ledger.balances(db, pubkey)
@@ -57,7 +58,7 @@ def wallet(pubkey: str, state: StateDep) -> WalletView:
 
 
 @router.post("/v1/wallets/{pubkey}/deposits", response_model=DepositsView)
-def sweep_deposits(pubkey: str, signer: Signer, state: StateDep) -> DepositsView:
+def sweep_deposits(pubkey: WalletKey, signer: Signer, state: StateDep) -> DepositsView:
     """Credit what arrived at the wallet's deposit addresses."""
     _own(signer, pubkey)
     credited = state.ledger.sweep_deposits(pubkey)
@@ -65,7 +66,9 @@ def sweep_deposits(pubkey: str, signer: Signer, state: StateDep) -> DepositsView
 
 
 @router.post("/v1/wallets/{pubkey}/withdrawals", response_model=WithdrawalView)
-def withdraw(pubkey: str, req: WithdrawRequest, signer: Signer, state: StateDep) -> WithdrawalView:
+def withdraw(
+    pubkey: WalletKey, req: WithdrawRequest, signer: Signer, state: StateDep
+) -> WithdrawalView:
     _own(signer, pubkey)
     units = parse_amount(req.amount, req.asset)
     transfer_id, replayed = state.ledger.withdraw(pubkey, req.id, Asset(req.asset), units)
@@ -78,7 +81,7 @@ def withdraw(pubkey: str, req: WithdrawRequest, signer: Signer, state: StateDep)
 
 
 @router.post("/v1/wallets/{pubkey}/faucet", response_model=WalletView)
-def faucet(pubkey: str, req: FaucetRequest, signer: Signer, state: StateDep) -> WalletView:
+def faucet(pubkey: WalletKey, req: FaucetRequest, signer: Signer, state: StateDep) -> WalletView:
     """Development only: tokens to try the network with."""
     if state.settings.environment != "development":
         raise NotFound("there is no faucet in production")
@@ -88,8 +91,7 @@ def faucet(pubkey: str, req: FaucetRequest, signer: Signer, state: StateDep) -> 
 
 
 @router.get("/v1/wallets/{pubkey}/history", response_model=HistoryView)
-def history(pubkey: str, state: StateDep) -> HistoryView:
-    _check_key(pubkey)
+def history(pubkey: WalletKey, state: StateDep) -> HistoryView:
     ledger = state.ledger
     items: list[TransferView] = []
     with ledger.sessions() as db:
@@ -128,8 +130,3 @@ def audit(state: StateDep) -> AuditView:
         ok=all(c.ok for c in checks),
         checks=[AuditCheckView(name=c.name, ok=c.ok, detail=c.detail) for c in checks],
     )
-
-
-def _check_key(pubkey: str) -> None:
-    if not re.match(PUBKEY_PATTERN, pubkey):
-        raise InvalidRequest("not a base58 public key", wallet=pubkey)
