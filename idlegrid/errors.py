@@ -13,6 +13,7 @@ class, so callers on both sides catch the same exceptions::
     ├── AuthenticationError (401)       the request is not provably from its signer
     │   ├── MissingSignature            missing_signature
     │   ├── BadSignature                bad_signature
+    │   ├── InvalidApiKey               invalid_api_key
     │   ├── StaleRequest                stale_request (clock skew over the limit)
     │   └── ReplayedRequest             replayed_request (nonce seen before)
     ├── PermissionDenied (403)          the signer may not act on this resource
@@ -20,7 +21,9 @@ class, so callers on both sides catch the same exceptions::
     ├── NotFound (404)
     │   ├── UnknownDevice               unknown_device
     │   ├── UnknownAccount              unknown_account
-    │   └── UnknownChallenge            unknown_challenge
+    │   ├── UnknownChallenge            unknown_challenge
+    │   ├── UnknownQuote                unknown_quote
+    │   └── UnknownCluster              unknown_cluster
     ├── Conflict (409)
     │   ├── InvalidTransition           invalid_transition
     │   ├── InsufficientFunds           insufficient_funds
@@ -29,6 +32,10 @@ class, so callers on both sides catch the same exceptions::
     │   ├── CoStakeLimit                costake_limit (co-stakes over half the stake)
     │   ├── CoStakeExists               costake_exists
     │   ├── ChallengeClosed             challenge_closed (a replayed or early step)
+    │   ├── NoMatchingDevices           no_matching_devices (details: explain per filter)
+    │   ├── QuoteExpired (410)          quote_expired
+    │   ├── QuoteUsed                   quote_used
+    │   ├── ClusterNotActive            cluster_not_active
     │   └── DeviceTerminated (410)      device_terminated
     ├── Unavailable (503)               unavailable (server not ready)
     ├── InternalError (500)             internal (a bug: logged on the server)
@@ -110,6 +117,12 @@ class BadSignature(AuthenticationError):
     code = "bad_signature"
 
 
+class InvalidApiKey(AuthenticationError):
+    """The API key is unknown or revoked."""
+
+    code = "invalid_api_key"
+
+
 class StaleRequest(AuthenticationError):
     """The request's timestamp is too far from the server's clock."""
 
@@ -160,6 +173,18 @@ class UnknownChallenge(NotFound):
     code = "unknown_challenge"
 
 
+class UnknownQuote(NotFound):
+    """No such quote."""
+
+    code = "unknown_quote"
+
+
+class UnknownCluster(NotFound):
+    """No such cluster (or not yours)."""
+
+    code = "unknown_cluster"
+
+
 class Conflict(IdlegridError):
     """The request conflicts with the resource's current state."""
 
@@ -207,6 +232,31 @@ class ChallengeClosed(Conflict):
     """The challenge is not at the step this request is for (a replay, or out of order)."""
 
     code = "challenge_closed"
+
+
+class NoMatchingDevices(Conflict):
+    """Not enough devices match the request; ``explain`` says how many each filter left."""
+
+    code = "no_matching_devices"
+
+
+class QuoteExpired(Conflict):
+    """The quote has expired: ask for a new one."""
+
+    code = "quote_expired"
+    http_status = 410
+
+
+class QuoteUsed(Conflict):
+    """The quote has already paid for a cluster."""
+
+    code = "quote_used"
+
+
+class ClusterNotActive(Conflict):
+    """The cluster has ended; it cannot be changed."""
+
+    code = "cluster_not_active"
 
 
 class DeviceTerminated(Conflict):

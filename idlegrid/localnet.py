@@ -125,6 +125,16 @@ class LocalNetwork:
             LOCATIONS[index % len(LOCATIONS)],
             "--name",
             f"local-{index}",
+            # Ray nodes of local "machines" share this host: small object
+            # stores, two CPUs each, and the loopback address.
+            "--ray-ip",
+            "127.0.0.1",
+            "--ray-object-store-mb",
+            "150",
+            "--ray-num-cpus",
+            "2",
+            "--ray-log-dir",
+            str(self.data_dir / "logs"),
             *extra,
         ]
         # Several "machines" share this one: one BLAS thread each keeps their

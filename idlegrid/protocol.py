@@ -101,6 +101,7 @@ class HeartbeatResponse(Wire):
     interval_s: float
     server_time: float
     challenge_id: str | None = Field(default=None, description="a proof waiting to be fetched")
+    assignment: Assignment | None = Field(default=None, description="the cluster to serve")
 
 
 class Classification(Wire):
@@ -332,3 +333,135 @@ class AuditCheckView(Wire):
 class AuditView(Wire):
     ok: bool
     checks: list[AuditCheckView]
+
+
+# -- IO Cloud: buyers, quotes, clusters ---------------------------------------------------
+
+
+class ApiKeyCreate(Wire):
+    name: str = Field(default="default", min_length=1, max_length=64)
+
+
+class ApiKeyView(Wire):
+    id: str
+    name: str
+    owner: str
+    created_at: float
+    key: str | None = Field(default=None, description="shown once, when created")
+
+
+ClusterType = Literal["general", "inference", "train"]
+ClusterProduct = Literal["ray", "mega-ray"]
+
+
+class DeployRequest(Wire):
+    """What a buyer asks for. ``quantity`` is ignored for ``mega-ray`` (every match)."""
+
+    name: str = Field(min_length=1, max_length=64)
+    type: ClusterType = "general"
+    product: ClusterProduct = "ray"
+    hardware: str = Field(
+        min_length=1, max_length=64, description='a catalog model key, or "cpu" for any CPU'
+    )
+    quantity: int = Field(default=1, ge=1, le=1024)
+    locations: list[str] = Field(default_factory=list, max_length=64)
+    min_tier: int = Field(default=0, ge=0, le=4, description="connectivity tier, 4 = ultra high")
+    suppliers: list[str] = Field(default_factory=list, max_length=64)
+    duration: int = Field(default=1, ge=1, le=100_000)
+    duration_unit: Literal["hours", "days", "weeks"] = "hours"
+    currency: AssetName = "IO"
+
+
+class QuoteView(Wire):
+    id: str
+    request: DeployRequest
+    devices: int
+    hours: int
+    currency: AssetName
+    price_per_device_hour: str
+    subtotal: str
+    buyer_fee: str
+    total: str
+    usd_per_device_hour: str
+    io_usd: str = Field(description="the oracle's IO price used, when the currency is IO")
+    expires_at: float
+    explain: dict[str, int] = Field(default_factory=dict)
+
+
+class ClusterCreate(Wire):
+    quote_id: str = Field(min_length=1, max_length=64)
+
+
+class ExtendRequest(Wire):
+    duration: int = Field(ge=1, le=100_000)
+    duration_unit: Literal["hours", "days", "weeks"] = "hours"
+
+
+class ClusterNodeView(Wire):
+    device_id: str
+    role: Literal["head", "worker"]
+    generation: int
+    state: str
+    model: str | None
+    location: str | None
+    joined_at: float | None
+    left_at: float | None
+    left_reason: str | None
+    paid: str
+
+
+class ClusterView(Wire):
+    id: str
+    name: str
+    owner: str
+    type: ClusterType
+    product: ClusterProduct
+    status: str
+    hardware: str
+    quantity: int
+    currency: AssetName
+    price_per_device_hour: str
+    hours: int
+    paid: str
+    charged: str
+    refunded: str
+    created_at: float
+    running_at: float | None
+    expires_at: float | None
+    ended_at: float | None
+    remaining_s: float | None
+    generation: int
+    reason: str | None = None
+    nodes: list[ClusterNodeView] = Field(default_factory=list)
+    ray_address: str | None = Field(default=None, description="GCS address, for `ray start`")
+    ray_client_address: str | None = Field(default=None, description="ray://host:port")
+    dashboard_url: str | None = Field(default=None, description="dashboard and Jobs API")
+    ray_token: str | None = Field(default=None, description="RAY_AUTH_TOKEN; owner only")
+
+
+class ClusterList(Wire):
+    items: list[ClusterView]
+
+
+class Assignment(Wire):
+    """What a hired device must run, sent in heartbeat replies: the agent dials
+    out and learns its cluster; nothing dials in to it."""
+
+    cluster_id: str
+    generation: int
+    role: Literal["head", "worker"]
+    token: str
+    head_address: str | None = Field(default=None, description="GCS ip:port, once the head is up")
+
+
+class RayNodeReport(Wire):
+    """An agent's report on its Ray node for one cluster generation."""
+
+    cluster_id: str = Field(max_length=64)
+    generation: int = Field(ge=0)
+    state: Literal["starting", "up", "failed", "stopped"]
+    node_ip: str | None = Field(default=None, max_length=64)
+    gcs_port: int | None = Field(default=None, ge=1, le=65535)
+    dashboard_port: int | None = Field(default=None, ge=1, le=65535)
+    client_port: int | None = Field(default=None, ge=1, le=65535)
+    error: str | None = Field(default=None, max_length=512)

@@ -98,15 +98,27 @@ def worker_start(
         Path | None,
         typer.Option(help="JSON hardware description that replaces detection (simulation)"),
     ] = None,
+    ray_ip: Annotated[
+        str | None, typer.Option(help="address other Ray nodes reach; default: detected")
+    ] = None,
+    ray_object_store_mb: Annotated[
+        int | None, typer.Option(min=75, help="Ray object store per node; default 30% of RAM")
+    ] = None,
+    ray_num_cpus: Annotated[
+        int | None, typer.Option(min=1, help="CPUs this device gives Ray; default all")
+    ] = None,
+    ray_log_dir: Annotated[Path | None, typer.Option(help="where Ray node output goes")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Detect this machine, register it and heartbeat until stopped."""
+    """Detect this machine, register it and heartbeat until stopped; when hired,
+    run the Ray node of the buyer's cluster."""
 
     from idlegrid.core.signing import owner_attestation_message
     from idlegrid.sdk import Client
     from idlegrid.worker.agent import Agent
     from idlegrid.worker.hardware import detect_hardware, hardware_from_file
     from idlegrid.worker.keypair import load_keypair, load_or_create_keypair
+    from idlegrid.worker.raynode import RayConfig
 
     _logging(verbose)
     log = logging.getLogger("idlegrid.worker")
@@ -134,7 +146,18 @@ def worker_start(
         signal.signal(sig, lambda *_: stop.set())
     with reported_errors(), Client(server, keypair=kp) as client:
         agent = Agent(
-            client, hardware, name=name, location=location, owner=owner, owner_signature=owner_sig
+            client,
+            hardware,
+            name=name,
+            location=location,
+            owner=owner,
+            owner_signature=owner_sig,
+            ray=RayConfig(
+                node_ip=ray_ip,
+                object_store_mb=ray_object_store_mb,
+                num_cpus=ray_num_cpus,
+                log_dir=ray_log_dir,
+            ),
         )
         agent.run(stop)
     log.info("agent stopped")

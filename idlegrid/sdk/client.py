@@ -22,16 +22,24 @@ from solders.keypair import Keypair
 from idlegrid.core import signing
 from idlegrid.errors import TransportError, error_from_body
 from idlegrid.protocol import (
+    ApiKeyCreate,
+    ApiKeyView,
+    Assignment,
     AuditView,
     ChallengeSpec,
+    ClusterCreate,
+    ClusterList,
+    ClusterView,
     CommitRequest,
     CommitResponse,
     ConnectivityReport,
     ConnectivityView,
+    DeployRequest,
     DepositsView,
     DeviceDetail,
     DeviceList,
     DeviceView,
+    ExtendRequest,
     FaucetRequest,
     Health,
     HeartbeatRequest,
@@ -39,6 +47,8 @@ from idlegrid.protocol import (
     HistoryView,
     ProofList,
     ProofView,
+    QuoteView,
+    RayNodeReport,
     RegisterRequest,
     RevealRequest,
     SupplyView,
@@ -86,16 +96,23 @@ class Client:
         base_url: str,
         *,
         keypair: Keypair | None = None,
+        api_key: str | None = None,
         transport: httpx.BaseTransport | None = None,
         http: httpx.Client | None = None,
         timeout_s: float = 10.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """``transport`` or a whole ``http`` client (e.g. Starlette's TestClient,
-        which runs the app in-process) replace the network."""
+        which runs the app in-process) replace the network. Buyer calls use
+        ``api_key`` when given, else the keypair's signature."""
         self.keypair = keypair
+        self.api_key = api_key
         self._auth = KeypairAuth(keypair, clock) if keypair is not None else None
         self._http = http or httpx.Client(base_url=base_url, transport=transport, timeout=timeout_s)
+
+    @property
+    def base_url(self) -> str:
+        return str(self._http.base_url)
 
     def __enter__(self) -> Client:
         return self
@@ -185,6 +202,41 @@ class Client:
     def ledger_audit(self) -> AuditView:
         return self._call("GET", "/v1/ledger/audit", AuditView)
 
+    # -- IO Cloud: buyers (API key or wallet signature) ------------------------------------
+
+    def create_api_key(self, name: str = "default") -> ApiKeyView:
+        return self._call(
+            "POST", "/v1/api-keys", ApiKeyView, json=ApiKeyCreate(name=name), signed=True
+        )
+
+    def quote(self, req: DeployRequest) -> QuoteView:
+        return self._call("POST", "/v1/quotes", QuoteView, json=req, buyer=True)
+
+    def deploy(self, quote_id: str) -> ClusterView:
+        body = ClusterCreate(quote_id=quote_id)
+        return self._call("POST", "/v1/clusters", ClusterView, json=body, buyer=True)
+
+    def list_clusters(self, active: bool = False) -> ClusterList:
+        params = {"active": "true"} if active else None
+        return self._call("GET", "/v1/clusters", ClusterList, params=params, buyer=True)
+
+    def get_cluster(self, cluster_id: str) -> ClusterView:
+        return self._call("GET", f"/v1/clusters/{cluster_id}", ClusterView, buyer=True)
+
+    def extend_cluster(self, cluster_id: str, req: ExtendRequest) -> ClusterView:
+        path = f"/v1/clusters/{cluster_id}/extend"
+        return self._call("POST", path, ClusterView, json=req, buyer=True)
+
+    def terminate_cluster(self, cluster_id: str) -> ClusterView:
+        path = f"/v1/clusters/{cluster_id}/terminate"
+        return self._call("POST", path, ClusterView, buyer=True)
+
+    # -- IO Cloud: hired agents -----------------------------------------------------------
+
+    def report_ray_node(self, device_id: str, req: RayNodeReport) -> Assignment | None:
+        path = f"/v1/devices/{device_id}/ray"
+        return self._call("POST", path, _ASSIGNMENT, json=req, signed=True)
+
     # -- devices: public reads -----------------------------------------------------------
 
     def list_devices(self, **filters: Any) -> DeviceList:
@@ -208,7 +260,12 @@ class Client:
         params: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
         signed: bool = False,
+        buyer: bool = False,
     ) -> httpx.Response:
+        if buyer and self.api_key:
+            headers = {**(headers or {}), "authorization": f"Bearer {self.api_key}"}
+        elif buyer:
+            signed = True
         if signed and self._auth is None:
             raise ValueError("this call must be signed: give the client a keypair")
         try:
@@ -240,6 +297,7 @@ class Client:
         json: BaseModel | None = None,
         params: dict[str, str] | None = None,
         signed: bool = False,
+        buyer: bool = False,
     ) -> M: ...
 
     @overload
@@ -252,6 +310,7 @@ class Client:
         json: BaseModel | None = None,
         params: dict[str, str] | None = None,
         signed: bool = False,
+        buyer: bool = False,
     ) -> T: ...
 
     def _call(
@@ -263,15 +322,23 @@ class Client:
         json: BaseModel | None = None,
         params: dict[str, str] | None = None,
         signed: bool = False,
+        buyer: bool = False,
     ) -> M | T:
         content = json.model_dump_json().encode() if json is not None else b""
         headers = {"content-type": "application/json"} if json is not None else {}
         response = self._raw(
-            method, path, content=content, params=params, headers=headers, signed=signed
+            method,
+            path,
+            content=content,
+            params=params,
+            headers=headers,
+            signed=signed,
+            buyer=buyer,
         )
         if isinstance(model, TypeAdapter):
             return model.validate_json(response.content)
         return model.model_validate_json(response.content)
 
 
+_ASSIGNMENT: TypeAdapter[Assignment | None] = TypeAdapter(Assignment | None)
 _COMMIT_ANSWER: TypeAdapter[CommitResponse | ProofView] = TypeAdapter(CommitResponse | ProofView)

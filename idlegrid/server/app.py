@@ -25,7 +25,8 @@ from idlegrid.server.db import make_engine, migrate, session_factory
 from idlegrid.server.liveness import LivenessTable
 from idlegrid.server.metrics import Metrics
 from idlegrid.server.middleware import BodyLimit
-from idlegrid.server.routes import devices, proofs, system, wallets
+from idlegrid.server.routes import clusters, devices, proofs, system, wallets
+from idlegrid.server.services.clusters import ClusterService
 from idlegrid.server.services.devices import DeviceService
 from idlegrid.server.services.ledger import LedgerService
 from idlegrid.server.services.proofs import ProofService
@@ -43,16 +44,13 @@ def build_state(
     clock: Callable[[], float] = time.time,
     catalog: Catalog | None = None,
 ) -> AppState:
+    catalog = catalog or load_catalog()
     engine = make_engine(settings.database_url)
     migrate(engine)
     liveness = LivenessTable(Timing(settings.heartbeat_ttl_s, settings.inactive_after_s))
-    service = DeviceService(
-        session_factory(engine), liveness, catalog or load_catalog(), settings, clock
-    )
+    service = DeviceService(session_factory(engine), liveness, catalog, settings, clock)
     service.load_liveness()
-    proof_service = ProofService(
-        session_factory(engine), liveness, catalog or load_catalog(), settings, clock
-    )
+    proof_service = ProofService(session_factory(engine), liveness, catalog, settings, clock)
     proof_service.load_pending()
     authority, _ = load_or_create_keypair(
         settings.authority_keypair or settings.data_dir / "keys" / "authority.json"
@@ -61,6 +59,10 @@ def build_state(
     oracle = FixedOracle(settings.io_usd_price)
     ledger = LedgerService(session_factory(engine), chain, authority, oracle, clock)
     ledger.genesis()
+    cluster_service = ClusterService(
+        session_factory(engine), ledger, liveness, catalog, settings, clock
+    )
+    cluster_service.load()
     return AppState(
         settings=settings,
         engine=engine,
@@ -71,6 +73,7 @@ def build_state(
         devices=service,
         proofs=proof_service,
         ledger=ledger,
+        clusters=cluster_service,
     )
 
 
@@ -106,7 +109,9 @@ def create_app(
     app = FastAPI(title="idlegrid control plane", version=__version__, lifespan=lifespan)
     app.state.idlegrid = state
     app.include_router(system.router)
-    app.include_router(proofs.router)  # before devices: /{id}/{action} would shadow it
+    # proofs and clusters before devices: /{id}/{action} would shadow their routes
+    app.include_router(proofs.router)
+    app.include_router(clusters.router)
     app.include_router(devices.router)
     app.include_router(wallets.router)
     app.router.routes.insert(0, hotpath.route)  # matched before the documented route

@@ -41,6 +41,7 @@ async def heartbeat(request: Request) -> Response:
         interval_s=state.settings.heartbeat_interval_s,
         server_time=now,
         challenge_id=state.proofs.pending.get(device_id),
+        assignment=state.clusters.assignments.get(device_id),
     )
     return Response(reply.model_dump_json(), media_type="application/json")
 

@@ -50,7 +50,8 @@ async def every(interval_s: float, name: str, step: Callable[[], object]) -> Non
 
 
 def background(state: AppState) -> list[Coroutine[Any, Any, None]]:
-    """The control plane's loops: liveness, proofs of compute, buy-back and burn."""
+    """The control plane's loops: liveness, proofs of compute, buy-back and burn,
+    clusters (deploy watch, healing, expiry, hourly settlement)."""
     s = state.settings
     return [
         every(
@@ -58,4 +59,5 @@ def background(state: AppState) -> list[Coroutine[Any, Any, None]]:
         ),
         every(s.proof_tick_s, "proof", state.proofs.tick),
         every(s.buyback_interval_s, "buy-back", lambda: buyback_and_burn(state)),
+        every(s.cluster_tick_s, "clusters", state.clusters.tick),
     ]

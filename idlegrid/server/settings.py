@@ -67,6 +67,12 @@ class ServerSettings(BaseSettings):
     io_usd_price: Decimal = Field(default=Decimal("1.50"), gt=0, description="oracle, embedded")
     buyback_interval_s: float = Field(default=3600, gt=0, description="fee buy-back and burn")
 
+    # IO Cloud (services/clusters.py).
+    quote_ttl_s: float = Field(default=300, gt=0, description="how long a quote holds")
+    deploy_timeout_s: float = Field(default=180, gt=0, description="to running, or it fails")
+    cluster_tick_s: float = Field(default=1.0, gt=0, description="heal, expire, deploy watch")
+    settle_interval_s: float = Field(default=3600, gt=0, description="pay providers")
+
     flush_interval_s: float = Field(default=0, ge=0)
     reaper_interval_s: float = Field(default=0, ge=0)
     max_body_bytes: int = Field(default=64 * 1024, gt=0)

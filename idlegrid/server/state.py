@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 from idlegrid.server.auth import NonceStore, authenticate
 from idlegrid.server.liveness import LivenessTable
 from idlegrid.server.metrics import Metrics
+from idlegrid.server.services.clusters import ClusterService
 from idlegrid.server.services.devices import DeviceService
 from idlegrid.server.services.ledger import LedgerService
 from idlegrid.server.services.proofs import ProofService
@@ -29,6 +30,7 @@ class AppState:
     devices: DeviceService
     proofs: ProofService
     ledger: LedgerService
+    clusters: ClusterService
 
 
 def app_state(request: Request) -> AppState:
@@ -63,3 +65,16 @@ async def signed_by(request: Request) -> str:
 
 
 Signer = Annotated[str, Depends(signed_by)]
+
+
+async def buyer(request: Request) -> str:
+    """The buyer a request acts for: an API key (``Authorization: Bearer ig_…``),
+    or else a request signed by the buyer's wallet key."""
+    auth = request.headers.get("authorization", "")
+    scheme, _, key = auth.partition(" ")
+    if scheme.lower() == "bearer" and key:
+        return app_state(request).clusters.owner_of_key(key.strip())
+    return await signed_by(request)
+
+
+Buyer = Annotated[str, Depends(buyer)]

@@ -29,9 +29,16 @@ from idlegrid.errors import (
     Unavailable,
     UnknownDevice,
 )
-from idlegrid.protocol import DeviceStatus, HardwareInfo, HeartbeatRequest, RegisterRequest
+from idlegrid.protocol import (
+    Assignment,
+    DeviceStatus,
+    HardwareInfo,
+    HeartbeatRequest,
+    RegisterRequest,
+)
 from idlegrid.sdk import Client
 from idlegrid.worker.duties import ChallengeDuty, ConnectivityDuty
+from idlegrid.worker.raynode import RayConfig, RayDuty
 
 log = logging.getLogger("idlegrid.worker")
 
@@ -74,6 +81,7 @@ class HeartbeatDuty:
         resp = agent.client.heartbeat(agent.device_id, req)
         agent.status = resp.status
         agent.pending_challenge = resp.challenge_id or agent.pending_challenge
+        agent.assignment = resp.assignment
         self.interval_s = resp.interval_s  # the server sets the pace
 
 
@@ -91,6 +99,7 @@ class Agent:
         connectivity_interval_s: float = 6 * 3600,
         clock: Callable[[], float] = time.monotonic,
         backoff: Backoff | None = None,
+        ray: RayConfig | None = None,
     ) -> None:
         if client.keypair is None:
             raise ValueError("the agent's client needs the device keypair")
@@ -106,11 +115,14 @@ class Agent:
         self.registered = False
         self.status: DeviceStatus | None = None
         self.pending_challenge: str | None = None
+        self.assignment: Assignment | None = None
         self.challenges = ChallengeDuty()
+        self.ray = RayDuty(ray)
         self.duties: list[Duty] = [
             HeartbeatDuty(heartbeat_interval_s),
             self.challenges,
             ConnectivityDuty(connectivity_interval_s),
+            self.ray,
         ]
         self._next_run: dict[str, float] = {}
 
@@ -167,10 +179,13 @@ class Agent:
 
     def run(self, stop: threading.Event) -> None:
         """Run until ``stop`` is set or the device is terminated."""
-        while not stop.is_set():
-            try:
-                delay = self.step()
-            except DeviceTerminated:
-                log.error("device %s was terminated by its owner; exiting", self.device_id)
-                return
-            stop.wait(delay)
+        try:
+            while not stop.is_set():
+                try:
+                    delay = self.step()
+                except DeviceTerminated:
+                    log.error("device %s was terminated by its owner; exiting", self.device_id)
+                    return
+                stop.wait(delay)
+        finally:
+            self.ray.close()

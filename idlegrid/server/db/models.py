@@ -57,6 +57,9 @@ class Device(Base):
     download_mbps: Mapped[float | None] = mapped_column(Double)
     upload_mbps: Mapped[float | None] = mapped_column(Double)
     tier: Mapped[int | None] = mapped_column(Integer)
+    # The cluster holding this device: set and cleared only by the cluster
+    # service, with a conditional UPDATE, so no device is ever in two clusters.
+    cluster_id: Mapped[str | None] = mapped_column(String(32), index=True)
 
 
 class Proof(Base):
@@ -164,3 +167,85 @@ class DeviceEvent(Base):
     at: Mapped[float] = mapped_column(Double)
     kind: Mapped[str] = mapped_column(String(32))
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class ApiKey(Base):
+    """A buyer's API key: only its SHA-256 is kept."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(44), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[float] = mapped_column(Double)
+    revoked_at: Mapped[float | None] = mapped_column(Double)
+
+
+class Quote(Base):
+    __tablename__ = "quotes"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(44), index=True)
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)
+    currency: Mapped[str] = mapped_column(String(8))
+    price: Mapped[int] = mapped_column(BigInteger)  # per device-hour, smallest units
+    devices: Mapped[int] = mapped_column(Integer)
+    hours: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[float] = mapped_column(Double)
+    expires_at: Mapped[float] = mapped_column(Double)
+    cluster_id: Mapped[str | None] = mapped_column(String(32))
+
+
+class Cluster(Base):
+    __tablename__ = "clusters"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(44), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    type: Mapped[str] = mapped_column(String(16))
+    product: Mapped[str] = mapped_column(String(16))
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(24), index=True)
+    reason: Mapped[str | None] = mapped_column(String(256))
+    currency: Mapped[str] = mapped_column(String(8))
+    price: Mapped[int] = mapped_column(BigInteger)
+    quantity: Mapped[int] = mapped_column(Integer)
+    hours: Mapped[int] = mapped_column(Integer)
+    paid: Mapped[int] = mapped_column(BigInteger, default=0)
+    charged: Mapped[int] = mapped_column(BigInteger, default=0)
+    refunded: Mapped[int] = mapped_column(BigInteger, default=0)
+    payments: Mapped[int] = mapped_column(Integer, default=0)
+    token: Mapped[str | None] = mapped_column(String(128))
+    generation: Mapped[int] = mapped_column(Integer, default=0)
+    head_device: Mapped[str | None] = mapped_column(String(44))
+    node_ip: Mapped[str | None] = mapped_column(String(64))
+    gcs_port: Mapped[int | None] = mapped_column(Integer)
+    dashboard_port: Mapped[int | None] = mapped_column(Integer)
+    client_port: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[float] = mapped_column(Double)
+    deploy_deadline: Mapped[float | None] = mapped_column(Double)
+    running_at: Mapped[float | None] = mapped_column(Double)
+    expires_at: Mapped[float | None] = mapped_column(Double)
+    ended_at: Mapped[float | None] = mapped_column(Double)
+
+
+class ClusterNode(Base):
+    """One device's time in one cluster. A replacement is a new row."""
+
+    __tablename__ = "cluster_nodes"
+    __table_args__ = (Index("ix_cluster_nodes_cluster", "cluster_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    cluster_id: Mapped[str] = mapped_column(String(32), ForeignKey("clusters.id"))
+    device_id: Mapped[str] = mapped_column(String(44), ForeignKey("devices.id"), index=True)
+    payee: Mapped[str] = mapped_column(String(44))
+    role: Mapped[str] = mapped_column(String(8))
+    generation: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))  # reserved, starting, up, failed, stopped
+    up_at: Mapped[float | None] = mapped_column(Double)
+    joined_ms: Mapped[int | None] = mapped_column(BigInteger)  # paid from here
+    left_ms: Mapped[int | None] = mapped_column(BigInteger)  # paid until here
+    left_reason: Mapped[str | None] = mapped_column(String(64))
+    paid_gross: Mapped[int] = mapped_column(BigInteger, default=0)
+    settled: Mapped[bool] = mapped_column(Boolean, default=False)  # nothing more to pay

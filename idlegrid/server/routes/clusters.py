@@ -1,0 +1,76 @@
+"""IO Cloud routes: API keys, quotes, clusters (for buyers), and the Ray node
+reports of hired agents (signed by the device)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from idlegrid.core.clusters import DurationUnit
+from idlegrid.errors import NotYourDevice
+from idlegrid.protocol import (
+    ApiKeyCreate,
+    ApiKeyView,
+    Assignment,
+    ClusterCreate,
+    ClusterList,
+    ClusterView,
+    DeployRequest,
+    ExtendRequest,
+    QuoteView,
+    RayNodeReport,
+)
+from idlegrid.server.state import Buyer, Signer, StateDep
+
+router = APIRouter(tags=["clusters"])
+
+ClusterId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
+
+
+@router.post("/v1/api-keys", response_model=ApiKeyView, status_code=201)
+def create_api_key(req: ApiKeyCreate, signer: Signer, state: StateDep) -> ApiKeyView:
+    """Signed by the buyer's wallet key; the key is shown once and stored hashed."""
+    return state.clusters.create_api_key(signer, req.name)
+
+
+@router.post("/v1/quotes", response_model=QuoteView, status_code=201)
+def quote(req: DeployRequest, owner: Buyer, state: StateDep) -> QuoteView:
+    return state.clusters.quote(owner, req)
+
+
+@router.post("/v1/clusters", response_model=ClusterView, status_code=201)
+def deploy(req: ClusterCreate, owner: Buyer, state: StateDep) -> ClusterView:
+    return state.clusters.deploy(owner, req.quote_id)
+
+
+@router.get("/v1/clusters", response_model=ClusterList)
+def list_clusters(
+    owner: Buyer, state: StateDep, active: Annotated[bool, Query()] = False
+) -> ClusterList:
+    return ClusterList(items=state.clusters.list(owner, active_only=active))
+
+
+@router.get("/v1/clusters/{cluster_id}", response_model=ClusterView)
+def get_cluster(cluster_id: ClusterId, owner: Buyer, state: StateDep) -> ClusterView:
+    return state.clusters.get(owner, cluster_id)
+
+
+@router.post("/v1/clusters/{cluster_id}/extend", response_model=ClusterView)
+def extend(cluster_id: ClusterId, req: ExtendRequest, owner: Buyer, state: StateDep) -> ClusterView:
+    return state.clusters.extend(owner, cluster_id, req.duration, DurationUnit(req.duration_unit))
+
+
+@router.post("/v1/clusters/{cluster_id}/terminate", response_model=ClusterView)
+def terminate(cluster_id: ClusterId, owner: Buyer, state: StateDep) -> ClusterView:
+    return state.clusters.terminate(owner, cluster_id)
+
+
+@router.post("/v1/devices/{device_id}/ray", response_model=Assignment | None)
+def report_ray_node(
+    device_id: str, req: RayNodeReport, signer: Signer, state: StateDep
+) -> Assignment | None:
+    """A hired agent's report on its Ray node; the reply is its assignment now."""
+    if signer != device_id:
+        raise NotYourDevice("a device reports only for itself", device_id=device_id)
+    return state.clusters.report_node(device_id, req)
