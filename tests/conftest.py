@@ -16,6 +16,7 @@ from solders.keypair import Keypair
 from sqlalchemy import create_engine, text
 
 from idlegrid.catalog import Catalog
+from idlegrid.localnet import LocalNetwork, free_port
 from idlegrid.protocol import DeviceKind, GpuInfo, HardwareInfo
 from idlegrid.sdk import Client
 from idlegrid.sdk.inprocess import InProcessTransport
@@ -182,3 +183,26 @@ def write_keypair(path: Path, keypair: Keypair) -> Path:
     path.write_text(json.dumps(list(bytes(keypair))))
     path.chmod(0o600)
     return path
+
+
+@pytest.fixture(scope="session")
+def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNetwork]:
+    """A local network whose agents run real Ray nodes when hired, shared by the
+    IO Cloud end-to-end tests and the examples (starting Ray costs seconds)."""
+    with LocalNetwork(
+        tmp_path_factory.mktemp("cloud"),
+        port=free_port(),
+        workers=3,
+        heartbeat_interval_s=1.0,
+        min_uptime_s=2.0,
+        # Proofs are tested elsewhere; here a loaded machine must not fail them.
+        env={"IDLEGRID_PROOF_MIN_EFFICIENCY": "0.01", "IDLEGRID_PROOF_RETRY_S": "2"},
+    ) as net:
+        net.start()
+        with Client(net.server_url) as client:
+            net.wait_for(
+                lambda: client.list_devices(readiness="cluster_ready").total == 3,
+                120,
+                "3 devices cluster-ready",
+            )
+        yield net

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from idlegrid import __version__
-from idlegrid.cli import devices, token, wallet
+from idlegrid.cli import clusters, devices, token, wallet
 from idlegrid.cli.catalog import catalog
 from idlegrid.cli.common import (
     DEFAULT_SERVER,
@@ -33,6 +33,9 @@ app.add_typer(devices.app, name="devices")
 app.add_typer(token.app, name="token")
 app.add_typer(wallet.app, name="wallet")
 app.add_typer(wallet.ledger_app, name="ledger")
+app.add_typer(clusters.app, name="clusters")
+app.add_typer(clusters.jobs_app, name="jobs")
+app.add_typer(clusters.keys_app, name="api-keys")
 app.command()(catalog)
 
 

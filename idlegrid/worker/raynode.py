@@ -185,18 +185,25 @@ class RayNode:
     def exited(self) -> bool:
         return self.proc is not None and self.proc.poll() is not None
 
+    def stop_in_background(self) -> threading.Thread:
+        """Stop without blocking the agent's loop (heartbeats must go on)."""
+        thread = threading.Thread(target=self.stop, name="ray-stop", daemon=True)
+        thread.start()
+        return thread
+
     def stop(self, grace_s: float = 10.0) -> None:
         proc = self.proc
         if proc is None or proc.poll() is not None:
             return
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
+            # `ray start --block` stops its own daemons on SIGTERM; the group
+            # kill below is for the ones that outlive the grace period.
+            os.kill(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever of the group is left
+        proc.wait()
         log.info("ray node for cluster %s stopped", self.assignment.cluster_id)
 
 
@@ -209,21 +216,25 @@ class RayDuty:
         self.config = config or RayConfig()
         self.interval_s = interval_s
         self.node: RayNode | None = None
+        self._stopping: threading.Thread | None = None
         self._reported_up = False
 
     def run(self, agent: Agent) -> None:
+        """Never blocks: starting and stopping Ray happen in the background."""
         want = agent.assignment
         node = self.node
         if node is not None and (
             want is None or (want.cluster_id, want.generation, want.role) != node.key
         ):
-            node.stop()
+            self._stopping = node.stop_in_background()
             self.node = None
             self._report(agent, node.assignment, "stopped")
             node = None
         if node is None:
             if want is None or (want.role == "worker" and not want.head_address):
                 return
+            if self._stopping is not None and self._stopping.is_alive():
+                return  # one Ray node per device: wait for the old one to go
             ip = self.config.node_ip or detect_ip(str(agent.client.base_url))
             node = self.node = RayNode(want, agent.device_id, self.config, ip)
             self._reported_up = False
@@ -261,3 +272,5 @@ class RayDuty:
         if self.node is not None:
             self.node.stop()
             self.node = None
+        if self._stopping is not None:
+            self._stopping.join()

@@ -271,7 +271,16 @@ class ClusterService:
                     )
                 )
             if cluster is None or node is None:
-                raise NotYourDevice("this device does not serve that cluster", device_id=device_id)
+                served = cluster is not None and db.scalar(
+                    select(ClusterNode.id).where(
+                        ClusterNode.cluster_id == cluster.id, ClusterNode.device_id == device_id
+                    )
+                )
+                if not served:
+                    raise NotYourDevice(
+                        "this device never served that cluster", device_id=device_id
+                    )
+                return self.assignments.get(device_id)  # it has left: nothing to record
             if node.generation != rep.generation or ClusterStatus(cluster.status) not in ACTIVE:
                 return self.assignments.get(device_id)  # stale: the agent catches up
             node.state = rep.state

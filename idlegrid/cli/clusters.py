@@ -1,0 +1,329 @@
+"""``idlegrid clusters`` (deploy, list, show, extend, terminate), ``idlegrid jobs
+submit`` (through Ray's Jobs API, with the cluster's token) and ``idlegrid
+api-keys create``. A buyer is named by ``--api-key`` (or IDLEGRID_API_KEY) or
+by a wallet ``--keypair`` that signs each request."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+from rich import box
+from rich.table import Table
+
+from idlegrid.cli.common import (
+    DEFAULT_SERVER,
+    JsonOpt,
+    ServerOpt,
+    console,
+    err_console,
+    fmt_duration,
+    local_input,
+    print_json,
+    reported_errors,
+)
+from idlegrid.errors import IdlegridError
+from idlegrid.protocol import ClusterView, DeployRequest, ExtendRequest
+from idlegrid.sdk import Client
+
+app = typer.Typer(
+    help="Rent Ray clusters: deploy, inspect, extend, terminate.", no_args_is_help=True
+)
+jobs_app = typer.Typer(
+    help="Run work on your clusters through Ray's Jobs API.", no_args_is_help=True
+)
+keys_app = typer.Typer(help="API keys for your wallet.", no_args_is_help=True)
+
+KeyOpt = Annotated[
+    Path | None, typer.Option("--keypair", help="your wallet's keypair (Solana JSON)")
+]
+ApiKeyOpt = Annotated[
+    str | None, typer.Option("--api-key", envvar="IDLEGRID_API_KEY", help="an API key")
+]
+Unit = Literal["hours", "days", "weeks"]
+DONE = ("running", "failed", "terminated", "completed", "destroyed")
+
+
+def buyer_client(server: str, keypair: Path | None, api_key: str | None) -> Client:
+    if api_key:
+        return Client(server, api_key=api_key)
+    if keypair is None:
+        err_console.print("[red]error[/red]: give --api-key (or IDLEGRID_API_KEY) or --keypair")
+        raise typer.Exit(2)
+    from idlegrid.worker.keypair import load_keypair
+
+    with local_input():
+        kp = load_keypair(keypair.expanduser())
+    return Client(server, keypair=kp)
+
+
+@keys_app.command("create")
+def create_key(
+    keypair: Annotated[Path, typer.Option("--keypair", help="your wallet's keypair")],
+    name: Annotated[str, typer.Option(help="a label for the key")] = "default",
+    server: ServerOpt = DEFAULT_SERVER,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create an API key; it is shown once (the server keeps only its hash)."""
+    client = buyer_client(server, keypair, None)
+    with reported_errors(as_json), client:
+        view = client.create_api_key(name)
+    if as_json:
+        print_json(view)
+    else:
+        console.print(f"API key {view.id} ({view.name}): [bold]{view.key}[/bold]")
+        console.print("store it now: it cannot be shown again")
+
+
+@app.command("deploy")
+def deploy(
+    hardware: Annotated[str, typer.Option(help='catalog model key, or "cpu"')],
+    name: Annotated[str, typer.Option(help="a name for the cluster")] = "cluster",
+    quantity: Annotated[int, typer.Option(min=1, help="devices")] = 1,
+    product: Annotated[
+        Literal["ray", "mega-ray"], typer.Option(help="mega-ray takes every match")
+    ] = "ray",
+    type_: Annotated[
+        Literal["general", "inference", "train"], typer.Option("--type", help="cluster type")
+    ] = "general",
+    location: Annotated[list[str] | None, typer.Option(help="ISO country; repeat")] = None,
+    min_tier: Annotated[int, typer.Option(min=0, max=4, help="connectivity tier")] = 0,
+    supplier: Annotated[list[str] | None, typer.Option(help="supplier key; repeat")] = None,
+    duration: Annotated[int, typer.Option(min=1, help="how long, in --unit")] = 1,
+    unit: Annotated[Unit, typer.Option(help="hours, days or weeks")] = "hours",
+    currency: Annotated[Literal["IO", "USDC"], typer.Option(help="pay in")] = "IO",
+    wait: Annotated[bool, typer.Option(help="wait until running")] = True,
+    timeout_s: Annotated[float, typer.Option(help="give up waiting after")] = 300.0,
+    keypair: KeyOpt = None,
+    api_key: ApiKeyOpt = None,
+    server: ServerOpt = DEFAULT_SERVER,
+    as_json: JsonOpt = False,
+) -> None:
+    """Quote, pay into escrow, and deploy a Ray cluster; shows progress until running."""
+    client = buyer_client(server, keypair, api_key)
+    with reported_errors(as_json), client:
+        req = DeployRequest(
+            name=name,
+            type=type_,
+            product=product,
+            hardware=hardware,
+            quantity=quantity,
+            locations=[loc.upper() for loc in location or []],
+            min_tier=min_tier,
+            suppliers=supplier or [],
+            duration=duration,
+            duration_unit=unit,
+            currency=currency,
+        )
+        quote = client.quote(req)
+        if not as_json:
+            console.print(
+                f"quote {quote.id[:8]}: {quote.devices} × {hardware} for {quote.hours} h at "
+                f"{quote.price_per_device_hour} {quote.currency}/device-hour = {quote.total} "
+                f"{quote.currency} (fee {quote.buyer_fee} included)"
+            )
+        view = client.deploy(quote.id)
+        if wait:
+            view = _wait(client, view, timeout_s, quiet=as_json)
+    if as_json:
+        print_json(view)
+    else:
+        _show(view)
+    if view.status != "running" and wait:
+        raise typer.Exit(1)
+
+
+def _wait(client: Client, view: ClusterView, timeout_s: float, quiet: bool) -> ClusterView:
+    start = time.monotonic()
+    deadline = start + timeout_s
+    with console.status("deploying…", spinner="dots") as status:
+        while view.status not in DONE and time.monotonic() < deadline:
+            up = sum(1 for n in view.nodes if n.left_at is None and n.state == "up")
+            total = sum(1 for n in view.nodes if n.left_at is None)
+            if not quiet:
+                status.update(
+                    f"{view.status}: {up}/{total} Ray nodes up ({time.monotonic() - start:.0f}s)"
+                )
+            time.sleep(0.25)
+            view = client.get_cluster(view.id)
+    if not quiet and view.status == "running":
+        console.print(f"running after {time.monotonic() - start:.1f}s")
+    return view
+
+
+def _show(v: ClusterView) -> None:
+    console.print(f"cluster [bold]{v.id}[/bold] ({v.name}): [bold]{v.status}[/bold]")
+    if v.reason:
+        console.print(f"  reason: {v.reason}")
+    console.print(
+        f"  {v.quantity} × {v.hardware}, {v.hours} h at {v.price_per_device_hour} "
+        f"{v.currency}/device-hour; paid {v.paid}, charged {v.charged}, refunded {v.refunded}"
+    )
+    if v.remaining_s is not None:
+        console.print(f"  remaining {fmt_duration(v.remaining_s)}")
+    if v.ray_address:
+        console.print(f"  ray address    {v.ray_address}")
+        console.print(f"  ray client     {v.ray_client_address}")
+        console.print(f"  dashboard/jobs {v.dashboard_url}")
+    if v.ray_token:
+        console.print(f"  export RAY_AUTH_MODE=token RAY_AUTH_TOKEN={v.ray_token}")
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
+    for col in ("device", "role", "gen", "state", "model", "loc", "paid", "left"):
+        table.add_column(col, no_wrap=True)
+    for n in v.nodes:
+        table.add_row(
+            n.device_id[:12],
+            n.role,
+            str(n.generation),
+            n.state,
+            n.model or "-",
+            n.location or "-",
+            n.paid,
+            n.left_reason or "",
+        )
+    console.print(table)
+
+
+@app.command("list")
+def list_clusters(
+    active: Annotated[bool, typer.Option(help="only active clusters")] = False,
+    keypair: KeyOpt = None,
+    api_key: ApiKeyOpt = None,
+    server: ServerOpt = DEFAULT_SERVER,
+    as_json: JsonOpt = False,
+) -> None:
+    """Your clusters, newest first."""
+    client = buyer_client(server, keypair, api_key)
+    with reported_errors(as_json), client:
+        views = client.list_clusters(active=active)
+    if as_json:
+        print_json(views)
+        return
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
+    for col in ("id", "name", "status", "devices", "hardware", "remaining", "charged"):
+        table.add_column(col, no_wrap=True)
+    for v in views.items:
+        table.add_row(
+            v.id,
+            v.name,
+            v.status,
+            str(v.quantity),
+            v.hardware,
+            fmt_duration(v.remaining_s) if v.remaining_s is not None else "-",
+            f"{v.charged} {v.currency}",
+        )
+    console.print(table)
+
+
+@app.command("show")
+def show(
+    cluster_id: str,
+    keypair: KeyOpt = None,
+    api_key: ApiKeyOpt = None,
+    server: ServerOpt = DEFAULT_SERVER,
+    as_json: JsonOpt = False,
+) -> None:
+    """One cluster: status, bill, nodes, Ray address and token."""
+    client = buyer_client(server, keypair, api_key)
+    with reported_errors(as_json), client:
+        view = client.get_cluster(cluster_id)
+    print_json(view) if as_json else _show(view)
+
+
+@app.command("extend")
+def extend(
+    cluster_id: str,
+    duration: Annotated[int, typer.Option(min=1)] = 1,
+    unit: Annotated[Unit, typer.Option()] = "hours",
+    keypair: KeyOpt = None,
+    api_key: ApiKeyOpt = None,
+    server: ServerOpt = DEFAULT_SERVER,
+    as_json: JsonOpt = False,
+) -> None:
+    """Pay for more time at the cluster's price."""
+    client = buyer_client(server, keypair, api_key)
+    with reported_errors(as_json), client:
+        view = client.extend_cluster(
+            cluster_id, ExtendRequest(duration=duration, duration_unit=unit)
+        )
+    print_json(view) if as_json else _show(view)
+
+
+@app.command("terminate")
+def terminate(
+    cluster_id: str,
+    keypair: KeyOpt = None,
+    api_key: ApiKeyOpt = None,
+    server: ServerOpt = DEFAULT_SERVER,
+    as_json: JsonOpt = False,
+) -> None:
+    """Stop now: providers are paid to now and the unused time is refunded."""
+    client = buyer_client(server, keypair, api_key)
+    with reported_errors(as_json), client:
+        view = client.terminate_cluster(cluster_id)
+    print_json(view) if as_json else _show(view)
+
+
+@jobs_app.command(
+    "submit", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
+def submit(
+    ctx: typer.Context,
+    cluster_id: str,
+    working_dir: Annotated[Path, typer.Option(help="uploaded to the cluster")] = Path("."),
+    wait: Annotated[bool, typer.Option(help="follow the job until it ends")] = True,
+    timeout_s: Annotated[float, typer.Option(help="stop following after")] = 3600.0,
+    keypair: KeyOpt = None,
+    api_key: ApiKeyOpt = None,
+    server: ServerOpt = DEFAULT_SERVER,
+    as_json: JsonOpt = False,
+) -> None:
+    """Submit `-- ENTRYPOINT…` as a Ray job; exits 1 unless it succeeds."""
+    entrypoint = " ".join(ctx.args)
+    if not entrypoint:
+        err_console.print("[red]error[/red]: give the command after --, e.g. -- python job.py")
+        raise typer.Exit(2)
+    client = buyer_client(server, keypair, api_key)
+    with reported_errors(as_json), client:
+        view = client.get_cluster(cluster_id)
+    if view.status != "running" or not view.dashboard_url or not view.ray_token:
+        body = {"code": "cluster_not_running", "message": f"the cluster is {view.status}"}
+        print_json(body) if as_json else err_console.print(f"[red]error[/red]: {body['message']}")
+        raise typer.Exit(1)
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    try:
+        jobs = JobSubmissionClient(
+            view.dashboard_url, headers={"Authorization": f"Bearer {view.ray_token}"}
+        )
+        job_id = jobs.submit_job(
+            entrypoint=entrypoint, runtime_env={"working_dir": str(working_dir)}
+        )
+    except (RuntimeError, ConnectionError, IdlegridError) as exc:
+        err_console.print(f"[red]error[/red]: the cluster refused the job: {exc}")
+        raise typer.Exit(1) from None
+    if not as_json:
+        console.print(f"job {job_id} submitted to {view.dashboard_url}")
+    if not wait:
+        if as_json:
+            print_json({"job_id": job_id, "status": "PENDING"})
+        return
+    status, shown = jobs.get_job_status(job_id), 0
+    deadline = time.monotonic() + timeout_s
+    while not status.is_terminal() and time.monotonic() < deadline:
+        time.sleep(0.5)
+        status = jobs.get_job_status(job_id)
+        if not as_json:
+            logs = jobs.get_job_logs(job_id)
+            typer.echo(logs[shown:], nl=False)
+            shown = len(logs)
+    logs = jobs.get_job_logs(job_id)
+    if as_json:
+        print_json({"job_id": job_id, "status": status.value, "logs": logs})
+    else:
+        typer.echo(logs[shown:], nl=False)
+        console.print(f"job {job_id}: [bold]{status.value}[/bold]")
+    if status != JobStatus.SUCCEEDED:
+        raise typer.Exit(1)
