@@ -48,7 +48,7 @@ def deploy(req: ClusterCreate, owner: Buyer, state: StateDep) -> ClusterView:
 def list_clusters(
     owner: Buyer, state: StateDep, active: Annotated[bool, Query()] = False
 ) -> ClusterList:
-    return ClusterList(items=state.clusters.list(owner, active_only=active))
+    return ClusterList(items=state.clusters.list_clusters(owner, active_only=active))
 
 
 @router.get("/v1/clusters/{cluster_id}", response_model=ClusterView)

@@ -247,7 +247,7 @@ class ClusterService:
         with self.sessions() as db:
             return self._view(db, self._own(db, owner, cluster_id), with_secrets=True)
 
-    def list(self, owner: str, active_only: bool = False) -> list[ClusterView]:
+    def list_clusters(self, owner: str, active_only: bool = False) -> list[ClusterView]:
         with self.sessions() as db:
             q = select(Cluster).where(Cluster.owner == owner).order_by(Cluster.created_at.desc())
             if active_only:
