@@ -1,7 +1,7 @@
 """Run the buyer examples in `examples/` as Ray jobs, as a buyer would.
 
 The tests depend only on `RayEndpoint`: how the cluster came to be (a bare
-`ray start` here, an idlegrid deployment later) is the fixture's business.
+an idlegrid deployment, or a bare `ray start`) is the fixture's business.
 Every example ends with one line `RESULT <json>`; `parse_result` reads it.
 """
 

@@ -16,7 +16,7 @@ import pytest
 from ray.job_submission import JobSubmissionClient
 
 from idlegrid.core import clusters as bill
-from idlegrid.core.fees import fee, parse_amount
+from idlegrid.core.fees import fee, units
 from idlegrid.localnet import LocalNetwork
 from idlegrid.protocol import ClusterView
 from idlegrid.sdk import Client
@@ -50,8 +50,8 @@ def cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     )
 
 
-def amount(text: str, asset: str = "IO") -> int:
-    return 0 if float(text) == 0 else parse_amount(text, asset)
+def amount(text: str) -> int:
+    return units(text, "IO")
 
 
 def job_script(tmp_path: Path, tasks: int, sleep: float) -> Path:

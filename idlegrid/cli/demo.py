@@ -3,22 +3,30 @@
 Three worker agents join a fresh control plane, their hardware is detected and
 registered, each proves its compute and becomes cluster ready; a fourth agent
 that claims an RTX 4090 on this CPU fails its proof; one agent is killed and
-its device goes down, then it comes back and its uptime is accounted. The demo
-ends with a summary and exit code 0, or names the step that failed and exits 1.
+its device goes down, then it comes back and its uptime is accounted. Then a
+buyer deposits, deploys a 2-device Ray cluster, runs batch inference on it
+(examples/batch_inference.py as a Ray job), terminates it, and the demo prints
+the bill, the providers' earnings, the fees and the burn. The demo ends with a
+summary and exit code 0, or names the step that failed and exits 1.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.panel import Panel
 
 from idlegrid.cli.common import console, fmt_duration
 from idlegrid.cli.devices import devices_table
+from idlegrid.core.fees import format_amount, units
 from idlegrid.localnet import LocalNetwork
 from idlegrid.protocol import (
+    ClusterView,
+    DeployRequest,
     DeviceStatus,
     FaucetRequest,
     ProofStatus,
@@ -28,9 +36,13 @@ from idlegrid.protocol import (
 from idlegrid.sdk import Client
 from idlegrid.worker.keypair import load_or_create_keypair
 
+if TYPE_CHECKING:
+    from solders.keypair import Keypair
+
 WORKERS = 3
 HEARTBEAT_S = 1.0
 MIN_UPTIME_S = 3.0  # 12 h in production
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def run_demo(*, port: int, data_dir: Path) -> int:
@@ -41,6 +53,9 @@ def run_demo(*, port: int, data_dir: Path) -> int:
         workers=WORKERS,
         heartbeat_interval_s=HEARTBEAT_S,
         min_uptime_s=MIN_UPTIME_S,
+        # Fee revenue is bought back and burned every few seconds, not hourly,
+        # so the demo can show the burn.
+        env={"IDLEGRID_BUYBACK_INTERVAL_S": "2"},
     )
     started = time.monotonic()
     try:
@@ -163,6 +178,8 @@ def _run(net: LocalNetwork, client: Client) -> None:
     if not audit.ok:
         raise RuntimeError("the ledger audit failed")
 
+    bill = _rent_a_cluster(net, client, buyer_key)
+
     devices = [d for d in devices if d.name != f"local-{WORKERS}"]
     up = [d for d in devices if d.status is DeviceStatus.UP]
     ready = [d for d in devices if d.readiness.value == "cluster_ready"]
@@ -174,12 +191,98 @@ def _run(net: LocalNetwork, client: Client) -> None:
             f"hardware: " + "; ".join(sorted({f"{d.kind.value}/{d.model}" for d in devices})) + "\n"
             f"failure detected in {detected:.1f}s (TTL {2.5 * HEARTBEAT_S:.1f}s)\n"
             f"uptime accounted: {fmt_duration(total_uptime)} across all devices\n"
+            f"cluster: {bill}\n"
             f"ledger audit: {'ok' if audit.ok else 'FAILED'}",
             title="summary",
         )
     )
     if len(up) != WORKERS:
         raise RuntimeError(f"expected {WORKERS} devices up at the end, found {len(up)}")
+
+
+def _rent_a_cluster(net: LocalNetwork, client: Client, buyer_key: Keypair) -> str:
+    """Step 7: deploy, run batch inference, terminate; print the bill. Returns a summary."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    console.rule("7. IO Cloud: a buyer rents a 2-device Ray cluster")
+    buyer = str(buyer_key.pubkey())
+    with Client(net.server_url, keypair=buyer_key) as shop:
+        start_io = _io(shop, buyer)
+        quote = shop.quote(DeployRequest(name="demo-inference", hardware="cpu", quantity=2))
+        console.print(
+            f"quote: {quote.devices} CPU devices for {quote.hours} h at "
+            f"{quote.price_per_device_hour} IO/device-hour = {quote.total} IO "
+            f"(buyer fee {quote.buyer_fee}); paid into escrow"
+        )
+        asked = time.monotonic()
+        view = shop.deploy(quote.id)
+        with console.status("deploying: agents learn their assignment from heartbeats…") as st:
+            while view.status not in ("running", "failed"):
+                if time.monotonic() - asked > 120:
+                    raise RuntimeError(f"the cluster did not start: {view.status}")
+                up = sum(1 for n in view.nodes if n.state == "up" and n.left_at is None)
+                st.update(f"{view.status}: {up}/{len(view.nodes)} Ray nodes up")
+                time.sleep(0.2)
+                view = shop.get_cluster(view.id)
+        if view.status != "running" or not view.dashboard_url or not view.ray_token:
+            raise RuntimeError(f"the cluster failed: {view.reason}")
+        console.print(
+            f"cluster {view.id[:10]}… [green]running[/green] after "
+            f"{time.monotonic() - asked:.1f}s: Ray at {view.ray_address}, jobs at "
+            f"{view.dashboard_url}, token auth on"
+        )
+        jobs = JobSubmissionClient(
+            view.dashboard_url, headers={"Authorization": f"Bearer {view.ray_token}"}
+        )
+        job = jobs.submit_job(
+            entrypoint="python batch_inference.py", runtime_env={"working_dir": str(EXAMPLES)}
+        )
+        with console.status("batch inference with Ray Data (examples/batch_inference.py)…"):
+            status = jobs.get_job_status(job)
+            while not status.is_terminal():
+                time.sleep(0.5)
+                status = jobs.get_job_status(job)
+        logs = jobs.get_job_logs(job)
+        if status != JobStatus.SUCCEEDED:
+            raise RuntimeError(f"the batch inference job {status.value}: {logs[-2000:]}")
+        result = json.loads(
+            next(x for x in logs.splitlines() if x.startswith("RESULT ")).removeprefix("RESULT ")
+        )
+        console.print(f"job {status.value}: {json.dumps(result)}")
+        done = shop.terminate_cluster(view.id)
+        time.sleep(3)  # the buy-back loop burns the fees
+        end_io = _io(shop, buyer)
+    return _print_bill(client, done, start_io - end_io)
+
+
+def _io(client: Client, owner: str) -> int:
+    balance = next(b for b in client.wallet(owner).balances if b.asset == "IO")
+    return units(balance.balance, "IO")
+
+
+def _print_bill(client: Client, view: ClusterView, spent: int) -> str:
+    charged = units(view.charged, "IO")
+    fee = spent - charged
+    console.print(
+        f"terminated: paid {view.paid} IO into escrow, charged {view.charged} IO for the "
+        f"time served, buyer fee {format_amount(fee, 'IO')}, refunded {view.refunded} IO"
+    )
+    for n in view.nodes:
+        owner = client.get_device(n.device_id).owner
+        earned = next(b for b in client.wallet(owner).balances if b.asset == "IO")
+        console.print(
+            f"  provider {n.device_id[:10]}… served {n.role} from {n.joined_at or 0:.0f} "
+            f"to {n.left_at or 0:.0f}: gross {n.paid} IO, earned {earned.balance} IO after fees"
+        )
+    supply = client.token_supply()
+    audit = client.ledger_audit()
+    console.print(
+        f"fees bought back and burned so far: {supply.burned} IO; "
+        f"ledger audit {'[green]ok[/green]' if audit.ok else '[red]FAILED[/red]'}"
+    )
+    if not audit.ok:
+        raise RuntimeError("the ledger audit failed after the rental")
+    return f"charged {view.charged} IO, refunded {view.refunded} IO, burned {supply.burned} IO"
 
 
 def _claimed_rtx_4090() -> str:

@@ -62,3 +62,8 @@ def format_amount(units: int, asset: str) -> str:
     """Smallest units to a plain decimal string of whole tokens ("12.50000000")."""
     places = DECIMALS[asset]
     return f"{Decimal(units).scaleb(-places):.{places}f}"
+
+
+def units(text: str, asset: str) -> int:
+    """An amount the server printed (``format_amount``), zero included, back to units."""
+    return int(Decimal(text).scaleb(DECIMALS[asset]))

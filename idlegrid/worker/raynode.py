@@ -30,6 +30,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +90,9 @@ class RayNode:
         self.config = config
         self.ip = ip
         self.ports: dict[str, int] = {}
+        if assignment.role == "head":
+            self.ports = {"gcs": free_port(), "dashboard": free_port(), "client": free_port()}
+        self.temp_dir = Path(tempfile.gettempdir()) / "idlegrid-ray" / device_id[:12]
         self.up = threading.Event()
         self.proc: subprocess.Popen[bytes] | None = None
         self.output: list[str] = []
@@ -119,8 +123,12 @@ class RayNode:
             args += ["--object-store-memory", str(self.config.object_store_mb * 1024 * 1024)]
         if self.config.num_cpus is not None:
             args += ["--num-cpus", str(self.config.num_cpus)]
+        # Its own temp dir: nodes of several "machines" on one host would share
+        # /tmp/ray/session_*, and one node unpacking a job's working_dir would
+        # replace the directory another's driver runs in. Short: Ray puts Unix
+        # sockets under it (about 107 bytes at most).
+        args += ["--temp-dir", str(self.temp_dir)]
         if self.assignment.role == "head":
-            self.ports = {"gcs": free_port(), "dashboard": free_port(), "client": free_port()}
             args += [
                 "--head",
                 "--port",
@@ -134,8 +142,15 @@ class RayNode:
             ]
         else:
             assert self.assignment.head_address is not None
-            args += ["--address", self.assignment.head_address]
+            args += ["--address", self.gcs_address]
         return args
+
+    @property
+    def gcs_address(self) -> str:
+        if self.assignment.role == "head":
+            return f"{self.ip}:{self.ports['gcs']}"
+        assert self.assignment.head_address is not None
+        return self.assignment.head_address
 
     def start(self) -> None:
         env = dict(os.environ)
@@ -143,6 +158,12 @@ class RayNode:
             RAY_AUTH_MODE="token",
             RAY_AUTH_TOKEN=self.assignment.token,
             RAY_USAGE_STATS_ENABLED="0",
+            # Ray code that looks its cluster up without an address (Ray Train's
+            # placement-group cleaner) would otherwise find the newest cluster
+            # on the host, perhaps another buyer's.
+            RAY_ADDRESS=self.gcs_address,
+            # Nothing to drain when the cluster ends: stop at once.
+            RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0",
             # Jobs run `python …`: it must be this environment's, which has Ray.
             PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
         )
