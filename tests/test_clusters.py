@@ -146,6 +146,16 @@ def test_deploy_forms_the_cluster_and_the_bill_follows_the_fee_rules(
     idle = (set(gpus) - set(hired)).pop()
     assert assignments[idle] is None
 
+    # The head reports its ports as it starts: the worker may start alongside it.
+    fleet.agent(head).report_ray_node(
+        head,
+        RayNodeReport(
+            cluster_id=cluster.id, generation=0, state="starting", node_ip="10.0.0.1", gcs_port=1
+        ),
+    )
+    assert fleet.agent(worker).heartbeat(worker).assignment.head_address == "10.0.0.1:1"
+    assert client.get_cluster(cluster.id).ray_address is None  # not running yet
+
     fleet.bring_up(cluster.id)
     view = client.get_cluster(cluster.id)
     assert view.status == "running"

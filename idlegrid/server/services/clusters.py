@@ -14,8 +14,9 @@ reserves nothing, and one that finds too few devices charges nothing.
 
 Forming: a reserved device learns its assignment (cluster, generation, role,
 Ray token, head address) from its next heartbeat reply. The head agent starts
-``ray start --head`` and reports its ports; workers then get the head's
-address and join. The cluster is ``running`` when every node reported up.
+``ray start --head`` and reports its ports at once; workers then get the
+head's address and start alongside it (``ray start --address`` waits for the
+head's control store). The cluster is ``running`` when every node reported up.
 
 Healing: a node whose device stops heartbeating is closed at the device's last
 heartbeat (it is paid up to then, not after), the device is released, and a
@@ -284,13 +285,15 @@ class ClusterService:
             if node.generation != rep.generation or ClusterStatus(cluster.status) not in ACTIVE:
                 return self.assignments.get(device_id)  # stale: the agent catches up
             node.state = rep.state
+            if node.role == "head" and rep.state in ("starting", "up") and rep.gcs_port:
+                # Known as soon as the head starts: workers start in parallel and
+                # wait for its control store (about half the time to running).
+                cluster.node_ip = rep.node_ip
+                cluster.gcs_port = rep.gcs_port
+                cluster.dashboard_port = rep.dashboard_port
+                cluster.client_port = rep.client_port
             if rep.state == "up":
                 node.up_at = now
-                if node.role == "head":
-                    cluster.node_ip = rep.node_ip
-                    cluster.gcs_port = rep.gcs_port
-                    cluster.dashboard_port = rep.dashboard_port
-                    cluster.client_port = rep.client_port
                 self._maybe_running(db, cluster, now)
             elif rep.state == "starting" and cluster.status == "deployment_requested":
                 cluster.status = ClusterStatus.DEPLOYING.value
@@ -813,7 +816,7 @@ class ClusterService:
             d.id: d
             for d in db.scalars(select(Device).where(Device.id.in_([n.device_id for n in nodes])))
         }
-        up = c.node_ip and c.gcs_port and ClusterStatus(c.status) in ACTIVE
+        up = c.node_ip and c.gcs_port and c.status == ClusterStatus.RUNNING.value
         now = self.clock()
         return ClusterView(
             id=c.id,
