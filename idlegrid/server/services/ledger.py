@@ -13,7 +13,8 @@ Book accounts::
     genesis:<category>:IO    a genesis allocation, held in the treasury
     rewards:pool:IO          emitted IO waiting to be paid as block rewards
     revenue:fees:<asset>     fee revenue, until bought back and burned
-    escrow:held:<asset>      buyers' payments held for hires (pending transfers)
+    escrow:held:<asset>      holds as pending transfers (two-phase payments)
+    escrow:cluster:<id>:<a>  one cluster's prepayments (services/clusters.py)
     reserve:usdc:USDC        USDC the network keeps after a buy-back
 
 Ordering with the chain: each method posts to the book first (flushed, not
