@@ -67,11 +67,13 @@ from idlegrid.protocol import (
     ClusterView,
     DeployRequest,
     DeviceStatus,
+    ProofStatus,
     QuoteView,
     RayNodeReport,
     Readiness,
 )
-from idlegrid.server.db.models import ApiKey, Cluster, ClusterNode, Device, Quote
+from idlegrid.server.db.bulk import chunks
+from idlegrid.server.db.models import ApiKey, Cluster, ClusterNode, Device, Proof, Quote
 from idlegrid.server.liveness import LivenessTable
 from idlegrid.server.services.ledger import LedgerService, fees_account, user_account
 from idlegrid.server.settings import ServerSettings
@@ -401,11 +403,11 @@ class ClusterService:
                 Device.model.is_not(None),
             )
         )
+        live = [d for d in rows if self.liveness.is_live(d.id, now)]
+        history = self._proof_history(db, [d.id for d in live])
         out = []
-        for d in rows:
-            if not self.liveness.is_live(d.id, now):
-                continue
-            age = max(1.0, now - d.registered_at)
+        for d in live:
+            passed, failed = history.get(d.id, (0, 0))
             out.append(
                 matching.Candidate(
                     device_id=d.id,
@@ -416,12 +418,32 @@ class ClusterService:
                     supplier=d.owner,
                     processors=d.processors,
                     reputation=matching.device_reputation(
-                        min(1.0, d.uptime_s / age),
-                        1 if d.proof_passed_at is not None else 0,
-                        d.proof_failures,
+                        min(1.0, d.uptime_s / max(1.0, now - d.registered_at)), passed, failed
                     ),
                 )
             )
+        return out
+
+    @staticmethod
+    def _proof_history(db: Session, device_ids: list[str]) -> dict[str, tuple[int, int]]:
+        """(proofs passed, proofs failed) per device."""
+        out: dict[str, tuple[int, int]] = {}
+        for chunk in chunks(device_ids, 5_000):
+            rows = db.execute(
+                select(Proof.device_id, Proof.status, func.count())
+                .where(
+                    Proof.device_id.in_(chunk),
+                    Proof.status.in_([ProofStatus.VERIFIED.value, ProofStatus.FAILED.value]),
+                )
+                .group_by(Proof.device_id, Proof.status)
+            ).all()
+            for device_id, status, n in rows:
+                passed, failed = out.get(device_id, (0, 0))
+                if status == ProofStatus.VERIFIED.value:
+                    passed += int(n)
+                else:
+                    failed += int(n)
+                out[device_id] = (passed, failed)
         return out
 
     def _match(
