@@ -9,6 +9,7 @@ class, so callers on both sides catch the same exceptions::
     ├── InvalidRequest (400/422)        invalid_request, payload_too_large (413)
     │   ├── PayloadTooLarge
     │   ├── InvalidAmount               invalid_amount
+    │   ├── StakeBelowMinimum           stake_below_minimum (details: minimum, stake)
     │   └── AssetMismatch               asset_mismatch
     ├── AuthenticationError (401)       the request is not provably from its signer
     │   ├── MissingSignature            missing_signature
@@ -90,6 +91,12 @@ class InvalidAmount(InvalidRequest):
     """The amount is not a positive integer of the smallest unit, or the transfer is malformed."""
 
     code = "invalid_amount"
+
+
+class StakeBelowMinimum(InvalidRequest):
+    """A device's stake must reach its minimum: 200 IO × max(1, multiplier) × processors."""
+
+    code = "stake_below_minimum"
 
 
 class AssetMismatch(InvalidRequest):

@@ -465,3 +465,103 @@ class RayNodeReport(Wire):
     dashboard_port: int | None = Field(default=None, ge=1, le=65535)
     client_port: int | None = Field(default=None, ge=1, le=65535)
     error: str | None = Field(default=None, max_length=512)
+
+
+# -- staking, blocks, slashes ---------------------------------------------------------------
+
+
+class StakeAmount(Wire):
+    amount: str = Field(max_length=40, description='whole IO, e.g. "200"')
+
+
+class ShareRequest(Wire):
+    share_bps: int = Field(ge=0, le=10_000, description="co-stakers' share of rewards, bps")
+
+
+class CoStakeView(Wire):
+    staker: str
+    amount: str
+    share_bps: int
+    exit_requested_at: float | None
+    counts: bool
+
+
+class StakeView(Wire):
+    device_id: str
+    owner: str
+    minimum: str
+    effective: str
+    active: str
+    cooling: list[tuple[str, float]] = Field(description="(amount, unlocks_at)")
+    costakes: list[CoStakeView]
+    costake_share_bps: int
+    slashed_pending: str
+    meets_minimum: bool
+
+
+class BlockSummary(Wire):
+    number: int
+    starts_at: float
+    length_s: int
+    status: Literal["in_progress", "processing", "completed", "failed"]
+    emission: str
+    paid: str
+    nominated: int
+    excluded: int
+    inputs_hash: str | None
+    outputs_hash: str | None
+    error: str | None = None
+
+
+class BlockList(Wire):
+    items: list[BlockSummary]
+
+
+class BlockView(BlockSummary):
+    inputs: dict[str, object] | None = Field(description="published: recompute from these")
+    outputs: dict[str, object] | None
+
+
+class RewardEntry(Wire):
+    block: int
+    units: str
+    score: str
+    excluded_because: list[str] = Field(default_factory=list)
+
+
+class RewardList(Wire):
+    device_id: str
+    total: str
+    items: list[RewardEntry]
+
+
+class SlashRequest(Wire):
+    device_id: str = Field(pattern=PUBKEY_PATTERN)
+    reason: Literal["spoofing", "failed_proof", "idle_abuse", "hardware_swap"]
+    evidence: str = Field(default="", max_length=512)
+
+
+class AppealRequest(Wire):
+    text: str = Field(min_length=1, max_length=512)
+
+
+class DecisionRequest(Wire):
+    accept: bool
+
+
+class SlashView(Wire):
+    id: str
+    device_id: str
+    reason: str
+    evidence: str
+    amount: str
+    shares: list[tuple[str, str]]
+    status: Literal["pending", "appealed", "accepted", "burned"]
+    created_at: float
+    appeal_until: float
+    appeal: str | None
+    decided_at: float | None
+
+
+class SlashList(Wire):
+    items: list[SlashView]

@@ -44,23 +44,27 @@ class Timing:
 
     ttl_s: float
     inactive_after_s: float = 5 * 24 * HOUR_S
+    bucket_s: int = HOUR_S
+    """Uptime is accounted per bucket: an hour, or a block's length with fast blocks."""
 
 
-def split_by_hour(start: float, end: float) -> list[tuple[int, float]]:
-    """Split the interval [start, end) into (hour_start, seconds) buckets."""
+def split_by_hour(start: float, end: float, bucket_s: int = HOUR_S) -> list[tuple[int, float]]:
+    """Split the interval [start, end) into (bucket_start, seconds) buckets."""
     if end <= start:
         return []
     out: list[tuple[int, float]] = []
     t = start
     while t < end:
-        hour = int(t // HOUR_S) * HOUR_S
-        stop = min(end, hour + HOUR_S)
+        hour = int(t // bucket_s) * bucket_s
+        stop = min(end, hour + bucket_s)
         out.append((hour, stop - t))
         t = stop
     return out
 
 
-def accrue_uptime(prev_seen: float | None, now: float, ttl_s: float) -> list[tuple[int, float]]:
+def accrue_uptime(
+    prev_seen: float | None, now: float, ttl_s: float, bucket_s: int = HOUR_S
+) -> list[tuple[int, float]]:
     """Uptime earned by a heartbeat at ``now`` after one at ``prev_seen``.
 
     A gap longer than the TTL means the device was down in between: nothing is
@@ -68,7 +72,7 @@ def accrue_uptime(prev_seen: float | None, now: float, ttl_s: float) -> list[tup
     """
     if prev_seen is None or now - prev_seen > ttl_s:
         return []
-    return split_by_hour(prev_seen, now)
+    return split_by_hour(prev_seen, now, bucket_s)
 
 
 def on_heartbeat(status: DeviceStatus) -> DeviceStatus:

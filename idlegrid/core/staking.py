@@ -249,3 +249,34 @@ def withdraw_costake(stake: Stake, staker: str, now: float) -> tuple[Stake, int]
         )
     left = tuple(c for c in stake.costakes if c.staker != staker)
     return replace(stake, costakes=left), current.amount
+
+
+# Slashing ----------------------------------------------------------------------------------
+
+
+def slash(stake: Stake, bps: int) -> tuple[Stake, tuple[tuple[str, int], ...]]:
+    """Take ``bps`` of everything staked on the device, owner and co-stakers alike
+    (active, cooling and co-stakes each lose the same share, rounded down): the
+    stake left and (staker, units taken), the owner first as ``stake.owner``."""
+    if isinstance(bps, bool) or not isinstance(bps, int) or not 0 < bps <= BPS:
+        raise InvalidAmount("a slash takes 1-10,000 bps", bps=bps)
+
+    def cut(units: int) -> int:
+        return units * bps // BPS
+
+    active_cut = cut(stake.active)
+    cooling = tuple(replace(c, amount=c.amount - cut(c.amount)) for c in stake.cooling)
+    owner_cut = active_cut + sum(cut(c.amount) for c in stake.cooling)
+    costakes = tuple(replace(c, amount=c.amount - cut(c.amount)) for c in stake.costakes)
+    shares = ((stake.owner, owner_cut), *((c.staker, cut(c.amount)) for c in stake.costakes))
+    left = replace(stake, active=stake.active - active_cut, cooling=cooling, costakes=costakes)
+    return left, tuple((s, u) for s, u in shares if u > 0)
+
+
+def restore(stake: Stake, shares: tuple[tuple[str, int], ...]) -> Stake:
+    """Give a slash back after an accepted appeal: to the owner's active stake and
+    to each co-staker still on the device (a co-staker gone since is paid out)."""
+    owner_units = sum(u for s, u in shares if s == stake.owner)
+    back = dict(shares)
+    costakes = tuple(replace(c, amount=c.amount + back.get(c.staker, 0)) for c in stake.costakes)
+    return replace(stake, active=stake.active + owner_units, costakes=costakes)

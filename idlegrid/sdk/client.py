@@ -24,8 +24,11 @@ from idlegrid.errors import TransportError, error_from_body
 from idlegrid.protocol import (
     ApiKeyCreate,
     ApiKeyView,
+    AppealRequest,
     Assignment,
     AuditView,
+    BlockList,
+    BlockView,
     ChallengeSpec,
     ClusterCreate,
     ClusterList,
@@ -34,6 +37,7 @@ from idlegrid.protocol import (
     CommitResponse,
     ConnectivityReport,
     ConnectivityView,
+    DecisionRequest,
     DeployRequest,
     DepositsView,
     DeviceDetail,
@@ -51,6 +55,13 @@ from idlegrid.protocol import (
     RayNodeReport,
     RegisterRequest,
     RevealRequest,
+    RewardList,
+    ShareRequest,
+    SlashList,
+    SlashRequest,
+    SlashView,
+    StakeAmount,
+    StakeView,
     SupplyView,
     WalletView,
     WithdrawalView,
@@ -236,6 +247,62 @@ class Client:
     def report_ray_node(self, device_id: str, req: RayNodeReport) -> Assignment | None:
         path = f"/v1/devices/{device_id}/ray"
         return self._call("POST", path, _ASSIGNMENT, json=req, signed=True)
+
+    # -- staking (signed by the owner or co-staker), blocks, slashes ---------------------
+
+    def get_stake(self, device_id: str) -> StakeView:
+        return self._call("GET", f"/v1/devices/{device_id}/stake", StakeView)
+
+    def stake(self, device_id: str, amount: str) -> StakeView:
+        path = f"/v1/devices/{device_id}/stake"
+        return self._call("POST", path, StakeView, json=StakeAmount(amount=amount), signed=True)
+
+    def unstake(self, device_id: str, amount: str) -> StakeView:
+        path = f"/v1/devices/{device_id}/unstake"
+        return self._call("POST", path, StakeView, json=StakeAmount(amount=amount), signed=True)
+
+    def withdraw_stake(self, device_id: str) -> StakeView:
+        path = f"/v1/devices/{device_id}/stake/withdraw"
+        return self._call("POST", path, StakeView, signed=True)
+
+    def set_costake_share(self, device_id: str, share_bps: int) -> StakeView:
+        path = f"/v1/devices/{device_id}/stake/share"
+        body = ShareRequest(share_bps=share_bps)
+        return self._call("POST", path, StakeView, json=body, signed=True)
+
+    def costake(self, device_id: str, amount: str) -> StakeView:
+        path = f"/v1/devices/{device_id}/costake"
+        return self._call("POST", path, StakeView, json=StakeAmount(amount=amount), signed=True)
+
+    def costake_exit(self, device_id: str) -> StakeView:
+        path = f"/v1/devices/{device_id}/costake/exit"
+        return self._call("POST", path, StakeView, signed=True)
+
+    def list_blocks(self, limit: int = 50) -> BlockList:
+        return self._call("GET", "/v1/blocks", BlockList, params={"limit": str(limit)})
+
+    def get_block(self, number: int) -> BlockView:
+        return self._call("GET", f"/v1/blocks/{number}", BlockView)
+
+    def device_rewards(self, device_id: str) -> RewardList:
+        return self._call("GET", f"/v1/devices/{device_id}/rewards", RewardList)
+
+    def slashes(self, device_id: str | None = None) -> SlashList:
+        params = {"device_id": device_id} if device_id else None
+        return self._call("GET", "/v1/slashes", SlashList, params=params)
+
+    def slash(self, device_id: str, reason: str, evidence: str = "") -> SlashView:
+        body = SlashRequest(device_id=device_id, reason=reason, evidence=evidence)  # type: ignore[arg-type]
+        return self._call("POST", "/v1/slashes", SlashView, json=body, signed=True)
+
+    def appeal_slash(self, slash_id: str, text: str) -> SlashView:
+        path = f"/v1/slashes/{slash_id}/appeal"
+        return self._call("POST", path, SlashView, json=AppealRequest(text=text), signed=True)
+
+    def decide_slash(self, slash_id: str, accept: bool) -> SlashView:
+        path = f"/v1/slashes/{slash_id}/decision"
+        body = DecisionRequest(accept=accept)
+        return self._call("POST", path, SlashView, json=body, signed=True)
 
     # -- devices: public reads -----------------------------------------------------------
 

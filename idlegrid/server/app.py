@@ -25,11 +25,13 @@ from idlegrid.server.db import make_engine, migrate, session_factory
 from idlegrid.server.liveness import LivenessTable
 from idlegrid.server.metrics import Metrics
 from idlegrid.server.middleware import BodyLimit
-from idlegrid.server.routes import clusters, devices, proofs, system, wallets
+from idlegrid.server.routes import clusters, devices, proofs, staking, system, wallets
+from idlegrid.server.services.blocks import BlockService
 from idlegrid.server.services.clusters import ClusterService
 from idlegrid.server.services.devices import DeviceService
 from idlegrid.server.services.ledger import LedgerService
 from idlegrid.server.services.proofs import ProofService
+from idlegrid.server.services.staking import StakingService
 from idlegrid.server.settings import ServerSettings
 from idlegrid.server.state import AppState
 from idlegrid.worker.keypair import load_or_create_keypair
@@ -47,7 +49,9 @@ def build_state(
     catalog = catalog or load_catalog()
     engine = make_engine(settings.database_url)
     migrate(engine)
-    liveness = LivenessTable(Timing(settings.heartbeat_ttl_s, settings.inactive_after_s))
+    liveness = LivenessTable(
+        Timing(settings.heartbeat_ttl_s, settings.inactive_after_s, settings.block_interval_s)
+    )
     service = DeviceService(session_factory(engine), liveness, catalog, settings, clock)
     service.load_liveness()
     proof_service = ProofService(session_factory(engine), liveness, catalog, settings, clock)
@@ -74,6 +78,8 @@ def build_state(
         proofs=proof_service,
         ledger=ledger,
         clusters=cluster_service,
+        staking=StakingService(session_factory(engine), ledger, catalog, settings, clock),
+        blocks=BlockService(session_factory(engine), ledger, catalog, settings, clock),
     )
 
 
@@ -109,9 +115,10 @@ def create_app(
     app = FastAPI(title="idlegrid control plane", version=__version__, lifespan=lifespan)
     app.state.idlegrid = state
     app.include_router(system.router)
-    # proofs and clusters before devices: /{id}/{action} would shadow their routes
+    # before devices: its /{id}/{action} would shadow their /v1/devices/{id}/… routes
     app.include_router(proofs.router)
     app.include_router(clusters.router)
+    app.include_router(staking.router)
     app.include_router(devices.router)
     app.include_router(wallets.router)
     app.router.routes.insert(0, hotpath.route)  # matched before the documented route

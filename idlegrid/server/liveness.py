@@ -88,7 +88,9 @@ class LivenessTable:
             if dev is None:
                 raise UnknownDevice(device_id=device_id)
             new_status = lifecycle.on_heartbeat(dev.status)
-            for hour, seconds in lifecycle.accrue_uptime(dev.last_seen, now, self.timing.ttl_s):
+            for hour, seconds in lifecycle.accrue_uptime(
+                dev.last_seen, now, self.timing.ttl_s, self.timing.bucket_s
+            ):
                 key = (device_id, hour)
                 self._pending.uptime[key] = self._pending.uptime.get(key, 0.0) + seconds
             dev.last_seen = now

@@ -51,7 +51,8 @@ async def every(interval_s: float, name: str, step: Callable[[], object]) -> Non
 
 def background(state: AppState) -> list[Coroutine[Any, Any, None]]:
     """The control plane's loops: liveness, proofs of compute, buy-back and burn,
-    clusters (deploy watch, healing, expiry, hourly settlement)."""
+    clusters (deploy watch, healing, expiry, hourly settlement), reward blocks and
+    slashes whose appeal window closed."""
     s = state.settings
     return [
         every(
@@ -60,4 +61,6 @@ def background(state: AppState) -> list[Coroutine[Any, Any, None]]:
         every(s.proof_tick_s, "proof", state.proofs.tick),
         every(s.buyback_interval_s, "buy-back", lambda: buyback_and_burn(state)),
         every(s.cluster_tick_s, "clusters", state.clusters.tick),
+        every(min(60.0, s.block_interval_s / 4), "blocks", state.blocks.tick),
+        every(60.0, "slashes", state.staking.burn_expired),
     ]

@@ -73,6 +73,17 @@ class ServerSettings(BaseSettings):
     cluster_tick_s: float = Field(default=1.0, gt=0, description="heal, expire, deploy watch")
     settle_interval_s: float = Field(default=3600, gt=0, description="pay providers")
 
+    # Staking and block rewards (services/staking.py, services/blocks.py).
+    block_interval_s: int = Field(
+        default=3600,
+        ge=1,
+        le=3600,
+        description="one block per interval; under 3600 = fast blocks (demos, tests): "
+        "uptime is then accounted per block and scaled to an hour",
+    )
+    gpu_pool_bps: int = Field(default=9500, ge=0, le=10_000, description="GPU share of a block")
+    slash_appeal_s: float = Field(default=30 * 24 * 3600, gt=0, description="appeal window")
+
     flush_interval_s: float = Field(default=0, ge=0)
     reaper_interval_s: float = Field(default=0, ge=0)
     max_body_bytes: int = Field(default=64 * 1024, gt=0)
@@ -91,6 +102,8 @@ class ServerSettings(BaseSettings):
         if self.reaper_interval_s == 0:
             # Detection takes at most TTL + one tick: 2.5 + 0.125 intervals.
             self.reaper_interval_s = min(1.0, self.heartbeat_interval_s / 8)
+        if 3600 % self.block_interval_s:
+            raise ValueError("block_interval_s must divide an hour (3600 s)")
         if self.heartbeat_ttl_s < self.heartbeat_interval_s:
             raise ValueError("heartbeat_ttl_s must be at least heartbeat_interval_s")
         if self.environment == "production" and self.database_url.startswith("sqlite"):

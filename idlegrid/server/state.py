@@ -12,10 +12,12 @@ from sqlalchemy import Engine
 from idlegrid.server.auth import NonceStore, authenticate
 from idlegrid.server.liveness import LivenessTable
 from idlegrid.server.metrics import Metrics
+from idlegrid.server.services.blocks import BlockService
 from idlegrid.server.services.clusters import ClusterService
 from idlegrid.server.services.devices import DeviceService
 from idlegrid.server.services.ledger import LedgerService
 from idlegrid.server.services.proofs import ProofService
+from idlegrid.server.services.staking import StakingService
 from idlegrid.server.settings import ServerSettings
 
 
@@ -31,6 +33,8 @@ class AppState:
     proofs: ProofService
     ledger: LedgerService
     clusters: ClusterService
+    staking: StakingService
+    blocks: BlockService
 
 
 def app_state(request: Request) -> AppState:

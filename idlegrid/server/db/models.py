@@ -249,3 +249,97 @@ class ClusterNode(Base):
     left_reason: Mapped[str | None] = mapped_column(String(64))
     paid_gross: Mapped[int] = mapped_column(BigInteger, default=0)
     settled: Mapped[bool] = mapped_column(Boolean, default=False)  # nothing more to pay
+
+
+class StakeRow(Base):
+    """Everything staked on one device (``core.staking.Stake``), and the share of
+    its rewards the owner offers co-stakers. The IO itself sits in the chain's
+    stake account, mirrored in the book as ``stake:<device>:IO``."""
+
+    __tablename__ = "stakes"
+
+    device_id: Mapped[str] = mapped_column(
+        String(44), ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
+    )
+    owner: Mapped[str] = mapped_column(String(44), index=True)
+    active: Mapped[int] = mapped_column(BigInteger, default=0)
+    cooling: Mapped[list[Any]] = mapped_column(JSON, default=list)  # [[units, unlocks_at]]
+    # [[staker, units, share_bps, exit_requested_at]]
+    costakes: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    costake_share_bps: Mapped[int] = mapped_column(Integer, default=0)
+    slashed: Mapped[int] = mapped_column(BigInteger, default=0)  # held for an appeal
+
+
+class Block(Base):
+    """One hourly reward block: its published inputs and outputs, and their hashes."""
+
+    __tablename__ = "blocks"
+
+    number: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # the emission hour
+    starts_at: Mapped[float] = mapped_column(Double, unique=True)  # its window's start
+    length_s: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    emission: Mapped[int] = mapped_column(BigInteger)
+    inputs: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    inputs_hash: Mapped[str | None] = mapped_column(String(64))
+    outputs: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    outputs_hash: Mapped[str | None] = mapped_column(String(64))
+    nominated: Mapped[int] = mapped_column(Integer, default=0)
+    excluded: Mapped[int] = mapped_column(Integer, default=0)
+    paid: Mapped[int] = mapped_column(BigInteger, default=0)
+    error: Mapped[str | None] = mapped_column(String(512))
+    created_at: Mapped[float] = mapped_column(Double)
+    closed_at: Mapped[float | None] = mapped_column(Double)
+
+
+class BlockReward(Base):
+    """What one device earned in one block (for `idlegrid rewards DEVICE`)."""
+
+    __tablename__ = "block_rewards"
+
+    number: Mapped[int] = mapped_column(BigInteger, ForeignKey("blocks.number"), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(44), primary_key=True, index=True)
+    units: Mapped[int] = mapped_column(BigInteger)
+    score: Mapped[str] = mapped_column(String(64))
+    reasons: Mapped[str | None] = mapped_column(String(256))  # when excluded
+
+
+class Slash(Base):
+    __tablename__ = "slashes"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(44), ForeignKey("devices.id"), index=True)
+    reason: Mapped[str] = mapped_column(String(32))
+    evidence: Mapped[str] = mapped_column(String(512))
+    units: Mapped[int] = mapped_column(BigInteger)
+    shares: Mapped[list[Any]] = mapped_column(JSON)  # [[staker, units]]
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    created_at: Mapped[float] = mapped_column(Double)
+    appeal_until: Mapped[float] = mapped_column(Double)
+    appeal: Mapped[str | None] = mapped_column(String(512))
+    decided_at: Mapped[float | None] = mapped_column(Double)
+
+
+class Season(Base):
+    __tablename__ = "seasons"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    starts_at: Mapped[float] = mapped_column(Double)
+    ends_at: Mapped[float] = mapped_column(Double)
+    gpu_points: Mapped[int] = mapped_column(BigInteger)
+    cpu_points: Mapped[int] = mapped_column(BigInteger)
+    points_per_io: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    results: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    results_hash: Mapped[str | None] = mapped_column(String(64))
+
+
+class SeasonPoints(Base):
+    __tablename__ = "season_points"
+
+    season_id: Mapped[str] = mapped_column(String(32), ForeignKey("seasons.id"), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(44), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(44))
+    kind: Mapped[str] = mapped_column(String(8))
+    points: Mapped[int] = mapped_column(BigInteger, default=0)  # thousandths of a point

@@ -1,0 +1,276 @@
+"""Hourly reward blocks: gather the published inputs, compute, pay, publish.
+
+Block ``n`` is the network's ``n``-th hour of emission; it covers the window
+``[starts_at, starts_at + length_s)``. ``length_s`` is an hour, or less with
+fast blocks (``IDLEGRID_BLOCK_INTERVAL_S``, for demos and tests): uptime is
+then accounted per block-length bucket and scaled to an hour, so the rules
+(5 h of uptime, the score) read the same in block-hours.
+
+Statuses: ``in_progress`` while the window is open; ``processing`` while its
+inputs are gathered and it is computed and paid (one transaction);
+``completed``; ``failed`` (the error is kept, and the next pass retries).
+
+Paying: the hour's emission is minted into the reward account
+(``LedgerService.emit``), then each recipient (owner or co-staker) is paid from
+``rewards:pool:IO`` with the transfer id ``reward:<n>:<recipient>``, and the
+tokens move from the chain's reward account to the treasury. Transfer ids are
+fixed per block and recipient, so a block can never be paid twice, even if a
+pass is retried after a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections import defaultdict
+from collections.abc import Callable
+from fractions import Fraction
+from typing import Any
+
+from sqlalchemy import func, insert, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from idlegrid.catalog import Catalog
+from idlegrid.core import emission, rewards, staking
+from idlegrid.core.ledger import Transfer
+from idlegrid.errors import NotFound
+from idlegrid.ledger.chain import Asset
+from idlegrid.protocol import DeviceStatus, Readiness
+from idlegrid.server.db.models import Block, BlockReward, Device, DeviceUptime, StakeRow
+from idlegrid.server.services.ledger import REWARDS, LedgerService, onchain, user_account
+from idlegrid.server.services.staking import to_core
+from idlegrid.server.settings import ServerSettings
+
+log = logging.getLogger("idlegrid.server.blocks")
+
+HOUR_S = 3600
+
+
+class BlockService:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        ledger: LedgerService,
+        catalog: Catalog,
+        settings: ServerSettings,
+        clock: Callable[[], float],
+    ) -> None:
+        self.sessions = sessions
+        self.ledger = ledger
+        self.catalog = catalog
+        self.settings = settings
+        self.clock = clock
+        self.length_s = settings.block_interval_s
+        # Closing waits for the liveness flusher to write the window's last uptime.
+        self.grace_s = 2 * settings.flush_interval_s + settings.reaper_interval_s
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def tick(self) -> list[int]:
+        """Open the current block, close every block whose window has passed."""
+        now = self.clock()
+        closed = []
+        with self.sessions.begin() as db:
+            self._open_current(db, now)
+        with self.sessions() as db:
+            due = list(
+                db.scalars(
+                    select(Block.number)
+                    .where(
+                        Block.status.in_(["in_progress", "failed"]),
+                        Block.starts_at + Block.length_s + self.grace_s <= now,
+                    )
+                    .order_by(Block.number)
+                )
+            )
+        for number in due:
+            if self.close(number):
+                closed.append(number)
+        return closed
+
+    def _open_current(self, db: Session, now: float) -> None:
+        start = float(int(now // self.length_s) * self.length_s)
+        last = db.scalar(select(Block).order_by(Block.number.desc()).limit(1))
+        if last is not None and last.starts_at >= start:
+            return
+        number = 0 if last is None else last.number + 1
+        begin = start if last is None else last.starts_at + last.length_s
+        # Windows missed while the server was down still get their blocks.
+        while begin <= start and number < emission.EPOCHS:
+            db.add(
+                Block(
+                    number=number,
+                    starts_at=begin,
+                    length_s=self.length_s,
+                    status="in_progress",
+                    emission=emission.hour_amount(number),
+                    created_at=now,
+                )
+            )
+            number += 1
+            begin += self.length_s
+
+    def close(self, number: int) -> bool:
+        """Gather, compute, pay and publish block ``number``; False if it failed."""
+        with self.sessions.begin() as db:
+            block = db.get(Block, number, with_for_update=True)
+            if block is None or block.status == "completed":
+                return False
+            block.status = "processing"
+        try:
+            self.ledger.emit(number)  # once per block: the transfer id is the block's
+            with self.sessions.begin() as db:
+                block = db.get(Block, number, with_for_update=True)
+                assert block is not None
+                inputs = self.gather(db, block)
+                result = rewards.compute_block(inputs)
+                self._pay(db, block, result)
+                self._publish(db, block, inputs, result)
+            return True
+        except Exception as exc:
+            log.exception("block %d failed", number)
+            with self.sessions.begin() as db:
+                block = db.get(Block, number)
+                assert block is not None
+                block.status = "failed"
+                block.error = "".join(traceback.format_exception_only(exc)).strip()[:512]
+            return False
+
+    # -- inputs --------------------------------------------------------------------------
+
+    def gather(self, db: Session, block: Block) -> rewards.BlockInputs:
+        """Every device registered by the window's end, with its facts for the window."""
+        start, end = block.starts_at, block.starts_at + block.length_s
+        scale = Fraction(HOUR_S, block.length_s)
+        in_window = dict(
+            db.execute(
+                select(DeviceUptime.device_id, DeviceUptime.seconds).where(
+                    DeviceUptime.hour == start
+                )
+            ).all()
+        )
+        cumulative = dict(
+            db.execute(
+                select(DeviceUptime.device_id, func.sum(DeviceUptime.seconds))
+                .where(DeviceUptime.hour <= start)
+                .group_by(DeviceUptime.device_id)
+            ).all()
+        )
+        stakes = {row.device_id: to_core(row) for row in db.scalars(select(StakeRow))}
+        devices = []
+        for d in db.scalars(select(Device).where(Device.registered_at < end)):
+            hw = self.catalog.get(d.model) if d.model else None
+            stake = stakes.get(d.id)
+            up = min(HOUR_S, round(float(in_window.get(d.id, 0.0)) * scale))
+            devices.append(
+                rewards.DeviceInput(
+                    device_id=d.id,
+                    owner=d.owner,
+                    kind=rewards.DeviceKind.CPU if d.kind == "cpu" else rewards.DeviceKind.GPU,
+                    multiplier=Fraction(str(hw.multiplier)) if hw else Fraction(0),
+                    processors=max(1, d.processors),
+                    uptime_s=up,
+                    cumulative_uptime_s=max(up, round(float(cumulative.get(d.id, 0.0)) * scale)),
+                    proof_passed=d.proof_passed_at is not None
+                    and d.proof_passed_at < end
+                    and d.readiness != Readiness.NOT_REWARD_READY.value,
+                    stake_units=staking.effective_stake(stake, end) if stake else 0,
+                    minimum_stake_units=(
+                        staking.minimum_stake(hw.multiplier, max(1, d.processors)) if hw else 0
+                    ),
+                    has_wallet=True,  # the owner's key is a Solana wallet
+                    tier=d.tier or 0,
+                    status=DeviceStatus(d.status),
+                    costakers=staking.reward_shares(stake, end) if stake else (),
+                )
+            )
+        return rewards.BlockInputs(
+            hour=block.number,
+            emission_units=block.emission,
+            devices=tuple(devices),
+            gpu_pool_bps=self.settings.gpu_pool_bps,
+        )
+
+    # -- paying and publishing ------------------------------------------------------------
+
+    def _pay(self, db: Session, block: Block, result: rewards.Block) -> None:
+        owed: dict[str, int] = defaultdict(int)
+        for r in result.rewards:
+            if r.owner_units:
+                owed[r.owner] += r.owner_units
+            for staker, units in r.costakers:
+                owed[staker] += units
+        total = sum(owed.values())
+        if not total:
+            block.paid = 0
+            return
+        for recipient in owed:
+            self.ledger.book.open_account(db, user_account(recipient, "IO"), "IO")
+        transfers = [
+            Transfer(
+                f"reward:{block.number}:{recipient}",
+                REWARDS,
+                user_account(recipient, "IO"),
+                "IO",
+                units,
+                code="reward",
+            )
+            for recipient, units in sorted(owed.items())
+            if units
+        ]
+        transfers.append(
+            Transfer(
+                f"reward:{block.number}:chain",
+                onchain("treasury", "IO"),
+                onchain("reward", "IO"),
+                "IO",
+                total,
+                code="reward-move",
+            )
+        )
+        posted = self.ledger.book.post_batch(db, transfers)
+        block.paid = total
+        if posted[-1].replayed:
+            return  # paid before (a retried pass): the tokens have moved already
+        layout = self.ledger.chain.layout
+        self.ledger.chain.transfer(
+            Asset.IO,
+            layout.account("reward", Asset.IO),
+            layout.account("treasury", Asset.IO),
+            total,
+            self.ledger.authority,
+        )
+
+    def _publish(
+        self, db: Session, block: Block, inputs: rewards.BlockInputs, result: rewards.Block
+    ) -> None:
+        block.inputs = rewards.inputs_to_dict(inputs)
+        block.inputs_hash = result.inputs_hash
+        block.outputs = rewards.block_to_dict(result)
+        block.outputs_hash = rewards.outputs_hash(result)
+        block.nominated = len(result.rewards)
+        block.excluded = len(result.excluded)
+        block.status = "completed"
+        block.closed_at = self.clock()
+        block.error = None
+        rows: list[dict[str, Any]] = [
+            {"number": block.number, "device_id": r.device_id, "units": r.units,
+             "score": f"{r.score.numerator}/{r.score.denominator}", "reasons": None}
+            for r in result.rewards
+        ]  # fmt: skip
+        rows += [
+            {"number": block.number, "device_id": x.device_id, "units": 0, "score": "0",
+             "reasons": ",".join(r.value for r in x.reasons)}
+            for x in result.excluded
+        ]  # fmt: skip
+        db.query(BlockReward).filter(BlockReward.number == block.number).delete()
+        if rows:
+            db.execute(insert(BlockReward), rows)
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def get(self, db: Session, number: int) -> Block:
+        block = db.get(Block, number)
+        if block is None:
+            raise NotFound("no such block", number=number)
+        return block

@@ -1,0 +1,382 @@
+"""Stakes and slashes: the rules of ``core/staking.py`` over the database, the
+book and the chain.
+
+Staked IO sits in the chain's stake account. In the book, each device has one
+account ``stake:<device>:IO`` holding everything staked on it (owner and
+co-stakers); the ``stakes`` row says whose it is. Staking moves the staker's
+balance into it, and the tokens from the treasury to the stake account on
+chain, in one step (book first, then chain, then commit; a chain failure rolls
+the book back, as in ``services/ledger.py``).
+
+A slash takes a share of every stake on the device (co-stakers share it) into
+``slashed:<device>:IO`` for the appeal window; an accepted appeal puts it
+back, otherwise it is burned on chain from the stake account.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from idlegrid.catalog import Catalog
+from idlegrid.core import staking
+from idlegrid.core.fees import format_amount
+from idlegrid.core.ledger import Transfer
+from idlegrid.core.staking import Cooldown, CoStake, Stake
+from idlegrid.errors import (
+    InvalidAmount,
+    InvalidTransition,
+    NotFound,
+    PermissionDenied,
+    StakeBelowMinimum,
+    UnknownDevice,
+)
+from idlegrid.ledger.chain import Asset, Role
+from idlegrid.server.db.models import Device, Slash, StakeRow
+from idlegrid.server.services.ledger import LedgerService, onchain, user_account
+from idlegrid.server.settings import ServerSettings
+
+log = logging.getLogger("idlegrid.server.staking")
+
+SLASH_REASONS = ("spoofing", "failed_proof", "idle_abuse", "hardware_swap")
+SLASH_BPS = {"spoofing": 10_000, "failed_proof": 1_000, "idle_abuse": 2_500, "hardware_swap": 5_000}
+"""How much of the stake each reason takes (basis points)."""
+
+
+def stake_account(device_id: str) -> str:
+    return f"stake:{device_id}:IO"
+
+
+def slashed_account(device_id: str) -> str:
+    return f"slashed:{device_id}:IO"
+
+
+def to_core(row: StakeRow) -> Stake:
+    return Stake(
+        device_id=row.device_id,
+        owner=row.owner,
+        active=row.active,
+        cooling=tuple(Cooldown(int(a), float(t)) for a, t in row.cooling),
+        costakes=tuple(
+            CoStake(str(s), int(a), int(b), None if e is None else float(e))
+            for s, a, b, e in row.costakes
+        ),
+    )
+
+
+def store(row: StakeRow, stake: Stake) -> None:
+    row.active = stake.active
+    row.cooling = [[c.amount, c.unlocks_at] for c in stake.cooling]
+    row.costakes = [[c.staker, c.amount, c.share_bps, c.exit_requested_at] for c in stake.costakes]
+
+
+class StakingService:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        ledger: LedgerService,
+        catalog: Catalog,
+        settings: ServerSettings,
+        clock: Callable[[], float],
+    ) -> None:
+        self.sessions = sessions
+        self.ledger = ledger
+        self.catalog = catalog
+        self.settings = settings
+        self.clock = clock
+
+    # -- reads --------------------------------------------------------------------------
+
+    def minimum(self, dev: Device) -> int:
+        if dev.model is None:
+            return 0
+        return staking.minimum_stake(self.catalog.get(dev.model).multiplier, dev.processors)
+
+    def view(self, device_id: str) -> dict[str, object]:
+        now = self.clock()
+        with self.sessions() as db:
+            dev, row = self._load(db, device_id, lock=False)
+            stake = to_core(row)
+            return {
+                "device_id": device_id,
+                "owner": row.owner,
+                "minimum": self.minimum(dev),
+                "effective": staking.effective_stake(stake, now),
+                "active": stake.active,
+                "cooling": [[c.amount, c.unlocks_at] for c in stake.cooling],
+                "costakes": [
+                    [c.staker, c.amount, c.share_bps, c.exit_requested_at, c.counts(now)]
+                    for c in stake.costakes
+                ],
+                "costake_share_bps": row.costake_share_bps,
+                "slashed_pending": row.slashed,
+            }
+
+    # -- the owner's stake ----------------------------------------------------------------
+
+    def stake(self, signer: str, device_id: str, amount: int) -> None:
+        """Refused when the owner's active stake would stay under the minimum:
+        a stake that cannot nominate the device would only lock IO up."""
+        with self.sessions.begin() as db:
+            dev, row = self._load(db, device_id)
+            self._owner(signer, row)
+            stake = staking.add_stake(to_core(row), amount)
+            minimum = self.minimum(dev)
+            if stake.active < minimum:
+                raise StakeBelowMinimum(
+                    device_id=device_id,
+                    minimum=format_amount(minimum, "IO"),
+                    stake=format_amount(stake.active, "IO"),
+                )
+            store(row, stake)
+            self._lock_in(db, signer, device_id, amount)
+
+    def unstake(self, signer: str, device_id: str, amount: int) -> None:
+        with self.sessions.begin() as db:
+            dev, row = self._load(db, device_id)
+            self._owner(signer, row)
+            hired = dev.cluster_id is not None
+            store(row, staking.unstake(to_core(row), amount, hired=hired, now=self.clock()))
+
+    def withdraw(self, signer: str, device_id: str) -> int:
+        """Pay out the signer's stake that has finished cooling down (owner or co-staker)."""
+        now = self.clock()
+        with self.sessions.begin() as db:
+            _, row = self._load(db, device_id)
+            stake = to_core(row)
+            if signer == row.owner:
+                stake, units = staking.withdraw_unlocked(stake, now)
+            else:
+                stake, units = staking.withdraw_costake(stake, signer, now)
+            if units == 0:
+                raise InvalidTransition("nothing has finished cooling down", device_id=device_id)
+            store(row, stake)
+            self._release(db, signer, device_id, units)
+            return units
+
+    def set_share(self, signer: str, device_id: str, share_bps: int) -> None:
+        """The owner sets the share of rewards offered to new co-stakers."""
+        if not 0 <= share_bps <= staking.BPS:
+            raise InvalidAmount("share_bps is 0-10,000", share_bps=share_bps)
+        with self.sessions.begin() as db:
+            _, row = self._load(db, device_id)
+            self._owner(signer, row)
+            row.costake_share_bps = share_bps
+
+    # -- co-stakes -----------------------------------------------------------------------
+
+    def costake(self, signer: str, device_id: str, amount: int) -> None:
+        with self.sessions.begin() as db:
+            _, row = self._load(db, device_id)
+            stake = staking.add_costake(
+                to_core(row), signer, amount, row.costake_share_bps, self.clock()
+            )
+            store(row, stake)
+            self._lock_in(db, signer, device_id, amount)
+
+    def costake_exit(self, signer: str, device_id: str) -> None:
+        with self.sessions.begin() as db:
+            _, row = self._load(db, device_id)
+            store(row, staking.request_costake_exit(to_core(row), signer, self.clock()))
+
+    # -- slashing ------------------------------------------------------------------------
+
+    def slash(self, device_id: str, reason: str, evidence: str) -> str:
+        if reason not in SLASH_BPS:
+            raise InvalidAmount("unknown slash reason", reason=reason, allowed=SLASH_REASONS)
+        now = self.clock()
+        with self.sessions.begin() as db:
+            _, row = self._load(db, device_id)
+            stake, shares = staking.slash(to_core(row), SLASH_BPS[reason])
+            units = sum(u for _, u in shares)
+            store(row, stake)
+            row.slashed += units
+            slash_id = secrets.token_hex(16)
+            if units:
+                self.ledger.book.open_account(db, slashed_account(device_id), "IO")
+                self.ledger.book.post(
+                    db,
+                    Transfer(
+                        f"slash:{slash_id}",
+                        stake_account(device_id),
+                        slashed_account(device_id),
+                        "IO",
+                        units,
+                        code="slash",
+                        memo=reason,
+                    ),
+                )
+            db.add(
+                Slash(
+                    id=slash_id,
+                    device_id=device_id,
+                    reason=reason,
+                    evidence=evidence[:512],
+                    units=units,
+                    shares=[list(s) for s in shares],
+                    status="pending",
+                    created_at=now,
+                    appeal_until=now + self.settings.slash_appeal_s,
+                )
+            )
+            log.warning("slashed %s: %d units for %s", device_id, units, reason)
+            return slash_id
+
+    def appeal(self, signer: str, slash_id: str, text: str) -> None:
+        with self.sessions.begin() as db:
+            s = self._slash(db, slash_id)
+            row = db.get(StakeRow, s.device_id)
+            if row is None or signer != row.owner:
+                raise PermissionDenied("only the device's owner may appeal", slash_id=slash_id)
+            if s.status != "pending" or self.clock() > s.appeal_until:
+                raise InvalidTransition("the appeal window is closed", status=s.status)
+            s.status = "appealed"
+            s.appeal = text[:512]
+
+    def decide(self, slash_id: str, accept: bool) -> None:
+        """The network's ruling on an appeal: accepted gives the IO back, rejected burns it."""
+        with self.sessions.begin() as db:
+            s = self._slash(db, slash_id)
+            if s.status not in ("pending", "appealed"):
+                raise InvalidTransition("the slash is decided", status=s.status)
+            if accept:
+                row = db.get(StakeRow, s.device_id, with_for_update=True)
+                assert row is not None
+                shares = tuple((str(a), int(u)) for a, u in s.shares)
+                store(row, staking.restore(to_core(row), shares))
+                row.slashed -= s.units
+                if s.units:
+                    self.ledger.book.post(
+                        db,
+                        Transfer(
+                            f"unslash:{s.id}",
+                            slashed_account(s.device_id),
+                            stake_account(s.device_id),
+                            "IO",
+                            s.units,
+                            code="slash",
+                            memo="appeal accepted",
+                        ),
+                    )
+                s.status = "accepted"
+            else:
+                self._burn(db, s)
+                s.status = "burned"
+            s.decided_at = self.clock()
+
+    def burn_expired(self) -> int:
+        """Burn every slash whose appeal window closed without an accepted appeal."""
+        now = self.clock()
+        with self.sessions() as db:
+            due = list(
+                db.scalars(
+                    select(Slash.id).where(Slash.status == "pending", Slash.appeal_until < now)
+                )
+            )
+        for slash_id in due:
+            self.decide(slash_id, accept=False)
+        return len(due)
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _load(self, db: Session, device_id: str, lock: bool = True) -> tuple[Device, StakeRow]:
+        dev = db.get(Device, device_id)
+        if dev is None:
+            raise UnknownDevice(device_id=device_id)
+        row = db.get(StakeRow, device_id, with_for_update=lock)
+        if row is None:
+            row = StakeRow(
+                device_id=device_id,
+                owner=dev.owner,
+                active=0,
+                cooling=[],
+                costakes=[],
+                costake_share_bps=0,
+                slashed=0,
+            )
+            db.add(row)
+            db.flush()
+        return dev, row
+
+    @staticmethod
+    def _owner(signer: str, row: StakeRow) -> None:
+        if signer != row.owner:
+            raise PermissionDenied("only the device's owner stakes for it", owner=row.owner)
+
+    def _slash(self, db: Session, slash_id: str) -> Slash:
+        s = db.get(Slash, slash_id, with_for_update=True)
+        if s is None:
+            raise NotFound("no such slash", slash_id=slash_id)
+        return s
+
+    def _move_on_chain(self, db: Session, tag: str, source: Role, dest: Role, units: int) -> None:
+        """The book mirror of a chain transfer between two network accounts, then the transfer."""
+        self.ledger.book.post(
+            db, Transfer(f"chain:{tag}", onchain(dest, "IO"), onchain(source, "IO"), "IO", units)
+        )
+        layout = self.ledger.chain.layout
+        self.ledger.chain.transfer(
+            Asset.IO,
+            layout.account(source, Asset.IO),
+            layout.account(dest, Asset.IO),
+            units,
+            self.ledger.authority,
+        )
+
+    def _lock_in(self, db: Session, staker: str, device_id: str, units: int) -> None:
+        tag = secrets.token_hex(12)
+        self.ledger.book.open_account(db, stake_account(device_id), "IO")
+        self.ledger.book.post(
+            db,
+            Transfer(
+                f"stake:{tag}",
+                user_account(staker, "IO"),
+                stake_account(device_id),
+                "IO",
+                units,
+                code="stake",
+            ),
+        )
+        self._move_on_chain(db, tag, "treasury", "stake", units)
+
+    def _release(self, db: Session, staker: str, device_id: str, units: int) -> None:
+        tag = secrets.token_hex(12)
+        self.ledger.book.open_account(db, user_account(staker, "IO"), "IO")
+        self.ledger.book.post(
+            db,
+            Transfer(
+                f"unstake:{tag}",
+                stake_account(device_id),
+                user_account(staker, "IO"),
+                "IO",
+                units,
+                code="unstake",
+            ),
+        )
+        self._move_on_chain(db, tag, "stake", "treasury", units)
+
+    def _burn(self, db: Session, s: Slash) -> None:
+        row = db.get(StakeRow, s.device_id, with_for_update=True)
+        if row is not None:
+            row.slashed -= s.units
+        if not s.units:
+            return
+        self.ledger.book.post(
+            db,
+            Transfer(
+                f"burn:slash:{s.id}",
+                slashed_account(s.device_id),
+                onchain("stake", "IO"),
+                "IO",
+                s.units,
+                code="burn",
+                memo=f"slash {s.reason}",
+            ),
+        )
+        self.ledger.chain.burn(
+            Asset.IO, self.ledger.chain.layout.account("stake", Asset.IO), s.units
+        )

@@ -1,0 +1,256 @@
+"""Staking, hourly reward blocks and slashing through the API, in-process.
+
+24 blocks over a mixed fleet: GPUs and CPUs, staked and not, co-staked, down
+for part of the time, failing their proofs. Each block must pay exactly its
+emission, leave the ineligible out with their reasons, split co-stakes
+exactly, verify from its published inputs (and fail to when one is altered),
+and leave the ledger audit green.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from solders.keypair import Keypair
+from sqlalchemy import select
+
+from idlegrid.core import rewards
+from idlegrid.errors import (
+    CoStakeLimit,
+    InsufficientFunds,
+    InvalidTransition,
+    PermissionDenied,
+    StakeBelowMinimum,
+)
+from idlegrid.ledger.chain import Asset
+from idlegrid.protocol import HardwareInfo, RegisterRequest
+from idlegrid.server.db.models import Block, BlockReward, Device, DeviceUptime
+from idlegrid.server.loops import reap_and_flush
+from idlegrid.server.settings import ServerSettings
+from tests.conftest import FakeClock, Network, cpu_hardware, gpu_hardware
+
+IO = 10**8
+HOUR = 3600
+
+
+class Fleet:
+    def __init__(self, net: Network) -> None:
+        self.net = net
+        self.keys: dict[str, Keypair] = {}
+        self.down: set[str] = set()
+
+    def add(
+        self,
+        name: str,
+        hw: HardwareInfo,
+        tier: int = 3,
+        proof: bool = True,
+        history_h: int = 5,
+    ) -> str:
+        kp = Keypair()
+        device_id = str(kp.pubkey())
+        self.keys[name] = kp
+        client = self.net.client(kp)
+        client.register_device(RegisterRequest(hardware=hw, location="DE", name=name))
+        client.heartbeat(device_id)
+        with self.net.state.devices.sessions.begin() as db:
+            dev = db.get(Device, device_id)
+            dev.tier = tier
+            dev.status = "up"
+            dev.proof_passed_at = self.net.clock() - 10 if proof else None
+            dev.readiness = "cluster_ready" if proof else "not_reward_ready"
+            for h in range(1, history_h + 1):  # up for the hours before the first block
+                db.add(
+                    DeviceUptime(
+                        device_id=device_id, hour=int(self.net.clock()) - h * HOUR, seconds=HOUR
+                    )
+                )
+        self.net.state.ledger.grant(device_id, Asset.IO, 100_000 * IO)
+        return device_id
+
+    def id(self, name: str) -> str:
+        return str(self.keys[name].pubkey())
+
+    def client(self, name: str):  # type: ignore[no-untyped-def]
+        return self.net.client(self.keys[name])
+
+    def hour(self, clock: FakeClock) -> None:
+        """An hour of heartbeats every 10 minutes from every device not down."""
+        for _ in range(6):
+            clock.advance(600)
+            for name, kp in self.keys.items():
+                if self.id(name) not in self.down:
+                    self.net.client(kp).heartbeat(self.id(name))
+            reap_and_flush(self.net.state)
+
+    def balance(self, pubkey: str) -> int:
+        with self.net.state.ledger.sessions() as db:
+            return self.net.state.ledger.balances(db, pubkey)["IO"][0]
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> ServerSettings:
+    """Heartbeats every 10 minutes (a 25-minute TTL), so an hour takes 6 of them."""
+    return ServerSettings(
+        database_url=database_url, data_dir=tmp_path, heartbeat_interval_s=600, min_uptime_s=0
+    )
+
+
+@pytest.fixture
+def fleet(network: Network) -> Fleet:
+    return Fleet(network)
+
+
+def test_24_blocks_pay_exactly_and_verify(fleet: Fleet, clock: FakeClock) -> None:
+    net = fleet.net
+    h100 = gpu_hardware()  # 8 × H100: minimum 16,000 IO
+    rtx = gpu_hardware("NVIDIA GeForce RTX 4090", 1, 24564)  # 1.25 → 250 IO
+    names = {
+        "gpu-staked": fleet.add("gpu-staked", h100),
+        "gpu-costaked": fleet.add("gpu-costaked", rtx, tier=4),
+        "gpu-unstaked": fleet.add("gpu-unstaked", h100),
+        "gpu-failing": fleet.add("gpu-failing", h100, proof=False),
+        "cpu-staked": fleet.add("cpu-staked", cpu_hardware(), tier=2),
+        "cpu-flaky": fleet.add("cpu-flaky", cpu_hardware(), tier=1),
+        "cpu-tier0": fleet.add("cpu-tier0", cpu_hardware(), tier=0),
+    }
+    for name, amount in [("gpu-staked", "16000"), ("gpu-costaked", "250"),
+                         ("gpu-failing", "16000"), ("cpu-staked", "200"),
+                         ("cpu-flaky", "200"), ("cpu-tier0", "200")]:  # fmt: skip
+        fleet.client(name).stake(names[name], amount)
+    backer = Keypair()
+    backer_id = str(backer.pubkey())
+    net.state.ledger.grant(backer_id, Asset.IO, 1_000 * IO)
+    fleet.client("gpu-costaked").set_costake_share(names["gpu-costaked"], 2_000)
+    net.client(backer).costake(names["gpu-costaked"], "125")
+    with pytest.raises(CoStakeLimit):  # 125 + 200 > the owner's 250
+        net.client(Keypair()).costake(names["gpu-costaked"], "200")
+
+    net.state.blocks.tick()  # opens block 0 at this hour
+    balances = {pk: fleet.balance(pk) for pk in [*names.values(), backer_id]}
+    for n in range(24):
+        fleet.down = {names["cpu-flaky"]} if 6 <= n < 12 else set()
+        fleet.hour(clock)
+        clock.advance(5)  # past the flusher's grace
+        assert n in net.state.blocks.tick()
+        clock.advance(-5)
+
+    with net.state.blocks.sessions() as db:
+        blocks = list(
+            db.scalars(select(Block).where(Block.status == "completed").order_by(Block.number))
+        )
+        assert [b.number for b in blocks] == list(range(24))
+        for b in blocks:
+            rows = list(db.scalars(select(BlockReward).where(BlockReward.number == b.number)))
+            assert sum(r.units for r in rows) == b.emission == b.paid  # exact, to the unit
+            reasons = {r.device_id: r.reasons for r in rows if r.reasons}
+            assert "stake_below_minimum" in reasons[names["gpu-unstaked"]]
+            assert "proof_not_passed" in reasons[names["gpu-failing"]]
+            assert "tier_zero" in reasons[names["cpu-tier0"]]
+            paid = {r.device_id for r in rows if r.units}
+            assert paid.isdisjoint(reasons)
+            if 6 <= b.number < 12:
+                assert "no_uptime_this_hour" in reasons[names["cpu-flaky"]]
+            else:
+                assert names["cpu-flaky"] in paid
+            # Published, and recomputable by anyone from the inputs alone.
+            assert rewards.verify_block(b.inputs, b.outputs_hash)
+            block = rewards.compute_block(rewards.inputs_from_dict(b.inputs))
+            co = next(r for r in block.rewards if r.device_id == names["gpu-costaked"])
+            ((staker, co_units),) = co.costakers
+            assert staker == backer_id and co.owner_units + co_units == co.units
+            assert co_units in (co.units * 2000 // 10_000, co.units * 2000 // 10_000 + 1)
+        # Altering any published input breaks verification.
+        altered = dict(blocks[3].inputs)
+        altered["devices"] = [dict(d) for d in altered["devices"]]
+        altered["devices"][0]["uptime_s"] = max(0, altered["devices"][0]["uptime_s"] - 1)
+        assert not rewards.verify_block(altered, blocks[3].outputs_hash)
+
+        # Every wallet received exactly what the blocks say it earned.
+        earned: dict[str, int] = {}
+        for b in blocks:
+            for r in rewards.compute_block(rewards.inputs_from_dict(b.inputs)).rewards:
+                earned[r.owner] = earned.get(r.owner, 0) + r.owner_units
+                for s, u in r.costakers:
+                    earned[s] = earned.get(s, 0) + u
+    for pk, before in balances.items():
+        assert fleet.balance(pk) - before == earned.get(pk, 0)
+    assert earned[backer_id] > 0
+
+    # A block is never paid twice, even when its pass is retried.
+    assert net.state.blocks.close(5) is False
+    with net.state.blocks.sessions.begin() as db:
+        db.get(Block, 5).status = "failed"
+    assert net.state.blocks.close(5)
+    for pk, before in balances.items():
+        assert fleet.balance(pk) - before == earned.get(pk, 0)
+    audit = net.state.ledger.audit()
+    assert all(c.ok for c in audit), [c for c in audit if not c.ok]
+
+    view = net.client().device_rewards(names["gpu-staked"])
+    assert len(view.items) == 24 and not view.items[0].excluded_because
+
+
+def test_staking_refusals(fleet: Fleet, clock: FakeClock) -> None:
+    cpu = fleet.add("cpu", cpu_hardware())
+    owner = fleet.client("cpu")
+    with pytest.raises(StakeBelowMinimum) as err:
+        owner.stake(cpu, "150")
+    assert err.value.details["minimum"] == "200.00000000"
+    owner.stake(cpu, "200")
+    with pytest.raises(PermissionDenied):
+        fleet.net.client(Keypair()).stake(cpu, "500")
+    with fleet.net.state.devices.sessions.begin() as db:
+        db.get(Device, cpu).cluster_id = "f" * 32  # hired
+    with pytest.raises(InvalidTransition) as hired:
+        owner.unstake(cpu, "10")
+    assert hired.value.details["reason"] == "hired"
+    with fleet.net.state.devices.sessions.begin() as db:
+        db.get(Device, cpu).cluster_id = None
+    view = owner.unstake(cpu, "200")
+    assert float(view.effective) == 0 and not view.meets_minimum
+    with pytest.raises(InsufficientFunds):  # all of it is cooling already
+        owner.unstake(cpu, "1")
+    with pytest.raises(InvalidTransition):  # 14 days have not passed
+        owner.withdraw_stake(cpu)
+    before = fleet.balance(cpu)
+    clock.advance(14 * 24 * HOUR + 1)
+    owner.withdraw_stake(cpu)
+    assert fleet.balance(cpu) - before == 200 * IO
+    with pytest.raises(InvalidTransition):  # a double claim
+        owner.withdraw_stake(cpu)
+    assert all(c.ok for c in fleet.net.state.ledger.audit())
+
+
+def test_slashes_are_shared_appealed_or_burned(fleet: Fleet, clock: FakeClock) -> None:
+    net = fleet.net
+    rtx = fleet.add("rtx", gpu_hardware("NVIDIA GeForce RTX 4090", 1, 24564))
+    fleet.client("rtx").stake(rtx, "250")
+    backer = Keypair()
+    net.state.ledger.grant(str(backer.pubkey()), Asset.IO, 1_000 * IO)
+    net.client(backer).costake(rtx, "100")
+    authority = net.client(net.state.ledger.authority)
+    with pytest.raises(PermissionDenied):
+        net.client(Keypair()).slash(rtx, "idle_abuse", "not the authority")
+
+    first = authority.slash(rtx, "idle_abuse", "ran a miner while idle")  # 25 %
+    assert dict(first.shares) == {rtx: "62.50000000", str(backer.pubkey()): "25.00000000"}
+    stake = net.client().get_stake(rtx)
+    assert stake.active == "187.50000000" and stake.costakes[0].amount == "75.00000000"
+    fleet.client("rtx").appeal_slash(first.id, "it was our own benchmark")
+    assert authority.decide_slash(first.id, accept=True).status == "accepted"
+    assert net.client().get_stake(rtx).active == "250.00000000"
+
+    burned_before = net.client().token_supply().burned
+    second = authority.slash(rtx, "failed_proof", "failed after verification")  # 10 %
+    clock.advance(net.settings.slash_appeal_s + 1)
+    assert net.state.staking.burn_expired() == 1
+    statuses = {x.id: x.status for x in net.client().slashes(rtx).items}
+    assert statuses == {first.id: "accepted", second.id: "burned"}
+    burned = float(net.client().token_supply().burned) - float(burned_before)
+    assert round(burned * IO) == 35 * IO == round(float(second.amount) * IO)
+    with pytest.raises(InvalidTransition):
+        fleet.client("rtx").appeal_slash(second.id, "too late")
+    audit = net.state.ledger.audit()
+    assert all(c.ok for c in audit), [c for c in audit if not c.ok]
