@@ -30,6 +30,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/heartbeats.py
 	$(BIN)/python benchmarks/proof.py
 	$(BIN)/python benchmarks/ledger.py
+	$(BIN)/python benchmarks/matching.py
+	$(BIN)/python benchmarks/deploy.py
 
 clean:
 	rm -rf $(VENV) .idlegrid .pytest_cache

@@ -196,7 +196,11 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNetwork]:
         heartbeat_interval_s=1.0,
         min_uptime_s=2.0,
         # Proofs are tested elsewhere; here a loaded machine must not fail them.
-        env={"IDLEGRID_PROOF_MIN_EFFICIENCY": "0.01", "IDLEGRID_PROOF_RETRY_S": "2"},
+        env={
+            "IDLEGRID_PROOF_MIN_EFFICIENCY": "0.01",
+            "IDLEGRID_PROOF_RETRY_S": "2",
+            "IDLEGRID_BLOCK_INTERVAL_S": "10",  # fast blocks: a block-hour is 10 s
+        },
     ) as net:
         net.start()
         with Client(net.server_url) as client:

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from idlegrid import __version__
-from idlegrid.cli import clusters, devices, token, wallet
+from idlegrid.cli import clusters, devices, staking, token, wallet
 from idlegrid.cli.catalog import catalog
 from idlegrid.cli.common import (
     DEFAULT_SERVER,
@@ -36,6 +36,11 @@ app.add_typer(wallet.ledger_app, name="ledger")
 app.add_typer(clusters.app, name="clusters")
 app.add_typer(clusters.jobs_app, name="jobs")
 app.add_typer(clusters.keys_app, name="api-keys")
+app.add_typer(staking.blocks_app, name="blocks")
+app.command()(staking.stake)
+app.command()(staking.unstake)
+app.command()(staking.costake)
+app.command("rewards")(staking.rewards_cmd)
 app.command()(catalog)
 
 

@@ -1,0 +1,215 @@
+"""``idlegrid stake / unstake / costake``, ``idlegrid blocks list / show / verify``
+and ``idlegrid rewards DEVICE``. Staking is signed by the owner's (or the
+co-staker's) keypair; blocks and rewards are public, and ``blocks verify``
+recomputes a block on this machine from its published inputs."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich import box
+from rich.table import Table
+
+from idlegrid.cli.common import (
+    DEFAULT_SERVER,
+    JsonOpt,
+    ServerOpt,
+    console,
+    err_console,
+    local_input,
+    print_json,
+    reported_errors,
+)
+from idlegrid.core import rewards
+from idlegrid.protocol import StakeView
+from idlegrid.sdk import Client
+
+blocks_app = typer.Typer(help="Hourly reward blocks: list, show, verify.", no_args_is_help=True)
+
+KeyOpt = Annotated[Path, typer.Option("--keypair", help="the staker's keypair (Solana JSON)")]
+DeviceArg = Annotated[str, typer.Argument(help="the device id")]
+AmountArg = Annotated[str, typer.Argument(help='whole IO, e.g. "200"')]
+
+
+def _signed(server: str, keypair: Path) -> Client:
+    from idlegrid.worker.keypair import load_keypair
+
+    with local_input():
+        kp = load_keypair(keypair.expanduser())
+    return Client(server, keypair=kp)
+
+
+def _show_stake(v: StakeView) -> None:
+    ok = "[green]meets[/green]" if v.meets_minimum else "[red]below[/red]"
+    console.print(f"device {v.device_id}: effective {v.effective} IO, {ok} the minimum {v.minimum}")
+    console.print(
+        f"  owner {v.owner}: active {v.active} IO; co-stake share {v.costake_share_bps} bps"
+    )
+    for amount, unlocks in v.cooling:
+        when = datetime.fromtimestamp(unlocks, UTC).isoformat(timespec="minutes")
+        console.print(f"  cooling {amount} IO until {when}")
+    for c in v.costakes:
+        state = "counting" if c.counts else "cooling"
+        console.print(f"  co-stake {c.staker}: {c.amount} IO for {c.share_bps} bps ({state})")
+    if float(v.slashed_pending):
+        console.print(f"  slashed, awaiting appeal: {v.slashed_pending} IO")
+
+
+def stake(
+    device: DeviceArg,
+    amount: AmountArg,
+    keypair: KeyOpt,
+    server: ServerOpt = DEFAULT_SERVER,
+    as_json: JsonOpt = False,
+) -> None:
+    """Stake IO behind your device (at least its minimum: 200 × multiplier × GPUs)."""
+    client = _signed(server, keypair)
+    with reported_errors(as_json), client:
+        view = client.stake(device, amount)
+    print_json(view) if as_json else _show_stake(view)
+
+
+def unstake(
+    device: DeviceArg,
+    amount: AmountArg,
+    keypair: KeyOpt,
+    server: ServerOpt = DEFAULT_SERVER,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start a 14-day cooldown on some of your stake (not while the device is hired)."""
+    client = _signed(server, keypair)
+    with reported_errors(as_json), client:
+        view = client.unstake(device, amount)
+    print_json(view) if as_json else _show_stake(view)
+
+
+def costake(
+    device: DeviceArg,
+    amount: Annotated[str | None, typer.Argument(help="IO to co-stake")] = None,
+    keypair: KeyOpt = Path("~/.idlegrid/wallet.json"),
+    exit_: Annotated[bool, typer.Option("--exit", help="leave: 7 days' notice, then 14")] = False,
+    withdraw: Annotated[bool, typer.Option(help="take out stake that finished cooling")] = False,
+    share_bps: Annotated[
+        int | None, typer.Option(help="(owner) the share offered to co-stakers, in bps")
+    ] = None,
+    server: ServerOpt = DEFAULT_SERVER,
+    as_json: JsonOpt = False,
+) -> None:
+    """Co-stake behind someone's device (up to half its stake) for the owner's share."""
+    client = _signed(server, keypair)
+    with reported_errors(as_json), client:
+        if share_bps is not None:
+            view = client.set_costake_share(device, share_bps)
+        elif exit_:
+            view = client.costake_exit(device)
+        elif withdraw:
+            view = client.withdraw_stake(device)
+        elif amount is not None:
+            view = client.costake(device, amount)
+        else:
+            err_console.print("[red]error[/red]: give an AMOUNT, --exit, --withdraw or --share-bps")
+            raise typer.Exit(2)
+    print_json(view) if as_json else _show_stake(view)
+
+
+def rewards_cmd(
+    device: DeviceArg, server: ServerOpt = DEFAULT_SERVER, as_json: JsonOpt = False
+) -> None:
+    """What a device earned, block by block, and why it was left out when it was."""
+    with reported_errors(as_json), Client(server) as client:
+        view = client.device_rewards(device)
+    if as_json:
+        print_json(view)
+        return
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
+    for col in ("block", "IO", "score", "left out because"):
+        table.add_column(col, no_wrap=True)
+    for r in view.items:
+        table.add_row(str(r.block), r.units, r.score, ", ".join(r.excluded_because))
+    console.print(table)
+    console.print(f"total {view.total} IO over {len(view.items)} blocks")
+
+
+@blocks_app.command("list")
+def list_blocks(
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 24,
+    server: ServerOpt = DEFAULT_SERVER,
+    as_json: JsonOpt = False,
+) -> None:
+    """The latest blocks: status, emission, paid, nominated and left out."""
+    with reported_errors(as_json), Client(server) as client:
+        view = client.list_blocks(limit)
+    if as_json:
+        print_json(view)
+        return
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
+    for col in ("block", "window (UTC)", "status", "emission", "paid", "nominated", "left out"):
+        table.add_column(col, no_wrap=True)
+    for b in view.items:
+        start = datetime.fromtimestamp(b.starts_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(
+            str(b.number),
+            f"{start} +{b.length_s}s",
+            b.status,
+            b.emission,
+            b.paid,
+            str(b.nominated),
+            str(b.excluded),
+        )
+    console.print(table)
+
+
+@blocks_app.command("show")
+def show_block(number: int, server: ServerOpt = DEFAULT_SERVER, as_json: JsonOpt = False) -> None:
+    """One block: its hashes, its pools and every device's reward or reasons."""
+    with reported_errors(as_json), Client(server) as client:
+        view = client.get_block(number)
+    if as_json:
+        print_json(view)
+        return
+    console.print(f"block {view.number}: [bold]{view.status}[/bold], emission {view.emission} IO")
+    console.print(f"  inputs  sha256 {view.inputs_hash}\n  outputs sha256 {view.outputs_hash}")
+    outputs: dict[str, Any] = view.outputs or {}
+    for pool in outputs.get("pools", []):
+        console.print(f"  pool {pool}")
+    for r in outputs.get("rewards", [])[:50]:
+        console.print(f"  {r.get('device_id')}: {r.get('units')} units")
+    for x in outputs.get("excluded", [])[:50]:
+        console.print(f"  {x.get('device_id')}: left out ({', '.join(x.get('reasons', []))})")
+
+
+@blocks_app.command("verify")
+def verify_block(
+    number: int,
+    inputs: Annotated[
+        Path | None, typer.Option(help="verify this copy of the inputs (JSON) instead")
+    ] = None,
+    server: ServerOpt = DEFAULT_SERVER,
+    as_json: JsonOpt = False,
+) -> None:
+    """Recompute the block here from its published inputs; exit 1 if it differs."""
+    with reported_errors(as_json), Client(server) as client:
+        view = client.get_block(number)
+    if view.inputs is None or view.outputs_hash is None:
+        err_console.print(f"[red]error[/red]: block {number} is {view.status}: nothing published")
+        raise typer.Exit(1)
+    data: dict[str, Any] = view.inputs
+    if inputs is not None:
+        with local_input():
+            data = json.loads(inputs.read_text())
+    ok = rewards.verify_block(data, view.outputs_hash)
+    if as_json:
+        print_json({"block": number, "ok": ok, "outputs_hash": view.outputs_hash})
+    elif ok:
+        console.print(
+            f"block {number}: [green]verified[/green]: recomputed from its inputs, "
+            f"outputs sha256 {view.outputs_hash}"
+        )
+    else:
+        console.print(f"block {number}: [red]does not verify[/red] from these inputs")
+    if not ok:
+        raise typer.Exit(1)
