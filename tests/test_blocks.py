@@ -254,3 +254,19 @@ def test_slashes_are_shared_appealed_or_burned(fleet: Fleet, clock: FakeClock) -
         fleet.client("rtx").appeal_slash(second.id, "too late")
     audit = net.state.ledger.audit()
     assert all(c.ok for c in audit), [c for c in audit if not c.ok]
+
+
+def test_misconduct_is_slashed_once(fleet: Fleet) -> None:
+    """A hardware swap under the same device id is recorded and slashed (50 %), once."""
+    net = fleet.net
+    device = fleet.add("swapper", gpu_hardware())  # 8 × H100
+    fleet.client("swapper").stake(device, "16000")
+    fleet.client("swapper").register_device(
+        RegisterRequest(hardware=gpu_hardware(count=4), location="DE", name="swapper")
+    )
+    assert net.state.staking.slash_misconduct() == 1
+    assert net.state.staking.slash_misconduct() == 0
+    (slash,) = net.client().slashes(device).items
+    assert slash.reason == "hardware_swap" and slash.amount == "8000.00000000"
+    assert "h100" in slash.evidence and slash.status == "pending"
+    assert net.client().get_stake(device).active == "8000.00000000"

@@ -62,5 +62,5 @@ def background(state: AppState) -> list[Coroutine[Any, Any, None]]:
         every(s.buyback_interval_s, "buy-back", lambda: buyback_and_burn(state)),
         every(s.cluster_tick_s, "clusters", state.clusters.tick),
         every(min(60.0, s.block_interval_s / 4), "blocks", state.blocks.tick),
-        every(60.0, "slashes", state.staking.burn_expired),
+        every(min(60.0, s.block_interval_s), "slashes", state.staking.tick),
     ]

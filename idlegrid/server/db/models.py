@@ -311,6 +311,8 @@ class Slash(Base):
     device_id: Mapped[str] = mapped_column(String(44), ForeignKey("devices.id"), index=True)
     reason: Mapped[str] = mapped_column(String(32))
     evidence: Mapped[str] = mapped_column(String(512))
+    # The device event that raised it (automatic slashes): each is slashed once.
+    source_event: Mapped[int | None] = mapped_column(BigInteger, unique=True)
     units: Mapped[int] = mapped_column(BigInteger)
     shares: Mapped[list[Any]] = mapped_column(JSON)  # [[staker, units]]
     status: Mapped[str] = mapped_column(String(16), index=True)

@@ -28,7 +28,7 @@ from idlegrid.protocol import (
 from idlegrid.server.db.bulk import add_uptime, touch_devices
 from idlegrid.server.db.models import Device, DeviceEvent, DeviceUptime, Proof
 from idlegrid.server.liveness import FlushBatch, LivenessTable
-from idlegrid.server.services.proofs import OPEN
+from idlegrid.server.services.proofs import OPEN, misconduct
 from idlegrid.server.settings import ServerSettings
 
 RECENT_EVENTS = 50
@@ -112,6 +112,9 @@ class DeviceService:
                         "hardware_changed",
                         {"from": dev.model, "to": cls.model, "processors": cls.processors},
                     )
+                    if dev.model is not None:  # a swap under the same id: slashable
+                        evidence = f"{dev.model} ×{dev.processors} → {cls.model} ×{cls.processors}"
+                        misconduct(db, device_id, now, "hardware_swap", evidence)
             status = self._registration_status(dev, cls.model is not None)
             if not created and status.value != dev.status:
                 self._event(db, device_id, now, "status", {"from": dev.status, "to": status.value})

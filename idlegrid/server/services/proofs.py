@@ -43,6 +43,13 @@ from idlegrid.server.settings import ServerSettings
 
 log = logging.getLogger("idlegrid.server.proofs")
 
+
+def misconduct(db: Session, device_id: str, at: float, reason: str, evidence: str) -> None:
+    """Record a slashable event; the staking loop slashes each one once."""
+    detail = {"reason": reason, "evidence": evidence[:256]}
+    db.add(DeviceEvent(device_id=device_id, at=at, kind="misconduct", detail=detail))
+
+
 OPEN = (ProofStatus.ISSUED.value, ProofStatus.FETCHED.value, ProofStatus.COMMITTED.value)
 SCHEDULE_BATCH = 1000
 HISTORY = 100
@@ -301,9 +308,13 @@ class ProofService:
             dev.next_proof_at = now + self.settings.proof_retry_s
             if outcome.demote and dev.readiness != Readiness.HIRED.value:
                 dev.readiness = Readiness.NOT_REWARD_READY.value
+            if outcome.demote and dev.proof_passed_at is not None:
+                # It proved this hardware before and now keeps failing: slashable.
+                misconduct(db, dev.id, now, "failed_proof", f"proof {proof.id}: {proof.reason}")
         db.add(DeviceEvent(device_id=dev.id, at=now, kind="proof", detail=event))
         if outcome.block and dev.status != DeviceStatus.BLOCKED.value:
             self._block(db, dev, now, proof)
+            misconduct(db, dev.id, now, "spoofing", f"proof {proof.id}: {proof.detail}")
         log.info("proof %s of %s: %s %s", proof.id, dev.id, proof.status, proof.reason or "")
         return view(proof)
 

@@ -36,7 +36,7 @@ from idlegrid.errors import (
     UnknownDevice,
 )
 from idlegrid.ledger.chain import Asset, Role
-from idlegrid.server.db.models import Device, Slash, StakeRow
+from idlegrid.server.db.models import Device, DeviceEvent, Slash, StakeRow
 from idlegrid.server.services.ledger import LedgerService, onchain, user_account
 from idlegrid.server.settings import ServerSettings
 
@@ -185,7 +185,25 @@ class StakingService:
 
     # -- slashing ------------------------------------------------------------------------
 
-    def slash(self, device_id: str, reason: str, evidence: str) -> str:
+    def slash_misconduct(self) -> int:
+        """Slash every recorded misconduct (spoofing, failing after verification, a
+        hardware swap) not slashed yet; each event is slashed once."""
+        with self.sessions() as db:
+            done = select(Slash.source_event).where(Slash.source_event.is_not(None))
+            events = list(
+                db.execute(
+                    select(DeviceEvent.id, DeviceEvent.device_id, DeviceEvent.detail).where(
+                        DeviceEvent.kind == "misconduct", DeviceEvent.id.not_in(done)
+                    )
+                ).all()
+            )
+        for event_id, device_id, detail in events:
+            self.slash(device_id, detail["reason"], detail["evidence"], source_event=event_id)
+        return len(events)
+
+    def slash(
+        self, device_id: str, reason: str, evidence: str, source_event: int | None = None
+    ) -> str:
         if reason not in SLASH_BPS:
             raise InvalidAmount("unknown slash reason", reason=reason, allowed=SLASH_REASONS)
         now = self.clock()
@@ -216,6 +234,7 @@ class StakingService:
                     device_id=device_id,
                     reason=reason,
                     evidence=evidence[:512],
+                    source_event=source_event,
                     units=units,
                     shares=[list(s) for s in shares],
                     status="pending",
@@ -267,6 +286,11 @@ class StakingService:
                 self._burn(db, s)
                 s.status = "burned"
             s.decided_at = self.clock()
+
+    def tick(self) -> None:
+        """The slashing loop: slash new misconduct, burn what was not appealed."""
+        self.slash_misconduct()
+        self.burn_expired()
 
     def burn_expired(self) -> int:
         """Burn every slash whose appeal window closed without an accepted appeal."""

@@ -90,6 +90,7 @@ def upgrade() -> None:
         sa.Column("device_id", sa.String(length=44), nullable=False),
         sa.Column("reason", sa.String(length=32), nullable=False),
         sa.Column("evidence", sa.String(length=512), nullable=False),
+        sa.Column("source_event", sa.BigInteger(), nullable=True),
         sa.Column("units", sa.BigInteger(), nullable=False),
         sa.Column("shares", sa.JSON(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
@@ -102,6 +103,7 @@ def upgrade() -> None:
             ["devices.id"],
         ),
         sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("source_event"),
     )
     with op.batch_alter_table("slashes", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_slashes_device_id"), ["device_id"], unique=False)
