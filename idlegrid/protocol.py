@@ -565,3 +565,38 @@ class SlashView(Wire):
 
 class SlashList(Wire):
     items: list[SlashView]
+
+
+class SeasonCreate(Wire):
+    name: str = Field(min_length=1, max_length=64)
+    starts_block: int = Field(ge=0)
+    ends_block: int = Field(ge=1, description="exclusive")
+    gpu_points: int = Field(ge=0)
+    cpu_points: int = Field(ge=0)
+    points_per_io: int = Field(ge=1, description="e.g. 90: 90 points buy 1 IO")
+
+
+class SeasonStanding(Wire):
+    device_id: str
+    owner: str
+    kind: str
+    points: str = Field(description="points, to three decimals")
+
+
+class SeasonView(Wire):
+    id: str
+    name: str
+    starts_block: int
+    ends_block: int
+    gpu_points: int
+    cpu_points: int
+    points_per_io: int
+    status: Literal["announced", "running", "completed"]
+    rules_hash: str | None = Field(description="sha256 of the season's rules, while running")
+    results_hash: str | None = None
+    results: dict[str, object] | None = None
+    standings: list[SeasonStanding] = Field(default_factory=list)
+
+
+class SeasonList(Wire):
+    items: list[SeasonView]

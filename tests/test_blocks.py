@@ -15,7 +15,7 @@ import pytest
 from solders.keypair import Keypair
 from sqlalchemy import select
 
-from idlegrid.core import rewards
+from idlegrid.core import rewards, seasons
 from idlegrid.errors import (
     CoStakeLimit,
     InsufficientFunds,
@@ -24,7 +24,7 @@ from idlegrid.errors import (
     StakeBelowMinimum,
 )
 from idlegrid.ledger.chain import Asset
-from idlegrid.protocol import HardwareInfo, RegisterRequest
+from idlegrid.protocol import HardwareInfo, RegisterRequest, SeasonCreate
 from idlegrid.server.db.models import Block, BlockReward, Device, DeviceUptime
 from idlegrid.server.loops import reap_and_flush
 from idlegrid.server.settings import ServerSettings
@@ -127,6 +127,13 @@ def test_24_blocks_pay_exactly_and_verify(fleet: Fleet, clock: FakeClock) -> Non
     with pytest.raises(CoStakeLimit):  # 125 + 200 > the owner's 250
         net.client(Keypair()).costake(names["gpu-costaked"], "200")
 
+    authority = net.client(net.state.ledger.authority)
+    season = authority.create_season(
+        SeasonCreate(name="s1", starts_block=2, ends_block=10, gpu_points=9_000,
+                     cpu_points=1_000, points_per_io=90)
+    )  # fmt: skip
+    assert season.status == "announced" and season.rules_hash
+
     net.state.blocks.tick()  # opens block 0 at this hour
     balances = {pk: fleet.balance(pk) for pk in [*names.values(), backer_id]}
     for n in range(24):
@@ -174,6 +181,20 @@ def test_24_blocks_pay_exactly_and_verify(fleet: Fleet, clock: FakeClock) -> Non
                 earned[r.owner] = earned.get(r.owner, 0) + r.owner_units
                 for s, u in r.costakers:
                     earned[s] = earned.get(s, 0) + u
+    # The season: points for verified devices only, IO at 90:1, recomputable.
+    done = net.client().get_season(season.id)
+    assert done.status == "completed" and done.results_hash
+    core_season = seasons.season_from_dict(done.results["season"])  # type: ignore[index]
+    assert seasons.verify_season(core_season, [b.inputs for b in blocks[2:10]], done.results_hash)
+    assert not seasons.verify_season(
+        core_season, [b.inputs for b in blocks[2:9]], done.results_hash
+    )
+    standings = {x.device_id for x in done.standings}
+    assert names["gpu-failing"] not in standings and names["gpu-unstaked"] in standings
+    results = seasons.compute_season(core_season, [b.inputs for b in blocks[2:10]])
+    for owner, units in results.owner_units().items():
+        earned[owner] = earned.get(owner, 0) + units
+
     for pk, before in balances.items():
         assert fleet.balance(pk) - before == earned.get(pk, 0)
     assert earned[backer_id] > 0

@@ -213,3 +213,38 @@ def verify_block(
         console.print(f"block {number}: [red]does not verify[/red] from these inputs")
     if not ok:
         raise typer.Exit(1)
+
+
+seasons_app = typer.Typer(help="Reward seasons: points for verified uptime, IO at the end.")
+
+
+@seasons_app.command("list")
+def list_seasons(server: ServerOpt = DEFAULT_SERVER, as_json: JsonOpt = False) -> None:
+    """Seasons, newest first."""
+    with reported_errors(as_json), Client(server) as client:
+        view = client.seasons()
+    if as_json:
+        print_json(view)
+        return
+    for s in view.items:
+        console.print(
+            f"{s.id} {s.name}: blocks {s.starts_block}-{s.ends_block - 1}, {s.status}; "
+            f"GPU {s.gpu_points} / CPU {s.cpu_points} points at {s.points_per_io}:1 IO"
+        )
+
+
+@seasons_app.command("show")
+def show_season(
+    season_id: str, server: ServerOpt = DEFAULT_SERVER, as_json: JsonOpt = False
+) -> None:
+    """A season's rules, standings and (when finished) its results and their hash."""
+    with reported_errors(as_json), Client(server) as client:
+        s = client.get_season(season_id)
+    if as_json:
+        print_json(s)
+        return
+    console.print(f"{s.name}: {s.status}, blocks {s.starts_block}-{s.ends_block - 1}")
+    if s.results_hash:
+        console.print(f"  results sha256 {s.results_hash}")
+    for row in s.standings[:50]:
+        console.print(f"  {row.device_id} ({row.kind}): {row.points} points")

@@ -56,6 +56,9 @@ from idlegrid.protocol import (
     RegisterRequest,
     RevealRequest,
     RewardList,
+    SeasonCreate,
+    SeasonList,
+    SeasonView,
     ShareRequest,
     SlashList,
     SlashRequest,
@@ -303,6 +306,15 @@ class Client:
         path = f"/v1/slashes/{slash_id}/decision"
         body = DecisionRequest(accept=accept)
         return self._call("POST", path, SlashView, json=body, signed=True)
+
+    def create_season(self, req: SeasonCreate) -> SeasonView:
+        return self._call("POST", "/v1/seasons", SeasonView, json=req, signed=True)
+
+    def seasons(self) -> SeasonList:
+        return self._call("GET", "/v1/seasons", SeasonList)
+
+    def get_season(self, season_id: str) -> SeasonView:
+        return self._call("GET", f"/v1/seasons/{season_id}", SeasonView)
 
     # -- devices: public reads -----------------------------------------------------------
 

@@ -31,6 +31,7 @@ from idlegrid.server.services.clusters import ClusterService
 from idlegrid.server.services.devices import DeviceService
 from idlegrid.server.services.ledger import LedgerService
 from idlegrid.server.services.proofs import ProofService
+from idlegrid.server.services.seasons import SeasonService
 from idlegrid.server.services.staking import StakingService
 from idlegrid.server.settings import ServerSettings
 from idlegrid.server.state import AppState
@@ -67,6 +68,7 @@ def build_state(
         session_factory(engine), ledger, liveness, catalog, settings, clock
     )
     cluster_service.load()
+    seasons = SeasonService(session_factory(engine), ledger, clock)
     return AppState(
         settings=settings,
         engine=engine,
@@ -79,7 +81,8 @@ def build_state(
         ledger=ledger,
         clusters=cluster_service,
         staking=StakingService(session_factory(engine), ledger, catalog, settings, clock),
-        blocks=BlockService(session_factory(engine), ledger, catalog, settings, clock),
+        blocks=BlockService(session_factory(engine), ledger, catalog, settings, clock, seasons),
+        seasons=seasons,
     )
 
 

@@ -17,6 +17,7 @@ from idlegrid.server.services.clusters import ClusterService
 from idlegrid.server.services.devices import DeviceService
 from idlegrid.server.services.ledger import LedgerService
 from idlegrid.server.services.proofs import ProofService
+from idlegrid.server.services.seasons import SeasonService
 from idlegrid.server.services.staking import StakingService
 from idlegrid.server.settings import ServerSettings
 
@@ -35,6 +36,7 @@ class AppState:
     clusters: ClusterService
     staking: StakingService
     blocks: BlockService
+    seasons: SeasonService
 
 
 def app_state(request: Request) -> AppState:

@@ -327,8 +327,8 @@ class Season(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     name: Mapped[str] = mapped_column(String(64))
-    starts_at: Mapped[float] = mapped_column(Double)
-    ends_at: Mapped[float] = mapped_column(Double)
+    starts_hour: Mapped[int] = mapped_column(BigInteger)  # block numbers [starts, ends)
+    ends_hour: Mapped[int] = mapped_column(BigInteger)
     gpu_points: Mapped[int] = mapped_column(BigInteger)
     cpu_points: Mapped[int] = mapped_column(BigInteger)
     points_per_io: Mapped[int] = mapped_column(Integer)

@@ -21,6 +21,10 @@ from idlegrid.protocol import (
     DecisionRequest,
     RewardEntry,
     RewardList,
+    SeasonCreate,
+    SeasonList,
+    SeasonStanding,
+    SeasonView,
     ShareRequest,
     SlashList,
     SlashRequest,
@@ -28,7 +32,7 @@ from idlegrid.protocol import (
     StakeAmount,
     StakeView,
 )
-from idlegrid.server.db.models import Block, BlockReward, Slash
+from idlegrid.server.db.models import Block, BlockReward, Season, SeasonPoints, Slash
 from idlegrid.server.state import AppState, Signer, StateDep
 
 router = APIRouter(tags=["staking and rewards"])
@@ -225,3 +229,65 @@ def decide(slash_id: str, req: DecisionRequest, signer: Signer, state: StateDep)
     _authority(state, signer)
     state.staking.decide(slash_id, req.accept)
     return _get_slash(state, slash_id)
+
+
+# -- seasons -----------------------------------------------------------------------------------
+
+
+def _season_view(state: AppState, row: Season, standings: bool = False) -> SeasonView:
+    done = row.status == "completed"
+    rows: list[SeasonPoints] = []
+    if standings:
+        with state.seasons.sessions() as db:
+            rows = list(
+                db.scalars(
+                    select(SeasonPoints)
+                    .where(SeasonPoints.season_id == row.id)
+                    .order_by(SeasonPoints.points.desc())
+                    .limit(1000)
+                )
+            )
+    return SeasonView(
+        id=row.id,
+        name=row.name,
+        starts_block=row.starts_hour,
+        ends_block=row.ends_hour,
+        gpu_points=row.gpu_points,
+        cpu_points=row.cpu_points,
+        points_per_io=row.points_per_io,
+        status=row.status,  # type: ignore[arg-type]
+        rules_hash=None if done else row.results_hash,
+        results_hash=row.results_hash if done else None,
+        results=row.results,
+        standings=[
+            SeasonStanding(
+                device_id=p.device_id, owner=p.owner, kind=p.kind, points=f"{p.points / 1000:.3f}"
+            )
+            for p in rows
+        ],
+    )
+
+
+@router.post("/v1/seasons", response_model=SeasonView, status_code=201)
+def create_season(req: SeasonCreate, signer: Signer, state: StateDep) -> SeasonView:
+    """Announce a season (the network's authority key signs)."""
+    _authority(state, signer)
+    row = state.seasons.create(
+        req.name, req.starts_block, req.ends_block, req.gpu_points, req.cpu_points,
+        req.points_per_io,
+    )  # fmt: skip
+    return _season_view(state, row)
+
+
+@router.get("/v1/seasons", response_model=SeasonList)
+def list_seasons(state: StateDep) -> SeasonList:
+    with state.seasons.sessions() as db:
+        rows = list(db.scalars(select(Season).order_by(Season.starts_hour.desc())))
+    return SeasonList(items=[_season_view(state, r) for r in rows])
+
+
+@router.get("/v1/seasons/{season_id}", response_model=SeasonView)
+def get_season(season_id: str, state: StateDep) -> SeasonView:
+    with state.seasons.sessions() as db:
+        row = state.seasons.get(db, season_id)
+    return _season_view(state, row, standings=True)

@@ -38,6 +38,7 @@ from idlegrid.ledger.chain import Asset
 from idlegrid.protocol import DeviceStatus, Readiness
 from idlegrid.server.db.models import Block, BlockReward, Device, DeviceUptime, StakeRow
 from idlegrid.server.services.ledger import REWARDS, LedgerService, onchain, user_account
+from idlegrid.server.services.seasons import SeasonService
 from idlegrid.server.services.staking import to_core
 from idlegrid.server.settings import ServerSettings
 
@@ -54,9 +55,11 @@ class BlockService:
         catalog: Catalog,
         settings: ServerSettings,
         clock: Callable[[], float],
+        seasons: SeasonService | None = None,
     ) -> None:
         self.sessions = sessions
         self.ledger = ledger
+        self.seasons = seasons
         self.catalog = catalog
         self.settings = settings
         self.clock = clock
@@ -86,6 +89,8 @@ class BlockService:
         for number in due:
             if self.close(number):
                 closed.append(number)
+        if closed and self.seasons is not None:
+            self.seasons.finish_due()
         return closed
 
     def _open_current(self, db: Session, now: float) -> None:
@@ -126,6 +131,8 @@ class BlockService:
                 result = rewards.compute_block(inputs)
                 self._pay(db, block, result)
                 self._publish(db, block, inputs, result)
+                if self.seasons is not None:
+                    self.seasons.add_block(db, number, inputs)
             return True
         except Exception as exc:
             log.exception("block %d failed", number)

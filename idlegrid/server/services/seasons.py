@@ -1,0 +1,186 @@
+"""Reward seasons on the server: points after every block, IO at the end.
+
+The rules are pure (``core/seasons.py``). A season is announced by the network
+(its block range, point pools and conversion ratio, published with a hash).
+After each completed block, ``add_block`` adds every qualifying device's
+points for that block-hour to ``season_points`` (in the block's transaction).
+When the season's last block has completed, ``finish`` recomputes the whole
+season from the blocks' published inputs (so anyone can), publishes the
+results and their hash, and pays each owner's IO from the community genesis
+allocation (tokens already in the treasury: a book transfer, like a grant).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from idlegrid.core import rewards
+from idlegrid.core import seasons as rules
+from idlegrid.core.ledger import Transfer
+from idlegrid.errors import NotFound
+from idlegrid.server.db.models import Block, Season, SeasonPoints
+from idlegrid.server.services.ledger import LedgerService, genesis_account, user_account
+
+log = logging.getLogger("idlegrid.server.seasons")
+
+SEASON_FUNDS = genesis_account("community")
+
+
+def to_core(row: Season) -> rules.Season:
+    return rules.Season(
+        id=row.id,
+        name=row.name,
+        starts_hour=row.starts_hour,
+        ends_hour=row.ends_hour,
+        gpu_points=row.gpu_points,
+        cpu_points=row.cpu_points,
+        points_per_io=row.points_per_io,
+    )
+
+
+class SeasonService:
+    def __init__(
+        self, sessions: sessionmaker[Session], ledger: LedgerService, clock: Callable[[], float]
+    ) -> None:
+        self.sessions = sessions
+        self.ledger = ledger
+        self.clock = clock
+
+    def create(
+        self,
+        name: str,
+        starts_hour: int,
+        ends_hour: int,
+        gpu_points: int,
+        cpu_points: int,
+        points_per_io: int,
+    ) -> Season:
+        season = rules.Season(
+            id=secrets.token_hex(8),
+            name=name,
+            starts_hour=starts_hour,
+            ends_hour=ends_hour,
+            gpu_points=gpu_points,
+            cpu_points=cpu_points,
+            points_per_io=points_per_io,
+        )  # checks the rules (InvalidRequest)
+        row = Season(
+            id=season.id,
+            name=name,
+            starts_hour=starts_hour,
+            ends_hour=ends_hour,
+            gpu_points=gpu_points,
+            cpu_points=cpu_points,
+            points_per_io=points_per_io,
+            status="announced",
+            results=None,
+            results_hash=rules.season_hash(season),
+        )
+        with self.sessions.begin() as db:
+            db.add(row)
+        return row
+
+    def add_block(self, db: Session, number: int, inputs: rewards.BlockInputs) -> None:
+        """Add the block-hour's points of every season that covers it."""
+        owners = {d.device_id: (d.owner, d.kind.value) for d in inputs.devices}
+        for row in db.scalars(
+            select(Season).where(Season.starts_hour <= number, Season.ends_hour > number)
+        ):
+            row.status = "running"
+            earned = rules.season_hour(to_core(row), inputs)
+            have = {
+                p.device_id: p
+                for p in db.scalars(select(SeasonPoints).where(SeasonPoints.season_id == row.id))
+            }
+            for device_id, millipoints in earned.items():
+                if not millipoints:
+                    continue
+                owner, kind = owners[device_id]
+                current = have.get(device_id)
+                if current is None:
+                    db.add(
+                        SeasonPoints(
+                            season_id=row.id,
+                            device_id=device_id,
+                            owner=owner,
+                            kind=kind,
+                            points=millipoints,
+                        )
+                    )
+                else:
+                    current.points += millipoints
+                    current.owner = owner
+
+    def finish_due(self) -> list[str]:
+        """Finish every season whose last block has completed."""
+        finished = []
+        with self.sessions() as db:
+            done = db.scalar(
+                select(Block.number)
+                .where(Block.status == "completed")
+                .order_by(Block.number.desc())
+                .limit(1)
+            )
+            if done is None:
+                return []
+            due = list(
+                db.scalars(
+                    select(Season.id).where(
+                        Season.status.in_(["announced", "running"]), Season.ends_hour <= done + 1
+                    )
+                )
+            )
+        for season_id in due:
+            if self.finish(season_id):
+                finished.append(season_id)
+        return finished
+
+    def finish(self, season_id: str) -> bool:
+        with self.sessions.begin() as db:
+            row = db.get(Season, season_id, with_for_update=True)
+            if row is None or row.status == "completed":
+                return False
+            season = to_core(row)
+            blocks = list(
+                db.scalars(
+                    select(Block).where(
+                        Block.number >= row.starts_hour, Block.number < row.ends_hour
+                    )
+                )
+            )
+            if any(b.status != "completed" or b.inputs is None for b in blocks):
+                return False
+            results = rules.compute_season(season, [b.inputs for b in blocks if b.inputs])
+            row.results = rules.results_to_dict(results)
+            row.results_hash = rules.results_hash(results)
+            transfers = []
+            for owner, units in sorted(results.owner_units().items()):
+                if units:
+                    self.ledger.book.open_account(db, user_account(owner, "IO"), "IO")
+                    transfers.append(
+                        Transfer(
+                            f"season:{row.id}:{owner}",
+                            SEASON_FUNDS,
+                            user_account(owner, "IO"),
+                            "IO",
+                            units,
+                            code="season",
+                            memo=row.name,
+                        )
+                    )
+            if transfers:
+                self.ledger.book.post_batch(db, transfers)
+            row.status = "completed"
+            log.info("season %s finished: %d owners paid", row.name, len(transfers))
+            return True
+
+    def get(self, db: Session, season_id: str) -> Season:
+        row = db.get(Season, season_id)
+        if row is None:
+            raise NotFound("no such season", season_id=season_id)
+        return row
