@@ -271,8 +271,9 @@ def _print_bill(client: Client, view: ClusterView, spent: int) -> str:
         owner = client.get_device(n.device_id).owner
         earned = next(b for b in client.wallet(owner).balances if b.asset == "IO")
         console.print(
-            f"  provider {n.device_id[:10]}… served {n.role} from {n.joined_at or 0:.0f} "
-            f"to {n.left_at or 0:.0f}: gross {n.paid} IO, earned {earned.balance} IO after fees"
+            f"  provider {n.device_id[:10]}… served as {n.role} for "
+            f"{(n.left_at or 0) - (n.joined_at or 0):.1f}s: gross {n.paid} IO, "
+            f"earned {earned.balance} IO after fees"
         )
     supply = client.token_supply()
     audit = client.ledger_audit()
