@@ -370,6 +370,23 @@ class DeployRequest(Wire):
     duration: int = Field(default=1, ge=1, le=100_000)
     duration_unit: Literal["hours", "days", "weeks"] = "hours"
     currency: AssetName = "IO"
+    start: Literal["now", "flexible"] = Field(
+        default="now", description="now costs more; flexible waits for a cheaper moment"
+    )
+    secure: bool = Field(default=False, description="a dedicated, attested cluster")
+    max_price_usd: str | None = Field(
+        default=None,
+        max_length=20,
+        description="auction mode: the most you pay per device-hour, in USD; the lowest "
+        "provider asks under it are taken and all are paid the highest accepted ask",
+    )
+
+
+class PriceItem(Wire):
+    name: str
+    per_device_hour: str
+    total: str
+    detail: str
 
 
 class QuoteView(Wire):
@@ -386,6 +403,10 @@ class QuoteView(Wire):
     io_usd: str = Field(description="the oracle's IO price used, when the currency is IO")
     expires_at: float
     explain: dict[str, int] = Field(default_factory=dict)
+    mode: Literal["dynamic", "auction"] = "dynamic"
+    breakdown: list[PriceItem] = Field(
+        default_factory=list, description="sums to price_per_device_hour and to subtotal"
+    )
 
 
 class ClusterCreate(Wire):
@@ -600,3 +621,22 @@ class SeasonView(Wire):
 
 class SeasonList(Wire):
     items: list[SeasonView]
+
+
+class FloorRequest(Wire):
+    usd: str = Field(max_length=20, description="the least you accept per device-hour, USD")
+
+
+class PriceEntry(Wire):
+    model: str
+    location: str = Field(description='ISO country, or "*" for every region')
+    usd_per_device_hour: str
+    io_per_device_hour: str
+    utilisation: float
+    idle: int
+    hired: int
+    at: float
+
+
+class PriceList(Wire):
+    items: list[PriceEntry]

@@ -15,7 +15,7 @@ from solders.keypair import Keypair
 from sqlalchemy import select
 
 from idlegrid.core import clusters as bill
-from idlegrid.core.fees import fee
+from idlegrid.core.fees import fee, units
 from idlegrid.errors import (
     ClusterNotActive,
     InsufficientFunds,
@@ -169,7 +169,7 @@ def test_deploy_forms_the_cluster_and_the_bill_follows_the_fee_rules(
     assert done.status == "terminated" and done.ray_token is None
     assert all(a is None for a in fleet.heartbeat_all().values())
 
-    price = _price(fleet)
+    price = _price(fleet, cluster.id)
     g = price * 1_800_000 // bill.MS_PER_HOUR
     charged = 2 * g
     assert fleet.balance(fleet.buyer_id) == before - charged - fee(charged, "IO")
@@ -297,7 +297,7 @@ def test_a_dead_worker_is_replaced_and_not_paid_for_its_downtime(
     clock.advance(300)
     fleet.heartbeat_all()
     client.terminate_cluster(cluster_id)
-    price = _price(fleet)
+    price = _price(fleet, cluster_id)
     g_dead = bill.gross(price, round(view.running_at * 1000), round(last * 1000))
     assert fleet.balance(worker) == g_dead - fee(g_dead, "IO")
     node_new = next(n for n in joined.nodes if n.device_id == spare)
@@ -323,14 +323,13 @@ def test_without_a_replacement_the_slot_is_refunded_pro_rata(
     refunds = transfers(fleet.net, "refund")
     assert len(refunds) == 1
     assert refunds[0].amount == bill.slot_refund(
-        _price(fleet), round(last * 1000), round(view.expires_at * 1000)
+        _price(fleet, cluster_id), round(last * 1000), round(view.expires_at * 1000)
     )
 
 
-def _price(fleet: Fleet) -> int:
-    return bill.usd_to_units(
-        bill.list_price_usd(10.0, 8, "gpu"), "IO", fleet.net.state.ledger.oracle.io_usd()
-    )
+def _price(fleet: Fleet, cluster_id: str, asset: str = "IO") -> int:
+    """The cluster's price per device-hour, in units (fixed by its quote)."""
+    return units(fleet.buyer_client().get_cluster(cluster_id).price_per_device_hour, asset)
 
 
 def test_a_dead_head_reforms_the_cluster_under_a_new_generation(
@@ -364,9 +363,7 @@ def test_expiry_completes_and_hourly_settlement_pays_exactly(
     cluster_id, _ = deploy(fleet, hardware="cpu", duration=2, currency="USDC")
     fleet.heartbeat_all()
     fleet.bring_up(cluster_id)
-    price = bill.usd_to_units(
-        bill.list_price_usd(0, 1, "cpu"), "USDC", fleet.net.state.ledger.oracle.io_usd()
-    )
+    price = _price(fleet, cluster_id, "USDC")
     for _hour in range(2):
         for _ in range(6):
             clock.advance(600)

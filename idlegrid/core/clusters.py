@@ -25,10 +25,10 @@ the fee revenue receives ``Σ fee(g) + fee(C)``, each exact to the unit.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from enum import StrEnum
 
-from idlegrid.core.fees import DECIMALS, fee
+from idlegrid.core.fees import fee
 from idlegrid.errors import InvalidRequest
 
 MS_PER_HOUR = 3_600_000
@@ -85,13 +85,6 @@ def list_price_usd(multiplier: float, processors: int, kind: str) -> Decimal:
         return Decimal("0.04")
     per = max(Decimal("0.10"), Decimal(str(multiplier)) * Decimal("0.20"))
     return per * max(1, processors)
-
-
-def usd_to_units(usd: Decimal, asset: str, io_usd: Decimal) -> int:
-    """A USD amount in ``asset``'s smallest units (IO at the oracle's rate), half up."""
-    value = usd if asset == "USDC" else usd / io_usd
-    scaled = (value * (Decimal(10) ** DECIMALS[asset])).quantize(Decimal(1), rounding=ROUND_HALF_UP)
-    return max(1, int(scaled))
 
 
 @dataclass(frozen=True, slots=True)

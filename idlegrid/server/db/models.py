@@ -60,6 +60,8 @@ class Device(Base):
     # The cluster holding this device: set and cleared only by the cluster
     # service, with a conditional UPDATE, so no device is ever in two clusters.
     cluster_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    # The least its provider accepts per device-hour, in millionths of a USD (0: none).
+    floor_micro_usd: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class Proof(Base):
@@ -345,3 +347,19 @@ class SeasonPoints(Base):
     owner: Mapped[str] = mapped_column(String(44))
     kind: Mapped[str] = mapped_column(String(8))
     points: Mapped[int] = mapped_column(BigInteger, default=0)  # thousandths of a point
+
+
+class PricePoint(Base):
+    """The price of one device-hour of a model in a region, as quoted at ``at``."""
+
+    __tablename__ = "price_points"
+    __table_args__ = (Index("ix_price_points_model_at", "model", "location", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[float] = mapped_column(Double, index=True)
+    model: Mapped[str] = mapped_column(String(64))
+    location: Mapped[str] = mapped_column(String(2))  # "*" for every region
+    micro_usd: Mapped[int] = mapped_column(BigInteger)
+    utilisation: Mapped[float] = mapped_column(Double)
+    idle: Mapped[int] = mapped_column(Integer)
+    hired: Mapped[int] = mapped_column(Integer)

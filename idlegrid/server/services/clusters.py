@@ -37,6 +37,7 @@ import logging
 import secrets
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -45,9 +46,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from idlegrid.catalog import Catalog
 from idlegrid.core import clusters as bill
-from idlegrid.core import matching
+from idlegrid.core import matching, pricing
 from idlegrid.core.clusters import ACTIVE, ClusterStatus, DurationUnit
-from idlegrid.core.fees import format_amount
+from idlegrid.core.fees import DECIMALS, format_amount
 from idlegrid.core.ledger import Transfer
 from idlegrid.errors import (
     ClusterNotActive,
@@ -67,6 +68,7 @@ from idlegrid.protocol import (
     ClusterView,
     DeployRequest,
     DeviceStatus,
+    PriceItem,
     ProofStatus,
     QuoteView,
     RayNodeReport,
@@ -145,25 +147,112 @@ class ClusterService:
     # -- quotes and deploys -----------------------------------------------------------
 
     def quote(self, owner: str, req: DeployRequest) -> QuoteView:
+        """Match now and price the request (``core/pricing.py``): dynamic, or an
+        auction when the buyer names a maximum. Nothing is reserved yet."""
         hours = bill.duration_hours(req.duration, DurationUnit(req.duration_unit))
         now = self.clock()
         with self.sessions.begin() as db:
-            found = self._match(db, owner, req, exclude=())
+            candidates, floors = self._candidates(db)
+            reqs = self._requirements(db, owner, req, (), req.quantity)
+            found = self._found(candidates, reqs)
             devices = len(found.devices) if req.product == "mega-ray" else req.quantity
-            usd, price = self._price(req, found.devices)
+            if req.max_price_usd is not None:
+                breakdown = self._auction(req, reqs, candidates, floors, devices, hours)
+            else:
+                breakdown = pricing.price(
+                    pricing.PriceRequest(
+                        base_usd=self._base_usd(req, found.devices),
+                        devices=devices,
+                        hours=hours,
+                        market=self._market(db, reqs, candidates),
+                        urgency=pricing.Urgency(req.start),
+                        min_tier=req.min_tier,
+                        location_constrained=bool(req.locations),
+                        secure=req.secure,
+                    ),
+                    req.currency,
+                    self.ledger.oracle.io_usd(),
+                )
+                cap = self._micro_usd(breakdown.per_device_hour, req.currency)
+                found = self._found([c for c in candidates if floors[c.device_id] <= cap], reqs)
             quote = Quote(
                 id=secrets.token_hex(16),
                 owner=owner,
                 request=req.model_dump(mode="json"),
                 currency=req.currency,
-                price=price,
+                price=breakdown.per_device_hour,
                 devices=devices,
                 hours=hours,
                 created_at=now,
                 expires_at=now + self.settings.quote_ttl_s,
             )
             db.add(quote)
-            return self._quote_view(quote, usd, found.explain.as_dict())
+            return self._quote_view(quote, breakdown, found.explain.as_dict())
+
+    def _auction(
+        self,
+        req: DeployRequest,
+        reqs: matching.Requirements,
+        candidates: list[matching.Candidate],
+        floors: dict[str, int],
+        devices: int,
+        hours: int,
+    ) -> pricing.Breakdown:
+        """The buyer's maximum against the eligible devices' asks (their floors, or
+        the list price where a provider set none): lowest asks first, one price."""
+        try:
+            max_usd = Decimal(req.max_price_usd or "")
+        except ArithmeticError:
+            raise InvalidRequest(
+                "max_price_usd is a decimal number", value=req.max_price_usd
+            ) from None
+        if not max_usd.is_finite() or max_usd <= 0:
+            raise InvalidRequest("max_price_usd must be positive", value=req.max_price_usd)
+        eligible = matching.match(candidates, replace(reqs, quantity=None))
+        base = self._base_usd(req, eligible.devices)
+        asks = [
+            pricing.Ask(c.device_id, Decimal(floors[c.device_id]) / 10**6 or base)
+            for c in eligible.devices
+        ]
+        cleared = pricing.auction_clear(asks, devices, max_usd)
+        if cleared is None:
+            raise NoMatchingDevices(
+                "too few provider asks at or under your maximum",
+                wanted=devices,
+                asks_under_max=sum(1 for a in asks if a.usd <= max_usd),
+                explain=eligible.explain.as_dict(),
+            )
+        _, clearing = cleared
+        units = pricing.to_units(clearing, req.currency, self.ledger.oracle.io_usd())
+        item = pricing.Item("auction", max(1, units), f"highest accepted ask {clearing} USD")
+        return pricing.Breakdown(req.currency, (item,), devices, hours)
+
+    def _market(
+        self, db: Session, reqs: matching.Requirements, candidates: list[matching.Candidate]
+    ) -> pricing.Market:
+        """Idle and hired devices of the requested hardware in the requested regions."""
+        idle = sum(
+            1
+            for c in candidates
+            if (reqs.kind is None or c.kind == reqs.kind)
+            and (reqs.model is None or c.model == reqs.model)
+            and (not reqs.locations or c.location in reqs.locations)
+        )
+        q = select(func.count()).select_from(Device).where(Device.cluster_id.is_not(None))
+        if reqs.model is not None:
+            q = q.where(Device.model == reqs.model)
+        elif reqs.kind is not None:
+            q = q.where(Device.kind == reqs.kind)
+        if reqs.locations:
+            q = q.where(Device.location.in_(reqs.locations))
+        return pricing.Market(idle=idle, hired=int(db.scalar(q) or 0))
+
+    def _micro_usd(self, units: int, currency: str) -> int:
+        """A price in ``currency`` units, in millionths of a USD at the oracle's rate."""
+        usd = Decimal(units).scaleb(-DECIMALS[currency])
+        if currency == "IO":
+            usd *= self.ledger.oracle.io_usd()
+        return int(usd * 10**6)
 
     def deploy(self, owner: str, quote_id: str) -> ClusterView:
         """Pay the quote into escrow and reserve its devices, atomically."""
@@ -178,7 +267,8 @@ class ClusterService:
                 raise QuoteExpired(quote_id=quote_id, expired_at=quote.expires_at)
             req = DeployRequest.model_validate(quote.request)
             cluster_id = secrets.token_hex(16)
-            chosen = self._reserve(db, owner, req, cluster_id, quote.devices, exclude=set())
+            cap = self._micro_usd(quote.price, quote.currency)
+            chosen = self._reserve(db, owner, req, cluster_id, quote.devices, set(), cap)
             if len(chosen) < quote.devices:
                 raise NoMatchingDevices(
                     "not enough devices are free now",
@@ -392,8 +482,12 @@ class ClusterService:
             max_reputation=matching.requester_limit(self._standing(db, owner)),
         )
 
-    def _candidates(self, db: Session) -> list[matching.Candidate]:
-        """Every device that could be hired now: up, live, ready and in no cluster."""
+    def _candidates(
+        self, db: Session, cap_micro_usd: int | None = None
+    ) -> tuple[list[matching.Candidate], dict[str, int]]:
+        """Every device that could be hired now: up, live, ready and in no cluster,
+        and (given a price cap) whose provider's floor is not above the price; with
+        each device's floor in millionths of a USD."""
         now = self.clock()
         rows = db.scalars(
             select(Device).where(
@@ -403,7 +497,13 @@ class ClusterService:
                 Device.model.is_not(None),
             )
         )
-        live = [d for d in rows if self.liveness.is_live(d.id, now)]
+        live = [
+            d
+            for d in rows
+            if self.liveness.is_live(d.id, now)
+            and (cap_micro_usd is None or d.floor_micro_usd <= cap_micro_usd)
+        ]
+        floors = {d.id: d.floor_micro_usd for d in live}
         history = self._proof_history(db, [d.id for d in live])
         out = []
         for d in live:
@@ -422,7 +522,7 @@ class ClusterService:
                     ),
                 )
             )
-        return out
+        return out, floors
 
     @staticmethod
     def _proof_history(db: Session, device_ids: list[str]) -> dict[str, tuple[int, int]]:
@@ -453,9 +553,14 @@ class ClusterService:
         req: DeployRequest,
         exclude: Iterable[str],
         quantity: int | None = None,
+        cap_micro_usd: int | None = None,
     ) -> matching.Match:
         reqs = self._requirements(db, owner, req, exclude, quantity or req.quantity)
-        found = matching.match(self._candidates(db), reqs)
+        return self._found(self._candidates(db, cap_micro_usd)[0], reqs)
+
+    @staticmethod
+    def _found(candidates: list[matching.Candidate], reqs: matching.Requirements) -> matching.Match:
+        found = matching.match(candidates, reqs)
         if not found.ok:
             raise NoMatchingDevices(
                 "no devices match the request",
@@ -472,8 +577,10 @@ class ClusterService:
         cluster_id: str,
         wanted: int,
         exclude: set[str],
+        cap_micro_usd: int | None = None,
     ) -> list[Device]:
-        """Take up to ``wanted`` matching devices for ``cluster_id``."""
+        """Take up to ``wanted`` matching devices for ``cluster_id`` (none whose
+        floor is above ``cap_micro_usd``)."""
         taken: list[Device] = []
         skip = set(exclude)
         for _ in range(RESERVE_ATTEMPTS):
@@ -481,7 +588,7 @@ class ClusterService:
             if need <= 0:
                 break
             try:
-                found = self._match(db, owner, req, skip, quantity=need)
+                found = self._match(db, owner, req, skip, need, cap_micro_usd)
             except NoMatchingDevices:
                 break
             ids = [c.device_id for c in found.devices][:need]
@@ -710,7 +817,8 @@ class ClusterService:
         )
         req = DeployRequest.model_validate(cluster.request)
         survivors = self._open_nodes(db, cluster)
-        replacement = self._reserve(db, cluster.owner, req, cluster.id, 1, exclude=served)
+        cap = self._micro_usd(cluster.price, cluster.currency)
+        replacement = self._reserve(db, cluster.owner, req, cluster.id, 1, served, cap)
         if was_head:
             # Ray's GCS lived on the head: re-form the cluster under a new head.
             cluster.generation += 1
@@ -796,19 +904,15 @@ class ClusterService:
             raise UnknownCluster(cluster_id=cluster_id)
         return cluster
 
-    def _price(
-        self, req: DeployRequest, devices: Iterable[matching.Candidate]
-    ) -> tuple[Decimal, int]:
-        """USD and ``currency`` units per device-hour, from the list price."""
+    def _base_usd(self, req: DeployRequest, devices: Iterable[matching.Candidate]) -> Decimal:
+        """The list price of one device-hour (``core/clusters.list_price_usd``)."""
         if req.hardware == "cpu":
-            usd = bill.list_price_usd(0.0, 1, "cpu")
-        else:
-            hw = self.catalog.get(req.hardware)
-            processors = max((c.processors for c in devices), default=1)
-            usd = bill.list_price_usd(hw.multiplier, processors, hw.kind.value)
-        return usd, bill.usd_to_units(usd, req.currency, self.ledger.oracle.io_usd())
+            return bill.list_price_usd(0.0, 1, "cpu")
+        hw = self.catalog.get(req.hardware)
+        processors = max((c.processors for c in devices), default=1)
+        return bill.list_price_usd(hw.multiplier, processors, hw.kind.value)
 
-    def _quote_view(self, q: Quote, usd: Decimal, explain: dict[str, int]) -> QuoteView:
+    def _quote_view(self, q: Quote, bd: pricing.Breakdown, explain: dict[str, int]) -> QuoteView:
         pay = bill.prepayment(q.price, q.devices, q.hours, q.currency)
         cur = q.currency
         return QuoteView(
@@ -821,7 +925,17 @@ class ClusterService:
             subtotal=format_amount(pay.subtotal, cur),
             buyer_fee=format_amount(pay.buyer_fee, cur),
             total=format_amount(pay.total, cur),
-            usd_per_device_hour=f"{usd:.4f}",
+            usd_per_device_hour=f"{Decimal(self._micro_usd(q.price, cur)) / 10**6:.4f}",
+            mode="auction" if q.request.get("max_price_usd") else "dynamic",
+            breakdown=[
+                PriceItem(
+                    name=i.name,
+                    per_device_hour=format_amount(i.units, cur),
+                    total=format_amount(i.units * q.devices * q.hours, cur),
+                    detail=i.detail,
+                )
+                for i in bd.items
+            ],
             io_usd=str(self.ledger.oracle.io_usd()),
             expires_at=q.expires_at,
             explain=explain,
