@@ -627,6 +627,11 @@ class FloorRequest(Wire):
     usd: str = Field(max_length=20, description="the least you accept per device-hour, USD")
 
 
+class DeviceFloor(Wire):
+    device_id: str
+    usd: str
+
+
 class PriceEntry(Wire):
     model: str
     location: str = Field(description='ISO country, or "*" for every region')

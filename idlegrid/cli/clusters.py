@@ -94,6 +94,12 @@ def deploy(
     duration: Annotated[int, typer.Option(min=1, help="how long, in --unit")] = 1,
     unit: Annotated[Unit, typer.Option(help="hours, days or weeks")] = "hours",
     currency: Annotated[Literal["IO", "USDC"], typer.Option(help="pay in")] = "IO",
+    start: Annotated[
+        Literal["now", "flexible"], typer.Option(help="flexible waits for a cheaper moment")
+    ] = "now",
+    max_price_usd: Annotated[
+        str | None, typer.Option(help="auction mode: the most you pay per device-hour, USD")
+    ] = None,
     wait: Annotated[bool, typer.Option(help="wait until running")] = True,
     timeout_s: Annotated[float, typer.Option(help="give up waiting after")] = 300.0,
     keypair: KeyOpt = None,
@@ -116,6 +122,8 @@ def deploy(
             duration=duration,
             duration_unit=unit,
             currency=currency,
+            start=start,
+            max_price_usd=max_price_usd,
         )
         quote = client.quote(req)
         if not as_json:
@@ -124,6 +132,8 @@ def deploy(
                 f"{quote.price_per_device_hour} {quote.currency}/device-hour = {quote.total} "
                 f"{quote.currency} (fee {quote.buyer_fee} included)"
             )
+            for item in quote.breakdown:
+                console.print(f"  {item.name:<14} {item.per_device_hour:>16} /h  {item.detail}")
         view = client.deploy(quote.id)
         if wait:
             view = _wait(client, view, timeout_s, quiet=as_json)
@@ -327,3 +337,45 @@ def submit(
         console.print(f"job {job_id}: [bold]{status.value}[/bold]")
     if status != JobStatus.SUCCEEDED:
         raise typer.Exit(1)
+
+
+def prices(
+    model: Annotated[str | None, typer.Option(help="one model's history instead")] = None,
+    location: Annotated[str, typer.Option(help='with --model: a country, or "*"')] = "*",
+    server: ServerOpt = DEFAULT_SERVER,
+    as_json: JsonOpt = False,
+) -> None:
+    """The price of one device-hour now, per model and region (or a model's history)."""
+    with reported_errors(as_json), Client(server) as client:
+        view = client.price_history(model, location) if model else client.prices()
+    if as_json:
+        print_json(view)
+        return
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
+    for col in ("model", "region", "USD/h", "IO/h", "utilisation", "idle", "hired"):
+        table.add_column(col, no_wrap=True)
+    for p in view.items:
+        table.add_row(
+            p.model,
+            p.location,
+            p.usd_per_device_hour,
+            p.io_per_device_hour,
+            f"{p.utilisation:.0%}",
+            str(p.idle),
+            str(p.hired),
+        )
+    console.print(table)
+
+
+def floor(
+    device: Annotated[str, typer.Argument(help="your device's id")],
+    usd: Annotated[str, typer.Argument(help="the least you accept per device-hour, USD")],
+    keypair: Annotated[Path, typer.Option("--keypair", help="the owner's keypair")],
+    server: ServerOpt = DEFAULT_SERVER,
+    as_json: JsonOpt = False,
+) -> None:
+    """Set a device's floor price: it is never hired for less (0 removes it)."""
+    client = buyer_client(server, keypair, None)
+    with reported_errors(as_json), client:
+        view = client.set_floor(device, usd)
+    print_json(view) if as_json else console.print(f"floor of {device}: {view.usd} USD/h")

@@ -42,6 +42,8 @@ app.command()(staking.stake)
 app.command()(staking.unstake)
 app.command()(staking.costake)
 app.command("rewards")(staking.rewards_cmd)
+app.command()(clusters.prices)
+devices.app.command("floor")(clusters.floor)
 app.command()(catalog)
 
 

@@ -41,14 +41,17 @@ from idlegrid.protocol import (
     DeployRequest,
     DepositsView,
     DeviceDetail,
+    DeviceFloor,
     DeviceList,
     DeviceView,
     ExtendRequest,
     FaucetRequest,
+    FloorRequest,
     Health,
     HeartbeatRequest,
     HeartbeatResponse,
     HistoryView,
+    PriceList,
     ProofList,
     ProofView,
     QuoteView,
@@ -244,6 +247,17 @@ class Client:
     def terminate_cluster(self, cluster_id: str) -> ClusterView:
         path = f"/v1/clusters/{cluster_id}/terminate"
         return self._call("POST", path, ClusterView, buyer=True)
+
+    def set_floor(self, device_id: str, usd: str) -> DeviceFloor:
+        path = f"/v1/devices/{device_id}/floor"
+        return self._call("POST", path, DeviceFloor, json=FloorRequest(usd=usd), signed=True)
+
+    def prices(self) -> PriceList:
+        return self._call("GET", "/v1/prices", PriceList)
+
+    def price_history(self, model: str, location: str = "*") -> PriceList:
+        params = {"model": model, "location": location}
+        return self._call("GET", "/v1/prices/history", PriceList, params=params)
 
     # -- IO Cloud: hired agents -----------------------------------------------------------
 

@@ -72,6 +72,7 @@ class ServerSettings(BaseSettings):
     deploy_timeout_s: float = Field(default=180, gt=0, description="to running, or it fails")
     cluster_tick_s: float = Field(default=1.0, gt=0, description="heal, expire, deploy watch")
     settle_interval_s: float = Field(default=3600, gt=0, description="pay providers")
+    price_interval_s: float = Field(default=300, gt=0, description="record the price history")
 
     # Staking and block rewards (services/staking.py, services/blocks.py).
     block_interval_s: int = Field(

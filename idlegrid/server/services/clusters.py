@@ -38,7 +38,7 @@ import secrets
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -59,6 +59,7 @@ from idlegrid.errors import (
     QuoteExpired,
     QuoteUsed,
     UnknownCluster,
+    UnknownDevice,
     UnknownQuote,
 )
 from idlegrid.protocol import (
@@ -75,7 +76,15 @@ from idlegrid.protocol import (
     Readiness,
 )
 from idlegrid.server.db.bulk import chunks
-from idlegrid.server.db.models import ApiKey, Cluster, ClusterNode, Device, Proof, Quote
+from idlegrid.server.db.models import (
+    ApiKey,
+    Cluster,
+    ClusterNode,
+    Device,
+    PricePoint,
+    Proof,
+    Quote,
+)
 from idlegrid.server.liveness import LivenessTable
 from idlegrid.server.services.ledger import LedgerService, fees_account, user_account
 from idlegrid.server.settings import ServerSettings
@@ -248,11 +257,13 @@ class ClusterService:
         return pricing.Market(idle=idle, hired=int(db.scalar(q) or 0))
 
     def _micro_usd(self, units: int, currency: str) -> int:
-        """A price in ``currency`` units, in millionths of a USD at the oracle's rate."""
+        """A price in ``currency`` units, in millionths of a USD at the oracle's rate,
+        rounded up: a price converted from USD to IO units and back must still
+        reach the floor it was computed against."""
         usd = Decimal(units).scaleb(-DECIMALS[currency])
         if currency == "IO":
             usd *= self.ledger.oracle.io_usd()
-        return int(usd * 10**6)
+        return int((usd * 10**6).to_integral_value(rounding=ROUND_CEILING))
 
     def deploy(self, owner: str, quote_id: str) -> ClusterView:
         """Pay the quote into escrow and reserve its devices, atomically."""
@@ -333,6 +344,73 @@ class ClusterService:
             view = self._view(db, cluster, with_secrets=False)
         self._refresh_assignments(cluster_id)
         return view
+
+    # -- prices -----------------------------------------------------------------------------
+
+    def set_floor(self, signer: str, device_id: str, usd: Decimal) -> int:
+        """The owner's floor for a device, per device-hour (0 removes it)."""
+        if not usd.is_finite() or usd < 0 or usd > 10_000:
+            raise InvalidRequest("a floor is 0-10,000 USD per device-hour", usd=str(usd))
+        with self.sessions.begin() as db:
+            dev = db.get(Device, device_id, with_for_update=True)
+            if dev is None:
+                raise UnknownDevice(device_id=device_id)
+            if signer != dev.owner:
+                raise NotYourDevice("only the device's owner sets its floor", owner=dev.owner)
+            dev.floor_micro_usd = int(usd * 10**6)
+            return dev.floor_micro_usd
+
+    def current_prices(self) -> list[tuple[str, str, int, pricing.Market]]:
+        """(model, location or "*", micro-USD, market) of a 1-device, 1-hour request now,
+        for every model with ready devices, per region and for all regions."""
+        out = []
+        with self.sessions() as db:
+            candidates, _ = self._candidates(db)
+            hired = db.execute(
+                select(Device.model, Device.location, func.count())
+                .where(Device.cluster_id.is_not(None), Device.model.is_not(None))
+                .group_by(Device.model, Device.location)
+            ).all()
+        busy: dict[tuple[str, str], int] = {}
+        for model, location, n in hired:
+            for key in ((str(model), location or "*"), (str(model), "*")):
+                busy[key] = busy.get(key, 0) + int(n)
+        idle: dict[tuple[str, str], int] = {}
+        for c in candidates:
+            for key in ((c.model, c.location or "*"), (c.model, "*")):
+                idle[key] = idle.get(key, 0) + 1
+        for model, location in sorted(set(idle) | set(busy)):
+            hw = self.catalog.get(model)
+            base = bill.list_price_usd(hw.multiplier, 1, hw.kind.value)
+            market = pricing.Market(
+                idle=idle.get((model, location), 0), hired=busy.get((model, location), 0)
+            )
+            bd = pricing.price(
+                pricing.PriceRequest(base, 1, 1, market, location_constrained=location != "*"),
+                "USDC",
+                Decimal(1),
+            )
+            out.append((model, location, bd.per_device_hour, market))
+        return out
+
+    def record_prices(self) -> int:
+        """Append the current prices to the price history (the prices loop)."""
+        now = self.clock()
+        rows = [
+            PricePoint(
+                at=now,
+                model=model,
+                location=location,
+                micro_usd=micro,
+                utilisation=float(market.utilisation()),
+                idle=market.idle,
+                hired=market.hired,
+            )
+            for model, location, micro, market in self.current_prices()
+        ]
+        with self.sessions.begin() as db:
+            db.add_all(rows)
+        return len(rows)
 
     # -- reads --------------------------------------------------------------------------
 
