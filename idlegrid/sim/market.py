@@ -22,6 +22,10 @@ region; a request asks for one pool and a pool's price depends only on that pool
 under one policy, so every policy meets the same supply and the same buyers. Nothing
 reads a clock. Only requests that arrive inside the measured window (after ``warmup_h``,
 for ``weeks``) count; the run goes on for the longest patience so all of them end.
+
+What it leaves out, on purpose: providers do not join or leave because of the price (a
+surge draws no extra supply), buyers' budgets do not depend on their urgency, a buyer
+asks for one pool only, and buyers do not compete in the auction (the asks do).
 """
 
 from __future__ import annotations
