@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/ledger.py
 	$(BIN)/python benchmarks/matching.py
 	$(BIN)/python benchmarks/deploy.py
+	$(BIN)/python benchmarks/market.py
 
 clean:
 	rm -rf $(VENV) .idlegrid .pytest_cache

@@ -75,17 +75,22 @@ def _with(req: PriceRequest, **changes: object) -> PriceRequest:
 
 
 def test_the_items_of_a_typical_quote() -> None:
-    req = PriceRequest(Decimal("2.00"), 4, 168, Market(idle=4, hired=4), Urgency.NOW, 3, True)
+    req = PriceRequest(Decimal("2.00"), 4, 168, Market(idle=1, hired=19), Urgency.NOW, 3, True)
     bd = pricing.price(req, "USDC", IO_USD)
     items = {i.name: i.units for i in bd.items}
-    # u = (4 + 4) / 8 = 100 %: +100 %; urgent +10 %; 3 extra devices +3 %; tier 3 +10 %;
-    # a location +5 %; a week −10 %: 2.00 × 2.18 = 4.36 USD.
+    # u = 19 / 20 = 95 %: a surge of (95 − 85) / 15 = +66.67 %; urgent +5 %; 3 extra
+    # devices +3 %; tier 3 +10 %; a location +5 %; a week −10 %.
     assert items == {
-        "base": 2_000_000, "supply_demand": 2_000_000, "urgency": 200_000,
+        "base": 2_000_000, "supply_demand": 1_333_333, "urgency": 100_000,
         "cluster_size": 60_000, "connectivity": 200_000, "location": 100_000,
         "duration": -200_000,
     }  # fmt: skip
-    assert bd.per_device_hour == 4_360_000
+    assert bd.per_device_hour == 3_593_333
+    calm = pricing.price(_with(req, market=Market(idle=15, hired=5)), "USDC", IO_USD)
+    # u = 25 %: a discount of 20 % × (60 − 25) / 60 = −11.67 %
+    assert dict((i.name, i.units) for i in calm.items)["supply_demand"] == -233_333
+    steady = pricing.price(_with(req, market=Market(idle=5, hired=15)), "USDC", IO_USD)
+    assert "supply_demand" not in {i.name for i in steady.items}  # 75 %: the list price holds
 
 
 def test_floors_and_the_auction() -> None:

@@ -4,11 +4,14 @@ A quote starts from the hardware's list price (``core.clusters.list_price_usd``)
 and adjusts it, each adjustment an item of an itemised breakdown:
 
 - **supply and demand**: the utilisation ``u`` of that model in the requested
-  region (hired ÷ (hired + idle ready devices), with the request's own devices
-  counted as hired). ``u`` below 50 % discounts down to −20 % at an idle
-  market; above 50 % it surges up to +100 % at a full one. Linear in between,
-  so less supply or more demand never lowers the price.
-- **urgency**: starting now costs +10 %; a flexible start (the buyer will wait
+  region now (hired ÷ (hired + idle ready devices)). Below 60 % it discounts,
+  linearly to −20 % at an idle market, to draw demand; from 85 % it surges,
+  linearly to +100 % at a full one, to ration what is left; in between the
+  list price holds. Surging only near capacity keeps buyers from being priced
+  away while devices sit idle. (The request's own size is priced as
+  complexity, not counted as demand: a large order in a small idle pool is
+  not a scarce market.) Less supply or more demand never lowers the price.
+- **urgency**: starting now costs +5 %; a flexible start (the buyer will wait
   for the next cheaper moment) costs nothing extra.
 - **complexity**: +1 % per device beyond the first (at most +20 %): big
   clusters need co-located, well-connected devices; +5 % per connectivity tier
@@ -39,9 +42,10 @@ from idlegrid.core.fees import DECIMALS
 from idlegrid.errors import InvalidRequest
 
 SURGE_MAX = Decimal("1.00")  # +100 % at full utilisation
+SURGE_FROM = Decimal("0.85")
 DISCOUNT_MAX = Decimal("0.20")  # −20 % at an idle market
-PIVOT = Decimal("0.5")
-URGENT = Decimal("0.10")
+DISCOUNT_BELOW = Decimal("0.60")
+URGENT = Decimal("0.05")
 PER_EXTRA_DEVICE = Decimal("0.01")
 SIZE_CAP = Decimal("0.20")
 PER_TIER = Decimal("0.05")
@@ -62,11 +66,10 @@ class Market:
     idle: int  # ready devices no one has hired
     hired: int
 
-    def utilisation(self, extra: int = 0) -> Decimal:
-        """Hired share, with ``extra`` more devices hired (the request's own)."""
-        busy = self.hired + min(extra, self.idle)
+    def utilisation(self) -> Decimal:
+        """The hired share of the devices that could serve (1 when there are none)."""
         total = self.hired + self.idle
-        return Decimal(busy) / Decimal(total) if total else Decimal(1)
+        return Decimal(self.hired) / Decimal(total) if total else Decimal(1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,9 +114,11 @@ class Breakdown:
 def supply_demand(u: Decimal) -> Decimal:
     """The supply-and-demand adjustment at utilisation ``u`` (a fraction of the base)."""
     u = min(Decimal(1), max(Decimal(0), u))
-    if u >= PIVOT:
-        return SURGE_MAX * (u - PIVOT) / (1 - PIVOT)
-    return -DISCOUNT_MAX * (PIVOT - u) / PIVOT
+    if u >= SURGE_FROM:
+        return SURGE_MAX * (u - SURGE_FROM) / (1 - SURGE_FROM)
+    if u < DISCOUNT_BELOW:
+        return -DISCOUNT_MAX * (DISCOUNT_BELOW - u) / DISCOUNT_BELOW
+    return Decimal(0)
 
 
 def duration_discount(hours: int) -> Decimal:
@@ -124,11 +129,11 @@ def adjustments(req: PriceRequest) -> list[tuple[str, Decimal, str]]:
     """(name, fraction of the base, why) for every adjustment, in order."""
     if req.devices < 1 or req.hours < 1:
         raise InvalidRequest("a quote needs at least one device for one hour")
-    u = req.market.utilisation(req.devices)
+    u = req.market.utilisation()
     size = min(SIZE_CAP, PER_EXTRA_DEVICE * (req.devices - 1))
     tiers = max(0, req.min_tier - 1)
     return [
-        ("supply_demand", supply_demand(u), f"utilisation {u:.0%} with this request"),
+        ("supply_demand", supply_demand(u), f"utilisation {u:.0%}"),
         ("urgency", URGENT if req.urgency is Urgency.NOW else Decimal(0), req.urgency.value),
         ("cluster_size", size, f"{req.devices} devices"),
         ("connectivity", PER_TIER * tiers, f"tier {req.min_tier} or better"),
