@@ -168,3 +168,13 @@ def test_auction_mode_takes_the_lowest_asks(fleet: Fleet) -> None:
     assert err.value.details["asks_under_max"] == 0
     with pytest.raises(InvalidRequest):
         client.quote(DeployRequest(name="a", hardware="h100-sxm-80gb", max_price_usd="lots"))
+
+
+def test_the_price_list_is_served_at_both_paths(fleet: Fleet) -> None:
+    fleet.add(gpu_hardware(), location="US")
+    short = fleet.net.http.get("/prices").json()["items"]
+    assert short == fleet.net.http.get("/v1/prices").json()["items"]
+    assert {(p["model"], p["location"]) for p in short} == {
+        ("h100-sxm-80gb", "US"),
+        ("h100-sxm-80gb", "*"),
+    }

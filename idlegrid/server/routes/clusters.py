@@ -95,6 +95,7 @@ def set_floor(device_id: str, req: FloorRequest, signer: Signer, state: StateDep
 
 
 @router.get("/v1/prices", response_model=PriceList)
+@router.get("/prices", response_model=PriceList, include_in_schema=False)
 def prices(state: StateDep) -> PriceList:
     """Now: the price of one device-hour of every model, per region and overall."""
     io_usd = state.ledger.oracle.io_usd()
