@@ -20,14 +20,16 @@ pass is retried after a crash.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import traceback
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from fractions import Fraction
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import Table, func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from idlegrid.catalog import Catalog
@@ -44,7 +46,18 @@ from idlegrid.server.settings import ServerSettings
 
 log = logging.getLogger("idlegrid.server.blocks")
 
+
+@contextlib.contextmanager
+def _frozen_gc() -> Iterator[None]:
+    """Whatever ``gc.freeze()`` parks inside goes back to the collector at the end."""
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 HOUR_S = 3600
+_REWARDS_TABLE = cast(Table, BlockReward.__table__)
 
 
 class BlockService:
@@ -124,10 +137,11 @@ class BlockService:
             block.status = "processing"
         try:
             self.ledger.emit(number)  # once per block: the transfer id is the block's
-            with self.sessions.begin() as db:
+            with self.sessions.begin() as db, _frozen_gc():
                 block = db.get(Block, number, with_for_update=True)
                 assert block is not None
                 inputs = self.gather(db, block)
+                gc.freeze()  # a million inputs: keep full collections from walking them
                 result = rewards.compute_block(inputs)
                 self._pay(db, block, result)
                 self._publish(db, block, inputs, result)
@@ -211,8 +225,7 @@ class BlockService:
         if not total:
             block.paid = 0
             return
-        for recipient in owed:
-            self.ledger.book.open_account(db, user_account(recipient, "IO"), "IO")
+        self.ledger.book.open_accounts(db, (user_account(r, "IO") for r in owed), "IO")
         transfers = [
             Transfer(
                 f"reward:{block.number}:{recipient}",
@@ -272,7 +285,7 @@ class BlockService:
         ]  # fmt: skip
         db.query(BlockReward).filter(BlockReward.number == block.number).delete()
         if rows:
-            db.execute(insert(BlockReward), rows)
+            db.execute(insert(_REWARDS_TABLE), rows)  # Core: no ORM bookkeeping
 
     # -- reads ----------------------------------------------------------------------------
 
