@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from idlegrid import __version__
+from idlegrid import __version__, explorer
 from idlegrid.catalog import Catalog, load_catalog
 from idlegrid.core.lifecycle import Timing
 from idlegrid.errors import IdlegridError, InternalError, InvalidRequest
@@ -124,6 +124,8 @@ def create_app(
     app.include_router(staking.router)
     app.include_router(devices.router)
     app.include_router(wallets.router)
+    app.include_router(explorer.router)
+    app.mount("/explorer/static", explorer.static_files(), name="explorer_static")
     app.router.routes.insert(0, hotpath.route)  # matched before the documented route
     _install_error_handlers(app, state)
     app.add_middleware(
