@@ -7,18 +7,14 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections import defaultdict
-from decimal import Decimal
 
 import pytest
 
 from idlegrid.sim.market import (
     MICRO,
-    DeviceSpec,
     ModelSpec,
     Policy,
-    Pool,
     Region,
-    Request,
     Scenario,
     World,
     compare,

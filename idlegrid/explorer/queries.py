@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 
 from idlegrid.core import staking
 from idlegrid.protocol import ClusterView, DeviceKind, DeviceStatus, Readiness
-from idlegrid.server.db.models import Block, Cluster, ClusterNode, Device, StakeRow
+from idlegrid.server.db.models import Block, ClusterNode, Device, StakeRow
 from idlegrid.server.services.staking import to_core
 from idlegrid.server.state import AppState
 
@@ -187,9 +187,7 @@ def stakes(state: AppState) -> list[StakeLine]:
 def public_clusters(state: AppState, limit: int = PUBLIC_CLUSTERS) -> list[ClusterView]:
     """The newest clusters as the API draws them, without their secrets (the
     page itself decides who sees the Ray addresses)."""
-    with state.clusters.sessions() as db:
-        rows = db.scalars(select(Cluster).order_by(Cluster.created_at.desc()).limit(limit))
-        return [state.clusters._view(db, c, with_secrets=False) for c in rows]
+    return state.clusters.list_public(limit)
 
 
 def daily_uptime(state: AppState, hours: list[tuple[float, float]], days: int = 30) -> list[float]:

@@ -425,6 +425,12 @@ class ClusterService:
                 q = q.where(Cluster.status.in_([s.value for s in ACTIVE]))
             return [self._view(db, c, with_secrets=True) for c in db.scalars(q)]
 
+    def list_public(self, limit: int) -> list[ClusterView]:
+        """The newest clusters of every buyer, without their token (the explorer)."""
+        with self.sessions() as db:
+            q = select(Cluster).order_by(Cluster.created_at.desc()).limit(limit)
+            return [self._view(db, c, with_secrets=False) for c in db.scalars(q)]
+
     # -- agents -------------------------------------------------------------------------
 
     def report_node(self, device_id: str, rep: RayNodeReport) -> Assignment | None:
