@@ -61,7 +61,7 @@ def background(state: AppState) -> list[Coroutine[Any, Any, None]]:
         every(s.proof_tick_s, "proof", state.proofs.tick),
         every(s.buyback_interval_s, "buy-back", lambda: buyback_and_burn(state)),
         every(s.cluster_tick_s, "clusters", state.clusters.tick),
-        every(s.price_interval_s, "prices", state.clusters.record_prices),
+        every(s.price_interval_s, "prices", state.clusters.market.record_prices),
         every(min(60.0, s.block_interval_s / 4), "blocks", state.blocks.tick),
         every(min(60.0, s.block_interval_s), "slashes", state.staking.tick),
     ]

@@ -90,7 +90,7 @@ def set_floor(device_id: str, req: FloorRequest, signer: Signer, state: StateDep
         usd = Decimal(req.usd)
     except ArithmeticError:
         raise InvalidRequest("usd is a decimal number", usd=req.usd) from None
-    micro = state.clusters.set_floor(signer, device_id, usd)
+    micro = state.clusters.market.set_floor(signer, device_id, usd)
     return DeviceFloor(device_id=device_id, usd=f"{Decimal(micro) / 10**6:.6f}")
 
 
@@ -112,7 +112,7 @@ def prices(state: StateDep) -> PriceList:
                 hired=market.hired,
                 at=now,
             )
-            for model, location, micro, market in state.clusters.current_prices()
+            for model, location, micro, market in state.clusters.market.current_prices()
         ]
     )
 

@@ -1,0 +1,313 @@
+"""The marketplace side of IO Cloud: which devices could serve a request, what
+the request costs, and the price list.
+
+``ClusterService`` (``services/clusters.py``) asks this for candidates and
+matches while it quotes, reserves and heals; the rules are pure
+(``core/matching.py`` ranks and filters, ``core/pricing.py`` prices). Reads
+only, except a provider's floor; each method works inside the caller's session
+where it takes one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from decimal import ROUND_CEILING, Decimal
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from idlegrid.catalog import Catalog
+from idlegrid.core import clusters as bill
+from idlegrid.core import matching, pricing
+from idlegrid.core.clusters import ClusterStatus
+from idlegrid.core.fees import DECIMALS
+from idlegrid.errors import InvalidRequest, NoMatchingDevices, NotYourDevice, UnknownDevice
+from idlegrid.ledger.oracle import PriceOracle
+from idlegrid.protocol import DeployRequest, DeviceStatus, ProofStatus, Readiness
+from idlegrid.server.db.bulk import chunks
+from idlegrid.server.db.models import Cluster, Device, PricePoint, Proof
+from idlegrid.server.liveness import LivenessTable
+
+
+class Marketplace:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        liveness: LivenessTable,
+        catalog: Catalog,
+        oracle: PriceOracle,
+        clock: Callable[[], float],
+    ) -> None:
+        self.sessions = sessions
+        self.liveness = liveness
+        self.catalog = catalog
+        self.oracle = oracle
+        self.clock = clock
+
+    def auction(
+        self,
+        req: DeployRequest,
+        reqs: matching.Requirements,
+        candidates: list[matching.Candidate],
+        floors: dict[str, int],
+        devices: int,
+        hours: int,
+    ) -> pricing.Breakdown:
+        """The buyer's maximum against the eligible devices' asks (their floors, or
+        the list price where a provider set none): lowest asks first, one price."""
+        try:
+            max_usd = Decimal(req.max_price_usd or "")
+        except ArithmeticError:
+            raise InvalidRequest(
+                "max_price_usd is a decimal number", value=req.max_price_usd
+            ) from None
+        if not max_usd.is_finite() or max_usd <= 0:
+            raise InvalidRequest("max_price_usd must be positive", value=req.max_price_usd)
+        eligible = matching.match(candidates, replace(reqs, quantity=None))
+        base = self.base_usd(req, eligible.devices)
+        asks = [
+            pricing.Ask(c.device_id, Decimal(floors[c.device_id]) / 10**6 or base)
+            for c in eligible.devices
+        ]
+        cleared = pricing.auction_clear(asks, devices, max_usd)
+        if cleared is None:
+            raise NoMatchingDevices(
+                "too few provider asks at or under your maximum",
+                wanted=devices,
+                asks_under_max=sum(1 for a in asks if a.usd <= max_usd),
+                explain=eligible.explain.as_dict(),
+            )
+        _, clearing = cleared
+        units = pricing.to_units(clearing, req.currency, self.oracle.io_usd())
+        item = pricing.Item("auction", max(1, units), f"highest accepted ask {clearing} USD")
+        return pricing.Breakdown(req.currency, (item,), devices, hours)
+
+    def market_of(
+        self, db: Session, reqs: matching.Requirements, candidates: list[matching.Candidate]
+    ) -> pricing.Market:
+        """Idle and hired devices of the requested hardware in the requested regions."""
+        idle = sum(
+            1
+            for c in candidates
+            if (reqs.kind is None or c.kind == reqs.kind)
+            and (reqs.model is None or c.model == reqs.model)
+            and (not reqs.locations or c.location in reqs.locations)
+        )
+        q = select(func.count()).select_from(Device).where(Device.cluster_id.is_not(None))
+        if reqs.model is not None:
+            q = q.where(Device.model == reqs.model)
+        elif reqs.kind is not None:
+            q = q.where(Device.kind == reqs.kind)
+        if reqs.locations:
+            q = q.where(Device.location.in_(reqs.locations))
+        return pricing.Market(idle=idle, hired=int(db.scalar(q) or 0))
+
+    def micro_usd(self, units: int, currency: str) -> int:
+        """A price in ``currency`` units, in millionths of a USD at the oracle's rate,
+        rounded up: a price converted from USD to IO units and back must still
+        reach the floor it was computed against."""
+        usd = Decimal(units).scaleb(-DECIMALS[currency])
+        if currency == "IO":
+            usd *= self.oracle.io_usd()
+        return int((usd * 10**6).to_integral_value(rounding=ROUND_CEILING))
+
+    # -- prices -----------------------------------------------------------------------------
+
+    def set_floor(self, signer: str, device_id: str, usd: Decimal) -> int:
+        """The owner's floor for a device, per device-hour (0 removes it)."""
+        if not usd.is_finite() or usd < 0 or usd > 10_000:
+            raise InvalidRequest("a floor is 0-10,000 USD per device-hour", usd=str(usd))
+        with self.sessions.begin() as db:
+            dev = db.get(Device, device_id, with_for_update=True)
+            if dev is None:
+                raise UnknownDevice(device_id=device_id)
+            if signer != dev.owner:
+                raise NotYourDevice("only the device's owner sets its floor", owner=dev.owner)
+            dev.floor_micro_usd = int(usd * 10**6)
+            return dev.floor_micro_usd
+
+    def current_prices(self) -> list[tuple[str, str, int, pricing.Market]]:
+        """(model, location or "*", micro-USD, market) of a 1-device, 1-hour request now,
+        for every model with ready devices, per region and for all regions."""
+        out = []
+        with self.sessions() as db:
+            candidates, _ = self.candidates(db)
+            hired = db.execute(
+                select(Device.model, Device.location, func.count())
+                .where(Device.cluster_id.is_not(None), Device.model.is_not(None))
+                .group_by(Device.model, Device.location)
+            ).all()
+        busy: dict[tuple[str, str], int] = {}
+        for model, location, n in hired:
+            for key in ((str(model), location or "*"), (str(model), "*")):
+                busy[key] = busy.get(key, 0) + int(n)
+        idle: dict[tuple[str, str], int] = {}
+        for c in candidates:
+            for key in ((c.model, c.location or "*"), (c.model, "*")):
+                idle[key] = idle.get(key, 0) + 1
+        for model, location in sorted(set(idle) | set(busy)):
+            hw = self.catalog.get(model)
+            base = bill.list_price_usd(hw.multiplier, 1, hw.kind.value)
+            market = pricing.Market(
+                idle=idle.get((model, location), 0), hired=busy.get((model, location), 0)
+            )
+            bd = pricing.price(
+                pricing.PriceRequest(base, 1, 1, market, location_constrained=location != "*"),
+                "USDC",
+                Decimal(1),
+            )
+            out.append((model, location, bd.per_device_hour, market))
+        return out
+
+    def record_prices(self) -> int:
+        """Append the current prices to the price history (the prices loop)."""
+        now = self.clock()
+        rows = [
+            PricePoint(
+                at=now,
+                model=model,
+                location=location,
+                micro_usd=micro,
+                utilisation=float(market.utilisation()),
+                idle=market.idle,
+                hired=market.hired,
+            )
+            for model, location, micro, market in self.current_prices()
+        ]
+        with self.sessions.begin() as db:
+            db.add_all(rows)
+        return len(rows)
+
+    def standing(self, db: Session, owner: str) -> matching.Standing:
+        rows = db.execute(
+            select(Cluster.status, func.count())
+            .where(Cluster.owner == owner)
+            .group_by(Cluster.status)
+        ).all()
+        counts = {status: int(n) for status, n in rows}
+        return matching.Standing(
+            payments=sum(counts.values()),
+            unpaid=0,
+            early_terminations=counts.get(ClusterStatus.TERMINATED.value, 0),
+            abuse_reports=0,
+        )
+
+    def requirements(
+        self, db: Session, owner: str, req: DeployRequest, exclude: Iterable[str], quantity: int
+    ) -> matching.Requirements:
+        if req.hardware == "cpu":
+            model, kind = None, "cpu"
+        else:
+            try:
+                hw = self.catalog.get(req.hardware)
+            except KeyError:
+                raise InvalidRequest(
+                    "unknown hardware model", hardware=req.hardware, hint="see `idlegrid catalog`"
+                ) from None
+            model, kind = hw.key, hw.kind.value
+        return matching.Requirements(
+            model=model,
+            kind=kind,
+            quantity=None if req.product == "mega-ray" else quantity,
+            locations=frozenset(req.locations),
+            min_tier=req.min_tier,
+            suppliers=frozenset(req.suppliers),
+            exclude=frozenset(exclude),
+            max_reputation=matching.requester_limit(self.standing(db, owner)),
+        )
+
+    def candidates(
+        self, db: Session, cap_micro_usd: int | None = None
+    ) -> tuple[list[matching.Candidate], dict[str, int]]:
+        """Every device that could be hired now: up, live, ready and in no cluster,
+        and (given a price cap) whose provider's floor is not above the price; with
+        each device's floor in millionths of a USD."""
+        now = self.clock()
+        rows = db.scalars(
+            select(Device).where(
+                Device.status == DeviceStatus.UP.value,
+                Device.readiness == Readiness.CLUSTER_READY.value,
+                Device.cluster_id.is_(None),
+                Device.model.is_not(None),
+            )
+        )
+        live = [
+            d
+            for d in rows
+            if self.liveness.is_live(d.id, now)
+            and (cap_micro_usd is None or d.floor_micro_usd <= cap_micro_usd)
+        ]
+        floors = {d.id: d.floor_micro_usd for d in live}
+        history = self.proof_history(db, [d.id for d in live])
+        out = []
+        for d in live:
+            passed, failed = history.get(d.id, (0, 0))
+            out.append(
+                matching.Candidate(
+                    device_id=d.id,
+                    kind=d.kind,
+                    model=d.model or "",
+                    location=d.location,
+                    tier=d.tier or 0,
+                    supplier=d.owner,
+                    processors=d.processors,
+                    reputation=matching.device_reputation(
+                        min(1.0, d.uptime_s / max(1.0, now - d.registered_at)), passed, failed
+                    ),
+                )
+            )
+        return out, floors
+
+    @staticmethod
+    def proof_history(db: Session, device_ids: list[str]) -> dict[str, tuple[int, int]]:
+        """(proofs passed, proofs failed) per device."""
+        out: dict[str, tuple[int, int]] = {}
+        for chunk in chunks(device_ids, 5_000):
+            rows = db.execute(
+                select(Proof.device_id, Proof.status, func.count())
+                .where(
+                    Proof.device_id.in_(chunk),
+                    Proof.status.in_([ProofStatus.VERIFIED.value, ProofStatus.FAILED.value]),
+                )
+                .group_by(Proof.device_id, Proof.status)
+            ).all()
+            for device_id, status, n in rows:
+                passed, failed = out.get(device_id, (0, 0))
+                if status == ProofStatus.VERIFIED.value:
+                    passed += int(n)
+                else:
+                    failed += int(n)
+                out[device_id] = (passed, failed)
+        return out
+
+    def match(
+        self,
+        db: Session,
+        owner: str,
+        req: DeployRequest,
+        exclude: Iterable[str],
+        quantity: int | None = None,
+        cap_micro_usd: int | None = None,
+    ) -> matching.Match:
+        reqs = self.requirements(db, owner, req, exclude, quantity or req.quantity)
+        return self.found(self.candidates(db, cap_micro_usd)[0], reqs)
+
+    @staticmethod
+    def found(candidates: list[matching.Candidate], reqs: matching.Requirements) -> matching.Match:
+        found = matching.match(candidates, reqs)
+        if not found.ok:
+            raise NoMatchingDevices(
+                "no devices match the request",
+                wanted=reqs.quantity or 1,
+                explain=found.explain.as_dict(),
+            )
+        return found
+
+    def base_usd(self, req: DeployRequest, devices: Iterable[matching.Candidate]) -> Decimal:
+        """The list price of one device-hour (``core/clusters.list_price_usd``)."""
+        if req.hardware == "cpu":
+            return bill.list_price_usd(0.0, 1, "cpu")
+        hw = self.catalog.get(req.hardware)
+        processors = max((c.processors for c in devices), default=1)
+        return bill.list_price_usd(hw.multiplier, processors, hw.kind.value)
