@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import hashlib
 import logging
 import traceback
 from collections import defaultdict
@@ -266,8 +267,8 @@ class BlockService:
     ) -> None:
         block.inputs = rewards.inputs_to_dict(inputs)
         block.inputs_hash = result.inputs_hash
-        block.outputs = rewards.block_to_dict(result)
-        block.outputs_hash = rewards.outputs_hash(result)
+        block.outputs = outputs = rewards.block_to_dict(result)  # built once, hashed as is
+        block.outputs_hash = hashlib.sha256(rewards.canonical_json(outputs)).hexdigest()
         block.nominated = len(result.rewards)
         block.excluded = len(result.excluded)
         block.status = "completed"
