@@ -684,8 +684,8 @@ def print_report(results: dict[str, Any]) -> None:
         "On the service's path inputs_to_dict is still built twice (by inputs_hash in "
         "compute_block, again in _publish); block_to_dict once (_publish hashes what it "
         "stores), so 'total' counts the outputs document twice and 'one go' is the service's "
-        f"figure. Building the inputs once would save about {big['publish']['inputs_to_dict_s']:.1f} s "
-        f"at {big['devices']:,}."
+        "figure. Building the inputs once would save about "
+        f"{big['publish']['inputs_to_dict_s']:.1f} s at {big['devices']:,}."
     )
     recorded = [s for s in sizes if "check" in s]
     if recorded:
