@@ -288,8 +288,10 @@ def _device_reward(device: DeviceInput, device_score: Fraction, units: int) -> D
     )
 
 
-def compute_block(inputs: BlockInputs) -> Block:
-    """The block for ``inputs``: deterministic, exact, recomputable by anyone."""
+def compute_block(inputs: BlockInputs, inputs_sha256: str | None = None) -> Block:
+    """The block for ``inputs``: deterministic, exact, recomputable by anyone.
+    ``inputs_sha256`` is ``inputs_hash(inputs)`` when the caller has it already
+    (a publisher that built the inputs document once)."""
     nominated: dict[DeviceKind, list[DeviceInput]] = {k: [] for k in DeviceKind}
     excluded: list[Excluded] = []
     for device in inputs.devices:
@@ -329,7 +331,7 @@ def compute_block(inputs: BlockInputs) -> Block:
 
     return Block(
         hour=inputs.hour,
-        inputs_hash=inputs_hash(inputs),
+        inputs_hash=inputs_sha256 or inputs_hash(inputs),
         emission_units=inputs.emission_units,
         pools=tuple(pools),
         rewards=tuple(sorted(rewards, key=lambda r: r.device_id)),

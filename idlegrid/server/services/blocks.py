@@ -143,9 +143,11 @@ class BlockService:
                 assert block is not None
                 inputs = self.gather(db, block)
                 gc.freeze()  # a million inputs: keep full collections from walking them
-                result = rewards.compute_block(inputs)
+                published = rewards.inputs_to_dict(inputs)  # built once: hashed and stored
+                digest = hashlib.sha256(rewards.canonical_json(published)).hexdigest()
+                result = rewards.compute_block(inputs, digest)
                 self._pay(db, block, result)
-                self._publish(db, block, inputs, result)
+                self._publish(db, block, published, result)
                 if self.seasons is not None:
                     self.seasons.add_block(db, number, inputs)
             return True
@@ -263,9 +265,10 @@ class BlockService:
         )
 
     def _publish(
-        self, db: Session, block: Block, inputs: rewards.BlockInputs, result: rewards.Block
+        self, db: Session, block: Block, published: dict[str, Any], result: rewards.Block
     ) -> None:
-        block.inputs = rewards.inputs_to_dict(inputs)
+        """Store the inputs document (as hashed) and the outputs, and a row per device."""
+        block.inputs = published
         block.inputs_hash = result.inputs_hash
         block.outputs = outputs = rewards.block_to_dict(result)  # built once, hashed as is
         block.outputs_hash = hashlib.sha256(rewards.canonical_json(outputs)).hexdigest()
