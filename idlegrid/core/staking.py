@@ -280,3 +280,18 @@ def restore(stake: Stake, shares: tuple[tuple[str, int], ...]) -> Stake:
     back = dict(shares)
     costakes = tuple(replace(c, amount=c.amount + back.get(c.staker, 0)) for c in stake.costakes)
     return replace(stake, active=stake.active + owner_units, costakes=costakes)
+
+
+# Reading a stake -----------------------------------------------------------------------------
+
+
+def locked(stake: Stake) -> int:
+    """Every unit held on the device: active, cooling and co-staked."""
+    return (
+        stake.active + sum(c.amount for c in stake.cooling) + sum(c.amount for c in stake.costakes)
+    )
+
+
+def meets_minimum(stake: Stake, minimum: int, now: float) -> bool:
+    """Fully staked: the effective stake reaches a (positive) minimum."""
+    return effective_stake(stake, now) >= minimum > 0

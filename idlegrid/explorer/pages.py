@@ -32,7 +32,6 @@ from idlegrid.protocol import (
     Readiness,
 )
 from idlegrid.server.routes import proofs as proof_routes
-from idlegrid.server.routes import staking as staking_routes
 from idlegrid.server.routes import wallets as wallet_routes
 from idlegrid.server.state import AppState, StateDep
 
@@ -61,7 +60,7 @@ def _not_found(request: Request, exc: IdlegridError) -> HTMLResponse:
 
 @router.get("", response_class=HTMLResponse)
 def home(request: Request, state: StateDep) -> HTMLResponse:
-    blocks = staking_routes.list_blocks(state, limit=1).items
+    blocks = state.blocks.summaries(1).items
     return page(
         request,
         "home.html",
@@ -139,11 +138,11 @@ def devices(
 def device(request: Request, device_id: str, state: StateDep) -> HTMLResponse:
     try:
         detail = state.devices.get(device_id)
-        stake = staking_routes.get_stake(device_id, state)
+        stake = state.staking.view(device_id)
     except IdlegridError as exc:
         return _not_found(request, exc)
     proofs = proof_routes.proof_history(device_id, state).items[:DEVICE_PROOFS_SHOWN]
-    earned = staking_routes.device_rewards(device_id, state, limit=DEVICE_REWARDS_SHOWN)
+    earned = state.blocks.rewards_of(device_id, DEVICE_REWARDS_SHOWN)
     days = queries.daily_uptime(state, [(h.hour, h.seconds) for h in detail.uptime_hours])
     day_bars = [(f"{i - len(days) + 1}d" if i < len(days) - 1 else "today", s / 3600)
                 for i, s in enumerate(days)]  # fmt: skip
@@ -257,7 +256,7 @@ def blocks(request: Request, state: StateDep) -> HTMLResponse:
         request,
         "blocks.html",
         "blocks",
-        blocks=staking_routes.list_blocks(state, limit=BLOCKS_SHOWN).items,
+        blocks=state.blocks.summaries(BLOCKS_SHOWN).items,
         totals=queries.totals(state),
     )
 
@@ -265,7 +264,7 @@ def blocks(request: Request, state: StateDep) -> HTMLResponse:
 @router.get("/blocks/{number}", response_class=HTMLResponse)
 def block(request: Request, number: int, state: StateDep) -> HTMLResponse:
     try:
-        view = staking_routes.get_block(number, state)
+        view = state.blocks.view(number)
     except IdlegridError as exc:
         return _not_found(request, exc)
     verified: bool | None = None
@@ -305,7 +304,7 @@ def staking_page(request: Request, state: StateDep) -> HTMLResponse:
 @router.get("/token", response_class=HTMLResponse)
 def token(request: Request, state: StateDep) -> HTMLResponse:
     years = emission.by_period("year")
-    latest = staking_routes.list_blocks(state, limit=1).items
+    latest = state.blocks.summaries(1).items
     hour = latest[0].number if latest else 0
     current_year = min(hour // emission.HOURS_PER_YEAR, len(years) - 1)
     bars = [(str(i), float(emission.to_io(a)) / 1e6) for i, a, _ in years]

@@ -149,11 +149,7 @@ class StakeLine:
     effective: int
     locked: int
     """Everything held on the device: active, cooling and co-staked."""
-
-    @property
-    def meets_minimum(self) -> bool:
-        # The rule of StakeView.meets_minimum in the API.
-        return self.effective >= self.minimum > 0
+    meets_minimum: bool
 
 
 def stakes(state: AppState) -> list[StakeLine]:
@@ -164,21 +160,19 @@ def stakes(state: AppState) -> list[StakeLine]:
         rows = db.execute(select(StakeRow, Device).join(Device, Device.id == StakeRow.device_id))
         for row, dev in rows:
             stake = to_core(row)
-            locked = (
-                stake.active
-                + sum(c.amount for c in stake.cooling)
-                + sum(c.amount for c in stake.costakes)
-            )
+            locked = staking.locked(stake)
             if not locked:
                 continue
+            minimum = state.staking.minimum(dev)
             out.append(
                 StakeLine(
                     device_id=dev.id,
                     owner=row.owner,
                     model=dev.model,
-                    minimum=state.staking.minimum(dev),
+                    minimum=minimum,
                     effective=staking.effective_stake(stake, now),
                     locked=locked,
+                    meets_minimum=staking.meets_minimum(stake, minimum, now),
                 )
             )
     return sorted(out, key=lambda s: (-s.effective, s.device_id))

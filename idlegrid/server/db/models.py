@@ -269,7 +269,6 @@ class StakeRow(Base):
     # [[staker, units, share_bps, exit_requested_at]]
     costakes: Mapped[list[Any]] = mapped_column(JSON, default=list)
     costake_share_bps: Mapped[int] = mapped_column(Integer, default=0)
-    slashed: Mapped[int] = mapped_column(BigInteger, default=0)  # held for an appeal
 
 
 class Block(Base):

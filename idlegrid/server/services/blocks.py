@@ -35,10 +35,19 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from idlegrid.catalog import Catalog
 from idlegrid.core import emission, rewards, staking
+from idlegrid.core.fees import format_amount
 from idlegrid.core.ledger import Transfer
 from idlegrid.errors import NotFound
 from idlegrid.ledger.chain import Asset
-from idlegrid.protocol import DeviceStatus, Readiness
+from idlegrid.protocol import (
+    BlockList,
+    BlockSummary,
+    BlockView,
+    DeviceStatus,
+    Readiness,
+    RewardEntry,
+    RewardList,
+)
 from idlegrid.server.db.models import Block, BlockReward, Device, DeviceUptime, StakeRow
 from idlegrid.server.services.ledger import REWARDS, LedgerService, onchain, user_account
 from idlegrid.server.services.seasons import SeasonService
@@ -298,3 +307,56 @@ class BlockService:
         if block is None:
             raise NotFound("no such block", number=number)
         return block
+
+    def summaries(self, limit: int) -> BlockList:
+        """The newest blocks first."""
+        with self.sessions() as db:
+            rows = db.scalars(select(Block).order_by(Block.number.desc()).limit(limit))
+            return BlockList(items=[BlockSummary(**_summary(b)) for b in rows])
+
+    def view(self, number: int) -> BlockView:
+        """A block with its published inputs and outputs: enough to recompute it."""
+        with self.sessions() as db:
+            b = self.get(db, number)
+            return BlockView(**_summary(b), inputs=b.inputs, outputs=b.outputs)
+
+    def rewards_of(self, device_id: str, limit: int) -> RewardList:
+        """What a device earned per block, newest first, and why it was left out."""
+        with self.sessions() as db:
+            rows = list(
+                db.scalars(
+                    select(BlockReward)
+                    .where(BlockReward.device_id == device_id)
+                    .order_by(BlockReward.number.desc())
+                    .limit(limit)
+                )
+            )
+        return RewardList(
+            device_id=device_id,
+            total=format_amount(sum(r.units for r in rows), "IO"),
+            items=[
+                RewardEntry(
+                    block=r.number,
+                    units=format_amount(r.units, "IO"),
+                    score=r.score,
+                    excluded_because=r.reasons.split(",") if r.reasons else [],
+                )
+                for r in rows
+            ],
+        )
+
+
+def _summary(b: Block) -> dict[str, Any]:
+    return {
+        "number": b.number,
+        "starts_at": b.starts_at,
+        "length_s": b.length_s,
+        "status": b.status,
+        "emission": format_amount(b.emission, "IO"),
+        "paid": format_amount(b.paid, "IO"),
+        "nominated": b.nominated,
+        "excluded": b.excluded,
+        "inputs_hash": b.inputs_hash,
+        "outputs_hash": b.outputs_hash,
+        "error": b.error,
+    }

@@ -23,6 +23,7 @@ from idlegrid.core import rewards
 from idlegrid.core import seasons as rules
 from idlegrid.core.ledger import Transfer
 from idlegrid.errors import NotFound
+from idlegrid.protocol import SeasonCreate, SeasonList, SeasonStanding, SeasonView
 from idlegrid.server.db.models import Block, Season, SeasonPoints
 from idlegrid.server.services.ledger import LedgerService, genesis_account, user_account
 
@@ -31,16 +32,12 @@ log = logging.getLogger("idlegrid.server.seasons")
 SEASON_FUNDS = genesis_account("community")
 
 
+# The rules a season row holds, named alike in the row and in ``core.seasons.Season``.
+FIELDS = ("id", "name", "starts_hour", "ends_hour", "gpu_points", "cpu_points", "points_per_io")
+
+
 def to_core(row: Season) -> rules.Season:
-    return rules.Season(
-        id=row.id,
-        name=row.name,
-        starts_hour=row.starts_hour,
-        ends_hour=row.ends_hour,
-        gpu_points=row.gpu_points,
-        cpu_points=row.cpu_points,
-        points_per_io=row.points_per_io,
-    )
+    return rules.Season(**{f: getattr(row, f) for f in FIELDS})
 
 
 class SeasonService:
@@ -51,39 +48,21 @@ class SeasonService:
         self.ledger = ledger
         self.clock = clock
 
-    def create(
-        self,
-        name: str,
-        starts_hour: int,
-        ends_hour: int,
-        gpu_points: int,
-        cpu_points: int,
-        points_per_io: int,
-    ) -> Season:
+    def create(self, req: SeasonCreate) -> SeasonView:
+        """Announce a season; ``core.seasons.Season`` checks its rules."""
         season = rules.Season(
             id=secrets.token_hex(8),
-            name=name,
-            starts_hour=starts_hour,
-            ends_hour=ends_hour,
-            gpu_points=gpu_points,
-            cpu_points=cpu_points,
-            points_per_io=points_per_io,
-        )  # checks the rules (InvalidRequest)
-        row = Season(
-            id=season.id,
-            name=name,
-            starts_hour=starts_hour,
-            ends_hour=ends_hour,
-            gpu_points=gpu_points,
-            cpu_points=cpu_points,
-            points_per_io=points_per_io,
-            status="announced",
-            results=None,
-            results_hash=rules.season_hash(season),
+            name=req.name,
+            starts_hour=req.starts_block,
+            ends_hour=req.ends_block,
+            gpu_points=req.gpu_points,
+            cpu_points=req.cpu_points,
+            points_per_io=req.points_per_io,
         )
+        row = Season(**{f: getattr(season, f) for f in FIELDS}, status="announced")
         with self.sessions.begin() as db:
             db.add(row)
-        return row
+        return season_view(row)
 
     def add_block(self, db: Session, number: int, inputs: rewards.BlockInputs) -> None:
         """Add the block-hour's points of every season that covers it."""
@@ -179,8 +158,48 @@ class SeasonService:
             log.info("season %s finished: %d owners paid", row.name, len(transfers))
             return True
 
-    def get(self, db: Session, season_id: str) -> Season:
-        row = db.get(Season, season_id)
-        if row is None:
-            raise NotFound("no such season", season_id=season_id)
-        return row
+    def view(self, season_id: str) -> SeasonView:
+        """A season with its standings, and its results once finished."""
+        with self.sessions() as db:
+            row = db.get(Season, season_id)
+            if row is None:
+                raise NotFound("no such season", season_id=season_id)
+            points = db.scalars(
+                select(SeasonPoints)
+                .where(SeasonPoints.season_id == row.id)
+                .order_by(SeasonPoints.points.desc())
+                .limit(1000)
+            )
+            standings = [
+                SeasonStanding(
+                    device_id=p.device_id,
+                    owner=p.owner,
+                    kind=p.kind,
+                    points=f"{p.points / rules.MILLI:.3f}",
+                )
+                for p in points
+            ]
+            return season_view(row, standings)
+
+    def list_seasons(self) -> SeasonList:
+        with self.sessions() as db:
+            rows = db.scalars(select(Season).order_by(Season.starts_hour.desc()))
+            return SeasonList(items=[season_view(r) for r in rows])
+
+
+def season_view(row: Season, standings: list[SeasonStanding] | None = None) -> SeasonView:
+    done = row.status == "completed"
+    return SeasonView(
+        id=row.id,
+        name=row.name,
+        starts_block=row.starts_hour,
+        ends_block=row.ends_hour,
+        gpu_points=row.gpu_points,
+        cpu_points=row.cpu_points,
+        points_per_io=row.points_per_io,
+        status=row.status,  # type: ignore[arg-type]
+        rules_hash=rules.season_hash(to_core(row)),
+        results_hash=row.results_hash if done else None,
+        results=row.results,
+        standings=standings or [],
+    )

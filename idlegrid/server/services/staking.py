@@ -19,7 +19,7 @@ import logging
 import secrets
 from collections.abc import Callable
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from idlegrid.catalog import Catalog
@@ -36,6 +36,7 @@ from idlegrid.errors import (
     UnknownDevice,
 )
 from idlegrid.ledger.chain import Asset, Role
+from idlegrid.protocol import CoStakeView, SlashList, SlashView, StakeView
 from idlegrid.server.db.models import Device, DeviceEvent, Slash, StakeRow
 from idlegrid.server.services.ledger import LedgerService, onchain, user_account
 from idlegrid.server.settings import ServerSettings
@@ -43,8 +44,13 @@ from idlegrid.server.settings import ServerSettings
 log = logging.getLogger("idlegrid.server.staking")
 
 SLASH_REASONS = ("spoofing", "failed_proof", "idle_abuse", "hardware_swap")
+OPEN_SLASHES = ("pending", "appealed")
 SLASH_BPS = {"spoofing": 10_000, "failed_proof": 1_000, "idle_abuse": 2_500, "hardware_swap": 5_000}
 """How much of the stake each reason takes (basis points)."""
+
+
+def io(units: int) -> str:
+    return format_amount(units, "IO")
 
 
 def stake_account(device_id: str) -> str:
@@ -96,25 +102,42 @@ class StakingService:
             return 0
         return staking.minimum_stake(self.catalog.get(dev.model).multiplier, dev.processors)
 
-    def view(self, device_id: str) -> dict[str, object]:
+    def view(self, device_id: str) -> StakeView:
+        """What is staked on a device, as the API and the explorer show it."""
         now = self.clock()
         with self.sessions() as db:
-            dev, row = self._load(db, device_id, lock=False)
-            stake = to_core(row)
-            return {
-                "device_id": device_id,
-                "owner": row.owner,
-                "minimum": self.minimum(dev),
-                "effective": staking.effective_stake(stake, now),
-                "active": stake.active,
-                "cooling": [[c.amount, c.unlocks_at] for c in stake.cooling],
-                "costakes": [
-                    [c.staker, c.amount, c.share_bps, c.exit_requested_at, c.counts(now)]
-                    for c in stake.costakes
-                ],
-                "costake_share_bps": row.costake_share_bps,
-                "slashed_pending": row.slashed,
-            }
+            dev = db.get(Device, device_id)
+            if dev is None:
+                raise UnknownDevice(device_id=device_id)
+            row = db.get(StakeRow, device_id)
+            stake = to_core(row) if row is not None else Stake(device_id, dev.owner)
+            minimum = self.minimum(dev)
+            pending = db.scalar(
+                select(func.coalesce(func.sum(Slash.units), 0)).where(
+                    Slash.device_id == device_id, Slash.status.in_(OPEN_SLASHES)
+                )
+            )
+        return StakeView(
+            device_id=device_id,
+            owner=stake.owner,
+            minimum=io(minimum),
+            effective=io(staking.effective_stake(stake, now)),
+            active=io(stake.active),
+            cooling=[(io(c.amount), c.unlocks_at) for c in stake.cooling],
+            costakes=[
+                CoStakeView(
+                    staker=c.staker,
+                    amount=io(c.amount),
+                    share_bps=c.share_bps,
+                    exit_requested_at=c.exit_requested_at,
+                    counts=c.counts(now),
+                )
+                for c in stake.costakes
+            ],
+            costake_share_bps=row.costake_share_bps if row is not None else 0,
+            slashed_pending=io(int(pending or 0)),
+            meets_minimum=staking.meets_minimum(stake, minimum, now),
+        )
 
     # -- the owner's stake ----------------------------------------------------------------
 
@@ -212,7 +235,6 @@ class StakingService:
             stake, shares = staking.slash(to_core(row), SLASH_BPS[reason])
             units = sum(u for _, u in shares)
             store(row, stake)
-            row.slashed += units
             slash_id = secrets.token_hex(16)
             if units:
                 self.ledger.book.open_account(db, slashed_account(device_id), "IO")
@@ -267,7 +289,6 @@ class StakingService:
                 assert row is not None
                 shares = tuple((str(a), int(u)) for a, u in s.shares)
                 store(row, staking.restore(to_core(row), shares))
-                row.slashed -= s.units
                 if s.units:
                     self.ledger.book.post(
                         db,
@@ -305,6 +326,17 @@ class StakingService:
             self.decide(slash_id, accept=False)
         return len(due)
 
+    def slashes(self, device_id: str | None = None) -> SlashList:
+        with self.sessions() as db:
+            q = select(Slash).order_by(Slash.created_at.desc())
+            if device_id:
+                q = q.where(Slash.device_id == device_id)
+            return SlashList(items=[slash_view(s) for s in db.scalars(q.limit(1000))])
+
+    def get_slash(self, slash_id: str) -> SlashView:
+        with self.sessions() as db:
+            return slash_view(self._slash(db, slash_id, lock=False))
+
     # -- internals ------------------------------------------------------------------------
 
     def _load(self, db: Session, device_id: str, lock: bool = True) -> tuple[Device, StakeRow]:
@@ -320,7 +352,6 @@ class StakingService:
                 cooling=[],
                 costakes=[],
                 costake_share_bps=0,
-                slashed=0,
             )
             db.add(row)
             db.flush()
@@ -331,8 +362,8 @@ class StakingService:
         if signer != row.owner:
             raise PermissionDenied("only the device's owner stakes for it", owner=row.owner)
 
-    def _slash(self, db: Session, slash_id: str) -> Slash:
-        s = db.get(Slash, slash_id, with_for_update=True)
+    def _slash(self, db: Session, slash_id: str, lock: bool = True) -> Slash:
+        s = db.get(Slash, slash_id, with_for_update=lock)
         if s is None:
             raise NotFound("no such slash", slash_id=slash_id)
         return s
@@ -384,9 +415,6 @@ class StakingService:
         self._move_on_chain(db, tag, "stake", "treasury", units)
 
     def _burn(self, db: Session, s: Slash) -> None:
-        row = db.get(StakeRow, s.device_id, with_for_update=True)
-        if row is not None:
-            row.slashed -= s.units
         if not s.units:
             return
         self.ledger.book.post(
@@ -404,3 +432,19 @@ class StakingService:
         self.ledger.chain.burn(
             Asset.IO, self.ledger.chain.layout.account("stake", Asset.IO), s.units
         )
+
+
+def slash_view(s: Slash) -> SlashView:
+    return SlashView(
+        id=s.id,
+        device_id=s.device_id,
+        reason=s.reason,
+        evidence=s.evidence,
+        amount=io(s.units),
+        shares=[(str(a), io(int(u))) for a, u in s.shares],
+        status=s.status,  # type: ignore[arg-type]
+        created_at=s.created_at,
+        appeal_until=s.appeal_until,
+        appeal=s.appeal,
+        decided_at=s.decided_at,
+    )

@@ -117,7 +117,6 @@ def upgrade() -> None:
         sa.Column("cooling", sa.JSON(), nullable=False),
         sa.Column("costakes", sa.JSON(), nullable=False),
         sa.Column("costake_share_bps", sa.Integer(), nullable=False),
-        sa.Column("slashed", sa.BigInteger(), nullable=False),
         sa.ForeignKeyConstraint(["device_id"], ["devices.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("device_id"),
     )
