@@ -184,3 +184,14 @@ def auction_clear(
         return None
     taken = eligible[:devices]
     return taken, taken[-1].usd
+
+
+def parse_usd(text: str, field: str, low: Decimal, high: Decimal = Decimal(10_000)) -> Decimal:
+    """A USD amount per device-hour from its text, refused outside [low, high]."""
+    try:
+        usd = Decimal(text)
+    except ArithmeticError:
+        raise InvalidRequest(f"{field} is a decimal number of USD", **{field: text}) from None
+    if not usd.is_finite() or not low <= usd <= high:
+        raise InvalidRequest(f"{field} is {low}-{high} USD per device-hour", **{field: text})
+    return usd

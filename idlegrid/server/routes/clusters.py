@@ -3,14 +3,12 @@ reports of hired agents (signed by the device)."""
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
-from sqlalchemy import select
 
 from idlegrid.core.clusters import DurationUnit
-from idlegrid.errors import InvalidRequest, NotYourDevice
+from idlegrid.errors import NotYourDevice
 from idlegrid.protocol import (
     ApiKeyCreate,
     ApiKeyView,
@@ -22,12 +20,10 @@ from idlegrid.protocol import (
     DeviceFloor,
     ExtendRequest,
     FloorRequest,
-    PriceEntry,
     PriceList,
     QuoteView,
     RayNodeReport,
 )
-from idlegrid.server.db.models import PricePoint
 from idlegrid.server.state import Buyer, Signer, StateDep
 
 router = APIRouter(tags=["clusters"])
@@ -86,35 +82,14 @@ def report_ray_node(
 @router.post("/v1/devices/{device_id}/floor", response_model=DeviceFloor)
 def set_floor(device_id: str, req: FloorRequest, signer: Signer, state: StateDep) -> DeviceFloor:
     """The owner's floor: the device is never matched below it."""
-    try:
-        usd = Decimal(req.usd)
-    except ArithmeticError:
-        raise InvalidRequest("usd is a decimal number", usd=req.usd) from None
-    micro = state.clusters.market.set_floor(signer, device_id, usd)
-    return DeviceFloor(device_id=device_id, usd=f"{Decimal(micro) / 10**6:.6f}")
+    return state.clusters.market.set_floor(signer, device_id, req.usd)
 
 
 @router.get("/v1/prices", response_model=PriceList)
 @router.get("/prices", response_model=PriceList, include_in_schema=False)
 def prices(state: StateDep) -> PriceList:
     """Now: the price of one device-hour of every model, per region and overall."""
-    io_usd = state.ledger.oracle.io_usd()
-    now = state.clock()
-    return PriceList(
-        items=[
-            PriceEntry(
-                model=model,
-                location=location,
-                usd_per_device_hour=f"{Decimal(micro) / 10**6:.6f}",
-                io_per_device_hour=f"{Decimal(micro) / 10**6 / io_usd:.8f}",
-                utilisation=float(market.utilisation()),
-                idle=market.idle,
-                hired=market.hired,
-                at=now,
-            )
-            for model, location, micro, market in state.clusters.market.current_prices()
-        ]
-    )
+    return state.clusters.market.price_list()
 
 
 @router.get("/v1/prices/history", response_model=PriceList)
@@ -124,28 +99,4 @@ def price_history(
     location: Annotated[str, Query(max_length=2)] = "*",
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> PriceList:
-    io_usd = state.ledger.oracle.io_usd()
-    with state.clusters.sessions() as db:
-        rows = list(
-            db.scalars(
-                select(PricePoint)
-                .where(PricePoint.model == model, PricePoint.location == location)
-                .order_by(PricePoint.at.desc())
-                .limit(limit)
-            )
-        )
-    return PriceList(
-        items=[
-            PriceEntry(
-                model=p.model,
-                location=p.location,
-                usd_per_device_hour=f"{Decimal(p.micro_usd) / 10**6:.6f}",
-                io_per_device_hour=f"{Decimal(p.micro_usd) / 10**6 / io_usd:.8f}",
-                utilisation=p.utilisation,
-                idle=p.idle,
-                hired=p.hired,
-                at=p.at,
-            )
-            for p in reversed(rows)
-        ]
-    )
+    return state.clusters.market.price_history(model, location, limit)

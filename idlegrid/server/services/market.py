@@ -24,7 +24,15 @@ from idlegrid.core.clusters import ClusterStatus
 from idlegrid.core.fees import DECIMALS
 from idlegrid.errors import InvalidRequest, NoMatchingDevices, NotYourDevice, UnknownDevice
 from idlegrid.ledger.oracle import PriceOracle
-from idlegrid.protocol import DeployRequest, DeviceStatus, ProofStatus, Readiness
+from idlegrid.protocol import (
+    DeployRequest,
+    DeviceFloor,
+    DeviceStatus,
+    PriceEntry,
+    PriceList,
+    ProofStatus,
+    Readiness,
+)
 from idlegrid.server.db.bulk import chunks
 from idlegrid.server.db.models import Cluster, Device, PricePoint, Proof
 from idlegrid.server.liveness import LivenessTable
@@ -56,14 +64,7 @@ class Marketplace:
     ) -> pricing.Breakdown:
         """The buyer's maximum against the eligible devices' asks (their floors, or
         the list price where a provider set none): lowest asks first, one price."""
-        try:
-            max_usd = Decimal(req.max_price_usd or "")
-        except ArithmeticError:
-            raise InvalidRequest(
-                "max_price_usd is a decimal number", value=req.max_price_usd
-            ) from None
-        if not max_usd.is_finite() or max_usd <= 0:
-            raise InvalidRequest("max_price_usd must be positive", value=req.max_price_usd)
+        max_usd = pricing.parse_usd(req.max_price_usd or "", "max_price_usd", Decimal("0.000001"))
         eligible = matching.match(candidates, replace(reqs, quantity=None))
         base = self.base_usd(req, eligible.devices)
         asks = [
@@ -114,10 +115,9 @@ class Marketplace:
 
     # -- prices -----------------------------------------------------------------------------
 
-    def set_floor(self, signer: str, device_id: str, usd: Decimal) -> int:
+    def set_floor(self, signer: str, device_id: str, usd_text: str) -> DeviceFloor:
         """The owner's floor for a device, per device-hour (0 removes it)."""
-        if not usd.is_finite() or usd < 0 or usd > 10_000:
-            raise InvalidRequest("a floor is 0-10,000 USD per device-hour", usd=str(usd))
+        usd = pricing.parse_usd(usd_text, "usd", Decimal(0))
         with self.sessions.begin() as db:
             dev = db.get(Device, device_id, with_for_update=True)
             if dev is None:
@@ -125,12 +125,12 @@ class Marketplace:
             if signer != dev.owner:
                 raise NotYourDevice("only the device's owner sets its floor", owner=dev.owner)
             dev.floor_micro_usd = int(usd * 10**6)
-            return dev.floor_micro_usd
+        return DeviceFloor(device_id=device_id, usd=f"{Decimal(dev.floor_micro_usd) / 10**6:.6f}")
 
-    def current_prices(self) -> list[tuple[str, str, int, pricing.Market]]:
-        """(model, location or "*", micro-USD, market) of a 1-device, 1-hour request now,
-        for every model with ready devices, per region and for all regions."""
-        out = []
+    def current_prices(self) -> list[PricePoint]:
+        """The price of a 1-device, 1-hour request now for every model with ready or
+        hired devices, per region and over all regions ("*"); rows not yet saved."""
+        now = self.clock()
         with self.sessions() as db:
             candidates, _ = self.candidates(db)
             hired = db.execute(
@@ -146,38 +146,65 @@ class Marketplace:
         for c in candidates:
             for key in ((c.model, c.location or "*"), (c.model, "*")):
                 idle[key] = idle.get(key, 0) + 1
+        out = []
         for model, location in sorted(set(idle) | set(busy)):
             hw = self.catalog.get(model)
             base = bill.list_price_usd(hw.multiplier, 1, hw.kind.value)
-            market = pricing.Market(
-                idle=idle.get((model, location), 0), hired=busy.get((model, location), 0)
-            )
+            market = pricing.Market(idle.get((model, location), 0), busy.get((model, location), 0))
+            # Priced in USDC at 1 USD: its smallest unit is a millionth of a USD.
             bd = pricing.price(
                 pricing.PriceRequest(base, 1, 1, market, location_constrained=location != "*"),
                 "USDC",
                 Decimal(1),
             )
-            out.append((model, location, bd.per_device_hour, market))
+            out.append(
+                PricePoint(
+                    at=now,
+                    model=model,
+                    location=location,
+                    micro_usd=bd.per_device_hour,
+                    utilisation=float(market.utilisation()),
+                    idle=market.idle,
+                    hired=market.hired,
+                )
+            )
         return out
 
     def record_prices(self) -> int:
         """Append the current prices to the price history (the prices loop)."""
-        now = self.clock()
-        rows = [
-            PricePoint(
-                at=now,
-                model=model,
-                location=location,
-                micro_usd=micro,
-                utilisation=float(market.utilisation()),
-                idle=market.idle,
-                hired=market.hired,
-            )
-            for model, location, micro, market in self.current_prices()
-        ]
+        rows = self.current_prices()
         with self.sessions.begin() as db:
             db.add_all(rows)
         return len(rows)
+
+    def price_list(self) -> PriceList:
+        return PriceList(items=[self._entry(p) for p in self.current_prices()])
+
+    def price_history(self, model: str, location: str, limit: int) -> PriceList:
+        """A model's recorded prices in a region (or "*"), oldest first."""
+        with self.sessions() as db:
+            rows = list(
+                db.scalars(
+                    select(PricePoint)
+                    .where(PricePoint.model == model, PricePoint.location == location)
+                    .order_by(PricePoint.at.desc())
+                    .limit(limit)
+                )
+            )
+        return PriceList(items=[self._entry(p) for p in reversed(rows)])
+
+    def _entry(self, p: PricePoint) -> PriceEntry:
+        usd = Decimal(p.micro_usd) / 10**6
+        return PriceEntry(
+            model=p.model,
+            location=p.location,
+            usd_per_device_hour=f"{usd:.6f}",
+            io_per_device_hour=f"{usd / self.oracle.io_usd():.8f}",
+            utilisation=p.utilisation,
+            idle=p.idle,
+            hired=p.hired,
+            at=p.at,
+        )
 
     def standing(self, db: Session, owner: str) -> matching.Standing:
         rows = db.execute(
