@@ -68,10 +68,10 @@ import httpx
 import psutil
 from solders.keypair import Keypair
 
-from idlegrid.localnet import LocalNetwork, free_port
+from idlegrid.localnet import LocalNetwork
 from idlegrid.protocol import Assignment, ClusterView, DeployRequest, FaucetRequest
 from idlegrid.sdk import Client
-from idlegrid.worker.raynode import STARTED_MARKER, RayConfig, RayNode, _die_with_parent
+from idlegrid.worker.raynode import STARTED_MARKER, RayConfig, RayNode, _die_with_parent, free_port
 
 WORKERS = 4
 HEARTBEAT_INTERVAL_S = 1.0

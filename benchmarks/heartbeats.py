@@ -77,12 +77,13 @@ from sqlalchemy.engine import make_url
 
 from idlegrid.core import signing
 from idlegrid.core.lifecycle import Timing
-from idlegrid.localnet import LOCATIONS, free_port
+from idlegrid.localnet import LOCATIONS
 from idlegrid.protocol import DeviceKind, DeviceStatus, HardwareInfo, RegisterRequest
 from idlegrid.server.auth import NonceStore, authenticate
 from idlegrid.server.db import make_engine, migrate
 from idlegrid.server.db.models import Device, DeviceEvent, DeviceUptime
 from idlegrid.server.liveness import LivenessTable
+from idlegrid.worker.raynode import free_port
 
 TARGET_DEVICES = 1_000_000
 TARGET_INTERVAL_S = 60.0

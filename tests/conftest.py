@@ -16,13 +16,14 @@ from solders.keypair import Keypair
 from sqlalchemy import create_engine, text
 
 from idlegrid.catalog import Catalog
-from idlegrid.localnet import LocalNetwork, free_port
+from idlegrid.localnet import LocalNetwork
 from idlegrid.protocol import DeviceKind, GpuInfo, HardwareInfo
 from idlegrid.sdk import Client
 from idlegrid.sdk.inprocess import InProcessTransport
 from idlegrid.server.app import create_app
 from idlegrid.server.db.models import Base
 from idlegrid.server.settings import ServerSettings
+from idlegrid.worker.raynode import free_port
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 

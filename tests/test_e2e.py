@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from idlegrid.localnet import LocalNetwork, free_port
+from idlegrid.localnet import LocalNetwork
 from idlegrid.protocol import DeviceList, DeviceStatus
 from idlegrid.sdk import Client
+from idlegrid.worker.raynode import free_port
 
 pytestmark = pytest.mark.e2e
 
