@@ -17,12 +17,13 @@ from idlegrid.cli.common import (
     DEFAULT_SERVER,
     JsonOpt,
     ServerOpt,
+    call_and_show,
     console,
     err_console,
     fmt_duration,
-    local_input,
     print_json,
     reported_errors,
+    signed_client,
 )
 from idlegrid.errors import IdlegridError
 from idlegrid.protocol import ClusterView, DeployRequest, ExtendRequest
@@ -52,11 +53,7 @@ def buyer_client(server: str, keypair: Path | None, api_key: str | None) -> Clie
     if keypair is None:
         err_console.print("[red]error[/red]: give --api-key (or IDLEGRID_API_KEY) or --keypair")
         raise typer.Exit(2)
-    from idlegrid.worker.keypair import load_keypair
-
-    with local_input():
-        kp = load_keypair(keypair.expanduser())
-    return Client(server, keypair=kp)
+    return signed_client(server, keypair)
 
 
 @keys_app.command("create")
@@ -236,10 +233,9 @@ def show(
     as_json: JsonOpt = False,
 ) -> None:
     """One cluster: status, bill, nodes, Ray address and token."""
-    client = buyer_client(server, keypair, api_key)
-    with reported_errors(as_json), client:
-        view = client.get_cluster(cluster_id)
-    print_json(view) if as_json else _show(view)
+    call_and_show(
+        buyer_client(server, keypair, api_key), as_json, lambda c: c.get_cluster(cluster_id), _show
+    )
 
 
 @app.command("extend")
@@ -253,12 +249,13 @@ def extend(
     as_json: JsonOpt = False,
 ) -> None:
     """Pay for more time at the cluster's price."""
-    client = buyer_client(server, keypair, api_key)
-    with reported_errors(as_json), client:
-        view = client.extend_cluster(
-            cluster_id, ExtendRequest(duration=duration, duration_unit=unit)
-        )
-    print_json(view) if as_json else _show(view)
+    req = ExtendRequest(duration=duration, duration_unit=unit)
+    call_and_show(
+        buyer_client(server, keypair, api_key),
+        as_json,
+        lambda c: c.extend_cluster(cluster_id, req),
+        _show,
+    )
 
 
 @app.command("terminate")
@@ -270,10 +267,12 @@ def terminate(
     as_json: JsonOpt = False,
 ) -> None:
     """Stop now: providers are paid to now and the unused time is refunded."""
-    client = buyer_client(server, keypair, api_key)
-    with reported_errors(as_json), client:
-        view = client.terminate_cluster(cluster_id)
-    print_json(view) if as_json else _show(view)
+    call_and_show(
+        buyer_client(server, keypair, api_key),
+        as_json,
+        lambda c: c.terminate_cluster(cluster_id),
+        _show,
+    )
 
 
 @jobs_app.command(
@@ -375,7 +374,9 @@ def floor(
     as_json: JsonOpt = False,
 ) -> None:
     """Set a device's floor price: it is never hired for less (0 removes it)."""
-    client = buyer_client(server, keypair, None)
-    with reported_errors(as_json), client:
-        view = client.set_floor(device, usd)
-    print_json(view) if as_json else console.print(f"floor of {device}: {view.usd} USD/h")
+    call_and_show(
+        signed_client(server, keypair),
+        as_json,
+        lambda c: c.set_floor(device, usd),
+        lambda v: console.print(f"floor of {device}: {v.usd} USD/h"),
+    )

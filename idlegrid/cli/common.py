@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from pydantic import BaseModel
 from rich.console import Console
 
 from idlegrid.errors import IdlegridError
+
+if TYPE_CHECKING:
+    from idlegrid.sdk import Client
+
+M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_SERVER = "http://127.0.0.1:8470"
 
@@ -66,3 +72,26 @@ def fmt_duration(seconds: float) -> str:
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def signed_client(server: str, keypair: Path) -> Client:
+    """A client that signs with the keypair in ``keypair`` (a bad file: exit 2)."""
+    from idlegrid.sdk import Client
+    from idlegrid.worker.keypair import load_keypair
+
+    with local_input():
+        kp = load_keypair(keypair.expanduser())
+    return Client(server, keypair=kp)
+
+
+def call_and_show(
+    client: Client, as_json: bool, call: Callable[[Client], M], show: Callable[[M], object]
+) -> M:
+    """Make one call (errors reported, exit 1), then print JSON or ``show`` it."""
+    with reported_errors(as_json), client:
+        view = call(client)
+    if as_json:
+        print_json(view)
+    else:
+        show(view)
+    return view

@@ -14,11 +14,12 @@ from idlegrid.cli.common import (
     DEFAULT_SERVER,
     JsonOpt,
     ServerOpt,
+    call_and_show,
     console,
     fmt_duration,
-    local_input,
     print_json,
     reported_errors,
+    signed_client,
 )
 from idlegrid.protocol import DeviceKind, DeviceStatus, DeviceView, Readiness
 from idlegrid.sdk import Client
@@ -182,16 +183,12 @@ def proofs(device_id: str, server: ServerOpt = DEFAULT_SERVER, as_json: JsonOpt 
 def _owner_action(
     action: str, device_id: str, keypair_file: Path, server: str, as_json: bool
 ) -> None:
-    from idlegrid.worker.keypair import load_keypair
-
-    with local_input():
-        keypair = load_keypair(keypair_file.expanduser())
-    with reported_errors(as_json), Client(server, keypair=keypair) as client:
-        view = getattr(client, f"{action}_device")(device_id)
-    if as_json:
-        print_json(view)
-    else:
-        console.print(f"{device_id}: {view.status.value}")
+    call_and_show(
+        signed_client(server, keypair_file),
+        as_json,
+        lambda c: getattr(c, f"{action}_device")(device_id),
+        lambda v: console.print(f"{device_id}: {v.status.value}"),
+    )
 
 
 OwnerKeyOpt = Annotated[

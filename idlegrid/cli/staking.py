@@ -18,11 +18,13 @@ from idlegrid.cli.common import (
     DEFAULT_SERVER,
     JsonOpt,
     ServerOpt,
+    call_and_show,
     console,
     err_console,
     local_input,
     print_json,
     reported_errors,
+    signed_client,
 )
 from idlegrid.core import rewards
 from idlegrid.protocol import StakeView
@@ -33,14 +35,6 @@ blocks_app = typer.Typer(help="Hourly reward blocks: list, show, verify.", no_ar
 KeyOpt = Annotated[Path, typer.Option("--keypair", help="the staker's keypair (Solana JSON)")]
 DeviceArg = Annotated[str, typer.Argument(help="the device id")]
 AmountArg = Annotated[str, typer.Argument(help='whole IO, e.g. "200"')]
-
-
-def _signed(server: str, keypair: Path) -> Client:
-    from idlegrid.worker.keypair import load_keypair
-
-    with local_input():
-        kp = load_keypair(keypair.expanduser())
-    return Client(server, keypair=kp)
 
 
 def _show_stake(v: StakeView) -> None:
@@ -67,10 +61,9 @@ def stake(
     as_json: JsonOpt = False,
 ) -> None:
     """Stake IO behind your device (at least its minimum: 200 × multiplier × GPUs)."""
-    client = _signed(server, keypair)
-    with reported_errors(as_json), client:
-        view = client.stake(device, amount)
-    print_json(view) if as_json else _show_stake(view)
+    call_and_show(
+        signed_client(server, keypair), as_json, lambda c: c.stake(device, amount), _show_stake
+    )
 
 
 def unstake(
@@ -81,10 +74,9 @@ def unstake(
     as_json: JsonOpt = False,
 ) -> None:
     """Start a 14-day cooldown on some of your stake (not while the device is hired)."""
-    client = _signed(server, keypair)
-    with reported_errors(as_json), client:
-        view = client.unstake(device, amount)
-    print_json(view) if as_json else _show_stake(view)
+    call_and_show(
+        signed_client(server, keypair), as_json, lambda c: c.unstake(device, amount), _show_stake
+    )
 
 
 def costake(
@@ -100,7 +92,7 @@ def costake(
     as_json: JsonOpt = False,
 ) -> None:
     """Co-stake behind someone's device (up to half its stake) for the owner's share."""
-    client = _signed(server, keypair)
+    client = signed_client(server, keypair)
     with reported_errors(as_json), client:
         if share_bps is not None:
             view = client.set_costake_share(device, share_bps)

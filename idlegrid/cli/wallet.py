@@ -21,6 +21,7 @@ from idlegrid.cli.common import (
     local_input,
     print_json,
     reported_errors,
+    signed_client,
 )
 from idlegrid.protocol import FaucetRequest, WithdrawRequest
 from idlegrid.sdk import Client
@@ -35,11 +36,9 @@ AssetArg = Annotated[Literal["IO", "USDC"], typer.Argument(help="IO or USDC")]
 
 
 def _client(server: str, keypair: Path) -> tuple[Client, str]:
-    from idlegrid.worker.keypair import load_keypair
-
-    with local_input():
-        kp = load_keypair(keypair.expanduser())
-    return Client(server, keypair=kp), str(kp.pubkey())
+    client = signed_client(server, keypair)
+    assert client.keypair is not None
+    return client, str(client.keypair.pubkey())
 
 
 @app.command("new")
