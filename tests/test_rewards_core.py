@@ -356,3 +356,10 @@ def test_verify_block_rejects_a_tampered_reward() -> None:
     assert not rw.verify_block({"v": 99}, block)
     # Device order does not matter: inputs are kept sorted by id.
     assert rw.inputs_hash(replace(inputs, devices=inputs.devices[::-1])) == block.inputs_hash
+
+
+def test_fast_block_uptime_reads_as_block_hours() -> None:
+    assert rw.block_hour_seconds(3600.0, 3600) == 3600
+    assert rw.block_hour_seconds(5.0, 10) == 1800  # half a 10 s block: half an hour
+    assert rw.block_hour_seconds(10.0, 10) == 3600
+    assert rw.block_hour_seconds(0.0, 60) == 0

@@ -208,6 +208,12 @@ class Block:
 # The rules ----------------------------------------------------------------------------------
 
 
+def block_hour_seconds(seconds: float, block_length_s: int) -> int:
+    """Uptime measured over a block of ``block_length_s`` as whole seconds of a
+    block-hour (fast blocks are shorter than an hour; the rules read hours)."""
+    return round(Fraction(seconds) * HOUR_S / block_length_s)
+
+
 def exclusion_reasons(device: DeviceInput) -> tuple[Reason, ...]:
     """Every nomination rule the device fails; empty when it is nominated."""
     checks = (

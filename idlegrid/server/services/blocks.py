@@ -174,7 +174,7 @@ class BlockService:
     def gather(self, db: Session, block: Block) -> rewards.BlockInputs:
         """Every device registered by the window's end, with its facts for the window."""
         start, end = block.starts_at, block.starts_at + block.length_s
-        scale = Fraction(HOUR_S, block.length_s)
+        length = block.length_s
         in_window = dict(
             db.execute(
                 select(DeviceUptime.device_id, DeviceUptime.seconds).where(
@@ -194,7 +194,7 @@ class BlockService:
         for d in db.scalars(select(Device).where(Device.registered_at < end)):
             hw = self.catalog.get(d.model) if d.model else None
             stake = stakes.get(d.id)
-            up = min(HOUR_S, round(float(in_window.get(d.id, 0.0)) * scale))
+            up = min(HOUR_S, rewards.block_hour_seconds(in_window.get(d.id, 0.0), length))
             devices.append(
                 rewards.DeviceInput(
                     device_id=d.id,
@@ -203,7 +203,9 @@ class BlockService:
                     multiplier=Fraction(str(hw.multiplier)) if hw else Fraction(0),
                     processors=max(1, d.processors),
                     uptime_s=up,
-                    cumulative_uptime_s=max(up, round(float(cumulative.get(d.id, 0.0)) * scale)),
+                    cumulative_uptime_s=max(
+                        up, rewards.block_hour_seconds(cumulative.get(d.id, 0.0), length)
+                    ),
                     proof_passed=d.proof_passed_at is not None
                     and d.proof_passed_at < end
                     and d.readiness != Readiness.NOT_REWARD_READY.value,
