@@ -60,11 +60,8 @@ import functools
 import gc
 import io
 import json
-import os
-import platform
 import pstats
 import random
-import resource
 import subprocess
 import sys
 import tempfile
@@ -75,6 +72,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from common import finish, machine, peak_rss_mb
 from solders.pubkey import Pubkey
 from sqlalchemy import Engine, create_engine, func, insert, select, text
 from sqlalchemy.engine import make_url
@@ -103,10 +101,6 @@ _T0 = time.monotonic()
 
 def progress(message: str) -> None:
     print(f"[{time.monotonic() - _T0:6.1f}s] {message}", file=sys.stderr, flush=True)
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 # -- the fleet -------------------------------------------------------------------------------
@@ -784,21 +778,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(result))
         return 0
     results: dict[str, Any] = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "processor": platform.processor() or platform.machine(),
-            "python": platform.python_version(),
-        },
+        "machine": machine(),
         "command": " ".join([sys.executable, *sys.argv]),
         "sizes": run_sizes(args.sizes, args.record_max, args.database_url, args.profile),
     }
     results["verdict"] = verdict(results["sizes"])
-    results["total_s"] = round(time.monotonic() - _T0, 1)
-    if args.json:
-        print(json.dumps(results, indent=2))
-    else:
-        print_report(results)
-    return 0
+    return finish(results, _T0, args.json, print_report)
 
 
 if __name__ == "__main__":

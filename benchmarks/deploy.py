@@ -46,9 +46,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
-import platform
 import secrets
 import signal
 import statistics
@@ -66,6 +64,7 @@ from typing import IO, Any, Literal, TypeVar
 
 import httpx
 import psutil
+from common import finish, machine
 from solders.keypair import Keypair
 
 from idlegrid.localnet import LocalNetwork
@@ -721,12 +720,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # A SIGTERM unwinds like Ctrl-C, through every finally that stops a process.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     results: dict[str, Any] = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "processor": platform.processor() or platform.machine(),
-            "python": platform.python_version(),
-            "ray": version("ray"),
-        },
+        "machine": machine(
+            ray=version("ray"),
+        ),
         "settings": {
             "workers": WORKERS,
             "heartbeat_interval_s": HEARTBEAT_INTERVAL_S,
@@ -772,13 +768,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         stop_bare(live)
     results["load_after"] = os.getloadavg()[0]
-    results["total_s"] = round(time.monotonic() - _T0, 1)
     results["verdict"] = verdict(results)
-    if args.json:
-        print(json.dumps(results, indent=2))
-    else:
-        print_report(results)
-    return 0
+    return finish(results, _T0, args.json, print_report)
 
 
 if __name__ == "__main__":

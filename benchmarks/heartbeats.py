@@ -52,7 +52,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import math
 import os
 import platform
@@ -69,6 +68,7 @@ from typing import Any
 
 import httpx
 import psutil
+from common import finish, machine
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.signature import Signature
@@ -820,12 +820,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     sizes = sorted(set(args.devices))
     results: dict[str, Any] = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "processor": platform.processor() or platform.machine(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": machine(
+            platform=platform.platform(),
+        ),
         "database": redact(args.database_url) if args.database_url else "sqlite (temporary)",
         "settings": {
             "heartbeat_interval_s": HEARTBEAT_INTERVAL_S,
@@ -853,12 +850,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress("interrupted; every server has been stopped")
         return 130
     results["target"] = target_line(results)
-    results["total_s"] = round(time.monotonic() - _T0, 1)
-    if args.json:
-        print(json.dumps(results, indent=2))
-    else:
-        print_report(results)
-    return 0
+    return finish(results, _T0, args.json, print_report)
 
 
 if __name__ == "__main__":

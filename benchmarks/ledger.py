@@ -34,9 +34,7 @@ import argparse
 import contextlib
 import functools
 import hashlib
-import json
 import os
-import platform
 import random
 import signal
 import sqlite3
@@ -49,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common import finish, machine
 from solders.pubkey import Pubkey
 from sqlalchemy import Engine, create_engine, event, insert, select, text
 from sqlalchemy.engine import make_url
@@ -515,11 +514,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     results: dict[str, Any] = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "processor": platform.processor() or platform.machine(),
-            "python": platform.python_version(),
-        },
+        "machine": machine(),
         "command": " ".join([sys.executable, *sys.argv]),
         "plan": plan,
         "backends": {},
@@ -546,12 +541,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress("interrupted; the benchmark database has been dropped")
         return 130
     results["verdict"] = verdict(results)
-    results["total_s"] = round(time.monotonic() - _T0, 1)
-    if args.json:
-        print(json.dumps(results, indent=2))
-    else:
-        print_report(results)
-    return 0
+    return finish(results, _T0, args.json, print_report)
 
 
 if __name__ == "__main__":

@@ -43,10 +43,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
-import platform
 import random
-import resource
 import statistics
 import subprocess
 import sys
@@ -57,6 +54,7 @@ from itertools import accumulate
 from typing import Any
 
 import psutil
+from common import finish, machine, peak_rss_mb
 
 from idlegrid.catalog import load_catalog
 from idlegrid.core.matching import (
@@ -119,10 +117,6 @@ def progress(message: str) -> None:
 
 def rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 class Picker:
@@ -512,21 +506,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(bench_size(args.child, args.requests)))
         return 0
     results: dict[str, Any] = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "processor": platform.processor() or platform.machine(),
-            "python": platform.python_version(),
-        },
+        "machine": machine(),
         "command": " ".join([sys.executable, *sys.argv]),
         "sizes": run_sizes(args.sizes, args.requests),
     }
     results["verdict"] = verdict(results)
-    results["total_s"] = round(time.monotonic() - _T0, 1)
-    if args.json:
-        print(json.dumps(results, indent=2))
-    else:
-        print_report(results)
-    return 0
+    return finish(results, _T0, args.json, print_report)
 
 
 if __name__ == "__main__":

@@ -78,7 +78,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
-import json
 import math
 import os
 import platform
@@ -91,6 +90,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import finish
 
 from idlegrid.catalog import load_catalog
 from idlegrid.core import proof as pf
@@ -902,12 +902,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress("interrupted")
         return 130
     results["goal"] = goal_line(results["detection"], args.checks)
-    results["total_s"] = round(time.monotonic() - _T0, 1)
-    if args.json:
-        print(json.dumps(results, indent=2))
-    else:
-        print_report(results)
-    return 0
+    return finish(results, _T0, args.json, print_report)
 
 
 if __name__ == "__main__":
