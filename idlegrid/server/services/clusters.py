@@ -644,54 +644,60 @@ class ClusterService:
         cap = self.market.micro_usd(cluster.price, cluster.currency)
         replacement = self._reserve(db, cluster.owner, req, cluster.id, 1, served, cap)
         if was_head:
-            # Ray's GCS lived on the head: re-form the cluster under a new head.
-            cluster.generation += 1
-            cluster.node_ip = cluster.gcs_port = None
-            cluster.dashboard_port = cluster.client_port = None
-            members = [*survivors]
-            for i, n in enumerate(members):
-                n.generation = cluster.generation
-                n.role = "head" if i == 0 else "worker"
-                n.state = "reserved"
-            cluster.head_device = members[0].device_id if members else None
+            self._reform(cluster, survivors)
         for dev in replacement:
-            new = self._node(cluster, dev, "worker" if cluster.head_device else "head")
-            db.add(new)
-            if cluster.head_device is None:
-                cluster.head_device = dev.id
+            db.add(self._node(cluster, dev, "worker" if cluster.head_device else "head"))
+            cluster.head_device = cluster.head_device or dev.id
         if replacement:
-            cluster.status = (
-                ClusterStatus.DEPLOYING.value
-                if cluster.running_at is None or was_head
-                else cluster.status
-            )
+            if cluster.running_at is None or was_head:
+                cluster.status = ClusterStatus.DEPLOYING.value
             return
         if not survivors:
             db.flush()
             self._close(db, cluster, ClusterStatus.FAILED, at, "every device was lost")
             return
-        if cluster.expires_at is not None:
-            # No replacement: the slot's unused prepaid time goes back now.
-            refund = bill.slot_refund(cluster.price, at_ms, _ms(cluster.expires_at))
-            escrow = cluster_escrow(cluster.id, cluster.currency)
-            refund = min(refund, self.ledger.book.account(db, escrow).available)
-            if refund > 0:
-                self.ledger.book.post(
-                    db,
-                    Transfer(
-                        f"slot-refund:{cluster.id}:{node.id}",
-                        escrow,
-                        user_account(cluster.owner, cluster.currency),
-                        cluster.currency,
-                        refund,
-                        code="refund",
-                        memo=f"device {node.device_id} lost, no replacement",
-                    ),
-                )
-                cluster.refunded += refund
+        self._refund_slot(db, cluster, node, at_ms)
         cluster.quantity = len(survivors)
         if was_head:
             cluster.status = ClusterStatus.DEPLOYING.value
+
+    @staticmethod
+    def _reform(cluster: Cluster, survivors: list[ClusterNode]) -> None:
+        """Ray's GCS lived on the head: a new generation under the first survivor,
+        and every agent restarts its node."""
+        cluster.generation += 1
+        cluster.node_ip = cluster.gcs_port = None
+        cluster.dashboard_port = cluster.client_port = None
+        for i, n in enumerate(survivors):
+            n.generation = cluster.generation
+            n.role = "head" if i == 0 else "worker"
+            n.state = "reserved"
+        cluster.head_device = survivors[0].device_id if survivors else None
+
+    def _refund_slot(self, db: Session, cluster: Cluster, node: ClusterNode, at_ms: int) -> None:
+        """No replacement: the slot's unused prepaid time goes back now."""
+        if cluster.expires_at is None:
+            return  # not running yet: nothing was charged, the end refunds it all
+        escrow = cluster_escrow(cluster.id, cluster.currency)
+        refund = min(
+            bill.slot_refund(cluster.price, at_ms, _ms(cluster.expires_at)),
+            self.ledger.book.account(db, escrow).available,
+        )
+        if refund <= 0:
+            return
+        self.ledger.book.post(
+            db,
+            Transfer(
+                f"slot-refund:{cluster.id}:{node.id}",
+                escrow,
+                user_account(cluster.owner, cluster.currency),
+                cluster.currency,
+                refund,
+                code="refund",
+                memo=f"device {node.device_id} lost, no replacement",
+            ),
+        )
+        cluster.refunded += refund
 
     def _refresh_assignments(self, cluster_id: str) -> None:
         with self.sessions() as db:
