@@ -613,7 +613,7 @@ class SeasonView(Wire):
     cpu_points: int
     points_per_io: int
     status: Literal["announced", "running", "completed"]
-    rules_hash: str | None = Field(description="sha256 of the season's rules, while running")
+    rules_hash: str = Field(description="sha256 of the season's rules (core.seasons.season_hash)")
     results_hash: str | None = None
     results: dict[str, object] | None = None
     standings: list[SeasonStanding] = Field(default_factory=list)

@@ -34,7 +34,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Literal
 
 from idlegrid.protocol import Assignment, RayNodeReport
 
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("idlegrid.worker.ray")
 
 STARTED_MARKER = "Ray runtime started"
+NodeState = Literal["starting", "up", "failed", "stopped"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,13 +272,15 @@ class RayDuty:
             self._reported_up = True
             self._report(agent, node.assignment, "up")
 
-    def _report(self, agent: Agent, a: Assignment, state: str, error: str | None = None) -> None:
+    def _report(
+        self, agent: Agent, a: Assignment, state: NodeState, error: str | None = None
+    ) -> None:
         node = self.node
         ports = node.ports if node is not None and node.assignment is a else {}
         report = RayNodeReport(
             cluster_id=a.cluster_id,
             generation=a.generation,
-            state=state,  # type: ignore[arg-type]
+            state=state,
             node_ip=node.ip if node is not None else None,
             gcs_port=ports.get("gcs"),
             dashboard_port=ports.get("dashboard"),
