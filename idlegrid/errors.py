@@ -32,6 +32,7 @@ class, so callers on both sides catch the same exceptions::
     │   ├── PendingTransferClosed       pending_transfer_closed
     │   ├── CoStakeLimit                costake_limit (co-stakes over half the stake)
     │   ├── CoStakeExists               costake_exists
+    │   ├── NothingToClaim              nothing_to_claim (details: wallet, claimed_through)
     │   ├── ChallengeClosed             challenge_closed (a replayed or early step)
     │   ├── NoMatchingDevices           no_matching_devices (details: explain per filter)
     │   ├── QuoteExpired (410)          quote_expired
@@ -233,6 +234,12 @@ class CoStakeExists(Conflict):
     """This staker already co-stakes this device, or is its owner."""
 
     code = "costake_exists"
+
+
+class NothingToClaim(Conflict):
+    """No reward has been credited to this wallet since its last claim."""
+
+    code = "nothing_to_claim"
 
 
 class ChallengeClosed(Conflict):

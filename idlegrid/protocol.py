@@ -556,6 +556,26 @@ class RewardList(Wire):
     items: list[RewardEntry]
 
 
+class RewardBalance(Wire):
+    """A wallet's block rewards: earned in all, claimable now (credited after
+    block ``claimed_through``, up to ``credited_through``)."""
+
+    wallet: str
+    earned: str
+    unclaimed: str
+    claimed_through: int
+    """The last block claimed through; -1 before the first claim."""
+    credited_through: int
+
+
+class RewardClaimView(Wire):
+    wallet: str
+    amount: str
+    through: int
+    """The newest block this claim covers."""
+    transfer_id: str
+
+
 class SlashRequest(Wire):
     device_id: str = Field(pattern=PUBKEY_PATTERN)
     reason: Literal["spoofing", "failed_proof", "idle_abuse", "hardware_swap"]

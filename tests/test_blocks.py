@@ -20,6 +20,7 @@ from idlegrid.errors import (
     CoStakeLimit,
     InsufficientFunds,
     InvalidTransition,
+    NothingToClaim,
     PermissionDenied,
     StakeBelowMinimum,
 )
@@ -169,10 +170,14 @@ def test_24_blocks_pay_exactly_and_verify(fleet: Fleet, clock: FakeClock) -> Non
             assert staker == backer_id and co.owner_units + co_units == co.units
             assert co_units in (co.units * 2000 // 10_000, co.units * 2000 // 10_000 + 1)
         # Altering any published input breaks verification.
-        altered = dict(blocks[3].inputs)
-        altered["devices"] = [dict(d) for d in altered["devices"]]
-        altered["devices"][0]["uptime_s"] = max(0, altered["devices"][0]["uptime_s"] - 1)
-        assert not rewards.verify_block(altered, blocks[3].outputs_hash)
+        published = blocks[3].inputs
+        assert published is not None
+        for column in ("cumulative_uptime_s", "stake_units", "proof_passed"):
+            altered = {**published, "devices": dict(published["devices"])}
+            values = list(altered["devices"][column])
+            values[0] = not values[0] if column == "proof_passed" else values[0] + 1
+            altered["devices"][column] = values
+            assert not rewards.verify_block(altered, blocks[3].outputs_hash), column
 
         # Every wallet received exactly what the blocks say it earned.
         earned: dict[str, int] = {}
@@ -195,19 +200,32 @@ def test_24_blocks_pay_exactly_and_verify(fleet: Fleet, clock: FakeClock) -> Non
     for owner, units in results.owner_units().items():
         earned[owner] = earned.get(owner, 0) + units
 
-    for pk, before in balances.items():
-        assert fleet.balance(pk) - before == earned.get(pk, 0)
-    assert earned[backer_id] > 0
-
-    # A block is never paid twice, even when its pass is retried.
+    # A block is never credited twice, even when its pass is retried.
     assert net.state.blocks.close(5) is False
     with net.state.blocks.sessions.begin() as db:
         db.get(Block, 5).status = "failed"
     assert net.state.blocks.close(5)
-    for pk, before in balances.items():
-        assert fleet.balance(pk) - before == earned.get(pk, 0)
     audit = net.state.ledger.audit()
     assert all(c.ok for c in audit), [c for c in audit if not c.ok]
+
+    # Block rewards wait to be claimed; the season paid out directly.
+    wallets = {pk: kp for kp in [*fleet.keys.values(), backer] if (pk := str(kp.pubkey()))}
+    for pk, before in balances.items():
+        block_units = earned.get(pk, 0) - results.owner_units().get(pk, 0)
+        owed = net.client().reward_balance(pk)
+        assert round(float(owed.unclaimed) * IO) == block_units
+        assert (owed.claimed_through, owed.credited_through) == (-1, 23 if block_units else -1)
+        if block_units:
+            claim = net.client(wallets[pk]).claim_rewards()
+            assert round(float(claim.amount) * IO) == block_units and claim.through == 23
+            with pytest.raises(NothingToClaim) as twice:  # a double claim
+                net.client(wallets[pk]).claim_rewards()
+            assert twice.value.details["claimed_through"] == 23
+        assert fleet.balance(pk) - before == earned.get(pk, 0)
+    assert earned[backer_id] > 0
+    audit = net.state.ledger.audit()
+    assert all(c.ok for c in audit), [c for c in audit if not c.ok]
+    assert "unclaimed rewards = credits − claims" in {c.name for c in audit}
 
     view = net.client().device_rewards(names["gpu-staked"])
     assert len(view.items) == 24 and not view.items[0].excluded_because

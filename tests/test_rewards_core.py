@@ -291,6 +291,14 @@ def test_block_pays_exactly_its_emission(inputs: BlockInputs) -> None:
         assert r.owner_units + sum(u for _, u in r.costakers) == r.units
     for e in block.excluded:
         assert e.reasons and block.reward_of(e.device_id) == 0
+    # The column-wise rules agree with the one-device statements of them.
+    by_id = {d.device_id: d for d in inputs.devices}
+    for r in block.rewards:
+        assert r.score == rw.score(by_id[r.device_id])
+        assert rw.exclusion_reasons(by_id[r.device_id]) == ()
+    for e in block.excluded:
+        assert rw.exclusion_reasons(by_id[e.device_id]) == e.reasons
+    assert sum(block.credits().values()) == paid
 
 
 @settings(max_examples=200, deadline=None)
@@ -350,12 +358,51 @@ def test_verify_block_rejects_a_tampered_reward() -> None:
     inputs = BlockInputs(3, EMISSION, (_device("a"), _device("b", uptime_s=1234)))
     block = rw.compute_block(inputs)
     assert rw.verify_block(inputs, block)
-    a, b = block.rewards
-    forged = replace(block, rewards=(replace(a, units=a.units + 1), replace(b, units=b.units - 1)))
-    assert not rw.verify_block(inputs, forged)
+    a, b = block.units
+    forged = replace(block, units=[a + 1, b - 1], owner_units=[a + 1, b - 1])
+    assert sum(forged.units) == EMISSION and not rw.verify_block(inputs, forged)
     assert not rw.verify_block({"v": 99}, block)
     # Device order does not matter: inputs are kept sorted by id.
     assert rw.inputs_hash(replace(inputs, devices=inputs.devices[::-1])) == block.inputs_hash
+
+
+def _columns(**changes: object) -> rw.Devices:
+    two = rw.Devices.from_rows([_device("a"), _device("b", costakers=(("s", 100),))])
+    return replace(two, **changes)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"device_id": ["b", "a"]},  # not sorted
+        {"device_id": ["a", "a"]},  # twice
+        {"owner": ["x"]},  # columns of different lengths
+        {"kind": ["gpu", "tpu"]},
+        {"status": ["up", "melted"]},
+        {"multiplier": ["10/1", "1.25"]},  # not exact p/q text
+        {"multiplier": ["10/1", "-1/1"]},
+        {"processors": [8, 0]},
+        {"uptime_s": [3600, 3601]},
+        {"uptime_s": [3600, 1.5]},
+        {"cumulative_uptime_s": [36_000, 10]},  # below this hour's uptime
+        {"proof_passed": [True, 1]},
+        {"stake_units": [1, -1]},
+        {"costakers": [(1, "owner-b", 100)]},  # the owner
+        {"costakers": [(2, "s", 100)]},  # no such device
+        {"costakers": [(1, "t", 100), (1, "s", 100)]},  # not sorted
+        {"costakers": [(1, "s", 6_000), (1, "t", 5_000)]},  # over 100 %
+    ],
+)
+def test_device_columns_are_validated(changes: dict[str, object]) -> None:
+    with pytest.raises((InvalidRequest, InvalidAmount)):
+        _columns(**changes)
+
+
+def test_columns_and_rows_agree() -> None:
+    devices = _columns()
+    assert [d.device_id for d in devices] == ["a", "b"]
+    assert devices[1] == _device("b", costakers=(("s", 100),)) and devices[-1] == devices[1]
+    assert rw.Devices.from_rows(list(devices)) == devices
 
 
 def test_fast_block_uptime_reads_as_block_hours() -> None:

@@ -1,14 +1,15 @@
-"""``idlegrid stake / unstake / costake``, ``idlegrid blocks list / show / verify``
-and ``idlegrid rewards DEVICE``. Staking is signed by the owner's (or the
-co-staker's) keypair; blocks and rewards are public, and ``blocks verify``
-recomputes a block on this machine from its published inputs."""
+"""``idlegrid stake / unstake / costake``, ``idlegrid blocks list / show / verify``,
+``idlegrid rewards DEVICE``, ``idlegrid claim`` and ``idlegrid earnings WALLET``.
+Staking and claiming are signed by the wallet's keypair; blocks and rewards are
+public, and ``blocks verify`` recomputes a block on this machine from its
+published inputs."""
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 from rich import box
@@ -126,6 +127,35 @@ def rewards_cmd(
     console.print(f"total {view.total} IO over {len(view.items)} blocks")
 
 
+def claim(keypair: KeyOpt, server: ServerOpt = DEFAULT_SERVER, as_json: JsonOpt = False) -> None:
+    """Claim the block rewards credited to your wallet since your last claim."""
+    call_and_show(
+        signed_client(server, keypair),
+        as_json,
+        lambda c: c.claim_rewards(),
+        lambda v: console.print(
+            f"claimed [bold]{v.amount} IO[/bold] through block {v.through} ({v.transfer_id})"
+        ),
+    )
+
+
+def earnings(
+    wallet: Annotated[str, typer.Argument(help="an owner's or co-staker's wallet")],
+    server: ServerOpt = DEFAULT_SERVER,
+    as_json: JsonOpt = False,
+) -> None:
+    """A wallet's block rewards: earned, claimed through which block, claimable now."""
+    call_and_show(
+        Client(server),
+        as_json,
+        lambda c: c.reward_balance(wallet),
+        lambda v: console.print(
+            f"{v.wallet}: earned {v.earned} IO; claimable now {v.unclaimed} IO "
+            f"(blocks {v.claimed_through + 1}–{v.credited_through})"
+        ),
+    )
+
+
 @blocks_app.command("list")
 def list_blocks(
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 24,
@@ -165,13 +195,19 @@ def show_block(number: int, server: ServerOpt = DEFAULT_SERVER, as_json: JsonOpt
         return
     console.print(f"block {view.number}: [bold]{view.status}[/bold], emission {view.emission} IO")
     console.print(f"  inputs  sha256 {view.inputs_hash}\n  outputs sha256 {view.outputs_hash}")
-    outputs: dict[str, Any] = view.outputs or {}
-    for pool in outputs.get("pools", []):
+    if view.inputs is None or view.outputs is None:
+        return
+    for pool in cast(list[dict[str, Any]], view.outputs["pools"]):
         console.print(f"  pool {pool}")
-    for r in outputs.get("rewards", [])[:50]:
-        console.print(f"  {r.get('device_id')}: {r.get('units')} units")
-    for x in outputs.get("excluded", [])[:50]:
-        console.print(f"  {x.get('device_id')}: left out ({', '.join(x.get('reasons', []))})")
+    paid, excluded = rewards.published_rows(view.inputs, view.outputs)
+    for r in paid[:50]:
+        console.print(f"  {r['device_id']}: {r['units']} units")
+    for x in excluded[:50]:
+        console.print(f"  {x['device_id']}: left out ({', '.join(x['reasons'])})")
+    if len(paid) > 50 or len(excluded) > 50:
+        console.print(
+            f"  ({len(paid)} paid, {len(excluded)} left out in all: --json for every one)"
+        )
 
 
 @blocks_app.command("verify")

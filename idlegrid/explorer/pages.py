@@ -43,6 +43,7 @@ KEY_COOKIE_MAX_AGE_S = 8 * 3600
 DEVICES_PER_PAGE = 50
 BLOCKS_SHOWN = 50
 DEVICE_REWARDS_SHOWN = 48
+BLOCK_ROWS_SHOWN = 1000  # per table; the published JSON has every device
 DEVICE_PROOFS_SHOWN = 20
 
 
@@ -271,14 +272,17 @@ def block(request: Request, number: int, state: StateDep) -> HTMLResponse:
     if view.status == "completed" and view.inputs is not None and view.outputs_hash:
         verified = rewards.verify_block(view.inputs, view.outputs_hash)
     outputs = view.outputs or {}
+    paid, excluded = (
+        rewards.published_rows(view.inputs, outputs) if view.inputs and outputs else ([], [])
+    )
     return page(
         request,
         "block.html",
         "blocks",
         block=view,
         verified=verified,
-        paid=outputs.get("rewards", []),
-        excluded=outputs.get("excluded", []),
+        paid=paid[:BLOCK_ROWS_SHOWN],
+        excluded=excluded[:BLOCK_ROWS_SHOWN],
         pools=outputs.get("pools", []),
         notes=outputs.get("notes", []),
     )

@@ -58,6 +58,8 @@ from idlegrid.protocol import (
     RayNodeReport,
     RegisterRequest,
     RevealRequest,
+    RewardBalance,
+    RewardClaimView,
     RewardList,
     SeasonCreate,
     SeasonList,
@@ -303,6 +305,13 @@ class Client:
 
     def device_rewards(self, device_id: str) -> RewardList:
         return self._call("GET", f"/v1/devices/{device_id}/rewards", RewardList)
+
+    def reward_balance(self, wallet: str) -> RewardBalance:
+        return self._call("GET", f"/v1/wallets/{wallet}/rewards", RewardBalance)
+
+    def claim_rewards(self) -> RewardClaimView:
+        """Claim every block reward credited to this client's wallet since its last claim."""
+        return self._call("POST", "/v1/rewards/claim", RewardClaimView, signed=True)
 
     def slashes(self, device_id: str | None = None) -> SlashList:
         params = {"device_id": device_id} if device_id else None

@@ -27,6 +27,7 @@ from idlegrid.server.metrics import Metrics
 from idlegrid.server.middleware import BodyLimit
 from idlegrid.server.routes import clusters, devices, proofs, staking, system, wallets
 from idlegrid.server.services.blocks import BlockService
+from idlegrid.server.services.claims import ClaimService
 from idlegrid.server.services.clusters import ClusterService
 from idlegrid.server.services.devices import DeviceService
 from idlegrid.server.services.ledger import LedgerService
@@ -83,6 +84,7 @@ def build_state(
         staking=StakingService(session_factory(engine), ledger, catalog, settings, clock),
         blocks=BlockService(session_factory(engine), ledger, catalog, settings, clock, seasons),
         seasons=seasons,
+        claims=ClaimService(session_factory(engine), ledger, clock),
     )
 
 

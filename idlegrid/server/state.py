@@ -13,6 +13,7 @@ from idlegrid.server.auth import NonceStore, authenticate
 from idlegrid.server.liveness import LivenessTable
 from idlegrid.server.metrics import Metrics
 from idlegrid.server.services.blocks import BlockService
+from idlegrid.server.services.claims import ClaimService
 from idlegrid.server.services.clusters import ClusterService
 from idlegrid.server.services.devices import DeviceService
 from idlegrid.server.services.ledger import LedgerService
@@ -37,6 +38,7 @@ class AppState:
     staking: StakingService
     blocks: BlockService
     seasons: SeasonService
+    claims: ClaimService
 
 
 def app_state(request: Request) -> AppState:

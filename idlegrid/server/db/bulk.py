@@ -1,4 +1,6 @@
-"""Bulk writes for the liveness flush: a few multi-row statements, not one per row.
+"""Bulk writes: the liveness flush's multi-row statements, and ``insert_rows``.
+
+The liveness flush uses a few multi-row statements, not one per row.
 
 A statement per row would make the flusher thread take and release Python's GIL
 once per row while the event loop keeps it busy, and each hand-back waits out a
@@ -12,7 +14,7 @@ written once for both databases: SQLite (≥ 3.33) and PostgreSQL both speak
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
@@ -61,3 +63,24 @@ def touch_devices(db: Session, rows: Sequence[tuple[str, float, float]]) -> None
             "FROM v WHERE devices.id = v.id"
         )
         conn.exec_driver_sql(sql, tuple(x for r in chunk for x in r))
+
+
+def insert_rows(
+    db: Session, table: str, columns: Sequence[str], rows: Sequence[Sequence[object]]
+) -> None:
+    """Append many rows to ``table`` in the session's transaction, as fast as the
+    database takes them: PostgreSQL's ``COPY``, SQLite's ``executemany`` (a reward
+    block writes a million rows; statements of a few thousand rows each would spend
+    more time building SQL than storing it)."""
+    if not rows:
+        return
+    conn = db.connection()
+    names = ", ".join(columns)
+    if conn.dialect.name == "postgresql":
+        raw: Any = conn.connection.driver_connection
+        with raw.cursor() as cursor, cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        return
+    marks = ", ".join([_mark(db)] * len(columns))
+    conn.exec_driver_sql(f"INSERT INTO {table} ({names}) VALUES ({marks})", list(rows))

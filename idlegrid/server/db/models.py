@@ -7,6 +7,7 @@ uptime per device per hour.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from sqlalchemy import (
@@ -17,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -272,7 +274,11 @@ class StakeRow(Base):
 
 
 class Block(Base):
-    """One hourly reward block: its published inputs and outputs, and their hashes."""
+    """One hourly reward block: its published inputs and outputs, and their hashes.
+
+    The documents are stored as the exact bytes that were hashed (canonical JSON:
+    a million devices make hundreds of megabytes, encoded once) and loaded only
+    when asked for (``deferred``): listing blocks never reads them."""
 
     __tablename__ = "blocks"
 
@@ -281,9 +287,9 @@ class Block(Base):
     length_s: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), index=True)
     emission: Mapped[int] = mapped_column(BigInteger)
-    inputs: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    inputs_json: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     inputs_hash: Mapped[str | None] = mapped_column(String(64))
-    outputs: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    outputs_json: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     outputs_hash: Mapped[str | None] = mapped_column(String(64))
     nominated: Mapped[int] = mapped_column(Integer, default=0)
     excluded: Mapped[int] = mapped_column(Integer, default=0)
@@ -292,17 +298,48 @@ class Block(Base):
     created_at: Mapped[float] = mapped_column(Double)
     closed_at: Mapped[float | None] = mapped_column(Double)
 
+    @property
+    def inputs(self) -> dict[str, Any] | None:
+        return None if self.inputs_json is None else json.loads(self.inputs_json)
+
+    @property
+    def outputs(self) -> dict[str, Any] | None:
+        return None if self.outputs_json is None else json.loads(self.outputs_json)
+
 
 class BlockReward(Base):
-    """What one device earned in one block (for `idlegrid rewards DEVICE`)."""
+    """What one device earned in one block (for `idlegrid rewards DEVICE`). Keyed by
+    device first: a block appends a million rows, and one B-tree takes them."""
 
     __tablename__ = "block_rewards"
 
+    device_id: Mapped[str] = mapped_column(String(44), primary_key=True)
     number: Mapped[int] = mapped_column(BigInteger, ForeignKey("blocks.number"), primary_key=True)
-    device_id: Mapped[str] = mapped_column(String(44), primary_key=True, index=True)
     units: Mapped[int] = mapped_column(BigInteger)
-    score: Mapped[str] = mapped_column(String(64))
+    score: Mapped[str] = mapped_column(String(64))  # "weight/denominator", not reduced
     reasons: Mapped[str | None] = mapped_column(String(256))  # when excluded
+
+
+class RewardCredit(Base):
+    """Units a wallet (an owner or a co-staker) earned in one block, to be claimed."""
+
+    __tablename__ = "reward_credits"
+
+    recipient: Mapped[str] = mapped_column(String(44), primary_key=True)
+    number: Mapped[int] = mapped_column(BigInteger, ForeignKey("blocks.number"), primary_key=True)
+    units: Mapped[int] = mapped_column(BigInteger)
+
+
+class RewardClaim(Base):
+    """A wallet's claim of every credit up to block ``through``: one book transfer."""
+
+    __tablename__ = "reward_claims"
+
+    recipient: Mapped[str] = mapped_column(String(44), primary_key=True)
+    through: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    units: Mapped[int] = mapped_column(BigInteger)
+    transfer_id: Mapped[str] = mapped_column(String(128), unique=True)
+    at: Mapped[float] = mapped_column(Double)
 
 
 class Slash(Base):

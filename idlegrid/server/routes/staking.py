@@ -16,6 +16,8 @@ from idlegrid.protocol import (
     BlockList,
     BlockView,
     DecisionRequest,
+    RewardBalance,
+    RewardClaimView,
     RewardList,
     SeasonCreate,
     SeasonList,
@@ -100,6 +102,21 @@ def device_rewards(
     device_id: DeviceId, state: StateDep, limit: Annotated[int, Query(ge=1, le=10_000)] = 500
 ) -> RewardList:
     return state.blocks.rewards_of(device_id, limit)
+
+
+@router.get("/v1/wallets/{wallet}/rewards", response_model=RewardBalance)
+def reward_balance(
+    wallet: Annotated[str, Path(pattern=PUBKEY_PATTERN)], state: StateDep
+) -> RewardBalance:
+    """A wallet's block rewards: earned, claimed through which block, claimable now."""
+    return state.claims.balance(wallet)
+
+
+@router.post("/v1/rewards/claim", response_model=RewardClaimView)
+def claim_rewards(signer: Signer, state: StateDep) -> RewardClaimView:
+    """Move every reward credited to the signer's wallet since its last claim into its
+    balance (409 ``nothing_to_claim`` when there is none: a double claim)."""
+    return state.claims.claim(signer)
 
 
 # -- slashes -----------------------------------------------------------------------------------

@@ -11,11 +11,13 @@ inputs are gathered and it is computed and paid (one transaction);
 ``completed``; ``failed`` (the error is kept, and the next pass retries).
 
 Paying: the hour's emission is minted into the reward account
-(``LedgerService.emit``), then each recipient (owner or co-staker) is paid from
-``rewards:pool:IO`` with the transfer id ``reward:<n>:<recipient>``, and the
-tokens move from the chain's reward account to the treasury. Transfer ids are
-fixed per block and recipient, so a block can never be paid twice, even if a
-pass is retried after a crash.
+(``LedgerService.emit``); the block then moves what it pays from
+``rewards:pool:IO`` to ``rewards:unclaimed:IO`` in one transfer (id
+``reward:<n>``) and credits each recipient (owner or co-staker) its units in
+``reward_credits``, in the same transaction as the published documents.
+Wallets claim their credits when they like (``ClaimService``): a block of a
+million devices writes one transfer, not one per wallet. A block whose outputs
+were recorded is never computed or credited again.
 """
 
 from __future__ import annotations
@@ -25,12 +27,11 @@ import gc
 import hashlib
 import logging
 import traceback
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from fractions import Fraction
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from idlegrid.catalog import Catalog
@@ -38,18 +39,17 @@ from idlegrid.core import emission, rewards, staking
 from idlegrid.core.fees import format_amount
 from idlegrid.core.ledger import Transfer
 from idlegrid.errors import NotFound
-from idlegrid.ledger.chain import Asset
 from idlegrid.protocol import (
     BlockList,
     BlockSummary,
     BlockView,
-    DeviceStatus,
     Readiness,
     RewardEntry,
     RewardList,
 )
+from idlegrid.server.db.bulk import insert_rows
 from idlegrid.server.db.models import Block, BlockReward, Device, DeviceUptime, StakeRow
-from idlegrid.server.services.ledger import REWARDS, LedgerService, onchain, user_account
+from idlegrid.server.services.ledger import REWARDS, UNCLAIMED, LedgerService
 from idlegrid.server.services.seasons import SeasonService
 from idlegrid.server.services.staking import to_core
 from idlegrid.server.settings import ServerSettings
@@ -67,7 +67,6 @@ def _frozen_gc() -> Iterator[None]:
 
 
 HOUR_S = 3600
-_REWARDS_TABLE = cast(Table, BlockReward.__table__)
 
 
 class BlockService:
@@ -139,11 +138,15 @@ class BlockService:
             begin += self.length_s
 
     def close(self, number: int) -> bool:
-        """Gather, compute, pay and publish block ``number``; False if it failed."""
+        """Gather, compute, credit and publish block ``number``; False if it failed."""
         with self.sessions.begin() as db:
             block = db.get(Block, number, with_for_update=True)
             if block is None or block.status == "completed":
                 return False
+            if block.outputs_hash is not None:
+                # Computed and credited before (only its status was lost): never again.
+                block.status, block.error = "completed", None
+                return True
             block.status = "processing"
         try:
             self.ledger.emit(number)  # once per block: the transfer id is the block's
@@ -152,11 +155,10 @@ class BlockService:
                 assert block is not None
                 inputs = self.gather(db, block)
                 gc.freeze()  # a million inputs: keep full collections from walking them
-                published = rewards.inputs_to_dict(inputs)  # built once: hashed and stored
-                digest = hashlib.sha256(rewards.canonical_json(published)).hexdigest()
-                result = rewards.compute_block(inputs, digest)
-                self._pay(db, block, result)
-                self._publish(db, block, published, result)
+                document = rewards.canonical_json(rewards.inputs_to_dict(inputs))
+                result = rewards.compute_block(inputs, hashlib.sha256(document).hexdigest())
+                self._credit(db, block, result)
+                self._publish(db, block, document, result)
                 if self.seasons is not None:
                     self.seasons.add_block(db, number, inputs)
             return True
@@ -172,7 +174,8 @@ class BlockService:
     # -- inputs --------------------------------------------------------------------------
 
     def gather(self, db: Session, block: Block) -> rewards.BlockInputs:
-        """Every device registered by the window's end, with its facts for the window."""
+        """Every device registered by the window's end, with its facts for the window,
+        as columns (one pass over plain rows: no ORM objects for a million devices)."""
         start, end = block.starts_at, block.starts_at + block.length_s
         length = block.length_s
         in_window = dict(
@@ -190,117 +193,120 @@ class BlockService:
             ).all()
         )
         stakes = {row.device_id: to_core(row) for row in db.scalars(select(StakeRow))}
-        devices = []
-        for d in db.scalars(select(Device).where(Device.registered_at < end)):
-            hw = self.catalog.get(d.model) if d.model else None
-            stake = stakes.get(d.id)
-            up = min(HOUR_S, rewards.block_hour_seconds(in_window.get(d.id, 0.0), length))
-            devices.append(
-                rewards.DeviceInput(
-                    device_id=d.id,
-                    owner=d.owner,
-                    kind=rewards.DeviceKind.CPU if d.kind == "cpu" else rewards.DeviceKind.GPU,
-                    multiplier=Fraction(str(hw.multiplier)) if hw else Fraction(0),
-                    processors=max(1, d.processors),
-                    uptime_s=up,
-                    cumulative_uptime_s=max(
-                        up, rewards.block_hour_seconds(cumulative.get(d.id, 0.0), length)
-                    ),
-                    proof_passed=d.proof_passed_at is not None
-                    and d.proof_passed_at < end
-                    and d.readiness != Readiness.NOT_REWARD_READY.value,
-                    stake_units=staking.effective_stake(stake, end) if stake else 0,
-                    minimum_stake_units=(
-                        staking.minimum_stake(hw.multiplier, max(1, d.processors)) if hw else 0
-                    ),
-                    has_wallet=True,  # the owner's key is a Solana wallet
-                    tier=d.tier or 0,
-                    status=DeviceStatus(d.status),
-                    costakers=staking.reward_shares(stake, end) if stake else (),
-                )
+        query = (
+            select(
+                Device.id, Device.owner, Device.kind, Device.model, Device.processors,
+                Device.proof_passed_at, Device.readiness, Device.tier, Device.status,
+            ).where(Device.registered_at < end)
+        )  # fmt: skip
+        # By code point, whatever the database's collation (Python's sort is linear on
+        # rows that arrive in order).
+        rows = sorted(db.execute(query).all(), key=lambda r: str(r[0]))
+        hardware: dict[tuple[str | None, int], tuple[str, int]] = {}
+        c: dict[str, list[Any]] = {name: [] for name in rewards.COLUMNS}
+        costakers: list[tuple[int, str, int]] = []
+        unrewarded = Readiness.NOT_REWARD_READY.value
+        for i, (
+            device_id,
+            owner,
+            kind,
+            model,
+            processors,
+            passed_at,
+            readiness,
+            tier,
+            status,
+        ) in enumerate(rows):
+            processors = max(1, processors)
+            known = hardware.get((model, processors))
+            if known is None:
+                known = hardware[(model, processors)] = self._hardware(model, processors)
+            stake = stakes.get(device_id)
+            up = min(HOUR_S, rewards.block_hour_seconds(in_window.get(device_id, 0.0), length))
+            c["device_id"].append(device_id)
+            c["owner"].append(owner)
+            c["kind"].append("cpu" if kind == "cpu" else "gpu")
+            c["multiplier"].append(known[0])
+            c["processors"].append(processors)
+            c["uptime_s"].append(up)
+            c["cumulative_uptime_s"].append(
+                max(up, rewards.block_hour_seconds(cumulative.get(device_id, 0.0), length))
             )
+            c["proof_passed"].append(
+                passed_at is not None and passed_at < end and readiness != unrewarded
+            )
+            c["stake_units"].append(staking.effective_stake(stake, end) if stake else 0)
+            c["minimum_stake_units"].append(known[1])
+            c["has_wallet"].append(True)  # the owner's key is a Solana wallet
+            c["tier"].append(tier or 0)
+            c["status"].append(status)
+            if stake:
+                costakers += [(i, s, b) for s, b in staking.reward_shares(stake, end)]
         return rewards.BlockInputs(
             hour=block.number,
             emission_units=block.emission,
-            devices=tuple(devices),
+            devices=rewards.Devices(**c, costakers=costakers),
             gpu_pool_bps=self.settings.gpu_pool_bps,
         )
 
-    # -- paying and publishing ------------------------------------------------------------
+    def _hardware(self, model: str | None, processors: int) -> tuple[str, int]:
+        """(multiplier as published, minimum stake) of a model; 0 for unknown models."""
+        hw = self.catalog.get(model) if model else None
+        if hw is None:
+            return rewards.multiplier_text(Fraction(0)), 0
+        multiplier = staking.parse_multiplier(hw.multiplier)
+        return rewards.multiplier_text(multiplier), staking.minimum_stake(multiplier, processors)
 
-    def _pay(self, db: Session, block: Block, result: rewards.Block) -> None:
-        owed: dict[str, int] = defaultdict(int)
-        for r in result.rewards:
-            if r.owner_units:
-                owed[r.owner] += r.owner_units
-            for staker, units in r.costakers:
-                owed[staker] += units
+    # -- crediting and publishing ---------------------------------------------------------
+
+    def _credit(self, db: Session, block: Block, result: rewards.Block) -> None:
+        """Move the block's rewards to the unclaimed account and credit each wallet its
+        share (claimed later, ``ClaimService``). One transfer per block, whatever its size."""
+        owed = result.credits()
         total = sum(owed.values())
-        if not total:
-            block.paid = 0
-            return
-        self.ledger.book.open_accounts(db, (user_account(r, "IO") for r in owed), "IO")
-        transfers = [
-            Transfer(
-                f"reward:{block.number}:{recipient}",
-                REWARDS,
-                user_account(recipient, "IO"),
-                "IO",
-                units,
-                code="reward",
-            )
-            for recipient, units in sorted(owed.items())
-            if units
-        ]
-        transfers.append(
-            Transfer(
-                f"reward:{block.number}:chain",
-                onchain("treasury", "IO"),
-                onchain("reward", "IO"),
-                "IO",
-                total,
-                code="reward-move",
-            )
-        )
-        posted = self.ledger.book.post_batch(db, transfers)
         block.paid = total
-        if posted[-1].replayed:
-            return  # paid before (a retried pass): the tokens have moved already
-        layout = self.ledger.chain.layout
-        self.ledger.chain.transfer(
-            Asset.IO,
-            layout.account("reward", Asset.IO),
-            layout.account("treasury", Asset.IO),
-            total,
-            self.ledger.authority,
+        if not total:
+            return
+        posted = self.ledger.book.post(
+            db, Transfer(f"reward:{block.number}", REWARDS, UNCLAIMED, "IO", total, code="reward")
+        )
+        if posted.replayed:
+            return  # credited before, with its credits (a block is never paid twice)
+        number = block.number
+        insert_rows(
+            db,
+            "reward_credits",
+            ("recipient", "number", "units"),
+            [(recipient, number, owed[recipient]) for recipient in sorted(owed)],
         )
 
     def _publish(
-        self, db: Session, block: Block, published: dict[str, Any], result: rewards.Block
+        self, db: Session, block: Block, inputs_document: bytes, result: rewards.Block
     ) -> None:
-        """Store the inputs document (as hashed) and the outputs, and a row per device."""
-        block.inputs = published
+        """Store both documents as hashed, and a row per device for per-device reads."""
+        outputs = rewards.canonical_json(rewards.block_to_dict(result))
+        block.inputs_json = inputs_document
         block.inputs_hash = result.inputs_hash
-        block.outputs = outputs = rewards.block_to_dict(result)  # built once, hashed as is
-        block.outputs_hash = hashlib.sha256(rewards.canonical_json(outputs)).hexdigest()
-        block.nominated = len(result.rewards)
-        block.excluded = len(result.excluded)
+        block.outputs_json = outputs
+        block.outputs_hash = hashlib.sha256(outputs).hexdigest()
+        block.nominated = result.nominated
+        block.excluded = len(result.devices) - result.nominated
         block.status = "completed"
         block.closed_at = self.clock()
         block.error = None
-        rows: list[dict[str, Any]] = [
-            {"number": block.number, "device_id": r.device_id, "units": r.units,
-             "score": f"{r.score.numerator}/{r.score.denominator}", "reasons": None}
-            for r in result.rewards
-        ]  # fmt: skip
-        rows += [
-            {"number": block.number, "device_id": x.device_id, "units": 0, "score": "0",
-             "reasons": ",".join(r.value for r in x.reasons)}
-            for x in result.excluded
-        ]  # fmt: skip
-        db.query(BlockReward).filter(BlockReward.number == block.number).delete()
-        if rows:
-            db.execute(insert(_REWARDS_TABLE), rows)  # Core: no ORM bookkeeping
+        number, denominator = block.number, result.score_denominator
+        insert_rows(
+            db,
+            "block_rewards",
+            ("device_id", "number", "units", "score", "reasons"),
+            [
+                (device_id, number, units, f"{weight}/{denominator}", why or None)
+                for device_id, units, weight, why in zip(
+                    result.devices.device_id, result.units, result.weights, result.reasons,
+                    strict=True,
+                )
+            ],
+        )  # fmt: skip
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -340,12 +346,18 @@ class BlockService:
                 RewardEntry(
                     block=r.number,
                     units=format_amount(r.units, "IO"),
-                    score=r.score,
+                    score=_reduced(r.score),
                     excluded_because=r.reasons.split(",") if r.reasons else [],
                 )
                 for r in rows
             ],
         )
+
+
+def _reduced(score: str) -> str:
+    """A stored "weight/denominator" score in lowest terms ("0" when excluded)."""
+    value = Fraction(score)
+    return f"{value.numerator}/{value.denominator}" if value else "0"
 
 
 def _summary(b: Block) -> dict[str, Any]:

@@ -45,7 +45,7 @@ from idlegrid.errors import InsufficientFunds, InvalidAmount, UnknownAccount
 from idlegrid.ledger.book import Book, balanced
 from idlegrid.ledger.chain import TREASURY_ROLES, Asset, Chain
 from idlegrid.ledger.oracle import PriceOracle, usdc_to_io_units
-from idlegrid.server.db.models import LedgerTransfer
+from idlegrid.server.db.models import LedgerTransfer, RewardClaim, RewardCredit
 
 log = logging.getLogger("idlegrid.server.ledger")
 
@@ -66,6 +66,8 @@ def genesis_account(category: str) -> str:
 
 
 REWARDS = "rewards:pool:IO"
+UNCLAIMED = "rewards:unclaimed:IO"
+"""Rewards credited by blocks and not yet claimed (backed by the chain's reward account)."""
 USDC_RESERVE = "reserve:usdc:USDC"
 BUYBACK_SELLER = genesis_account("R&D & ecosystem")
 
@@ -113,6 +115,7 @@ class LedgerService:
                 self.book.open_account(db, fees_account(asset), asset)
                 self.book.open_account(db, escrow_account(asset), asset)
             self.book.open_account(db, REWARDS, "IO")
+            self.book.open_account(db, UNCLAIMED, "IO")
             self.book.open_account(db, USDC_RESERVE, "USDC")
             minted = 0
             for category in emission.GENESIS_ALLOCATION:
@@ -377,6 +380,17 @@ class LedgerService:
                             f"book {book_holds}, chain {chain_holds}",
                         )
                     )
+            credited = db.scalar(select(func.coalesce(func.sum(RewardCredit.units), 0)))
+            claimed = db.scalar(select(func.coalesce(func.sum(RewardClaim.units), 0)))
+            owed = int(credited or 0) - int(claimed or 0)
+            held = self.book.account(db, UNCLAIMED).balance
+            checks.append(
+                AuditCheck(
+                    "unclaimed rewards = credits − claims",
+                    held == owed,
+                    f"book {held}, credited {credited}, claimed {claimed}",
+                )
+            )
             s = self.supply(db)
             on_chain = self.chain.supply(Asset.IO)
             checks.append(

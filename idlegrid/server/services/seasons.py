@@ -66,10 +66,16 @@ class SeasonService:
 
     def add_block(self, db: Session, number: int, inputs: rewards.BlockInputs) -> None:
         """Add the block-hour's points of every season that covers it."""
-        owners = {d.device_id: (d.owner, d.kind.value) for d in inputs.devices}
-        for row in db.scalars(
-            select(Season).where(Season.starts_hour <= number, Season.ends_hour > number)
-        ):
+        covering = list(
+            db.scalars(
+                select(Season).where(Season.starts_hour <= number, Season.ends_hour > number)
+            )
+        )
+        if not covering:
+            return
+        d = inputs.devices
+        owners = dict(zip(d.device_id, zip(d.owner, d.kind, strict=True), strict=True))
+        for row in covering:
             row.status = "running"
             earned = rules.season_hour(to_core(row), inputs)
             have = {

@@ -1,0 +1,125 @@
+"""Claiming block rewards: a wallet takes every credit since its last claim at once.
+
+Blocks credit what each wallet (a device's owner or a co-staker) earned in
+``reward_credits`` and move the tokens to ``rewards:unclaimed:IO`` (one
+transfer per block). A claim moves the wallet's credits of blocks after its
+last claim, through the newest credited block, to ``user:<wallet>:IO`` with
+the transfer id ``claim:<wallet>:<through>``, and the tokens from the chain's
+reward account to the treasury (which backs every book balance). The id is
+fixed by the wallet and the last block claimed, so a claim is recorded once:
+a second claim with nothing new is refused (``NothingToClaim``), also when two
+race, and the audit checks that the unclaimed account holds exactly the
+credits not yet claimed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from idlegrid.core.fees import format_amount
+from idlegrid.core.ledger import Transfer
+from idlegrid.errors import NothingToClaim
+from idlegrid.ledger.chain import Asset
+from idlegrid.protocol import RewardBalance, RewardClaimView
+from idlegrid.server.db.models import RewardClaim, RewardCredit
+from idlegrid.server.services.ledger import UNCLAIMED, LedgerService, onchain, user_account
+
+log = logging.getLogger("idlegrid.server.claims")
+
+
+class ClaimService:
+    def __init__(
+        self, sessions: sessionmaker[Session], ledger: LedgerService, clock: Callable[[], float]
+    ) -> None:
+        self.sessions = sessions
+        self.ledger = ledger
+        self.clock = clock
+
+    def balance(self, wallet: str) -> RewardBalance:
+        """What the wallet has earned, claimed and may claim now."""
+        with self.sessions() as db:
+            after = _claimed_through(db, wallet)
+            through, unclaimed = _unclaimed(db, wallet, after)
+            earned = db.scalar(
+                select(func.coalesce(func.sum(RewardCredit.units), 0)).where(
+                    RewardCredit.recipient == wallet
+                )
+            )
+        return RewardBalance(
+            wallet=wallet,
+            earned=format_amount(int(earned or 0), "IO"),
+            unclaimed=format_amount(unclaimed, "IO"),
+            claimed_through=after,
+            credited_through=through if through is not None else after,
+        )
+
+    def claim(self, wallet: str) -> RewardClaimView:
+        """Move every credit since the wallet's last claim to its book account."""
+        with self.sessions.begin() as db:
+            after = _claimed_through(db, wallet)
+            through, units = _unclaimed(db, wallet, after)
+            if through is None:
+                raise NothingToClaim(wallet=wallet, claimed_through=after)
+            transfer_id = f"claim:{wallet}:{through}"
+            account = user_account(wallet, "IO")
+            self.ledger.book.open_account(db, account, "IO")
+            posted = self.ledger.book.post_batch(
+                db,
+                [
+                    Transfer(transfer_id, UNCLAIMED, account, "IO", units, code="claim"),
+                    Transfer(
+                        f"{transfer_id}:chain",
+                        onchain("treasury", "IO"),
+                        onchain("reward", "IO"),
+                        "IO",
+                        units,
+                        code="claim-move",
+                    ),
+                ],
+            )
+            if posted[0].replayed:  # a racing claim recorded it first
+                raise NothingToClaim(wallet=wallet, claimed_through=through)
+            db.add(
+                RewardClaim(
+                    recipient=wallet,
+                    through=through,
+                    units=units,
+                    transfer_id=transfer_id,
+                    at=self.clock(),
+                )
+            )
+            layout = self.ledger.chain.layout
+            self.ledger.chain.transfer(
+                Asset.IO,
+                layout.account("reward", Asset.IO),
+                layout.account("treasury", Asset.IO),
+                units,
+                self.ledger.authority,
+            )
+        log.info("%s claimed %s IO through block %d", wallet, format_amount(units, "IO"), through)
+        return RewardClaimView(
+            wallet=wallet,
+            amount=format_amount(units, "IO"),
+            through=through,
+            transfer_id=transfer_id,
+        )
+
+
+def _claimed_through(db: Session, wallet: str) -> int:
+    """The last block the wallet claimed through; -1 before its first claim."""
+    last = db.scalar(select(func.max(RewardClaim.through)).where(RewardClaim.recipient == wallet))
+    return -1 if last is None else int(last)
+
+
+def _unclaimed(db: Session, wallet: str, after: int) -> tuple[int | None, int]:
+    """(newest credited block, units) of the wallet's credits after block ``after``."""
+    through, units = db.execute(
+        select(func.max(RewardCredit.number), func.coalesce(func.sum(RewardCredit.units), 0)).where(
+            RewardCredit.recipient == wallet, RewardCredit.number > after
+        )
+    ).one()
+    return (None if through is None else int(through)), int(units or 0)
