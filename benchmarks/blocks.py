@@ -58,6 +58,7 @@ import contextlib
 import cProfile
 import functools
 import gc
+import hashlib
 import io
 import json
 import pstats
@@ -74,18 +75,16 @@ from typing import Any
 
 from common import finish, machine, peak_rss_mb
 from solders.pubkey import Pubkey
-from sqlalchemy import Engine, create_engine, func, insert, select, text
+from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
 from idlegrid.catalog import HardwareModel, load_catalog
 from idlegrid.core import emission, rewards, staking
-from idlegrid.ledger.book import SUMS
 from idlegrid.protocol import DeviceKind as HardwareKind
 from idlegrid.protocol import DeviceStatus
 from idlegrid.server.app import build_state
-from idlegrid.server.db.bulk import chunks
-from idlegrid.server.db.models import Block, BlockReward, LedgerAccount, LedgerTransfer
-from idlegrid.server.services.ledger import REWARDS, user_account
+from idlegrid.server.db.models import Block, BlockReward, RewardCredit
+from idlegrid.server.services.ledger import REWARDS, UNCLAIMED
 from idlegrid.server.settings import ServerSettings
 from idlegrid.server.state import AppState
 
@@ -131,8 +130,8 @@ SECOND_FAULT_SHARE = 1 / 3
 COSTAKED_SHARE = 0.10
 
 
-def make_inputs(n: int, seed: int = SEED) -> tuple[rewards.BlockInputs, list[str]]:
-    """The block's inputs for ``n`` devices, and every wallet (owners and co-stakers)."""
+def make_inputs(n: int, seed: int = SEED) -> rewards.BlockInputs:
+    """The block's inputs for ``n`` devices."""
     rng = random.Random(seed)
     catalog = load_catalog()
     by_kind: dict[HardwareKind, list[HardwareModel]] = {k: [] for k in HardwareKind}
@@ -151,7 +150,6 @@ def make_inputs(n: int, seed: int = SEED) -> tuple[rewards.BlockInputs, list[str
     large = owners[:10]
     faults = [f for f, _ in FAULTS]
     fault_weights = [w for _, w in FAULTS]
-    stakers: set[str] = set()
     devices = []
     for kind in kinds:
         owner = rng.choice(large) if rng.random() < 0.05 else rng.choice(owners)
@@ -187,7 +185,6 @@ def make_inputs(n: int, seed: int = SEED) -> tuple[rewards.BlockInputs, list[str
                 staker = rng.choice(owners)
                 if staker != owner:
                     costakers[staker] = rng.randrange(500, 2501, 100)
-            stakers.update(costakers)
         devices.append(
             rewards.DeviceInput(
                 device_id=wallet(rng),
@@ -206,22 +203,19 @@ def make_inputs(n: int, seed: int = SEED) -> tuple[rewards.BlockInputs, list[str
                 costakers=tuple(costakers.items()),
             )
         )
-    inputs = rewards.BlockInputs(
+    return rewards.BlockInputs(
         hour=HOUR, emission_units=emission.hour_amount(HOUR), devices=tuple(devices)
     )
-    return inputs, sorted(set(owners) | stakers)
 
 
 # -- timing calls ----------------------------------------------------------------------------
 
 
 class CallClock:
-    """Seconds spent in chosen functions while watched: outermost calls only, so a watched
-    function that calls another (``outputs_hash`` calls ``block_to_dict``) counts once."""
+    """Seconds spent in chosen functions while watched (outermost calls only)."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
-        self.calls: Counter[str] = Counter()
         self._depth = 0
 
     def wrap(self, label: str, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -235,7 +229,6 @@ class CallClock:
                 return fn(*args, **kwargs)
             finally:
                 self.seconds[label] += time.perf_counter() - started
-                self.calls[label] += 1
                 self._depth -= 1
 
         return timed
@@ -245,39 +238,14 @@ class CallClock:
         """Wrap ``getattr(owner, name)`` for each label while the block runs."""
         saved = []
         for label, (owner, name) in targets.items():
-            had_own = name in vars(owner)
             original = getattr(owner, name)
             setattr(owner, name, self.wrap(label, original))
-            saved.append((owner, name, original, had_own))
+            saved.append((owner, name, original))
         try:
             yield self
         finally:
-            for owner, name, original, had_own in reversed(saved):
-                if had_own:
-                    setattr(owner, name, original)
-                else:
-                    delattr(owner, name)
-
-    def take(self, label: str) -> float:
-        return self.seconds.pop(label, 0.0)
-
-
-@contextlib.contextmanager
-def watch_json(engine: Engine, clock: CallClock) -> Iterator[None]:
-    """Time the encoding of JSON columns: SQLAlchemy's serializer on SQLite, psycopg's
-    on PostgreSQL (it encodes the JSON parameters itself)."""
-    timed = clock.wrap("json", json.dumps)
-    if engine.dialect.name != "postgresql":
-        engine.dialect._json_serializer = timed
-        yield
-        return
-    from psycopg.types.json import set_json_dumps
-
-    set_json_dumps(timed)
-    try:
-        yield
-    finally:
-        set_json_dumps(json.dumps)
+            for owner, name, original in reversed(saved):
+                setattr(owner, name, original)
 
 
 @contextlib.contextmanager
@@ -326,108 +294,33 @@ def database(admin_url: str | None, folder: Path) -> Iterator[str]:
         admin.dispose()
 
 
-def open_wallets(state: AppState, wallets: Sequence[str]) -> None:
-    """Bulk-insert every wallet's IO account (setup, not timed): one by one with
-    ``Book.open_account`` would be a SELECT and an INSERT each."""
-    now = time.time()
-    rows = [
-        {"id": user_account(w, "IO"), "asset": "IO", "no_overdraft": True, "created_at": now}
-        | dict.fromkeys(SUMS, 0)
-        for w in wallets
-    ]
-    with state.blocks.sessions.begin() as db:
-        for chunk in chunks(rows, 2000):
-            db.execute(insert(LedgerAccount), list(chunk))
-
-
 # -- one size, in a process of its own -------------------------------------------------------
 
 
-def bench_size(n: int, record: bool, admin_url: str | None, profile: bool) -> dict[str, Any]:
+def bench_size(n: int, admin_url: str | None, profile: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"devices": n}
     with tempfile.TemporaryDirectory(prefix="idlegrid-bench-blocks-") as tmp:
         folder = Path(tmp)
-        with database(admin_url if record else None, folder) as url:
-            out["database"] = redact(url) if admin_url and record else "SQLite file"
+        with database(admin_url, folder) as url:
+            out["database"] = redact(url) if admin_url else "SQLite file"
             state = build_state(ServerSettings(database_url=url, data_dir=folder / "data"))
             try:
-                out |= run_phases(state, n, record, profile)
+                out |= run_block(state, n, profile)
             finally:
                 state.engine.dispose()
                 state.ledger.chain.close()
     return out
 
 
-def run_phases(state: AppState, n: int, record: bool, profile: bool) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def run_block(state: AppState, n: int, profile: bool) -> dict[str, Any]:
+    """``BlockService.close`` after ``gather``, phase by phase, with the service's code."""
     rss: dict[str, float] = {"baseline": peak_rss_mb()}
     progress(f"{n:,} devices: making the inputs (not timed)")
     started = time.perf_counter()
-    inputs, wallets = make_inputs(n)
-    out["inputs_s"] = time.perf_counter() - started
+    inputs = make_inputs(n)
+    inputs_s = time.perf_counter() - started
     rss["inputs"] = peak_rss_mb()
-    # As BlockService.close does after gathering: full collections would walk
-    # every input object again and again (a third of compute at 100k).
-    gc.freeze()
-
-    progress(f"{n:,} devices: compute")
-    clock = CallClock()
-    with (
-        clock.watch({"inputs_hash": (rewards, "inputs_hash")}),
-        profiled(profile, f"compute, {n:,} devices"),
-    ):
-        started = time.perf_counter()
-        result = rewards.compute_block(inputs)
-        block_s = time.perf_counter() - started
-        started = time.perf_counter()
-        rewards.outputs_hash(result)
-        outputs_hash_s = time.perf_counter() - started
-    inputs_hash_s = clock.take("inputs_hash")
-    out["compute"] = {
-        "compute_block_s": block_s,
-        "inputs_hash_s": inputs_hash_s,  # inside compute_block
-        "rules_and_split_s": block_s - inputs_hash_s,
-        "outputs_hash_s": outputs_hash_s,
-    }
-    out["compute_s"] = block_s + outputs_hash_s
-    out["nominated"] = len(result.rewards)
-    out["excluded"] = len(result.excluded)
-    out["reasons"] = dict(Counter(r.value for x in result.excluded for r in x.reasons))
-    rss["compute"] = peak_rss_mb()
-
-    progress(f"{n:,} devices: publish")
-    with profiled(profile, f"publish, {n:,} devices"):
-        started = time.perf_counter()
-        inputs_doc = rewards.inputs_to_dict(inputs)
-        inputs_dict_s = time.perf_counter() - started
-        started = time.perf_counter()
-        block_doc = rewards.block_to_dict(result)
-        block_dict_s = time.perf_counter() - started
-    del inputs_doc, block_doc  # _publish builds its own
-    out["publish"] = {"inputs_to_dict_s": inputs_dict_s, "block_to_dict_s": block_dict_s}
-    out["publish_s"] = inputs_dict_s + block_dict_s
-    rss["publish"] = peak_rss_mb()
-
-    if record:
-        progress(f"{n:,} devices: record ({len(wallets):,} wallets bulk-inserted first)")
-        with profiled(profile, f"record, {n:,} devices"):
-            out |= record_block(state, inputs, result, wallets)
-        rss["record"] = peak_rss_mb()
-        out["total_s"] = out["compute_s"] + out["publish_s"] + out["record_s"]
-        out["as_run_s"] = block_s + out["as_run_record_s"]
-    out["rss_mb"] = rss
-    out["peak_rss_mb"] = max(rss.values())
-    out["rss_increase_mb"] = out["peak_rss_mb"] - rss["baseline"]
-    return out
-
-
-def record_block(
-    state: AppState, inputs: rewards.BlockInputs, result: rewards.Block, wallets: Sequence[str]
-) -> dict[str, Any]:
-    service, sessions, book = state.blocks, state.blocks.sessions, state.ledger.book
-    started = time.perf_counter()
-    open_wallets(state, wallets)
-    wallets_s = time.perf_counter() - started
+    service, sessions = state.blocks, state.blocks.sessions
     with sessions.begin() as db:
         db.add(
             Block(
@@ -439,100 +332,93 @@ def record_block(
                 created_at=time.time(),
             )
         )
-    started = time.perf_counter()
-    state.ledger.emit(HOUR)
-    emit_s = time.perf_counter() - started
+    gc.freeze()  # as close() does after gathering
 
-    # The service builds the inputs document once, before computing (compute_block
-    # takes its hash), and stores it: built here untimed, as compute_block's own
-    # inputs_hash already timed that work in the compute phase.
-    published = rewards.inputs_to_dict(inputs)
+    progress(f"{n:,} devices: one block")
+    t: dict[str, float] = {}
     clock = CallClock()
-    watched = {
-        "open_account": (book, "open_account"),
-        "post_batch": (book, "post_batch"),
-        "chain_transfer": (state.ledger.chain, "transfer"),
-        "inputs_to_dict": (rewards, "inputs_to_dict"),
-        "block_to_dict": (rewards, "block_to_dict"),
-        "outputs_hash": (rewards, "outputs_hash"),
-    }
-    with clock.watch(watched), watch_json(state.engine, clock):
+    with profiled(profile, f"one block, {n:,} devices"):
         started = time.perf_counter()
+        state.ledger.emit(HOUR)
+        t["emit_s"] = time.perf_counter() - started
         with sessions.begin() as db:
             block = db.get(Block, HOUR, with_for_update=True)
             assert block is not None
-            t0 = time.perf_counter()
-            service._pay(db, block, result)
-            t1 = time.perf_counter()
-            service._publish(db, block, published, result)
-            t2 = time.perf_counter()
-        t3 = time.perf_counter()
-    documents = {k: clock.take(k) for k in ("inputs_to_dict", "block_to_dict", "outputs_hash")}
-    pay = {
-        "open_account_s": clock.take("open_account"),
-        "open_account_calls": clock.calls["open_account"],
-        "post_batch_s": clock.take("post_batch"),
-        "chain_transfer_s": clock.take("chain_transfer"),
-    }
-    pay["other_s"] = (t1 - t0) - sum(v for k, v in pay.items() if k.endswith("_s"))
-    json_s = clock.take("json")
-    publish = {
-        "documents_and_outputs_hash_s": sum(documents.values()),
-        "json_encoding_s": json_s,
-        "json_calls": clock.calls["json"],
-        "rows_and_statements_s": (t2 - t1) - sum(documents.values()) - json_s,
-    }
-    details = {
-        "wallets": len(wallets),
-        "wallets_s": wallets_s,  # setup, not counted
-        "emit_s": emit_s,
-        "get_block_s": t0 - started,
-        "pay_s": t1 - t0,
-        "pay": pay,
-        "publish_s": t2 - t1,
-        "publish": publish,
-        "commit_s": t3 - t2,
-    }
+            started = time.perf_counter()
+            document = rewards.canonical_json(rewards.inputs_to_dict(inputs))
+            digest = hashlib.sha256(document).hexdigest()
+            t["inputs_document_s"] = time.perf_counter() - started
+            started = time.perf_counter()
+            result = rewards.compute_block(inputs, digest)
+            t["compute_s"] = time.perf_counter() - started
+            rss["compute"] = peak_rss_mb()
+            started = time.perf_counter()
+            service._credit(db, block, result)
+            t["credit_s"] = time.perf_counter() - started
+            watched = {
+                "outputs_doc": (rewards, "block_to_dict"),
+                "encode": (rewards, "canonical_json"),
+            }
+            with clock.watch(watched):
+                started = time.perf_counter()
+                service._publish(db, block, document, result)
+                publish_s = time.perf_counter() - started
+            t["outputs_document_s"] = clock.seconds["outputs_doc"] + clock.seconds["encode"]
+            t["publish_rows_s"] = publish_s - t["outputs_document_s"]
+            started = time.perf_counter()
+        t["commit_s"] = time.perf_counter() - started
+    rss["record"] = peak_rss_mb()
+    total = sum(t.values())
     check = check_recorded(state, inputs, result)
-    as_run = emit_s + (t3 - started)
     return {
-        "record_s": as_run - publish["documents_and_outputs_hash_s"],
-        "as_run_record_s": as_run,
-        "record": details,
-        "recipients": check["reward_transfers"],
+        "inputs_s": inputs_s,
+        "phases": t,
+        "total_s": total,
+        "nominated": result.nominated,
+        "excluded": n - result.nominated,
+        "recipients": check["credits"],
+        "reasons": dict(Counter(r for why in result.reasons if why for r in why.split(","))),
+        "document_mb": {"inputs": len(document) / 1e6, "outputs": check["outputs_mb"]},
         "check": check,
+        "rss_mb": rss,
+        "peak_rss_mb": max(rss.values()),
+        "rss_increase_mb": max(rss.values()) - rss["baseline"],
     }
 
 
 def check_recorded(
     state: AppState, inputs: rewards.BlockInputs, result: rewards.Block
 ) -> dict[str, Any]:
-    """The block is completed and holds every device; the rewards sum to the emission and
-    left the pool empty."""
+    """The block is completed and holds every device; its credits sum to the emission,
+    which sits in the unclaimed account; the pool is empty; the stored documents hash
+    to the published hashes."""
     with state.blocks.sessions() as db:
         block = db.get(Block, HOUR)
         assert block is not None
         rows = db.scalar(select(func.count()).select_from(BlockReward))
-        paid, transfers = db.execute(
-            select(func.sum(LedgerTransfer.amount), func.count()).where(
-                LedgerTransfer.code == "reward"
-            )
-        ).one()
+        credited, credits = db.execute(select(func.sum(RewardCredit.units), func.count())).one()
         pool = state.ledger.book.account(db, REWARDS).balance
-    check = {
-        "status": block.status,
-        "block_rewards_rows": rows,
-        "reward_transfers": transfers,
-        "paid": int(paid or 0),
-        "pool_left": pool,
-        "outputs_hash_ok": block.outputs_hash == rewards.outputs_hash(result),
-    }
+        unclaimed = state.ledger.book.account(db, UNCLAIMED).balance
+        outputs = block.outputs_json or b""
+        check = {
+            "status": block.status,
+            "block_rewards_rows": rows,
+            "credits": credits,
+            "credited": int(credited or 0),
+            "pool_left": pool,
+            "unclaimed": unclaimed,
+            "outputs_mb": len(outputs) / 1e6,
+            "hashes_ok": block.outputs_hash
+            == hashlib.sha256(outputs).hexdigest()
+            == rewards.outputs_hash(result)
+            and block.inputs_hash == hashlib.sha256(block.inputs_json or b"").hexdigest(),
+        }
     ok = (
         block.status == "completed"
         and rows == len(inputs.devices)
-        and check["paid"] == inputs.emission_units
+        and check["credited"] == inputs.emission_units == unclaimed
         and pool == 0
-        and check["outputs_hash_ok"]
+        and check["hashes_ok"]
     )
     if not ok:
         raise AssertionError(f"the recorded block does not check out: {check}")
@@ -543,11 +429,11 @@ def check_recorded(
 
 
 def run_sizes(
-    sizes: Sequence[int], record_max: int, admin_url: str | None, profile: int | None
+    sizes: Sequence[int], admin_url: str | None, profile: int | None
 ) -> list[dict[str, Any]]:
     out = []
     for n in sizes:
-        child = [sys.executable, __file__, "--child", str(n), "--record-max", str(record_max)]
+        child = [sys.executable, __file__, "--child", str(n)]
         child += ["--since", repr(_T0)]  # the same monotonic clock: one timeline in the log
         if admin_url:
             child += ["--database-url", admin_url]
@@ -557,11 +443,7 @@ def run_sizes(
         done = subprocess.run(child, stdout=subprocess.PIPE, check=True, text=True)
         result = json.loads(done.stdout)
         out.append(result)
-        progress(
-            f"    compute {result['compute_s']:.2f} s, publish {result['publish_s']:.2f} s"
-            + (f", record {result['record_s']:.2f} s" if "record_s" in result else "")
-            + f", peak RSS {result['peak_rss_mb']:,.0f} MB"
-        )
+        progress(f"    {result['total_s']:.2f} s, peak RSS {result['peak_rss_mb']:,.0f} MB")
     return out
 
 
@@ -569,18 +451,9 @@ def verdict(sizes: Sequence[dict[str, Any]]) -> dict[str, Any]:
     at = next((s for s in sizes if s["devices"] == GOAL_DEVICES), None)
     if at is None:
         return {"goal_s": GOAL_S, "result": "NOT MEASURED", "why": "1,000,000 not among sizes"}
-    if "total_s" not in at:
-        floor = at["compute_s"] + at["publish_s"]
-        return {
-            "goal_s": GOAL_S,
-            "compute_and_publish_s": floor,
-            "result": "FAIL" if floor > GOAL_S else "NOT MEASURED",
-            "why": "not recorded at 1,000,000 (--record-max)",
-        }
     return {
         "goal_s": GOAL_S,
         "total_s": at["total_s"],
-        "as_run_s": at["as_run_s"],
         "times_goal": at["total_s"] / GOAL_S,
         "result": "PASS" if at["total_s"] <= GOAL_S else "FAIL",
     }
@@ -604,92 +477,65 @@ def seconds(s: dict[str, Any], key: str) -> str:
     return f"{s[key]:.2f}" if key in s else "-"
 
 
+PHASES = (
+    ("emit_s", "emit"),
+    ("inputs_document_s", "inputs doc"),
+    ("compute_s", "compute"),
+    ("credit_s", "credit"),
+    ("outputs_document_s", "outputs doc"),
+    ("publish_rows_s", "store"),
+    ("commit_s", "commit"),
+)
+
+
 def print_report(results: dict[str, Any]) -> None:
     sizes = results["sizes"]
-    database = next((s["database"] for s in sizes if "record_s" in s), "SQLite file")
     print_table(
         f"One reward block (hour {HOUR}, {emission.hour_amount(HOUR):,} units), "
-        f"recorded in {database}",
-        "rrrrrrrrrrr",
+        f"recorded in {sizes[0]['database']}",
+        "r" * (len(PHASES) + 6),
         (
             "devices",
             "nominated",
-            "recipients",
-            "compute s",
-            "publish s",
-            "record s",
+            "wallets",
+            *(f"{label} s" for _, label in PHASES),
             "total s",
-            "one go s",
             "peak RSS MB",
             "+RSS MB",
-            "inputs s",
         ),
         [
             (
                 f"{s['devices']:,}",
                 f"{s['nominated']:,}",
-                f"{s['recipients']:,}" if "recipients" in s else "-",
-                seconds(s, "compute_s"),
-                seconds(s, "publish_s"),
-                seconds(s, "record_s"),
-                seconds(s, "total_s"),
-                seconds(s, "as_run_s"),
+                f"{s['recipients']:,}",
+                *(f"{s['phases'][key]:.2f}" for key, _ in PHASES),
+                f"{s['total_s']:.2f}",
                 f"{s['peak_rss_mb']:,.0f}",
                 f"{s['rss_increase_mb']:,.0f}",
-                f"{s['inputs_s']:.1f}",
             )
             for s in sizes
         ],
     )
     print(
-        "total = compute + publish + record: BlockService's work for one block, each piece "
-        "timed on its own; one go = the same work timed along the service's path "
-        "(compute_block, emit, _pay, _publish, commit). +RSS: peak over the process's "
-        "baseline after build_state. inputs s: making the synthetic inputs (not counted)."
+        "Along BlockService.close after gather, one transaction: emit (mint the hour), inputs "
+        "doc (canonical JSON of the inputs and its SHA-256), compute (rules, weights, exact "
+        "split, co-stakes), credit (one transfer to rewards:unclaimed and a credit row per "
+        "wallet), outputs doc (canonical JSON and hash), store (both documents and a "
+        "block_rewards row per device), commit. +RSS: over the process's baseline after "
+        "build_state. Making the synthetic inputs is not counted."
     )
-    print("\nWhere the time goes (seconds):")
     for s in sizes:
-        c, p = s["compute"], s["publish"]
+        docs = s["document_mb"]
         print(
-            f"  {s['devices']:>9,}  compute: inputs_hash {c['inputs_hash_s']:.2f} (inside "
-            f"compute_block), rules and split {c['rules_and_split_s']:.2f}, outputs_hash "
-            f"{c['outputs_hash_s']:.2f}; publish: inputs_to_dict {p['inputs_to_dict_s']:.2f}, "
-            f"block_to_dict {p['block_to_dict_s']:.2f}"
-        )
-        if "record" not in s:
-            print(f"  {'':>9}  record: not run (above --record-max)")
-            continue
-        r = s["record"]
-        pay, pub = r["pay"], r["publish"]
-        print(
-            f"  {'':>9}  record: emit {r['emit_s']:.2f}; _pay {r['pay_s']:.2f} = open_account "
-            f"×{pay['open_account_calls']:,} {pay['open_account_s']:.2f}, post_batch "
-            f"{pay['post_batch_s']:.2f}, chain transfer {pay['chain_transfer_s']:.2f}, "
-            f"owed and transfers {pay['other_s']:.2f}; _publish {r['publish_s']:.2f} = documents "
-            f"and outputs hash {pub['documents_and_outputs_hash_s']:.2f} (not counted in record), "
-            f"JSON encoding "
-            f"{pub['json_encoding_s']:.2f}, block_rewards rows and statements "
-            f"{pub['rows_and_statements_s']:.2f}; commit {r['commit_s']:.2f} (setup, not "
-            f"counted: {r['wallets']:,} wallets bulk-inserted in {r['wallets_s']:.1f})"
-        )
-    print("Peak RSS (MB) after each phase:")
-    for s in sizes:
-        print(
-            f"  {s['devices']:>9,}  " + ", ".join(f"{k} {v:,.0f}" for k, v in s["rss_mb"].items())
+            f"  {s['devices']:>9,}: published inputs {docs['inputs']:,.1f} MB, outputs "
+            f"{docs['outputs']:,.1f} MB; inputs made in {s['inputs_s']:.1f} s (not counted)"
         )
     big = max(sizes, key=lambda s: s["devices"])
     print(
-        "On the service's path each document is built once: the inputs before computing "
-        "(compute_block takes their hash), the outputs in _publish (which hashes what it "
-        "stores); 'total' counts the outputs document twice, 'one go' is the service's figure."
+        "Checked after each: the block is completed, one block_rewards row per device, the "
+        "credits sum to the emission and sit in rewards:unclaimed, the pool is empty, the "
+        "stored documents hash to the published hashes."
     )
-    recorded = [s for s in sizes if "check" in s]
-    if recorded:
-        print(
-            "Checked after each record: the block is completed, one block_rewards row per "
-            "device, the reward transfers sum to the emission, the pool is empty, the stored "
-            "outputs hash matches."
-        )
     reasons = ", ".join(
         f"{k} {v:,}" for k, v in sorted(big["reasons"].items(), key=lambda kv: -kv[1])
     )
@@ -697,22 +543,13 @@ def print_report(results: dict[str, Any]) -> None:
         f"Fleet at {big['devices']:,}: {big['nominated']:,} nominated, {big['excluded']:,} "
         f"excluded ({reasons})."
     )
-
     v = results["verdict"]
     print(
         f"\nGoal ≤ {GOAL_S:.0f} s to compute and record a block of {GOAL_DEVICES:,} devices: ",
         end="",
     )
     if "total_s" in v:
-        print(
-            f"{v['total_s']:.1f} s (in one go {v['as_run_s']:.1f} s), "
-            f"{v['times_goal']:.1f}× the goal: {v['result']}"
-        )
-    elif "compute_and_publish_s" in v:
-        print(
-            f"not recorded at 1,000,000; compute and publish alone take "
-            f"{v['compute_and_publish_s']:.1f} s: {v['result']}"
-        )
+        print(f"{v['total_s']:.1f} s, {v['times_goal']:.2f}× the goal: {v['result']}")
     else:
         print(f"{v['result']} ({v['why']})")
     m = results["machine"]
@@ -747,12 +584,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="device counts (default 10000,100000,1000000)",
     )
     parser.add_argument(
-        "--record-max",
-        type=int,
-        default=1_000_000,
-        help="record (write to the database) only at sizes up to this (default 1000000)",
-    )
-    parser.add_argument(
         "--database-url",
         default=None,
         help="a PostgreSQL server (e.g. postgresql://postgres@127.0.0.1:5432/test) to create "
@@ -769,18 +600,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.since is not None:
             global _T0
             _T0 = args.since
-        result = bench_size(
-            args.child,
-            args.child <= args.record_max,
-            args.database_url,
-            args.profile == args.child,
-        )
+        result = bench_size(args.child, args.database_url, args.profile == args.child)
         print(json.dumps(result))
         return 0
     results: dict[str, Any] = {
         "machine": machine(),
         "command": " ".join([sys.executable, *sys.argv]),
-        "sizes": run_sizes(args.sizes, args.record_max, args.database_url, args.profile),
+        "sizes": run_sizes(args.sizes, args.database_url, args.profile),
     }
     results["verdict"] = verdict(results["sizes"])
     return finish(results, _T0, args.json, print_report)

@@ -27,6 +27,10 @@ def make_engine(url: str) -> Engine:
             # (the write lock up front): SQLite's stand-in for SELECT … FOR UPDATE.
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
+            # 16 KiB pages (for files created from now on): a reward block stores
+            # hundreds of megabytes in one transaction (benchmarks/blocks.py: 1 s less
+            # at a million devices than with 4 KiB pages).
+            cur.execute("PRAGMA page_size=16384")
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")

@@ -7,9 +7,9 @@ uptime per device per hour.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -300,11 +300,11 @@ class Block(Base):
 
     @property
     def inputs(self) -> dict[str, Any] | None:
-        return None if self.inputs_json is None else json.loads(self.inputs_json)
+        return None if self.inputs_json is None else orjson.loads(self.inputs_json)
 
     @property
     def outputs(self) -> dict[str, Any] | None:
-        return None if self.outputs_json is None else json.loads(self.outputs_json)
+        return None if self.outputs_json is None else orjson.loads(self.outputs_json)
 
 
 class BlockReward(Base):
