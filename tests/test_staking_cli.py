@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from idlegrid.core.rewards import published_rows
 from idlegrid.localnet import LocalNetwork
 from idlegrid.sdk import Client
 
@@ -45,8 +46,9 @@ def test_stake_earn_and_verify_blocks(cloud: LocalNetwork, tmp_path: Path) -> No
             for b in client.list_blocks(10).items:
                 if b.status == "completed" and b.starts_at > staked_at:
                     block = client.get_block(b.number)
-                    paid = {r["device_id"] for r in block.outputs["rewards"]}  # type: ignore[index, union-attr]
-                    if device in paid:
+                    assert block.inputs is not None and block.outputs is not None
+                    nominated, _ = published_rows(block.inputs, block.outputs)
+                    if any(r["device_id"] == device and r["units"] for r in nominated):
                         return b.number
             return None
 
@@ -58,8 +60,8 @@ def test_stake_earn_and_verify_blocks(cloud: LocalNetwork, tmp_path: Path) -> No
     assert out.returncode == 0 and json.loads(out.stdout)["ok"] is True, out.stdout
     shown = json.loads(cli("blocks", "show", str(number), "--json", *server).stdout)
     altered = shown["inputs"]
-    entry = next(d for d in altered["devices"] if d["device_id"] == device)
-    entry["uptime_s"] = max(0, entry["uptime_s"] - 60)
+    index = altered["devices"]["device_id"].index(device)
+    altered["devices"]["uptime_s"][index] -= 60
     (tmp_path / "altered.json").write_text(json.dumps(altered))
     out = cli("blocks", "verify", str(number), "--inputs", str(tmp_path / "altered.json"), *server)
     assert out.returncode == 1 and "does not verify" in out.stdout
@@ -69,3 +71,19 @@ def test_stake_earn_and_verify_blocks(cloud: LocalNetwork, tmp_path: Path) -> No
     assert float(mine["units"]) > 0 and not mine["excluded_because"]
     listed = json.loads(cli("blocks", "list", "--json", *server).stdout)
     assert any(b["number"] == number and b["status"] == "completed" for b in listed["items"])
+
+    # Rewards wait in the wallet's credits until it claims them, once.
+    owed = json.loads(cli("earnings", device, "--json", *server).stdout)
+    assert float(owed["unclaimed"]) > 0 and owed["credited_through"] >= number
+    out = cli("claim", "--keypair", key, "--json", *server)
+    assert out.returncode == 0, out.stdout + out.stderr
+    first = json.loads(out.stdout)
+    assert float(first["amount"]) > 0 and first["through"] >= number
+    out = cli("claim", "--keypair", key, "--json", *server)
+    if out.returncode:  # nothing new: a double claim is refused with its code
+        assert json.loads(out.stdout)["code"] == "nothing_to_claim"
+    else:  # a fast block closed in between: only blocks after the first claim
+        assert json.loads(out.stdout)["through"] > first["through"]
+    with Client(cloud.server_url) as client:
+        audit = client.ledger_audit()
+    assert audit.ok, [c for c in audit.checks if not c.ok]
