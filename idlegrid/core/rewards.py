@@ -259,35 +259,23 @@ class Devices:
         if isinstance(i, slice):
             return [self[j] for j in range(len(self))[i]]
         i = range(len(self))[i]
-        return DeviceInput(
-            device_id=self.device_id[i],
-            owner=self.owner[i],
-            kind=DeviceKind(self.kind[i]),
-            multiplier=Fraction(self.multiplier[i]),
-            processors=self.processors[i],
-            uptime_s=self.uptime_s[i],
-            cumulative_uptime_s=self.cumulative_uptime_s[i],
-            proof_passed=self.proof_passed[i],
-            stake_units=self.stake_units[i],
-            minimum_stake_units=self.minimum_stake_units[i],
-            has_wallet=self.has_wallet[i],
-            tier=self.tier[i],
-            status=DeviceStatus(self.status[i]),
-            costakers=tuple((s, b) for j, s, b in self.costakers if j == i),
-        )
+        return self._row(i, tuple((s, b) for j, s, b in self.costakers if j == i))
 
     def __iter__(self) -> Iterator[DeviceInput]:
         by_index: dict[int, list[tuple[str, int]]] = {}
         for j, s, b in self.costakers:
             by_index.setdefault(j, []).append((s, b))
         for i in range(len(self)):
-            yield DeviceInput(
-                self.device_id[i], self.owner[i], DeviceKind(self.kind[i]),
-                Fraction(self.multiplier[i]), self.processors[i], self.uptime_s[i],
-                self.cumulative_uptime_s[i], self.proof_passed[i], self.stake_units[i],
-                self.minimum_stake_units[i], self.has_wallet[i], self.tier[i],
-                DeviceStatus(self.status[i]), tuple(by_index.get(i, ())),
-            )  # fmt: skip
+            yield self._row(i, tuple(by_index.get(i, ())))
+
+    def _row(self, i: int, costakers: tuple[tuple[str, int], ...]) -> DeviceInput:
+        return DeviceInput(
+            self.device_id[i], self.owner[i], DeviceKind(self.kind[i]),
+            Fraction(self.multiplier[i]), self.processors[i], self.uptime_s[i],
+            self.cumulative_uptime_s[i], self.proof_passed[i], self.stake_units[i],
+            self.minimum_stake_units[i], self.has_wallet[i], self.tier[i],
+            DeviceStatus(self.status[i]), costakers,
+        )  # fmt: skip
 
     @classmethod
     def from_rows(cls, rows: Iterable[DeviceInput]) -> Devices:
