@@ -25,7 +25,7 @@ from idlegrid.errors import (
     StakeBelowMinimum,
 )
 from idlegrid.ledger.chain import Asset
-from idlegrid.protocol import HardwareInfo, RegisterRequest, SeasonCreate
+from idlegrid.protocol import HardwareInfo, HeartbeatRequest, RegisterRequest, SeasonCreate
 from idlegrid.server.db.models import Block, BlockReward, Device, DeviceUptime
 from idlegrid.server.loops import reap_and_flush
 from idlegrid.server.settings import ServerSettings
@@ -309,3 +309,28 @@ def test_misconduct_is_slashed_once(fleet: Fleet) -> None:
     assert slash.reason == "hardware_swap" and slash.amount == "8000.00000000"
     assert "h100" in slash.evidence and slash.status == "pending"
     assert net.client().get_stake(device).active == "8000.00000000"
+
+
+def test_idle_use_abuse_is_found_from_heartbeats_and_slashed_once(
+    fleet: Fleet, clock: FakeClock
+) -> None:
+    """Sixteen minutes of 95 % CPU while idle: slashed 25 % (idle_abuse), once. A device
+    under the same load while it has a proof to run is left alone."""
+    net = fleet.net
+    miner = fleet.add("miner", cpu_hardware())
+    prover = fleet.add("prover", cpu_hardware())
+    for name, device in (("miner", miner), ("prover", prover)):
+        fleet.client(name).stake(device, "400")
+    net.state.proofs.pending[prover] = "a-proof-to-run"  # busy: the load is ours
+    for _ in range(17):
+        clock.advance(60)
+        for name, device in (("miner", miner), ("prover", prover)):
+            fleet.client(name).heartbeat(device, HeartbeatRequest(cpu_percent=95.0))
+    net.state.staking.tick()
+    net.state.staking.tick()  # each finding is slashed once
+    (slash,) = net.client().slashes(miner).items
+    assert slash.reason == "idle_abuse" and slash.amount == "100.00000000"  # 25 % of 400
+    assert "idle yet loaded for 900 s" in slash.evidence and slash.status == "pending"
+    assert net.client().slashes(prover).items == []
+    audit = net.state.ledger.audit()
+    assert all(c.ok for c in audit), [c for c in audit if not c.ok]

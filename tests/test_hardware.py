@@ -21,6 +21,7 @@ from idlegrid.worker.hardware import (
     LocalDetector,
     cpu_model_from_cpuinfo,
     detect_hardware,
+    gpu_utilization,
     hardware_from_file,
 )
 
@@ -62,6 +63,9 @@ class FakeNvml:
 
     def nvmlSystemGetCudaDriverVersion(self) -> int:
         return 12040
+
+    def nvmlDeviceGetUtilizationRates(self, handle: int) -> SimpleNamespace:
+        return SimpleNamespace(gpu=[7, 63][handle], memory=0)
 
 
 class BrokenNvml(FakeNvml):
@@ -197,3 +201,12 @@ def test_hardware_from_file_round_trips(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         path.write_text('{"kind": "tpu"}', encoding="utf-8")
         hardware_from_file(path)
+
+
+def test_gpu_utilization_is_the_busiest_gpu_and_never_raises() -> None:
+    nvml = FakeNvml()
+    assert gpu_utilization(nvml) == 63.0 and nvml.shutdowns == 1
+    assert gpu_utilization(BrokenNvml()) is None
+    no_gpus = FakeNvml()
+    no_gpus.names = []
+    assert gpu_utilization(no_gpus) is None

@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from idlegrid import __version__, explorer
 from idlegrid.catalog import Catalog, load_catalog
+from idlegrid.core.idle import IdleRules
 from idlegrid.core.lifecycle import Timing
 from idlegrid.errors import IdlegridError, InternalError, InvalidRequest
 from idlegrid.ledger.chain import make_chain
@@ -22,6 +23,7 @@ from idlegrid.ledger.oracle import FixedOracle
 from idlegrid.server import hotpath, loops
 from idlegrid.server.auth import NonceStore
 from idlegrid.server.db import make_engine, migrate, session_factory
+from idlegrid.server.idle import IdleMonitor
 from idlegrid.server.liveness import LivenessTable
 from idlegrid.server.metrics import Metrics
 from idlegrid.server.middleware import BodyLimit
@@ -70,6 +72,7 @@ def build_state(
     )
     cluster_service.load()
     seasons = SeasonService(session_factory(engine), ledger, clock)
+    idle = IdleMonitor(IdleRules())
     return AppState(
         settings=settings,
         engine=engine,
@@ -81,10 +84,11 @@ def build_state(
         proofs=proof_service,
         ledger=ledger,
         clusters=cluster_service,
-        staking=StakingService(session_factory(engine), ledger, catalog, settings, clock),
+        staking=StakingService(session_factory(engine), ledger, catalog, settings, clock, idle),
         blocks=BlockService(session_factory(engine), ledger, catalog, settings, clock, seasons),
         seasons=seasons,
         claims=ClaimService(session_factory(engine), ledger, clock),
+        idle=idle,
     )
 
 

@@ -28,7 +28,7 @@ async def heartbeat(request: Request) -> Response:
     device_id: str = request.path_params["device_id"]
     signer = await signed_by(request)
     try:
-        HeartbeatRequest.model_validate_json(await request.body())
+        req = HeartbeatRequest.model_validate_json(await request.body())
     except ValidationError as exc:
         raise InvalidRequest.from_validation(exc.errors()) from None
     if signer != device_id:
@@ -36,12 +36,16 @@ async def heartbeat(request: Request) -> Response:
     now = state.clock()
     status = state.liveness.heartbeat(device_id, now)
     state.metrics.heartbeats.inc()
+    challenge_id = state.proofs.pending.get(device_id)
+    assignment = state.clusters.assignments.get(device_id)
+    busy = challenge_id is not None or assignment is not None
+    state.idle.heartbeat(device_id, req.cpu_percent, req.gpu_percent, busy, now)
     reply = HeartbeatResponse(
         status=status,
         interval_s=state.settings.heartbeat_interval_s,
         server_time=now,
-        challenge_id=state.proofs.pending.get(device_id),
-        assignment=state.clusters.assignments.get(device_id),
+        challenge_id=challenge_id,
+        assignment=assignment,
     )
     return Response(reply.model_dump_json(), media_type="application/json")
 

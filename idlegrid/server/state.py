@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine
 
 from idlegrid.server.auth import NonceStore, authenticate
+from idlegrid.server.idle import IdleMonitor
 from idlegrid.server.liveness import LivenessTable
 from idlegrid.server.metrics import Metrics
 from idlegrid.server.services.blocks import BlockService
@@ -39,6 +40,7 @@ class AppState:
     blocks: BlockService
     seasons: SeasonService
     claims: ClaimService
+    idle: IdleMonitor
 
 
 def app_state(request: Request) -> AppState:

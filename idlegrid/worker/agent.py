@@ -38,6 +38,7 @@ from idlegrid.protocol import (
 )
 from idlegrid.sdk import Client
 from idlegrid.worker.duties import ChallengeDuty, ConnectivityDuty
+from idlegrid.worker.hardware import gpu_utilization
 from idlegrid.worker.raynode import RayConfig, RayDuty
 
 log = logging.getLogger("idlegrid.worker")
@@ -77,7 +78,8 @@ class HeartbeatDuty:
         self.interval_s = interval_s
 
     def run(self, agent: Agent) -> None:
-        req = HeartbeatRequest(cpu_percent=psutil.cpu_percent(interval=None))
+        gpu = gpu_utilization() if agent.hardware.gpus else None
+        req = HeartbeatRequest(cpu_percent=psutil.cpu_percent(interval=None), gpu_percent=gpu)
         resp = agent.client.heartbeat(agent.device_id, req)
         agent.status = resp.status
         agent.pending_challenge = resp.challenge_id or agent.pending_challenge

@@ -149,6 +149,39 @@ def _detect_nvidia(nvml: Any | None) -> tuple[list[GpuInfo], str | None, str | N
             log.debug("nvmlShutdown failed: %s", exc)
 
 
+def gpu_utilization(nvml: Any | None = None) -> float | None:
+    """The busiest NVIDIA GPU's utilisation over NVML's last sample period, in percent;
+    None without NVML or GPUs (heartbeats report it: idle-use abuse, ``core/idle.py``)."""
+    if nvml is None:
+        try:
+            import pynvml
+        except ImportError:
+            return None
+        nvml = pynvml
+    try:
+        nvml.nvmlInit()
+    except Exception:
+        return None
+    try:
+        count = min(int(nvml.nvmlDeviceGetCount()), _MAX_GPUS)
+        if not count:
+            return None
+        return float(
+            max(
+                nvml.nvmlDeviceGetUtilizationRates(nvml.nvmlDeviceGetHandleByIndex(i)).gpu
+                for i in range(count)
+            )
+        )
+    except Exception as exc:
+        log.debug("NVML utilisation query failed: %s", exc)
+        return None
+    finally:
+        try:
+            nvml.nvmlShutdown()
+        except Exception as exc:
+            log.debug("nvmlShutdown failed: %s", exc)
+
+
 def _read_gpu(nvml: Any, index: int) -> GpuInfo:
     handle = nvml.nvmlDeviceGetHandleByIndex(index)
     return GpuInfo(

@@ -38,7 +38,9 @@ from idlegrid.errors import (
 from idlegrid.ledger.chain import Asset, Role
 from idlegrid.protocol import CoStakeView, SlashList, SlashView, StakeView
 from idlegrid.server.db.models import Device, DeviceEvent, Slash, StakeRow
+from idlegrid.server.idle import IdleMonitor
 from idlegrid.server.services.ledger import LedgerService, onchain, user_account
+from idlegrid.server.services.proofs import misconduct
 from idlegrid.server.settings import ServerSettings
 
 log = logging.getLogger("idlegrid.server.staking")
@@ -88,12 +90,14 @@ class StakingService:
         catalog: Catalog,
         settings: ServerSettings,
         clock: Callable[[], float],
+        idle: IdleMonitor | None = None,
     ) -> None:
         self.sessions = sessions
         self.ledger = ledger
         self.catalog = catalog
         self.settings = settings
         self.clock = clock
+        self.idle = idle
 
     # -- reads --------------------------------------------------------------------------
 
@@ -210,7 +214,7 @@ class StakingService:
 
     def slash_misconduct(self) -> int:
         """Slash every recorded misconduct (spoofing, failing after verification, a
-        hardware swap) not slashed yet; each event is slashed once."""
+        hardware swap, idle-use abuse) not slashed yet; each event is slashed once."""
         with self.sessions() as db:
             done = select(Slash.source_event).where(Slash.source_event.is_not(None))
             events = list(
@@ -309,9 +313,33 @@ class StakingService:
             s.decided_at = self.clock()
 
     def tick(self) -> None:
-        """The slashing loop: slash new misconduct, burn what was not appealed."""
+        """The slashing loop: record idle-use abuse the heartbeats showed, slash new
+        misconduct, burn what was not appealed."""
+        self.record_idle_abuse()
         self.slash_misconduct()
         self.burn_expired()
+
+    def record_idle_abuse(self) -> int:
+        """Record each idle-use abuse the monitor found as misconduct (slashed once)."""
+        if self.idle is None:
+            return 0
+        found = self.idle.drain()
+        if not found:
+            return 0
+        try:
+            with self.sessions.begin() as db:
+                known = set(
+                    db.scalars(select(Device.id).where(Device.id.in_({f.device_id for f in found})))
+                )
+                for f in found:
+                    if f.device_id in known:
+                        misconduct(db, f.device_id, f.at, "idle_abuse", f.evidence)
+        except Exception:
+            self.idle.requeue(found)
+            raise
+        for f in found:
+            log.warning("idle-use abuse by %s: %s", f.device_id, f.evidence)
+        return len(found)
 
     def burn_expired(self) -> int:
         """Burn every slash whose appeal window closed without an accepted appeal."""
