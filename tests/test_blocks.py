@@ -61,6 +61,7 @@ class Fleet:
             dev.status = "up"
             dev.proof_passed_at = self.net.clock() - 10 if proof else None
             dev.readiness = "cluster_ready" if proof else "not_reward_ready"
+            dev.uptime_s += history_h * HOUR  # as the liveness flush keeps it
             for h in range(1, history_h + 1):  # up for the hours before the first block
                 db.add(
                     DeviceUptime(

@@ -156,7 +156,7 @@ class DeviceUptime(Base):
     device_id: Mapped[str] = mapped_column(
         String(44), ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
     )
-    hour: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    hour: Mapped[int] = mapped_column(BigInteger, primary_key=True, index=True)
     seconds: Mapped[float] = mapped_column(Double)
 
 

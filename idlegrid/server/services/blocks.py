@@ -185,10 +185,12 @@ class BlockService:
                 )
             ).all()
         )
-        cumulative = dict(
+        # Uptime through the window = each device's running total less what was
+        # accounted for later windows: reads the newest buckets only, not all history.
+        later = dict(
             db.execute(
                 select(DeviceUptime.device_id, func.sum(DeviceUptime.seconds))
-                .where(DeviceUptime.hour <= start)
+                .where(DeviceUptime.hour > start)
                 .group_by(DeviceUptime.device_id)
             ).all()
         )
@@ -197,6 +199,7 @@ class BlockService:
             select(
                 Device.id, Device.owner, Device.kind, Device.model, Device.processors,
                 Device.proof_passed_at, Device.readiness, Device.tier, Device.status,
+                Device.uptime_s,
             ).where(Device.registered_at < end)
         )  # fmt: skip
         # By code point, whatever the database's collation (Python's sort is linear on
@@ -206,17 +209,9 @@ class BlockService:
         c: dict[str, list[Any]] = {name: [] for name in rewards.COLUMNS}
         costakers: list[tuple[int, str, int]] = []
         unrewarded = Readiness.NOT_REWARD_READY.value
-        for i, (
-            device_id,
-            owner,
-            kind,
-            model,
-            processors,
-            passed_at,
-            readiness,
-            tier,
-            status,
-        ) in enumerate(rows):
+        for i, row in enumerate(rows):
+            device_id, owner, kind, model, processors, passed_at, readiness, tier, status = row[:9]
+            through_window = max(0.0, row[9] - later.get(device_id, 0.0))
             processors = max(1, processors)
             known = hardware.get((model, processors))
             if known is None:
@@ -230,7 +225,7 @@ class BlockService:
             c["processors"].append(processors)
             c["uptime_s"].append(up)
             c["cumulative_uptime_s"].append(
-                max(up, rewards.block_hour_seconds(cumulative.get(device_id, 0.0), length))
+                max(up, rewards.block_hour_seconds(through_window, length))
             )
             c["proof_passed"].append(
                 passed_at is not None and passed_at < end and readiness != unrewarded

@@ -2,8 +2,9 @@
 
 Blocks store their published documents as the canonical bytes that were hashed
 (``inputs_json``, ``outputs_json``), block rewards are keyed by device first,
-and rewards are credited per block and claimed (``reward_credits``,
-``reward_claims``) instead of being posted to every wallet by the block.
+rewards are credited per block and claimed (``reward_credits``,
+``reward_claims``) instead of being posted to every wallet by the block, and
+uptime buckets are indexed by hour (a block reads its window's).
 
 Revision ID: 0007
 Revises: 0006
@@ -31,6 +32,8 @@ def _canonical(text: object) -> bytes | None:
 
 
 def upgrade() -> None:
+    # Blocks read one window's uptime buckets (and the few after it), not all history.
+    op.create_index("ix_device_uptime_hour", "device_uptime", ["hour"])
     op.create_table(
         "reward_claims",
         sa.Column("recipient", sa.String(length=44), nullable=False),
@@ -124,3 +127,4 @@ def downgrade() -> None:
     op.create_index("ix_block_rewards_device_id", "block_rewards", ["device_id"])
     op.drop_table("reward_credits")
     op.drop_table("reward_claims")
+    op.drop_index("ix_device_uptime_hour", table_name="device_uptime")
