@@ -446,7 +446,10 @@ def _index(ids: Sequence[str], device_id: str) -> int | None:
 
 def block_hour_seconds(seconds: float, block_length_s: int) -> int:
     """Uptime measured over a block of ``block_length_s`` as whole seconds of a
-    block-hour (fast blocks are shorter than an hour; the rules read hours)."""
+    block-hour (fast blocks are shorter than an hour; the rules read hours). Exact:
+    halves round to even."""
+    if block_length_s == HOUR_S:
+        return round(seconds)  # the same as through Fraction, a million times faster
     return round(Fraction(seconds) * HOUR_S / block_length_s)
 
 

@@ -25,13 +25,14 @@ from __future__ import annotations
 import contextlib
 import gc
 import hashlib
+import json
 import logging
 import traceback
 from collections.abc import Callable, Iterator
 from fractions import Fraction
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import String, cast, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from idlegrid.catalog import Catalog
@@ -67,6 +68,7 @@ def _frozen_gc() -> Iterator[None]:
 
 
 HOUR_S = 3600
+_EMPTY = ("[]", "[ ]")  # an empty JSON list as SQLite and PostgreSQL give it back as text
 
 
 class BlockService:
@@ -194,7 +196,7 @@ class BlockService:
                 .group_by(DeviceUptime.device_id)
             ).all()
         )
-        stakes = {row.device_id: to_core(row) for row in db.scalars(select(StakeRow))}
+        stakes = self._stakes(db, end)
         query = (
             select(
                 Device.id, Device.owner, Device.kind, Device.model, Device.processors,
@@ -216,7 +218,7 @@ class BlockService:
             known = hardware.get((model, processors))
             if known is None:
                 known = hardware[(model, processors)] = self._hardware(model, processors)
-            stake = stakes.get(device_id)
+            stake_units, shares = stakes.get(device_id, (0, ()))
             up = min(HOUR_S, rewards.block_hour_seconds(in_window.get(device_id, 0.0), length))
             c["device_id"].append(device_id)
             c["owner"].append(owner)
@@ -230,19 +232,51 @@ class BlockService:
             c["proof_passed"].append(
                 passed_at is not None and passed_at < end and readiness != unrewarded
             )
-            c["stake_units"].append(staking.effective_stake(stake, end) if stake else 0)
+            c["stake_units"].append(stake_units)
             c["minimum_stake_units"].append(known[1])
             c["has_wallet"].append(True)  # the owner's key is a Solana wallet
             c["tier"].append(tier or 0)
             c["status"].append(status)
-            if stake:
-                costakers += [(i, s, b) for s, b in staking.reward_shares(stake, end)]
+            costakers += [(i, s, b) for s, b in shares]
         return rewards.BlockInputs(
             hour=block.number,
             emission_units=block.emission,
             devices=rewards.Devices(**c, costakers=costakers),
             gpu_pool_bps=self.settings.gpu_pool_bps,
         )
+
+    @staticmethod
+    def _stakes(db: Session, at: float) -> dict[str, tuple[int, tuple[tuple[str, int], ...]]]:
+        """Device → (effective stake, earning co-stakers) at ``at``. Plain rows: a stake
+        with nothing cooling and no co-stakes (most of them) is just its active amount."""
+        rows = db.execute(
+            select(
+                StakeRow.device_id,
+                StakeRow.owner,
+                StakeRow.active,
+                cast(StakeRow.cooling, String),  # text: most are "[]", decoded only if not
+                cast(StakeRow.costakes, String),
+            )
+        )
+        out: dict[str, tuple[int, tuple[tuple[str, int], ...]]] = {}
+        for device_id, owner, active, cooling, costakes in rows:
+            if cooling in _EMPTY and costakes in _EMPTY:
+                out[device_id] = (active, ())
+                continue
+            stake = to_core(
+                StakeRow(
+                    device_id=device_id,
+                    owner=owner,
+                    active=active,
+                    cooling=json.loads(cooling),
+                    costakes=json.loads(costakes),
+                )
+            )
+            out[device_id] = (
+                staking.effective_stake(stake, at),
+                staking.reward_shares(stake, at),
+            )
+        return out
 
     def _hardware(self, model: str | None, processors: int) -> tuple[str, int]:
         """(multiplier as published, minimum stake) of a model; 0 for unknown models."""
