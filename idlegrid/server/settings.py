@@ -47,10 +47,17 @@ class ServerSettings(BaseSettings):
     proof_retry_s: float = Field(default=600, gt=0, description="after a failure")
     proof_pickup_s: float = Field(default=120, gt=0, description="to fetch an issued challenge")
     proof_target_s: float = Field(default=1.0, gt=0, description="work at the claimed speed")
-    proof_min_efficiency: float = Field(default=0.2, gt=0, le=1)
+    proof_min_efficiency: float = Field(
+        default=0.2, gt=0, le=1, description="CPUs and Apple silicon: share of the claim"
+    )
+    proof_gpu_min_efficiency: float = Field(
+        default=0.4, gt=0, le=1, description="GPUs: share of the claim (see the proof doc)"
+    )
     proof_allowance_s: float = Field(default=3.0, ge=0, description="latency and start-up")
     proof_checks: int = Field(default=48, ge=1, le=1024)
-    proof_memory_fraction: float = Field(default=0.5, ge=0, le=1)
+    proof_memory_fraction: float = Field(
+        default=0.8, ge=0, le=1, description="share of the claimed VRAM a GPU must hold"
+    )
     proof_memory_probes: int = Field(default=4, ge=0, le=256)
     proof_tick_s: float = Field(default=1.0, gt=0)
     proof_n: int = Field(

@@ -1,7 +1,7 @@
 """The agent's proof and connectivity duties.
 
-``prove_challenge`` walks one challenge through fetch → compute → commit →
-reveal. ``ChallengeDuty`` runs it in a background thread when a heartbeat
+``prove_challenge`` walks one challenge through fetch → memory fill → compute →
+commit → reveal. ``ChallengeDuty`` runs it in a background thread when a heartbeat
 announces a challenge, so heartbeats go on while the device computes.
 ``ConnectivityDuty`` measures latency, download and upload against the
 control plane and reports them.
@@ -41,44 +41,68 @@ def prove_challenge(
     prover: Prover,
     clock: Callable[[], float] = time.monotonic,
 ) -> ProofView:
-    """Answer one challenge; ProofTimeout when the deadline passes mid-way."""
+    """Answer one challenge; ProofTimeout when the deadline passes mid-way.
+
+    The claimed memory is filled first and held while the device computes, commits
+    and answers the probes: the compute runs beside it, as a renter's job would, and a
+    device that cannot hold it says so at the commitment. The fill is inside the timed
+    window (its contents depend on the seed, secret until the fetch), so it is made
+    fast rather than credited (docs/proof-of-compute.md, "Memory")."""
     spec = client.fetch_challenge(device_id, challenge_id)
     start = clock()
     challenge = pf.Challenge(bytes.fromhex(spec.seed), spec.n, spec.rounds)
-    fps = prover.fingerprints(challenge, start + spec.deadline_s)
-    tree = pf.commit(challenge, fps)
-    # Memory is held from now until the probes are answered, after the commitment.
     hold: MemoryHold | None = None
     memory = "ok"
-    if spec.memory_mb:
+    try:
+        if spec.memory_mb:
+            try:
+                hold = prover.hold_memory(challenge.seed, spec.memory_mb)
+            except MemoryError as exc:
+                log.warning("cannot hold %d MiB: %s", spec.memory_mb, exc)
+                memory = "out_of_memory"
         try:
-            hold = prover.hold_memory(challenge.seed, spec.memory_mb)
+            fps = prover.fingerprints(challenge, start + spec.deadline_s)
         except MemoryError as exc:
-            log.warning("cannot hold %d MiB: %s", spec.memory_mb, exc)
-            memory = "out_of_memory"
-    answer = client.commit_challenge(
-        device_id,
-        challenge_id,
-        CommitRequest(
-            root=tree.root.hex(),
-            prover=prover.name,
-            elapsed_s=clock() - start,
-            memory="ok" if memory == "ok" else "out_of_memory",
-        ),
-    )
-    if isinstance(answer, ProofView):
-        return answer  # refused at the commitment (late, out of memory)
-    openings = []
-    for round_, row in answer.checks:
-        op = pf.open_check(challenge, tree, fps, round_, row)
-        openings.append(
-            OpeningWire(
-                round=op.round, row=op.row, leaf=list(op.leaf_fps), path=[h.hex() for h in op.path]
-            )
+            if hold is None:
+                raise
+            # The fill fits but the product beside it does not: the claimed memory
+            # is not all usable. Say so, and prove the throughput without it.
+            log.warning("cannot compute beside %d MiB: %s", spec.memory_mb, exc)
+            hold.release()
+            hold, memory = None, "out_of_memory"
+            fps = prover.fingerprints(challenge, start + spec.deadline_s)
+        tree = pf.commit(challenge, fps)
+        answer = client.commit_challenge(
+            device_id,
+            challenge_id,
+            CommitRequest(
+                root=tree.root.hex(),
+                prover=prover.name,
+                elapsed_s=clock() - start,
+                memory="ok" if memory == "ok" else "out_of_memory",
+            ),
         )
-    answers = (
-        [hold.answer(p.index, bytes.fromhex(p.nonce)) for p in answer.memory_probes] if hold else []
-    )
+        if isinstance(answer, ProofView):
+            return answer  # refused at the commitment (late, out of memory)
+        openings = []
+        for round_, row in answer.checks:
+            op = pf.open_check(challenge, tree, fps, round_, row)
+            openings.append(
+                OpeningWire(
+                    round=op.round,
+                    row=op.row,
+                    leaf=list(op.leaf_fps),
+                    path=[h.hex() for h in op.path],
+                )
+            )
+        answers = (
+            [hold.answer(p.index, bytes.fromhex(p.nonce)) for p in answer.memory_probes]
+            if hold
+            else []
+        )
+    finally:
+        if hold is not None:
+            hold.release()  # before the reveal's round trip: the memory is the renter's
     return client.reveal_challenge(
         device_id, challenge_id, RevealRequest(openings=openings, memory_answers=answers)
     )
@@ -90,6 +114,7 @@ class ChallengeDuty:
     def __init__(self, interval_s: float = 0.5) -> None:
         self.interval_s = interval_s
         self.prover: Prover | None = None
+        self._warm = False
         self._thread: threading.Thread | None = None
         self.last_result: ProofView | None = None
 
@@ -110,6 +135,14 @@ class ChallengeDuty:
         self._thread.start()
 
     def _prove(self, agent: Agent, challenge_id: str, prover: Prover) -> None:
+        if not self._warm:
+            # Before the fetch, which starts the server's clock: a cold CUDA start and
+            # the public B pool cost an H200 about 0.4 s, a fifth of its proof.
+            self._warm = True
+            try:
+                prover.warm_up(pf.size_for(prover.kind))
+            except Exception as exc:  # the proof itself will say what is wrong
+                log.warning("prover warm-up failed: %s", exc)
         try:
             result = prove_challenge(agent.client, agent.device_id, challenge_id, prover)
         except Exception as exc:  # logged, never fatal: the server times it out

@@ -59,6 +59,7 @@ def rules_from(settings: ServerSettings) -> ProofRules:
     return ProofRules(
         target_s=settings.proof_target_s,
         min_efficiency=settings.proof_min_efficiency,
+        gpu_min_efficiency=settings.proof_gpu_min_efficiency,
         allowance_s=settings.proof_allowance_s,
     )
 
@@ -140,7 +141,7 @@ class ProofService:
             work_flop=challenge.work_flop,
             claimed_tflops=claimed,
             deadline_s=pf.deadline_s(
-                challenge, claimed, self.rules.min_efficiency, self.rules.allowance_s
+                challenge, claimed, self.rules.efficiency_floor(dev.kind), self.rules.allowance_s
             ),
             memory_mb=memory_mb,
             created_at=now,
@@ -188,6 +189,7 @@ class ProofService:
                 proof.work_flop,
                 proof.claimed_tflops,
                 self.rules,
+                _kind(db, proof),
             )
             if slow is not None:
                 detail = f"{measured:.3f} TFLOPS measured, {proof.claimed_tflops:.3f} claimed"
@@ -239,7 +241,12 @@ class ProofService:
                 return self._finish(db, proof, FailReason.WRONG_ANSWER, None, problem, now)
             elapsed = proof.committed_at - proof.fetched_at
             reason, measured = judge(
-                elapsed, proof.deadline_s, proof.work_flop, proof.claimed_tflops, self.rules
+                elapsed,
+                proof.deadline_s,
+                proof.work_flop,
+                proof.claimed_tflops,
+                self.rules,
+                _kind(db, proof),
             )
             detail = f"{measured:.3f} TFLOPS measured, {proof.claimed_tflops:.3f} claimed"
             return self._finish(db, proof, reason, measured, detail, now)
@@ -410,6 +417,13 @@ class ProofService:
         if proof is None or proof.device_id != device_id:
             raise UnknownChallenge(challenge=proof_id)
         return proof
+
+
+def _kind(db: Session, proof: Proof) -> str:
+    """The proved device's kind, which sets its efficiency floor."""
+    dev = db.get(Device, proof.device_id)
+    assert dev is not None  # proofs are deleted with their device
+    return dev.kind
 
 
 def _lateness(proof: Proof, now: float, pickup_s: float, reveal_s: float) -> str | None:
