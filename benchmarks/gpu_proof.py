@@ -1,76 +1,81 @@
 """The proof of compute on a real NVIDIA GPU: what the agent detects, what the server
-plans for it, what the CUDA prover measures, what the verifier says, and whether a
+plans for it, where the CUDA prover's time goes, what the verifier says, and whether a
 device claiming a faster model is caught.
 
 Run it, on a machine with CUDA and ``torch``, as::
 
-    .venv/bin/python benchmarks/gpu_proof.py [--memory-mb 2048] [--compare-rounds 2]
+    .venv/bin/python benchmarks/gpu_proof.py [--memory-mb 1024] [--compare-rounds 2]
                                              [--cheat b200-sxm-180gb,rtx-5090,...]
+                                             [--repeats 3] [--profile-rounds 32]
                                              [--model KEY] [--json] [--save results.json]
 
 Without a CUDA device (no ``torch``, or torch sees no GPU) it prints one line,
-``no CUDA device: ...``, and exits 0: there is nothing to measure. Exit 1 means a
-check that must hold failed (the CUDA fingerprints differ from numpy's, or an honest
-proof did not verify); exit 2 means the GPU is not in the catalog, so there is no
-claim to plan a challenge for (``--model KEY`` plans for that catalog model instead).
-``benchmarks/gpu_check.sh`` is the whole device check (the CUDA test, then this script);
-docs/proof-of-compute.md has its figures on an H200.
+``no CUDA device: ...``, and exits 0 (``--device cpu`` runs it on the CPU instead, with
+``--n`` and ``--target-s`` to keep it small: a smoke test of this script, not a
+measurement). Exit 1 means a check that must hold failed (the CUDA fingerprints or the
+memory image differ from numpy's, or an honest proof did not verify); exit 2 means the
+GPU is not in the catalog, so there is no claim to plan a challenge for (``--model KEY``
+plans for that catalog model instead). ``benchmarks/gpu_check.sh`` is the whole device
+check (the CUDA tests, then this script); docs/proof-of-compute.md has its figures on an
+H200.
 
 It prints (``--json``: one JSON object instead; ``--save PATH``: that object written
 to PATH as well as the report):
 
-1. **Detected hardware**: ``detect_hardware()`` (NVML: each GPU's name and memory, the
-   driver and CUDA versions), ``catalog.classify`` (model, GPU count, reason when
-   unsupported), the model's reward multiplier and the claimed FP32 TFLOPS
-   (``catalog.device_fp32_tflops``), beside what torch reports.
+1. **Detected hardware**: ``detect_hardware()`` (NVML), ``catalog.classify``, the
+   model's reward multiplier and claimed FP32 TFLOPS, beside what torch reports.
 
-2. **Proofs**, each planned as ``services/proofs.py`` plans one (``pf.plan`` with the
-   claimed throughput, ``ServerSettings``' defaults ``proof_target_s`` = 1 s and
-   ``proof_n`` = 0, so n = ``size_for("gpu")`` = 4096; the deadline from ``pf.deadline_s``
-   under the default ``ProofRules``), proved by ``TorchProver(["cuda:0"])`` with the
-   agent's deadline (it stops between rounds once it has passed), committed with
-   ``pf.commit`` and judged by ``proof_policy.judge``. The prover time is
-   fingerprints + commit, wall clock (every round copies its fingerprints to the host,
-   so the GPU's work is inside it):
+2. **Where the prover's time goes** (``--profile-rounds`` rounds of n = 4096, CUDA
+   events, ms per round): generating A, the FP32 product, the fingerprints, and a whole
+   round, each for the *general* path (``TorchProver(fast=False)``: ``core.proof``'s
+   arithmetic in torch, which is what the CUDA prover ran before) and the *fast* one
+   (the CUDA default: in-place generation with a value table, float64 fingerprints);
+   variants beside it (the fingerprints as one (n × 2) float64 product, the reduction
+   mod p as a select, and A built in row tiles that stay in L2); then R rounds end to
+   end, wall clock, as the old loop ran
+   them (a host copy after every round) and as ``TorchProver.fingerprints`` runs them
+   now (queued, one copy at the end).
 
-   - *honest, cold*: the first challenge of a fresh prover, as after the agent starts:
-     CUDA's context, cuBLAS and the public B pool are made inside it. It is the warm-up;
-   - *honest*: the same challenge again, warm: the row that says what this GPU proves;
-   - *cheats*: the same GPU claiming another catalog model (``--cheat``, ``KEY`` or
-     ``KEY:GPUS``; by default the B200, the highest reward multiplier; the RTX 5090, the
-     highest FP32 figure; and eight B200s), each planned for that claim. A cheat is
-     caught when the verdict is ``underperforms_claim`` or ``timeout``.
+3. **Proofs as the agent makes them**, each planned as ``services/proofs.py`` plans one
+   (``pf.plan`` with the claimed throughput, ``proof_target_s`` 1 s, n =
+   ``size_for("gpu")``, the deadline from ``pf.deadline_s`` at the GPU floor of the
+   default ``ProofRules``) and run in ``worker/duties.prove_challenge``'s order: fill the
+   claimed memory (``hold_memory``: ``MEMORY_FRACTION`` of the model's memory), compute
+   the fingerprints beside it, commit, release. The timed window is fill + fingerprints +
+   commit (the server's also holds one round trip). Judged by ``proof_policy.judge`` for
+   a GPU, and by the old floor (0.2) beside it. ``TorchProver.warm_up`` runs first, as
+   the agent runs it before its first fetch; its time is shown. Rows: *honest*
+   (``--repeats`` times), then *cheats*: the same GPU claiming another catalog model
+   (``--cheat``, ``KEY`` or ``KEY:GPUS``), each filling that model's memory ask, or this
+   GPU's own claim times a factor (``xF``: x1.5 claims 1.5 times the card). A
+   cheat is caught when the verdict is ``timeout``, ``underperforms_claim`` or
+   ``out_of_memory`` (the server judges the throughput first, then the memory).
 
-3. **Checks on the honest proof**: k = ``DEFAULT_CHECKS`` checks drawn with
-   ``pf.select_checks`` from fresh entropy, opened with ``pf.open_check`` and verified
-   with ``pf.verify`` on this machine's CPU: *cold* is the first verify (it generates
-   the public Bs the checks touch, 64 MiB each), *warm* the median of ``--repeats``
-   more, each with fresh checks. A forged fingerprint (one checked row changed, the tree
-   rebuilt over the forgery) must be refused. Then the challenge's first
-   ``--compare-rounds`` rounds are proved again by ``NumpyProver`` on the CPU, and must
-   equal the CUDA fingerprints bit for bit.
+4. **Checks on an honest proof**: k = ``DEFAULT_CHECKS`` checks verified on the CPU
+   (cold and warm), a forged fingerprint refused, and the first ``--compare-rounds``
+   rounds recomputed by ``NumpyProver``, which must equal the CUDA fingerprints.
 
-4. **Memory**: the server asks a GPU claim to hold ``proof_memory_fraction`` (½) of the
-   model's memory (``vram_gb`` × 1024 × ½ MiB), which the agent fills with
-   ``TorchProver.hold_memory`` *before* it sends its commitment, so the fill counts
-   against the deadline. It is timed here for ``--memory-mb`` (the full size would take
-   minutes), four probes are answered and checked as the server checks them, and the
-   time is scaled to the server's size. Beside it: the same blocks generated on the GPU
-   with torch's int64 arithmetic, at the server's full size (not the agent's path
-   today; the probe answers must match).
+5. **Memory**: the fill at the server's size for this GPU's claim, generated on the
+   device (``TorchProver.fill``) with 32-block and 256-block kernels, and as (a·t + b)
+   mod p in one go (``fill_affine``, the long int64 division), four probes answered and
+   checked as the server checks them; the keys' derivation alone on the CPU; and the
+   old path (numpy's blocks copied over) timed at ``--memory-mb``.
+
+6. **Other exact paths** (what a modified agent could use): the same A·B with TF32,
+   with bf16 inputs and an FP32 output where torch offers it, and with int8 inputs and
+   an int32 output (``torch._int_mm``): whether each is exact, and its rate.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
-import gc
+import dataclasses
 import math
 import os
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -84,10 +89,11 @@ from idlegrid.worker.hardware import detect_hardware
 from idlegrid.worker.prover import NumpyProver, ProofTimeout, TorchProver
 
 DEVICE = "cuda:0"
-PROOF_N = 0  # ServerSettings.proof_n: 0 means core.proof.size_for(kind)
-MEMORY_FRACTION = 0.5  # ServerSettings.proof_memory_fraction
+KIND = "gpu"
+MEMORY_FRACTION = 0.8  # ServerSettings.proof_memory_fraction
 MEMORY_PROBES = 4  # ServerSettings.proof_memory_probes
-DEFAULT_CHEATS = "b200-sxm-180gb,rtx-5090,b200-sxm-180gb:8"
+DEFAULT_CHEATS = "b200-sxm-180gb,rtx-5090,b200-sxm-180gb:8,x1.25,x1.5"
+OLD_FLOOR = 0.2  # the GPU floor before the H200 calibration
 MIB = 1024 * 1024
 
 _T0 = time.monotonic()
@@ -108,9 +114,31 @@ def cuda_problem() -> str | None:
     return None
 
 
+def is_cuda() -> bool:
+    return DEVICE.startswith("cuda")
+
+
 def synchronize(torch: Any) -> None:
-    if DEVICE.startswith("cuda"):
+    if is_cuda():
         torch.cuda.synchronize()
+
+
+MEMORY_SCALE = 1.0  # --memory-scale: a smoke test on the CPU holds a sliver of it
+
+
+def memory_ask(vram_gb: float) -> int:
+    """What the server asks a GPU of that model to hold (services/proofs.py)."""
+    return int(vram_gb * 1024 * MEMORY_FRACTION * MEMORY_SCALE)
+
+
+def guarded(results: dict[str, Any], name: str, fn: Callable[[], Any]) -> Any:
+    """Run one section; a failure is recorded and the others still run."""
+    try:
+        return fn()
+    except Exception as exc:  # a device-time budget: keep what the other sections find
+        progress(f"{name}: FAILED: {type(exc).__name__}: {exc}")
+        results["failures"].append(f"{name}: {type(exc).__name__}: {exc}")
+        return None
 
 
 # -- 1: detection ----------------------------------------------------------------------------
@@ -119,7 +147,7 @@ def synchronize(torch: Any) -> None:
 def detected(hw: Any, cls: Any, claimed: float) -> dict[str, Any]:
     catalog = load_catalog()
     model = catalog.get(cls.model) if cls.model else None
-    out: dict[str, Any] = {
+    return {
         "kind": hw.kind.value,
         "gpus": [{"index": g.index, "name": g.name, "vram_mb": g.vram_mb} for g in hw.gpus],
         "driver": hw.gpu_driver,
@@ -132,13 +160,11 @@ def detected(hw: Any, cls: Any, claimed: float) -> dict[str, Any]:
         "model_vram_gb": model.vram_gb if model else None,
         "claimed_tflops": claimed,
     }
-    return out
 
 
 def torch_view(torch: Any) -> dict[str, Any]:
-    """What torch says of the device (asked after the cold proof, which must start CUDA)."""
     out: dict[str, Any] = {"torch": torch.__version__, "torch_cuda": torch.version.cuda}
-    if DEVICE.startswith("cuda"):
+    if is_cuda():
         props = torch.cuda.get_device_properties(0)
         out["torch_device"] = props.name
         out["torch_memory_mib"] = props.total_memory // MIB
@@ -147,34 +173,258 @@ def torch_view(torch: Any) -> dict[str, Any]:
     return out
 
 
-# -- 2: proofs -------------------------------------------------------------------------------
+# -- 2: profile ------------------------------------------------------------------------------
 
 
-def prove(
+def per_call_ms(torch: Any, fn: Callable[[], Any], reps: int) -> float:
+    """Device time per call of ``fn`` (queued back to back; CUDA events where there are)."""
+    fn()
+    synchronize(torch)
+    if not is_cuda():
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        return 1000 * (time.perf_counter() - t0) / reps
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(reps):
+        fn()
+    end.record()
+    end.synchronize()
+    return float(start.elapsed_time(end)) / reps
+
+
+def matrix_by_select(prover: TorchProver, key: tuple[int, int], n: int, device: Any) -> Any:
+    """The fast generation with the reduction mod p as a select instead of remainder_."""
+    torch = prover.torch
+    a, b = key
+    p = pf.P
+    row_part = (prover._const("rows", device, n) * a).remainder_(p)
+    col_part = (prover._const("cols", device, n) * a).add_(b).remainder_(p)
+    x = torch.add(row_part[:, None], col_part[None, :])
+    x = torch.where(x >= p, x - p, x)
+    x.mul_(x)
+    x.bitwise_right_shift_(31)
+    x.bitwise_and_(255)
+    return torch.take(prover._const("table", device, 256), x)
+
+
+def matrix_in_tiles(
+    prover: TorchProver, key: tuple[int, int], n: int, device: Any, tile: int = 512
+) -> Any:
+    """The fast generation, ``tile`` rows at a time (a 16 MiB int64 tile stays in L2)."""
+    torch = prover.torch
+    a, b = key
+    p = pf.P
+    row_part = (prover._const("rows", device, n) * a).remainder_(p)
+    col_part = (prover._const("cols", device, n) * a).add_(b).remainder_(p)
+    table = prover._const("table", device, 256)
+    out = torch.empty((n, n), dtype=torch.float32, device=device)
+    x = torch.empty((tile, n), dtype=torch.int64, device=device)
+    for s in range(0, n, tile):
+        rows = min(tile, n - s)
+        xs = x[:rows]
+        torch.add(row_part[s : s + rows, None], col_part[None, :], out=xs)
+        xs.remainder_(p)
+        xs.mul_(xs)
+        xs.bitwise_right_shift_(31)
+        xs.bitwise_and_(255)
+        out[s : s + rows] = torch.take(table, xs)
+    return out
+
+
+def fingerprints_by_gemm(prover: TorchProver, c: Any, w: tuple[Any, Any]) -> Any:
+    """The fast fingerprints with one (n × 2) float64 product instead of two mv."""
+    torch = prover.torch
+    c64 = c.to(torch.float64)
+    c64.mul_(c64)
+    s = (c64 @ torch.stack(w, dim=1)).to(torch.int64)
+    return (s[:, 1] * 1024 + s[:, 0]) % pf.P
+
+
+def fill_affine(prover: TorchProver, seed: bytes, megabytes: int) -> list[Any]:
+    """The memory image as (a·t + b) mod p directly (addcmul, then a reduction of values
+    up to 2⁴⁹: int64 division's long path), 32 blocks per kernel pair."""
+    torch = prover.torch
+    device = prover.devices[0]
+    blocks = pf.memory_blocks(megabytes)
+    words = pf.MEMORY_WORDS
+    idx = prover._const("cols", device, words)[None, :]
+    keys = torch.from_numpy(pf.memory_keys(seed, 0, blocks)).to(device)
+    held = []
+    for s in range(0, blocks, 1024):
+        segment = torch.empty((min(1024, blocks - s), words), dtype=torch.int64, device=device)
+        for c in range(0, len(segment), 32):
+            rows, part = keys[s + c : s + c + 32], segment[c : c + 32]
+            torch.addcmul(rows[:, 1:], rows[:, :1], idx, out=part)
+            part.remainder_(pf.P)
+        held.append(segment)
+    return held
+
+
+def old_loop(prover: TorchProver, challenge: pf.Challenge) -> pf.IntArray:
+    """The CUDA prover's loop before this change: general path, a host copy each round."""
+    torch = prover.torch
+    device = prover.devices[0]
+    n = challenge.n
+    w = torch.from_numpy(pf.weights(challenge.seed, n)).to(device)
+    rows = torch.arange(n, dtype=torch.int64, device=device)
+    out = np.empty((challenge.rounds, n), dtype=np.int64)
+    for r in range(challenge.rounds):
+        a = prover.block(pf.a_key(challenge.seed, r), rows, n).to(torch.float32)
+        c = (a @ prover._b(device, n, pf.pool_index(challenge.seed, r))).to(torch.int64)
+        out[r] = (((c * c) * w).sum(dim=1) % pf.P).cpu().numpy()
+    return out
+
+
+def profile(torch: Any, n: int, rounds: int) -> dict[str, Any]:
+    device = torch.device(DEVICE)
+    general = TorchProver([DEVICE], fast=False)
+    fast = TorchProver([DEVICE], fast=True)
+    seed = os.urandom(32)
+    key = pf.a_key(seed, 0)
+    for p in (general, fast):
+        p.warm_up(n)
+    b = fast._b(device, n, 0)
+    a = fast.matrix(key, n, device)
+    c = a @ b
+    w_general = general.weights(seed, n, device)
+    w_fast = fast.weights(seed, n, device)
+    reps = max(4, rounds)
+    gemm_ms = per_call_ms(torch, lambda: a @ b, reps)
+    split: dict[str, dict[str, float]] = {}
+    for name, p, w in (("general", general, w_general), ("fast", fast, w_fast)):
+        split[name] = {
+            "generate_a_ms": per_call_ms(torch, lambda p=p: p.matrix(key, n, device), reps),
+            "product_ms": gemm_ms,
+            "fingerprints_ms": per_call_ms(torch, lambda p=p, w=w: p.row_fingerprints(c, w), reps),
+            "round_ms": per_call_ms(torch, lambda p=p, w=w: p._round(device, seed, 1, n, w), reps),
+        }
+    variants = {
+        "fingerprints_one_gemm_ms": per_call_ms(
+            torch, lambda: fingerprints_by_gemm(fast, c, w_fast), reps
+        ),
+        "generate_a_select_ms": per_call_ms(
+            torch, lambda: matrix_by_select(fast, key, n, device), reps
+        ),
+        "generate_a_tiles_ms": per_call_ms(
+            torch, lambda: matrix_in_tiles(fast, key, n, device), reps
+        ),
+    }
+    same = {
+        "select": bool(torch.equal(matrix_by_select(fast, key, n, device), a)),
+        "tiles": bool(torch.equal(matrix_in_tiles(fast, key, n, device), a)),
+        "general": bool(torch.equal(general.matrix(key, n, device), a)),
+        "fingerprints": bool(
+            torch.equal(general.row_fingerprints(c, w_general), fast.row_fingerprints(c, w_fast))
+        ),
+        "one_gemm": bool(
+            torch.equal(fingerprints_by_gemm(fast, c, w_fast), fast.row_fingerprints(c, w_fast))
+        ),
+    }
+    challenge = pf.Challenge(seed, n, rounds)
+    t0 = time.perf_counter()
+    by_old = old_loop(general, challenge)
+    old_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    by_new = fast.fingerprints(challenge, math.inf)
+    new_s = time.perf_counter() - t0
+    flop = 2.0 * n**3
+    out = {
+        "n": n,
+        "rounds": rounds,
+        "split": {k: {m: round(v, 4) for m, v in d.items()} for k, d in split.items()},
+        "variants": {k: round(v, 4) for k, v in variants.items()},
+        "identical": same | {"loops": bool(np.array_equal(by_old, by_new))},
+        "product_tflops": round(flop / (gemm_ms / 1000) / 1e12, 2),
+        "old_loop_ms_per_round": round(1000 * old_s / rounds, 4),
+        "old_loop_tflops": round(flop * rounds / old_s / 1e12, 2),
+        "new_loop_ms_per_round": round(1000 * new_s / rounds, 4),
+        "new_loop_tflops": round(flop * rounds / new_s / 1e12, 2),
+    }
+    f = out["split"]["fast"]
+    g = out["split"]["general"]
+    progress(
+        f"profile: product {gemm_ms:.3f} ms ({out['product_tflops']} TFLOPS); generate A "
+        f"{g['generate_a_ms']:.3f} → {f['generate_a_ms']:.3f} ms; fingerprints "
+        f"{g['fingerprints_ms']:.3f} → {f['fingerprints_ms']:.3f} ms; round {g['round_ms']:.3f}"
+        f" → {f['round_ms']:.3f} ms; loop {out['old_loop_ms_per_round']:.3f} → "
+        f"{out['new_loop_ms_per_round']:.3f} ms/round; variants {out['variants']}; same {same}"
+    )
+    return out  # its tensors go with this frame; the caller releases them
+
+
+def release(torch: Any) -> None:
+    import gc
+
+    gc.collect()
+    if is_cuda():
+        torch.cuda.empty_cache()
+
+
+# -- 3: proofs -------------------------------------------------------------------------------
+
+
+def agent_proof(
     prover: TorchProver,
     case: str,
     claim: str,
     claimed: float,
+    memory_mb: int,
     challenge: pf.Challenge,
     rules: ProofRules,
 ) -> tuple[dict[str, Any], pf.IntArray | None, pf.MerkleTree | None]:
-    """One challenge proved as the agent proves it (stopping at its deadline), judged as
-    the server judges it."""
-    deadline = pf.deadline_s(challenge, claimed, rules.min_efficiency, rules.allowance_s)
+    """One challenge in prove_challenge's order (fill, compute beside it, commit), judged
+    as the server judges it."""
+    floor = rules.efficiency_floor(KIND)
+    deadline = pf.deadline_s(challenge, claimed, floor, rules.allowance_s)
     fps = tree = None
     note = ""
+    memory = "ok"
+    hold = None
+    timed_out = False
+    torch = prover.torch
+    if is_cuda():
+        torch.cuda.reset_peak_memory_stats()
     start = time.monotonic()
+    if memory_mb:
+        try:
+            hold = prover.hold_memory(challenge.seed, memory_mb)
+        except MemoryError as exc:
+            memory = "out_of_memory"
+            note = f"could not hold {memory_mb:,} MiB: {str(exc).splitlines()[0][:80]}"
+    t_fill = time.monotonic()
+    free_beside = torch.cuda.mem_get_info()[0] // MIB if is_cuda() else None
     try:
         fps = prover.fingerprints(challenge, start + deadline)
-        t1 = time.monotonic()
+        t_fps = time.monotonic()
         tree = pf.commit(challenge, fps)
     except ProofTimeout as exc:
-        t1 = time.monotonic()
-        note = str(exc)
+        t_fps = time.monotonic()
+        timed_out = True
+        note = (note + "; " if note else "") + str(exc)
+    except MemoryError as exc:
+        t_fps = time.monotonic()
+        memory = "out_of_memory"
+        note = (note + "; " if note else "") + f"compute beside the fill: {exc}"[:120]
     end = time.monotonic()
-    reason, measured = judge(end - start, deadline, challenge.work_flop, claimed, rules)
+    peak = torch.cuda.max_memory_allocated() // MIB if is_cuda() else None
+    if hold is not None:
+        hold.release()
+    elapsed = end - start
+    reason, measured = judge(elapsed, deadline, challenge.work_flop, claimed, rules, KIND)
+    old_rules = dataclasses.replace(rules, gpu_min_efficiency=OLD_FLOOR)
+    old_deadline = pf.deadline_s(challenge, claimed, OLD_FLOOR, rules.allowance_s)
+    old_reason, _ = judge(elapsed, old_deadline, challenge.work_flop, claimed, old_rules, KIND)
     if fps is None:
         measured = math.nan  # it stopped: there is no throughput to state
+    # The server's order: late, then slow, then out of memory.
+    verdict = "timeout" if timed_out else (reason.value if reason else "verified")
+    old_verdict = "timeout" if timed_out else (old_reason.value if old_reason else "verified")
+    if verdict == "verified" and memory != "ok":
+        verdict = "out_of_memory"
+    if old_verdict == "verified" and memory != "ok":
+        old_verdict = "out_of_memory"
     row = {
         "case": case,
         "claim": claim,
@@ -183,17 +433,26 @@ def prove(
         "rounds": challenge.rounds,
         "work_gflop": round(challenge.work_flop / 1e9, 1),
         "deadline_s": round(deadline, 3),
-        "fingerprints_s": round(t1 - start, 4),
-        "commit_s": round(end - t1, 4),
-        "prover_s": round(end - start, 4),
+        "memory_mb": memory_mb,
+        "memory": memory,
+        "free_beside_fill_mib": free_beside,
+        "peak_allocated_mib": peak,
+        "fill_s": round(t_fill - start, 4),
+        "fingerprints_s": round(t_fps - t_fill, 4),
+        "commit_s": round(end - t_fps, 4),
+        "prover_s": round(elapsed, 4),
         "measured_tflops": None if math.isnan(measured) else round(measured, 2),
         "percent_of_claim": None if math.isnan(measured) else round(100 * measured / claimed, 1),
-        "verdict": reason.value if reason else "verified",
+        "floor_percent": round(100 * floor, 1),
+        "verdict": verdict,
+        "verdict_at_old_floor": old_verdict,
         "note": note,
     }
     progress(
-        f"{case} ({claim}): {row['verdict']}, {row['prover_s']:.3f} s for {challenge.rounds} "
-        f"rounds, {row['measured_tflops']} TFLOPS measured of {claimed:.1f} claimed"
+        f"{case} ({claim}): {verdict} (at {OLD_FLOOR}: {old_verdict}); fill {row['fill_s']:.3f}"
+        f" s for {memory_mb:,} MiB ({memory}), fingerprints {row['fingerprints_s']:.3f} s, "
+        f"commit {row['commit_s']:.3f} s: {row['prover_s']:.3f} s for {challenge.rounds} "
+        f"rounds, {row['measured_tflops']} TFLOPS of {claimed:.1f} claimed"
     )
     return row, fps, tree
 
@@ -208,7 +467,7 @@ def parse_cheats(text: str) -> list[tuple[str, int]]:
     return out
 
 
-# -- 3: checks -------------------------------------------------------------------------------
+# -- 4: checks -------------------------------------------------------------------------------
 
 
 def check(
@@ -235,7 +494,6 @@ def check(
         warm.append(time.perf_counter() - t0)
     progress(f"verify: cold {1000 * cold_s:.0f} ms, warm {1000 * statistics.median(warm):.1f} ms")
 
-    # A forgery: one checked row's fingerprint changed, and a tree built over the forgery.
     checks = pf.select_checks(challenge, os.urandom(32), pf.DEFAULT_CHECKS)
     forged = fps.copy()
     r, row = checks[0]
@@ -268,13 +526,16 @@ def check(
     }
 
 
-# -- 4: memory -------------------------------------------------------------------------------
+# -- 5: memory -------------------------------------------------------------------------------
 
 
-def probes_agree(seed: bytes, blocks: int, answer: Any) -> bool:
-    """Whether ``answer(index, nonce)`` gives the server's answer to fresh probes."""
-    for _ in range(MEMORY_PROBES):
-        index = int.from_bytes(os.urandom(4), "big") % blocks
+def probes_agree(seed: bytes, blocks: int, answer: Callable[[int, bytes], str]) -> bool:
+    """Whether ``answer(index, nonce)`` gives the server's answer to fresh probes (the
+    first and last blocks among them)."""
+    indices = [0, blocks - 1] + [
+        int.from_bytes(os.urandom(4), "big") % blocks for _ in range(MEMORY_PROBES - 2)
+    ]
+    for index in indices:
         nonce = os.urandom(16)
         expected = pf.memory_answer(pf.memory_block(seed, index).tobytes(), nonce)
         if answer(index, nonce) != expected:
@@ -282,79 +543,100 @@ def probes_agree(seed: bytes, blocks: int, answer: Any) -> bool:
     return True
 
 
-def tensor_answer(held: Any, index: int, nonce: bytes) -> str:
-    return pf.memory_answer(held[index].cpu().numpy().tobytes(), nonce)
-
-
-def fill_on_device(torch: Any, seed: bytes, megabytes: int) -> Any:
-    """``pf.memory_block(seed, i)`` for every block, generated on the GPU: a (blocks ×
-    words) int64 tensor, 1 GiB at a time so that no temporary is made."""
-    blocks = pf.memory_blocks(megabytes)
-    words = pf.MEMORY_BLOCK_MB * MIB // 8
-    keys = [pf._key(b"M", seed, i) for i in range(blocks)]  # memory_block's own key
-    a = torch.tensor([k[0] for k in keys], dtype=torch.int64, device=DEVICE)
-    b = torch.tensor([k[1] for k in keys], dtype=torch.int64, device=DEVICE)
-    idx = torch.arange(words, dtype=torch.int64, device=DEVICE)
-    out = torch.empty((blocks, words), dtype=torch.int64, device=DEVICE)
-    step = max(1, 1024 // pf.MEMORY_BLOCK_MB)
-    for s in range(0, blocks, step):
-        part = out[s : s + step]
-        torch.mul(a[s : s + step, None], idx[None, :], out=part)
-        part.add_(b[s : s + step, None]).remainder_(pf.P)
+def memory(torch: Any, megabytes: int, server_mb: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"server_mb": server_mb, "old_mb": megabytes}
+    t0 = time.perf_counter()
+    pf.memory_keys(os.urandom(32), 0, pf.memory_blocks(server_mb))
+    out["keys_s"] = round(time.perf_counter() - t0, 3)
+    for chunk in (32, 256, 0):  # 0: the affine variant, (a·t + b) mod p in one go
+        prover = TorchProver([DEVICE])
+        prover.fill_chunk_blocks = chunk or 32
+        seed = os.urandom(32)
+        synchronize(torch)
+        if is_cuda():
+            torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        if chunk:
+            hold = prover.hold_memory(seed, server_mb)
+        else:
+            segments = fill_affine(prover, seed, server_mb)
+            hold = prover._hold([segments])
+        synchronize(torch)
+        fill_s = time.perf_counter() - t0
+        right = probes_agree(seed, pf.memory_blocks(server_mb), hold.answer)
+        peak = torch.cuda.max_memory_allocated() // MIB if is_cuda() else None
+        if not chunk:
+            del segments
+        hold.release()
+        free = torch.cuda.mem_get_info()[0] // MIB if is_cuda() else None
+        name = f"fill_{chunk}" if chunk else "fill_affine"
+        out[name] = {
+            "s": round(fill_s, 3),
+            "gib_per_s": round(server_mb / 1024 / fill_s, 1),
+            "probes_right": right,
+            "peak_allocated_mib": peak,
+            "free_after_release_mib": free,
+        }
+        progress(
+            f"memory: {server_mb:,} MiB generated on the device ({name}) in {fill_s:.3f} s, "
+            f"probes right: {right}; {free} MiB free after release"
+        )
+    old = TorchProver([DEVICE], fast=False)
+    seed = os.urandom(32)
+    t0 = time.perf_counter()
+    hold = old.hold_memory(seed, megabytes)
     synchronize(torch)
+    old_s = time.perf_counter() - t0
+    right = probes_agree(seed, pf.memory_blocks(megabytes), hold.answer)
+    hold.release()
+    out["old"] = {
+        "s": round(old_s, 3),
+        "mib_per_s": round(megabytes / old_s),
+        "probes_right": right,
+        "server_size_s_scaled": round(old_s * server_mb / megabytes, 1),
+    }
+    progress(f"memory: numpy's blocks copied, {megabytes} MiB in {old_s:.2f} s")
     return out
 
 
-def memory(
-    prover: TorchProver, torch: Any, megabytes: int, server_mb: int, honest: dict[str, Any]
-) -> dict[str, Any]:
-    rules = ProofRules()
-    seed = os.urandom(32)
-    progress(f"memory: hold_memory({megabytes} MiB)")
-    t0 = time.perf_counter()
-    hold = prover.hold_memory(seed, megabytes)
-    synchronize(torch)
-    hold_s = time.perf_counter() - t0
-    hold_ok = probes_agree(seed, pf.memory_blocks(megabytes), hold.answer)
-    del hold
-    gc.collect()
-    if DEVICE.startswith("cuda"):
-        torch.cuda.empty_cache()
-    scaled_s = hold_s * server_mb / megabytes
-    # The agent fills the memory after the fingerprints and before it commits.
-    with_hold = honest["prover_s"] + scaled_s
-    reason, _ = judge(
-        with_hold, honest["deadline_s"], honest["work_gflop"] * 1e9, honest["claimed_tflops"], rules
-    )
-    progress(f"memory: {hold_s:.2f} s; {server_mb} MiB would take about {scaled_s:.0f} s")
+# -- 6: other exact paths --------------------------------------------------------------------
 
-    progress(f"memory: the same {server_mb} MiB generated on the GPU")
-    seed = os.urandom(32)
-    t0 = time.perf_counter()
-    filled = fill_on_device(torch, seed, server_mb)
-    fill_s = time.perf_counter() - t0
 
-    fill_ok = probes_agree(seed, filled.shape[0], functools.partial(tensor_answer, filled))
-    peak_mib = torch.cuda.max_memory_allocated() // MIB if DEVICE.startswith("cuda") else None
-    del filled
-    gc.collect()
-    if DEVICE.startswith("cuda"):
-        torch.cuda.empty_cache()
-    progress(f"memory: generated on the GPU in {fill_s:.2f} s, probes right: {fill_ok}")
-    return {
-        "server_mb": server_mb,
-        "hold_mb": megabytes,
-        "hold_s": round(hold_s, 3),
-        "hold_mib_per_s": round(megabytes / hold_s),
-        "hold_probes_right": hold_ok,
-        "server_hold_s_scaled": round(scaled_s, 1),
-        "honest_commit_s_with_hold": round(with_hold, 1),
-        "honest_verdict_with_hold": reason.value if reason else "verified",
-        "device_fill_s": round(fill_s, 3),
-        "device_fill_mib_per_s": round(server_mb / fill_s),
-        "device_fill_probes_right": fill_ok,
-        "gpu_peak_allocated_mib": peak_mib,
-    }
+def other_paths(torch: Any, n: int) -> dict[str, Any]:
+    device = torch.device(DEVICE)
+    prover = TorchProver([DEVICE])
+    a = prover.matrix(pf.a_key(os.urandom(32), 0), n, device)
+    b = prover.matrix(pf.b_key(n, 0), n, device)
+    exact = a @ b
+    fp32_ms = per_call_ms(torch, lambda: a @ b, 8)
+    flop = 2.0 * n**3
+    out: dict[str, Any] = {"fp32": {"tflops": round(flop / fp32_ms / 1e9, 1), "exact": True}}
+
+    def measure(name: str, fn: Callable[[], Any]) -> None:
+        try:
+            got = fn()
+            ms = per_call_ms(torch, fn, 8)
+            out[name] = {
+                "tflops": round(flop / ms / 1e9, 1),
+                "exact": bool(torch.equal(got.to(torch.float32), exact)),
+            }
+        except Exception as exc:  # an API this torch or device lacks
+            out[name] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:100]}"}
+
+    if is_cuda():
+        torch.backends.cuda.matmul.allow_tf32 = True
+        measure("tf32", lambda: a @ b)
+        torch.backends.cuda.matmul.allow_tf32 = False
+        a16, b16 = a.to(torch.bfloat16), b.to(torch.bfloat16)
+        measure("bf16_in_fp32_out", lambda: torch.mm(a16, b16, out_dtype=torch.float32))
+        measure("bf16_in_bf16_out", lambda: a16 @ b16)
+        a8, b8 = a.to(torch.int8), b.to(torch.int8)
+        measure("int8_in_int32_out", lambda: torch._int_mm(a8, b8))
+        if "error" in out["int8_in_int32_out"]:  # some versions want B column-major
+            b8t = b8.t().contiguous().t()
+            measure("int8_in_int32_out", lambda: torch._int_mm(a8, b8t))
+    progress(f"other exact paths: {out}")
+    return out
 
 
 # -- the report ------------------------------------------------------------------------------
@@ -368,7 +650,7 @@ def print_report(results: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console() if sys.stdout.isatty() else Console(width=180)
+    console = Console() if sys.stdout.isatty() else Console(width=200)
     d = results["detected"]
     hw = Table(title="Detected (detect_hardware, catalog.classify)", title_justify="left")
     hw.add_column("what")
@@ -377,16 +659,13 @@ def print_report(results: dict[str, Any]) -> None:
         hw.add_row(f"GPU {gpu['index']} (NVML)", f"{gpu['name']}, {gpu['vram_mb']:,} MiB")
     hw.add_row("driver / CUDA (NVML)", f"{d['driver']} / {d['cuda']}")
     if "torch" in d:
-        hw.add_row(
-            "torch",
-            f"{d['torch']} (CUDA {d['torch_cuda']})"
-            + (
-                f": {d['torch_device']}, {d['torch_memory_mib']:,} MiB, "
-                f"{d['multiprocessors']} SMs, compute capability {d['capability']}"
-                if "torch_device" in d
-                else ""
-            ),
+        extra = (
+            f": {d['torch_device']}, {d['torch_memory_mib']:,} MiB, "
+            f"{d['multiprocessors']} SMs, compute capability {d['capability']}"
+            if "torch_device" in d
+            else ""
         )
+        hw.add_row("torch", f"{d['torch']} (CUDA {d['torch_cuda']}){extra}")
     hw.add_row(
         "classified as",
         f"{d['model']} ({d['model_name']}) × {d['processors']}"
@@ -397,75 +676,130 @@ def print_report(results: dict[str, Any]) -> None:
         hw.add_row("multiplier", f"{d['multiplier']:g}")
         hw.add_row("claimed FP32", f"{d['claimed_tflops']:g} TFLOPS")
     console.print(hw)
-    if "proofs" not in results:
-        return print_footer(console, results)
 
-    proofs = Table(
-        title=f"Proofs on {DEVICE}: planned as the server plans them, judged by "
-        "proof_policy.judge (default ProofRules); TF = FP32 TFLOPS",
-        title_justify="left",
-    )
-    for name in (
-        "case",
-        "claim",
-        "claimed TF",
-        "rounds",
-        "GFLOP",
-        "deadline s",
-        "prover s",
-        "measured TF",
-        "% of claim",
-        "verdict",
-        "caught",
-    ):
-        proofs.add_column(
-            name, justify="left" if name in ("case", "claim", "verdict", "caught") else "right"
+    prof = results.get("profile")
+    if prof:
+        t = Table(
+            title=f"Prover time per round, n = {prof['n']} (CUDA events, {prof['rounds']} "
+            "rounds queued back to back), ms",
+            title_justify="left",
         )
-    proofs.add_column("note")
-    for p in results["proofs"]:
-        proofs.add_row(
-            p["case"],
-            p["claim"],
-            f"{p['claimed_tflops']:.1f}",
-            f"{p['rounds']:,}",
-            f"{p['work_gflop']:,.0f}",
-            f"{p['deadline_s']:.2f}",
-            f"{p['prover_s']:.3f}",
-            _num(p["measured_tflops"], 1),
-            "—" if p["percent_of_claim"] is None else f"{p['percent_of_claim']:.0f}%",
-            p["verdict"],
-            {True: "yes", False: "NO"}.get(p.get("caught"), ""),
-            p["note"],
+        for name in ("path", "generate A", "FP32 product", "fingerprints", "whole round"):
+            t.add_column(name, justify="left" if name == "path" else "right")
+        for path in ("general", "fast"):
+            s = prof["split"][path]
+            t.add_row(
+                path,
+                f"{s['generate_a_ms']:.3f}",
+                f"{s['product_ms']:.3f}",
+                f"{s['fingerprints_ms']:.3f}",
+                f"{s['round_ms']:.3f}",
+            )
+        console.print(t)
+        v = prof["variants"]
+        console.print(
+            f"FP32 product alone: {prof['product_tflops']} TFLOPS. Variants: fingerprints as "
+            f"one float64 product {v['fingerprints_one_gemm_ms']:.3f} ms; generation with the "
+            f"reduction as a select {v['generate_a_select_ms']:.3f} ms, in 512-row tiles "
+            f"{v['generate_a_tiles_ms']:.3f} ms. End to end "
+            f"(wall): the old loop {prof['old_loop_ms_per_round']:.3f} ms/round "
+            f"({prof['old_loop_tflops']} TFLOPS), fingerprints() now "
+            f"{prof['new_loop_ms_per_round']:.3f} ms/round ({prof['new_loop_tflops']} TFLOPS). "
+            f"Identical: {prof['identical']}.",
+            highlight=False,
         )
-    console.print(proofs)
+
+    if "proofs" in results:
+        w = results.get("warm_up_s")
+        proofs = Table(
+            title=f"Proofs on {DEVICE} as the agent makes them (fill, compute, commit), judged "
+            f"for a GPU; warm-up before the first fetch {_num(w, 3)} s; TF = FP32 TFLOPS",
+            title_justify="left",
+        )
+        for name in (
+            "case",
+            "claim",
+            "claimed TF",
+            "rounds",
+            "deadline s",
+            "memory MiB",
+            "fill s",
+            "compute s",
+            "commit s",
+            "total s",
+            "measured TF",
+            "% of claim",
+            "floor",
+            "verdict",
+            f"at {OLD_FLOOR}",
+            "caught",
+        ):
+            left = name in ("case", "claim", "verdict", f"at {OLD_FLOOR}", "caught")
+            proofs.add_column(name, justify="left" if left else "right")
+        proofs.add_column("note")
+        for p in results["proofs"]:
+            proofs.add_row(
+                p["case"],
+                p["claim"],
+                f"{p['claimed_tflops']:.1f}",
+                f"{p['rounds']:,}",
+                f"{p['deadline_s']:.2f}",
+                f"{p['memory_mb']:,}" + ("" if p["memory"] == "ok" else " (OOM)"),
+                f"{p['fill_s']:.3f}",
+                f"{p['fingerprints_s']:.3f}",
+                f"{p['commit_s']:.3f}",
+                f"{p['prover_s']:.3f}",
+                _num(p["measured_tflops"], 1),
+                "—" if p["percent_of_claim"] is None else f"{p['percent_of_claim']:.0f}%",
+                f"{p['floor_percent']:.0f}%",
+                p["verdict"],
+                p["verdict_at_old_floor"],
+                {True: "yes", False: "NO"}.get(p.get("caught"), ""),
+                p["note"],
+            )
+        console.print(proofs)
 
     c = results.get("checks")
-    if c is None:
-        console.print("No checks: the honest proof did not finish.")
-        return print_footer(console, results)
-    forgery = f"refused ({c['forgery_reason']})" if c["forgery_refused"] else "ACCEPTED"
-    console.print(
-        f"Verifier (pf.verify, k = {c['k']}, on the CPU): cold {c['cold_ms']:,.0f} ms "
-        f"(generates the public Bs the checks touch), warm {_num(c['warm_ms'])} ms (median of "
-        f"{c['warm_runs']}); honest proof "
-        f"{'verified' if c['verified'] else 'REFUSED: ' + '; '.join(c['honest_problems'])}; "
-        f"forged row {forgery}. "
-        f"NumpyProver, first {c['compare_rounds']} rounds in {c['numpy_s']:.1f} s: "
-        f"{'identical to CUDA bit for bit' if c['identical_to_numpy'] else 'DIFFERS from CUDA'}.",
-        highlight=False,
-    )
+    if c:
+        forgery = f"refused ({c['forgery_reason']})" if c["forgery_refused"] else "ACCEPTED"
+        console.print(
+            f"Verifier (pf.verify, k = {c['k']}, on the CPU): cold {c['cold_ms']:,.0f} ms, warm "
+            f"{_num(c['warm_ms'])} ms (median of {c['warm_runs']}); honest proof "
+            f"{'verified' if c['verified'] else 'REFUSED: ' + '; '.join(c['honest_problems'])}; "
+            f"forged row {forgery}. NumpyProver, first {c['compare_rounds']} rounds in "
+            f"{c['numpy_s']:.1f} s: "
+            f"{'identical to CUDA bit for bit' if c['identical_to_numpy'] else 'DIFFERS'}.",
+            highlight=False,
+        )
     mem = results.get("memory")
     if mem:
+        fills = "; ".join(
+            f"{k.removeprefix('fill_')} {v['s']:.3f} s ({v['gib_per_s']} GiB/s, "
+            f"probes {'right' if v['probes_right'] else 'WRONG'}, peak "
+            f"{_num(v['peak_allocated_mib'], 0)} MiB, free after release "
+            f"{_num(v['free_after_release_mib'], 0)} MiB)"
+            for k, v in mem.items()
+            if k.startswith("fill_")
+        )
+        o = mem["old"]
         console.print(
-            f"Memory: hold_memory({mem['hold_mb']:,} MiB) took {mem['hold_s']:.2f} s "
-            f"({mem['hold_mib_per_s']:,} MiB/s), probes "
-            f"{'right' if mem['hold_probes_right'] else 'WRONG'}; the server's "
-            f"{mem['server_mb']:,} MiB would take about {mem['server_hold_s_scaled']:,.0f} s, so "
-            f"the honest commitment would come at {mem['honest_commit_s_with_hold']:,.1f} s: "
-            f"{mem['honest_verdict_with_hold']}. The same {mem['server_mb']:,} MiB generated on "
-            f"the GPU: {mem['device_fill_s']:.2f} s, probes "
-            f"{'right' if mem['device_fill_probes_right'] else 'WRONG'} (peak allocated "
-            f"{_num(mem['gpu_peak_allocated_mib'], 0)} MiB).",
+            f"Memory, {mem['server_mb']:,} MiB generated on the device: {fills}. Keys alone "
+            f"(CPU): {mem['keys_s']:.3f} s. Old path (numpy's blocks copied): {mem['old_mb']:,} "
+            f"MiB in {o['s']:.2f} s ({o['mib_per_s']:,} MiB/s, probes "
+            f"{'right' if o['probes_right'] else 'WRONG'}), "
+            f"{o['server_size_s_scaled']:,.1f} s at the server's size.",
+            highlight=False,
+        )
+    other = results.get("other_paths")
+    if other:
+        console.print(
+            "Other exact paths for A·B (TFLOPS or TOPS; exact = equal to FP32's): "
+            + "; ".join(
+                f"{k} {v['tflops']} ({'exact' if v['exact'] else 'NOT exact'})"
+                if "tflops" in v
+                else f"{k}: {v['error']}"
+                for k, v in other.items()
+            ),
             highlight=False,
         )
     print_footer(console, results)
@@ -485,40 +819,48 @@ def print_footer(console: Any, results: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    global DEVICE, MEMORY_SCALE
     parser = argparse.ArgumentParser(
-        description="Prove, verify and judge the proof of compute on this machine's CUDA GPU."
+        description="Prove, profile, verify and judge the proof of compute on a CUDA GPU."
     )
     parser.add_argument(
-        "--memory-mb", type=int, default=2048, help="hold_memory size timed (0: skip memory)"
+        "--memory-mb", type=int, default=1024, help="old memory path size timed (0: skip memory)"
     )
     parser.add_argument(
         "--compare-rounds", type=int, default=2, help="rounds NumpyProver recomputes (default 2)"
     )
-    parser.add_argument("--repeats", type=int, default=5, help="warm verifies (default 5)")
+    parser.add_argument("--repeats", type=int, default=3, help="honest proofs (default 3)")
+    parser.add_argument("--verify-repeats", type=int, default=5, help="warm verifies")
+    parser.add_argument(
+        "--profile-rounds", type=int, default=32, help="rounds per profile figure (0: skip)"
+    )
     parser.add_argument(
         "--cheat",
         default=DEFAULT_CHEATS,
         help=f"claims to prove against, KEY or KEY:GPUS, comma-separated ({DEFAULT_CHEATS})",
     )
+    parser.add_argument("--model", help="plan for this catalog model when unclassified")
+    parser.add_argument("--device", default=DEVICE, help="torch device (cpu: a smoke test)")
+    parser.add_argument("--n", type=int, default=0, help="matrix size (0: the server's)")
+    parser.add_argument("--target-s", type=float, default=0.0, help="0: the server's")
     parser.add_argument(
-        "--model",
-        help="plan for this catalog model (× the GPUs detected) when the catalog does not "
-        "classify the GPU",
+        "--memory-scale", type=float, default=1.0, help="scale the memory asks (a smoke test)"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--save", metavar="PATH", help="also write the JSON object to PATH")
     args = parser.parse_args(argv)
+    DEVICE, MEMORY_SCALE = args.device, args.memory_scale
     catalog = load_catalog()
     try:
         cheats = parse_cheats(args.cheat)
         for key in [k for k, _ in cheats] + ([args.model] if args.model else []):
-            catalog.get(key)
+            float(key[1:]) if key.startswith("x") else catalog.get(key)
     except (KeyError, ValueError) as exc:
         parser.error(f"--cheat: {exc}")
-    if args.compare_rounds < 1 or args.repeats < 0 or args.memory_mb < 0:
-        parser.error("--compare-rounds must be positive, --repeats and --memory-mb not negative")
+    if args.compare_rounds < 1 or args.repeats < 1 or args.memory_mb < 0:
+        parser.error("--compare-rounds and --repeats must be positive, --memory-mb not negative")
 
-    problem = cuda_problem()
+    problem = cuda_problem() if is_cuda() else None
     if problem is not None:
         print(f"no CUDA device: {problem}; nothing to measure")
         return 0
@@ -526,10 +868,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     hw = detect_hardware()
     cls = catalog.classify(hw)
-    if cls.model is None and args.model:
-        progress(f"not classified ({cls.reason}); planning for --model {args.model}")
+    if (cls.model is None or not is_cuda()) and args.model:
+        progress(f"planning for --model {args.model} ({cls.model or cls.reason} detected)")
         cls = Classification(kind=hw.kind, model=args.model, processors=max(1, len(hw.gpus)))
     claimed = catalog.device_fp32_tflops(cls, hw)
+    if cls.model and not is_cuda():
+        claimed = catalog.get(cls.model).fp32_tflops
     results: dict[str, Any] = {
         "machine": machine(numpy=np.__version__),
         "detected": detected(hw, cls, claimed),
@@ -542,43 +886,93 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     rules = ProofRules()
-    kind = hw.kind.value
-    challenge = pf.plan(os.urandom(32), kind, claimed, rules.target_s, n=PROOF_N)
+    if args.target_s:
+        rules = dataclasses.replace(rules, target_s=args.target_s)
+    n = args.n or pf.size_for(KIND)
+    results["rules"] = {
+        "gpu_min_efficiency": rules.gpu_min_efficiency,
+        "allowance_s": rules.allowance_s,
+        "target_s": rules.target_s,
+        "memory_fraction": MEMORY_FRACTION,
+    }
+    if args.profile_rounds:
+        results["profile"] = guarded(
+            results, "profile", lambda: profile(torch, n, args.profile_rounds)
+        )
+        release(torch)
+
+    model = catalog.get(cls.model)
     claim = f"{cls.model} × {cls.processors}"
-    progress(f"honest: {challenge.rounds} rounds of n = {challenge.n}; cold, then warm")
     prover = TorchProver([DEVICE])
-    cold, _, _ = prove(prover, "honest, cold", claim, claimed, challenge, rules)
-    honest, fps, tree = prove(prover, "honest", claim, claimed, challenge, rules)
+    t0 = time.perf_counter()
+    prover.warm_up(n)
+    results["warm_up_s"] = round(time.perf_counter() - t0, 3)
     results["detected"] |= torch_view(torch)
-    proofs = [cold, honest]
+    if is_cuda():
+        free, total = torch.cuda.mem_get_info()
+        results["detected"]["free_mib_after_warm_up"] = free // MIB
+        results["detected"]["total_mib"] = total // MIB
+    proofs = []
+    fps = tree = challenge = None
+    for _ in range(args.repeats):
+        planned = pf.plan(os.urandom(32), KIND, claimed, rules.target_s, n=n)
+        row, f, t = agent_proof(
+            prover, "honest", claim, claimed, memory_ask(model.vram_gb), planned, rules
+        )
+        proofs.append(row)
+        if f is not None and t is not None:
+            fps, tree, challenge = f, t, planned
     for key, gpus in cheats:
-        model = catalog.get(key)
-        cheat_claimed = model.fp32_tflops * gpus
-        planned = pf.plan(os.urandom(32), kind, cheat_claimed, rules.target_s, n=PROOF_N)
-        row, _, _ = prove(prover, "cheat", f"{key} × {gpus}", cheat_claimed, planned, rules)
-        row["caught"] = row["verdict"] in ("underperforms_claim", "timeout")
+        if key.startswith("x"):  # this GPU's own claim times a factor, its own memory
+            cheat_claimed, vram_gb = claimed * float(key[1:]), model.vram_gb
+        else:
+            cheat = catalog.get(key)
+            cheat_claimed, vram_gb = cheat.fp32_tflops * gpus, cheat.vram_gb
+        planned = pf.plan(os.urandom(32), KIND, cheat_claimed, rules.target_s, n=n)
+        row, _, _ = agent_proof(
+            prover,
+            "cheat",
+            f"{key} × {gpus}" if not key.startswith("x") else f"{key} this GPU's claim",
+            cheat_claimed,
+            memory_ask(vram_gb),
+            planned,
+            rules,
+        )
+        row["caught"] = row["verdict"] != "verified"
         proofs.append(row)
     results["proofs"] = proofs
     results["cheats_caught"] = sum(p.get("caught", False) for p in proofs)
+    honest = [p for p in proofs if p["case"] == "honest"]
+    if any(p["verdict"] != "verified" for p in honest):
+        results["failures"].append("an honest proof was not verified")
+    del prover
+    release(torch)
 
-    if fps is None or tree is None:
-        results["failures"].append("the honest proof timed out")
+    if fps is None or tree is None or challenge is None:
+        results["failures"].append("no honest proof finished")
     else:
-        results["checks"] = check(challenge, tree, fps, args.repeats, args.compare_rounds)
-        if not results["checks"]["verified"]:
+        c = guarded(
+            results,
+            "checks",
+            lambda: check(challenge, tree, fps, args.verify_repeats, args.compare_rounds),
+        )
+        results["checks"] = c
+        if c and not c["verified"]:
             results["failures"].append("an honest proof was refused")
-        if not results["checks"]["identical_to_numpy"]:
+        if c and not c["identical_to_numpy"]:
             results["failures"].append("CUDA fingerprints differ from numpy's")
-        if not results["checks"]["forgery_refused"]:
+        if c and not c["forgery_refused"]:
             results["failures"].append("a forged fingerprint was accepted")
     if args.memory_mb:
-        model = catalog.get(cls.model)
-        server_mb = int(model.vram_gb * 1024 * MEMORY_FRACTION)
-        results["memory"] = memory(prover, torch, args.memory_mb, server_mb, honest)
-        if not (
-            results["memory"]["hold_probes_right"] and results["memory"]["device_fill_probes_right"]
-        ):
+        mem = guarded(
+            results,
+            "memory",
+            lambda: memory(torch, args.memory_mb, memory_ask(model.vram_gb)),
+        )
+        results["memory"] = mem
+        if mem and not all(v["probes_right"] for k, v in mem.items() if isinstance(v, dict)):
             results["failures"].append("a memory probe was answered wrongly")
+    results["other_paths"] = guarded(results, "other paths", lambda: other_paths(torch, n))
     results["peak_rss_mb"] = round(peak_rss_mb())
     finish(results, _T0, args.json, print_report)
     if args.save:
