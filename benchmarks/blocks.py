@@ -1,38 +1,35 @@
 """How long one hourly reward block takes to compute and record, and the memory it takes,
 for 10,000, 100,000 and 1,000,000 devices, on this machine::
 
-    .venv/bin/python benchmarks/blocks.py [--sizes 10000,100000,1000000] [--record-max N]
+    .venv/bin/python benchmarks/blocks.py [--sizes 10000,100000,1000000] [--gather]
                                           [--database-url URL] [--profile N] [--json]
 
 Each size runs in a process of its own, so each peak resident set (``ru_maxrss``) is that
 size's. The process starts the control plane's state (``build_state``: the schema by
 ``migrate``, the ledger's genesis on the embedded chain) over a fresh SQLite file in a
 temporary folder, or over a throwaway PostgreSQL database (``idlegrid_bench_blocks``,
-created on the server of ``--database-url`` and dropped at the end); its resident set then
-is the baseline. It makes the block's inputs for N synthetic devices (not timed), then
-times three phases, each once:
+created on the server of ``--database-url`` and dropped at the end). It makes the block's
+inputs for N synthetic devices (not timed), then runs what ``BlockService.close`` runs
+after ``gather``, in one transaction, with the service's own code, timing each phase:
 
-1. **compute**: ``rewards.compute_block(inputs)``, which hashes its inputs
-   (``inputs_hash``), and ``outputs_hash`` of the result.
-2. **publish**: ``inputs_to_dict`` and ``block_to_dict``, the documents the block stores.
-3. **record**: what ``BlockService.close`` does with the result, with the service's own
-   code: the hour's emission (``LedgerService.emit``), then in one transaction
-   ``BlockService._pay`` (an ``open_account`` per recipient, one ``Book.post_batch`` of a
-   transfer per recipient from ``rewards:pool:IO`` to ``user:<wallet>:IO`` and the chain
-   move, then the SPL transfer on the embedded chain) and ``BlockService._publish`` (the
-   ``blocks`` row with both JSON documents and their hashes, a ``block_rewards`` row per
-   device in multi-row INSERTs), and the commit. ``_publish`` builds the documents and the
-   outputs hash itself: that work, timed by wrapping those three functions while it runs,
-   is left out of the record column (it is the publish column and part of compute), so
-   total = compute + publish + record is the service's work for one block, each piece
-   counted once. The "one go" column times the same work along the service's path
-   (``compute_block``, emit, ``_pay``, ``_publish``, commit); it differs from the total by
-   noise only (the garbage collector and the shared cores).
+1. **emit**: ``LedgerService.emit`` mints the hour's emission (its own transaction);
+2. **inputs doc**: ``canonical_json(inputs_to_dict(inputs))`` and its SHA-256;
+3. **compute**: ``rewards.compute_block`` (columns, integer weights, the exact split,
+   co-stakes);
+4. **credit**: ``BlockService._credit`` (one book transfer to ``rewards:unclaimed:IO``
+   and a ``reward_credits`` row per wallet);
+5. **outputs doc** and **store**: ``BlockService._publish`` (the outputs document and
+   its hash, timed apart by wrapping ``block_to_dict`` and ``canonical_json``; then both
+   documents and a ``block_rewards`` row per device);
+6. **commit**.
 
-Every owner and co-staker already has a book account (they staked from it), so the
-wallets are bulk-inserted before the clock starts; ``_pay`` still calls
-``open_account`` for each recipient, which is one SELECT each when it exists. Only
-``gather`` (reading devices, uptime and stakes from the database) is not measured.
+total is their sum. Afterwards the block is checked: completed, one ``block_rewards``
+row per device, credits summing to the emission and held in ``rewards:unclaimed:IO``,
+the pool empty, the stored documents hashing to the published hashes.
+
+``--gather`` first stores each fleet as the server keeps it (device rows, this window's
+and earlier uptime, stakes with their co-stakes; not timed) and times
+``BlockService.gather`` over it: the reading that comes before the block.
 
 The fleet, fixed seed: N devices and N/3 owners (ten large providers hold 5% of the
 devices, the rest are spread evenly, so an owner has 3 devices on average); 70% GPUs
@@ -45,10 +42,11 @@ also has multiplier 0), tier 0; never ``no_wallet``, which ``gather`` cannot pro
 co-stakers (other owners, 5–25% each). The hour is 0 (``emission.hour_amount(0)``).
 
 The last line compares the 1,000,000-device time with the goal (≤ 10 s to compute and
-record a block). The garbage collector is on, as in a server. The machine's two cores are
-shared (with the database server too), so the figures are upper bounds. ``--profile N``
-prints the top functions of each phase at size N (cProfile; slower) to stderr. The default
-run takes 4 to 5 minutes on 2 cores and 5 GB of memory.
+record a block). The garbage collector is on (frozen over the inputs, as ``close``
+does). The machine's two cores are shared (with the database server too), so the
+figures are upper bounds. ``--profile N`` prints the top functions at size N
+(cProfile; slower) to stderr. The default run takes about a minute and a half and
+1.5 GB of memory; with ``--gather`` storing a million devices takes another minute.
 """
 
 from __future__ import annotations
@@ -75,7 +73,7 @@ from typing import Any
 
 from common import finish, machine, peak_rss_mb
 from solders.pubkey import Pubkey
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import create_engine, func, insert, select, text
 from sqlalchemy.engine import make_url
 
 from idlegrid.catalog import HardwareModel, load_catalog
@@ -83,13 +81,15 @@ from idlegrid.core import emission, rewards, staking
 from idlegrid.protocol import DeviceKind as HardwareKind
 from idlegrid.protocol import DeviceStatus
 from idlegrid.server.app import build_state
-from idlegrid.server.db.models import Block, BlockReward, RewardCredit
+from idlegrid.server.db.bulk import chunks, insert_rows
+from idlegrid.server.db.models import Block, BlockReward, Device, RewardCredit, StakeRow
 from idlegrid.server.services.ledger import REWARDS, UNCLAIMED
 from idlegrid.server.settings import ServerSettings
 from idlegrid.server.state import AppState
 
 GOAL_S = 10.0  # to compute and record one block of 1,000,000 devices
 GOAL_DEVICES = 1_000_000
+GATHER_HOUR = 10  # --gather: the stored fleet's window is the 10th hour after 1970
 DATABASE_NAME = "idlegrid_bench_blocks"
 HOUR = 0
 HOUR_S = rewards.HOUR_S
@@ -297,7 +297,7 @@ def database(admin_url: str | None, folder: Path) -> Iterator[str]:
 # -- one size, in a process of its own -------------------------------------------------------
 
 
-def bench_size(n: int, admin_url: str | None, profile: bool) -> dict[str, Any]:
+def bench_size(n: int, admin_url: str | None, profile: bool, gather: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"devices": n}
     with tempfile.TemporaryDirectory(prefix="idlegrid-bench-blocks-") as tmp:
         folder = Path(tmp)
@@ -305,21 +305,96 @@ def bench_size(n: int, admin_url: str | None, profile: bool) -> dict[str, Any]:
             out["database"] = redact(url) if admin_url else "SQLite file"
             state = build_state(ServerSettings(database_url=url, data_dir=folder / "data"))
             try:
-                out |= run_block(state, n, profile)
+                out |= run_block(state, n, profile, gather)
             finally:
                 state.engine.dispose()
                 state.ledger.chain.close()
     return out
 
 
-def run_block(state: AppState, n: int, profile: bool) -> dict[str, Any]:
-    """``BlockService.close`` after ``gather``, phase by phase, with the service's code."""
+def store_fleet(state: AppState, inputs: rewards.BlockInputs) -> None:
+    """The fleet's facts as the server keeps them (for ``--gather``): device rows with a
+    catalog model of the same multiplier, this window's uptime and the hours before it,
+    stakes (co-stakes included)."""
+    d, start = inputs.devices, float(GATHER_HOUR * HOUR_S)
+    by_multiplier = {
+        rewards.multiplier_text(Fraction(str(m.multiplier))): m.key for m in load_catalog().models
+    }
+    shares: dict[int, list[list[Any]]] = defaultdict(list)
+    for i, staker, bps in d.costakers:
+        shares[i].append([staker, 1, bps, None])
+    devices, uptime, stakes = [], [], []
+    for i, device_id in enumerate(d.device_id):
+        up, total = d.uptime_s[i], d.cumulative_uptime_s[i]
+        devices.append({
+            "id": device_id, "owner": d.owner[i], "name": None, "location": "DE",
+            "status": d.status[i], "status_version": 0, "readiness": "cluster_ready",
+            "kind": d.kind[i], "model": by_multiplier.get(d.multiplier[i]),
+            "processors": d.processors[i], "unsupported_reason": None, "hardware": {},
+            "agent_version": "bench", "registered_at": 0.0, "last_seen_at": start,
+            "uptime_s": float(total), "next_proof_at": None,
+            "proof_passed_at": 1.0 if d.proof_passed[i] else None, "proof_failures": 0,
+            "spoof_strikes": 0, "measured_tflops": None, "latency_ms": None,
+            "download_mbps": None, "upload_mbps": None, "tier": d.tier[i],
+            "cluster_id": None, "floor_micro_usd": 0,
+        })  # fmt: skip
+        uptime += [(device_id, start, float(up))] if up else []
+        uptime += [(device_id, start - HOUR_S, float(total - up))] if total > up else []
+        stakes.append({
+            "device_id": device_id, "owner": d.owner[i], "active": d.stake_units[i],
+            "cooling": [], "costakes": shares.get(i, []), "costake_share_bps": 0,
+        })  # fmt: skip
+    with state.blocks.sessions.begin() as db:
+        for chunk in chunks(devices, 20_000):
+            db.execute(insert(Device), list(chunk))
+        insert_rows(db, "device_uptime", ("device_id", "hour", "seconds"), uptime)
+        for chunk in chunks(stakes, 20_000):
+            db.execute(insert(StakeRow), list(chunk))
+
+
+def timed_gather(state: AppState, inputs: rewards.BlockInputs) -> float:
+    """Seconds for ``BlockService.gather`` over the stored fleet (block 1: the window
+    ``GATHER_HOUR``); every device must come back."""
+    with state.blocks.sessions.begin() as db:
+        db.add(
+            Block(
+                number=1,
+                starts_at=float(GATHER_HOUR * HOUR_S),
+                length_s=HOUR_S,
+                status="processing",
+                emission=1,
+                created_at=time.time(),
+            )
+        )
+    with state.blocks.sessions() as db:
+        block = db.get(Block, 1)
+        assert block is not None
+        started = time.perf_counter()
+        gathered = state.blocks.gather(db, block)
+        seconds = time.perf_counter() - started
+    if list(gathered.devices.device_id) != list(inputs.devices.device_id):
+        raise AssertionError("gather did not return every stored device, in order")
+    return seconds
+
+
+def run_block(state: AppState, n: int, profile: bool, gather: bool) -> dict[str, Any]:
+    """``BlockService.close`` after ``gather``, phase by phase, with the service's code;
+    with ``gather``, the fleet is stored first and ``gather`` timed on its own."""
     rss: dict[str, float] = {"baseline": peak_rss_mb()}
     progress(f"{n:,} devices: making the inputs (not timed)")
     started = time.perf_counter()
     inputs = make_inputs(n)
     inputs_s = time.perf_counter() - started
     rss["inputs"] = peak_rss_mb()
+    gather_s = setup_s = None
+    if gather:
+        progress(f"{n:,} devices: storing the fleet for gather (not timed)")
+        started = time.perf_counter()
+        store_fleet(state, inputs)
+        setup_s = time.perf_counter() - started
+        progress(f"{n:,} devices: gather")
+        gather_s = timed_gather(state, inputs)
+        rss["gather"] = peak_rss_mb()
     service, sessions = state.blocks, state.blocks.sessions
     with sessions.begin() as db:
         db.add(
@@ -372,6 +447,8 @@ def run_block(state: AppState, n: int, profile: bool) -> dict[str, Any]:
     check = check_recorded(state, inputs, result)
     return {
         "inputs_s": inputs_s,
+        "gather_s": gather_s,
+        "store_fleet_s": setup_s,
         "phases": t,
         "total_s": total,
         "nominated": result.nominated,
@@ -429,11 +506,11 @@ def check_recorded(
 
 
 def run_sizes(
-    sizes: Sequence[int], admin_url: str | None, profile: int | None
+    sizes: Sequence[int], admin_url: str | None, profile: int | None, gather: bool
 ) -> list[dict[str, Any]]:
     out = []
     for n in sizes:
-        child = [sys.executable, __file__, "--child", str(n)]
+        child = [sys.executable, __file__, "--child", str(n)] + (["--gather"] if gather else [])
         child += ["--since", repr(_T0)]  # the same monotonic clock: one timeline in the log
         if admin_url:
             child += ["--database-url", admin_url]
@@ -525,6 +602,13 @@ def print_report(results: dict[str, Any]) -> None:
         "build_state. Making the synthetic inputs is not counted."
     )
     for s in sizes:
+        if s.get("gather_s") is not None:
+            print(
+                f"  {s['devices']:>9,}: gather (reading the stored fleet, before the block) "
+                f"{s['gather_s']:.2f} s; storing the fleet took {s['store_fleet_s']:.1f} s "
+                "(not counted)"
+            )
+    for s in sizes:
         docs = s["document_mb"]
         print(
             f"  {s['devices']:>9,}: published inputs {docs['inputs']:,.1f} MB, outputs "
@@ -592,6 +676,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--profile", type=int, default=None, help="cProfile each phase at this size (stderr)"
     )
+    parser.add_argument(
+        "--gather",
+        action="store_true",
+        help="also store each fleet in the database and time BlockService.gather over it",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)  # one size, as JSON
     parser.add_argument("--since", type=float, help=argparse.SUPPRESS)  # the parent's start
@@ -600,13 +689,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.since is not None:
             global _T0
             _T0 = args.since
-        result = bench_size(args.child, args.database_url, args.profile == args.child)
+        result = bench_size(args.child, args.database_url, args.profile == args.child, args.gather)
         print(json.dumps(result))
         return 0
     results: dict[str, Any] = {
         "machine": machine(),
         "command": " ".join([sys.executable, *sys.argv]),
-        "sizes": run_sizes(args.sizes, args.database_url, args.profile),
+        "sizes": run_sizes(args.sizes, args.database_url, args.profile, args.gather),
     }
     results["verdict"] = verdict(results["sizes"])
     return finish(results, _T0, args.json, print_report)
