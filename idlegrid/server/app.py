@@ -72,7 +72,14 @@ def build_state(
     )
     cluster_service.load()
     seasons = SeasonService(session_factory(engine), ledger, clock)
-    idle = IdleMonitor(IdleRules())
+    idle = IdleMonitor(
+        IdleRules(
+            cpu_percent=settings.idle_cpu_percent,
+            gpu_percent=settings.idle_gpu_percent,
+            window_s=settings.idle_window_s,
+            max_gap_s=max(300.0, 2 * settings.heartbeat_ttl_s),
+        )
+    )
     return AppState(
         settings=settings,
         engine=engine,

@@ -91,6 +91,10 @@ class ServerSettings(BaseSettings):
     )
     gpu_pool_bps: int = Field(default=9500, ge=0, le=10_000, description="GPU share of a block")
     slash_appeal_s: float = Field(default=30 * 24 * 3600, gt=0, description="appeal window")
+    # Idle-use abuse (core/idle.py): load this high on every heartbeat for this long.
+    idle_cpu_percent: float = Field(default=30.0, gt=0, le=100)
+    idle_gpu_percent: float = Field(default=20.0, gt=0, le=100)
+    idle_window_s: float = Field(default=900.0, gt=0)
 
     flush_interval_s: float = Field(default=0, ge=0)
     reaper_interval_s: float = Field(default=0, ge=0)
