@@ -9,6 +9,7 @@ and leave the ledger audit green.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from idlegrid.errors import (
     CoStakeLimit,
     InsufficientFunds,
     InvalidTransition,
+    NotFound,
     NothingToClaim,
     PermissionDenied,
     StakeBelowMinimum,
@@ -227,6 +229,17 @@ def test_24_blocks_pay_exactly_and_verify(fleet: Fleet, clock: FakeClock) -> Non
     audit = net.state.ledger.audit()
     assert all(c.ok for c in audit), [c for c in audit if not c.ok]
     assert "unclaimed rewards = credits − claims" in {c.name for c in audit}
+
+    # The published documents, byte for byte as hashed.
+    api = net.client()
+    for b in blocks[:3]:
+        assert hashlib.sha256(api.block_document(b.number, "inputs")).hexdigest() == b.inputs_hash
+        outputs = api.block_document(b.number, "outputs")
+        assert hashlib.sha256(outputs).hexdigest() == b.outputs_hash
+    with pytest.raises(NotFound):
+        api.block_document(10_000, "inputs")
+    with pytest.raises(NotFound):  # still open: nothing published
+        api.block_document(24, "outputs")
 
     view = net.client().device_rewards(names["gpu-staked"])
     assert len(view.items) == 24 and not view.items[0].excluded_because

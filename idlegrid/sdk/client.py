@@ -303,6 +303,10 @@ class Client:
     def get_block(self, number: int) -> BlockView:
         return self._call("GET", f"/v1/blocks/{number}", BlockView)
 
+    def block_document(self, number: int, which: str) -> bytes:
+        """A block's published ``inputs`` or ``outputs`` as the exact bytes that were hashed."""
+        return self._raw("GET", f"/v1/blocks/{number}/{which}.json").content
+
     def device_rewards(self, device_id: str) -> RewardList:
         return self._call("GET", f"/v1/devices/{device_id}/rewards", RewardList)
 

@@ -4,9 +4,9 @@ device's owner)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Response
 
 from idlegrid.core.fees import parse_amount
 from idlegrid.errors import PermissionDenied
@@ -95,6 +95,19 @@ def list_blocks(state: StateDep, limit: Annotated[int, Query(ge=1, le=1000)] = 5
 def get_block(number: int, state: StateDep) -> BlockView:
     """A block with its published inputs and outputs: enough to recompute it."""
     return state.blocks.view(number)
+
+
+@router.get(
+    "/v1/blocks/{number}/{document}.json",
+    response_class=Response,
+    responses={200: {"content": {"application/json": {}}}},
+)
+def get_block_document(
+    number: int, document: Literal["inputs", "outputs"], state: StateDep
+) -> Response:
+    """A block's published inputs or outputs, byte for byte as hashed: their SHA-256 is
+    the block's ``inputs_hash`` or ``outputs_hash``."""
+    return Response(state.blocks.document(number, document), media_type="application/json")
 
 
 @router.get("/v1/devices/{device_id}/rewards", response_model=RewardList)

@@ -357,6 +357,16 @@ class BlockService:
             b = self.get(db, number)
             return BlockView(**_summary(b), inputs=b.inputs, outputs=b.outputs)
 
+    def document(self, number: int, which: str) -> bytes:
+        """A completed block's published ``inputs`` or ``outputs``: the exact bytes that
+        were hashed (``inputs_hash``, ``outputs_hash``)."""
+        column = {"inputs": Block.inputs_json, "outputs": Block.outputs_json}[which]
+        with self.sessions() as db:
+            found = db.execute(select(column).where(Block.number == number)).one_or_none()
+        if found is None or found[0] is None:
+            raise NotFound("no such published block", number=number)
+        return bytes(found[0])
+
     def rewards_of(self, device_id: str, limit: int) -> RewardList:
         """What a device earned per block, newest first, and why it was left out."""
         with self.sessions() as db:
