@@ -327,6 +327,55 @@ def test_without_a_replacement_the_slot_is_refunded_pro_rata(
     )
 
 
+def test_a_replacement_that_never_joins_is_given_up_on(fleet: Fleet, clock: FakeClock) -> None:
+    """The spare's agent heartbeats but never starts its node: after the deploy timeout
+    it is let go unpaid and the next spare is hired; with none left, the slot is refunded."""
+    devices = [fleet.add(gpu_hardware()) for _ in range(4)]
+    fleet.fund(1_000_000 * IO)
+    cluster_id, _ = deploy(fleet, hardware="h100-sxm-80gb", quantity=2)
+    fleet.heartbeat_all()
+    fleet.bring_up(cluster_id)
+    client = fleet.buyer_client()
+    view = client.get_cluster(cluster_id)
+    worker = next(n.device_id for n in view.nodes if n.role == "worker")
+    _kill(fleet, clock, worker, 40)
+    fleet.net.state.clusters.tick()
+    (stuck,) = [
+        n.device_id
+        for n in client.get_cluster(cluster_id).nodes
+        if n.left_at is None and n.role == "worker"
+    ]
+    assert stuck in devices and stuck != worker
+
+    timeout = fleet.net.settings.deploy_timeout_s
+    clock.advance(timeout / 2)
+    _heartbeat_except(fleet, worker)
+    fleet.net.state.clusters.tick()
+    assert (
+        next(n for n in client.get_cluster(cluster_id).nodes if n.device_id == stuck).left_at
+        is None
+    )
+    clock.advance(timeout / 2 + 1)
+    _heartbeat_except(fleet, worker)
+    fleet.net.state.clusters.tick()
+    after = client.get_cluster(cluster_id)
+    gone = next(n for n in after.nodes if n.device_id == stuck)
+    assert gone.left_reason == "did not join in time" and gone.joined_at is None
+    (second,) = {n.device_id for n in after.nodes if n.left_at is None and n.role == "worker"}
+    assert second not in (stuck, worker) and after.status == "running"
+    fleet.bring_up(cluster_id)
+    assert client.get_cluster(cluster_id).status == "running"
+    assert fleet.balance(stuck) == 0  # never served: never paid
+    assert all(c.ok for c in fleet.net.state.ledger.audit())
+
+
+def _heartbeat_except(fleet: Fleet, dead: str) -> None:
+    for d in fleet.keys:
+        if d != dead:
+            fleet.agent(d).heartbeat(d)
+    reap_and_flush(fleet.net.state)
+
+
 def _price(fleet: Fleet, cluster_id: str, asset: str = "IO") -> int:
     """The cluster's price per device-hour, in units (fixed by its quote)."""
     return units(fleet.buyer_client().get_cluster(cluster_id).price_per_device_hour, asset)

@@ -247,6 +247,9 @@ class ClusterNode(Base):
     role: Mapped[str] = mapped_column(String(8))
     generation: Mapped[int] = mapped_column(Integer)
     state: Mapped[str] = mapped_column(String(16))  # reserved, starting, up, failed, stopped
+    # When it was told to (re)start its node: a node not up within the deploy timeout
+    # of this, in a cluster that already ran, is given up on (and replaced).
+    assigned_at: Mapped[float | None] = mapped_column(Double)
     up_at: Mapped[float | None] = mapped_column(Double)
     joined_ms: Mapped[int | None] = mapped_column(BigInteger)  # paid from here
     left_ms: Mapped[int | None] = mapped_column(BigInteger)  # paid until here

@@ -456,6 +456,7 @@ class ClusterService:
             role=role,
             generation=cluster.generation,
             state="reserved",
+            assigned_at=self.clock(),
             paid_gross=0,
             settled=False,
         )
@@ -620,8 +621,22 @@ class ClusterService:
                         last = dev.last_seen if dev is not None and dev.last_seen else now
                         self._lose_node(db, cluster, node, min(now, last), "device down")
                         changed = True
+                    elif self._join_overdue(cluster, node, now):
+                        self._lose_node(db, cluster, node, now, "did not join in time")
+                        changed = True
         if changed:
             self._refresh_assignments(cluster_id)
+
+    def _join_overdue(self, cluster: Cluster, node: ClusterNode, now: float) -> bool:
+        """A node of a cluster that already ran (a replacement, or a survivor of a
+        re-form) that is alive but not up within the deploy timeout: its agent is stuck
+        (the first forming has the cluster's own deploy deadline)."""
+        return (
+            cluster.running_at is not None
+            and node.state != "up"
+            and node.assigned_at is not None
+            and now - node.assigned_at > self.settings.deploy_timeout_s
+        )
 
     def _lose_node(
         self, db: Session, cluster: Cluster, node: ClusterNode, at: float, reason: str
@@ -644,7 +659,7 @@ class ClusterService:
         cap = self.market.micro_usd(cluster.price, cluster.currency)
         replacement = self._reserve(db, cluster.owner, req, cluster.id, 1, served, cap)
         if was_head:
-            self._reform(cluster, survivors)
+            self._reform(cluster, survivors, self.clock())
         for dev in replacement:
             db.add(self._node(cluster, dev, "worker" if cluster.head_device else "head"))
             cluster.head_device = cluster.head_device or dev.id
@@ -662,7 +677,7 @@ class ClusterService:
             cluster.status = ClusterStatus.DEPLOYING.value
 
     @staticmethod
-    def _reform(cluster: Cluster, survivors: list[ClusterNode]) -> None:
+    def _reform(cluster: Cluster, survivors: list[ClusterNode], now: float) -> None:
         """Ray's GCS lived on the head: a new generation under the first survivor,
         and every agent restarts its node."""
         cluster.generation += 1
@@ -672,6 +687,7 @@ class ClusterService:
             n.generation = cluster.generation
             n.role = "head" if i == 0 else "worker"
             n.state = "reserved"
+            n.assigned_at = now
         cluster.head_device = survivors[0].device_id if survivors else None
 
     def _refund_slot(self, db: Session, cluster: Cluster, node: ClusterNode, at_ms: int) -> None:

@@ -4,7 +4,8 @@ Blocks store their published documents as the canonical bytes that were hashed
 (``inputs_json``, ``outputs_json``), block rewards are keyed by device first,
 rewards are credited per block and claimed (``reward_credits``,
 ``reward_claims``) instead of being posted to every wallet by the block, and
-uptime buckets are indexed by hour (a block reads its window's).
+uptime buckets are indexed by hour (a block reads its window's); cluster nodes
+record when they were assigned (a replacement that never joins is given up on).
 
 Revision ID: 0007
 Revises: 0006
@@ -32,6 +33,8 @@ def _canonical(text: object) -> bytes | None:
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("cluster_nodes", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("assigned_at", sa.Double(), nullable=True))
     # Blocks read one window's uptime buckets (and the few after it), not all history.
     op.create_index("ix_device_uptime_hour", "device_uptime", ["hour"])
     op.create_table(
@@ -128,3 +131,5 @@ def downgrade() -> None:
     op.drop_table("reward_credits")
     op.drop_table("reward_claims")
     op.drop_index("ix_device_uptime_hour", table_name="device_uptime")
+    with op.batch_alter_table("cluster_nodes", schema=None) as batch_op:
+        batch_op.drop_column("assigned_at")
