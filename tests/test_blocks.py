@@ -10,6 +10,7 @@ and leave the ledger audit green.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,13 @@ from idlegrid.errors import (
     StakeBelowMinimum,
 )
 from idlegrid.ledger.chain import Asset
-from idlegrid.protocol import HardwareInfo, HeartbeatRequest, RegisterRequest, SeasonCreate
+from idlegrid.protocol import (
+    BlockSummary,
+    HardwareInfo,
+    HeartbeatRequest,
+    RegisterRequest,
+    SeasonCreate,
+)
 from idlegrid.server.db.models import Block, BlockReward, Device, DeviceUptime
 from idlegrid.server.loops import reap_and_flush
 from idlegrid.server.settings import ServerSettings
@@ -236,6 +243,12 @@ def test_24_blocks_pay_exactly_and_verify(fleet: Fleet, clock: FakeClock) -> Non
         assert hashlib.sha256(api.block_document(b.number, "inputs")).hexdigest() == b.inputs_hash
         outputs = api.block_document(b.number, "outputs")
         assert hashlib.sha256(outputs).hexdigest() == b.outputs_hash
+    view = api.get_block(blocks[2].number)  # the documents spliced in as stored
+    assert view.inputs == json.loads(api.block_document(blocks[2].number, "inputs"))
+    assert view.outputs == json.loads(api.block_document(blocks[2].number, "outputs"))
+    (listed,) = [b for b in api.list_blocks(100).items if b.number == blocks[2].number]
+    assert BlockSummary.model_validate(view.model_dump(exclude={"inputs", "outputs"})) == listed
+    assert net.state.blocks.verified(blocks[2].number) is True
     with pytest.raises(NotFound):
         api.block_document(10_000, "inputs")
     with pytest.raises(NotFound):  # still open: nothing published

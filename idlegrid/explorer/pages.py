@@ -268,9 +268,7 @@ def block(request: Request, number: int, state: StateDep) -> HTMLResponse:
         view = state.blocks.view(number)
     except IdlegridError as exc:
         return _not_found(request, exc)
-    verified: bool | None = None
-    if view.status == "completed" and view.inputs is not None and view.outputs_hash:
-        verified = rewards.verify_block(view.inputs, view.outputs_hash)
+    verified = state.blocks.verified(number)
     outputs = view.outputs or {}
     paid, excluded = (
         rewards.published_rows(view.inputs, outputs) if view.inputs and outputs else ([], [])

@@ -92,9 +92,9 @@ def list_blocks(state: StateDep, limit: Annotated[int, Query(ge=1, le=1000)] = 5
 
 
 @router.get("/v1/blocks/{number}", response_model=BlockView)
-def get_block(number: int, state: StateDep) -> BlockView:
+def get_block(number: int, state: StateDep) -> Response:
     """A block with its published inputs and outputs: enough to recompute it."""
-    return state.blocks.view(number)
+    return Response(state.blocks.view_json(number), media_type="application/json")
 
 
 @router.get(

@@ -88,6 +88,7 @@ class BlockService:
         self.settings = settings
         self.clock = clock
         self.length_s = settings.block_interval_s
+        self._verified: dict[tuple[int, str], bool] = {}
         # Closing waits for the liveness flusher to write the window's last uptime.
         self.grace_s = 2 * settings.flush_interval_s + settings.reaper_interval_s
 
@@ -352,10 +353,40 @@ class BlockService:
             return BlockList(items=[BlockSummary(**_summary(b)) for b in rows])
 
     def view(self, number: int) -> BlockView:
-        """A block with its published inputs and outputs: enough to recompute it."""
+        """A block with its published inputs and outputs: enough to recompute it. The
+        documents are parsed, not validated field by field (they were built here)."""
         with self.sessions() as db:
             b = self.get(db, number)
-            return BlockView(**_summary(b), inputs=b.inputs, outputs=b.outputs)
+            summary = _summary(b)
+            inputs, outputs = b.inputs, b.outputs
+        return BlockView.model_construct(**summary, inputs=inputs, outputs=outputs)
+
+    def view_json(self, number: int) -> bytes:
+        """``view`` as JSON, with the stored documents spliced in byte for byte: a block
+        of a million devices is served without parsing or encoding 200 MB again."""
+        with self.sessions() as db:
+            b = self.get(db, number)
+            head = BlockSummary(**_summary(b)).model_dump_json().encode()
+            inputs, outputs = b.inputs_json, b.outputs_json
+        return b"".join(
+            (head[:-1], b',"inputs":', inputs or b"null", b',"outputs":', outputs or b"null", b"}")
+        )
+
+    def verified(self, number: int) -> bool | None:
+        """Whether a completed block recomputes from its published inputs to its
+        outputs hash (None when it is not completed). Remembered per block and hash:
+        a completed block's documents never change."""
+        with self.sessions() as db:
+            b = self.get(db, number)
+            key = (number, b.outputs_hash or "")
+            if b.status != "completed" or not b.outputs_hash:
+                return None
+            if key in self._verified:
+                return self._verified[key]
+            inputs = b.inputs
+        ok = inputs is not None and rewards.verify_block(inputs, key[1])
+        self._verified[key] = ok
+        return ok
 
     def document(self, number: int, which: str) -> bytes:
         """A completed block's published ``inputs`` or ``outputs``: the exact bytes that
