@@ -35,7 +35,7 @@ from idlegrid.protocol import (
     RegisterRequest,
     SeasonCreate,
 )
-from idlegrid.server.db.models import Block, BlockReward, Device, DeviceUptime
+from idlegrid.server.db.models import Block, BlockReward, Device, DeviceUptime, RewardCredit
 from idlegrid.server.loops import reap_and_flush
 from idlegrid.server.settings import ServerSettings
 from tests.conftest import FakeClock, Network, cpu_hardware, gpu_hardware
@@ -235,7 +235,11 @@ def test_24_blocks_pay_exactly_and_verify(fleet: Fleet, clock: FakeClock) -> Non
     assert earned[backer_id] > 0
     audit = net.state.ledger.audit()
     assert all(c.ok for c in audit), [c for c in audit if not c.ok]
-    assert "unclaimed rewards = credits − claims" in {c.name for c in audit}
+    assert "unclaimed rewards = credits not yet claimed" in {c.name for c in audit}
+    with net.state.blocks.sessions() as db:  # claimed credits are gone; their sums stay
+        left = {r.recipient for r in db.scalars(select(RewardCredit))}
+        assert left.isdisjoint(p for p in balances if earned.get(p))
+    assert net.client().reward_balance(backer_id).earned != "0.00000000"
 
     # The published documents, byte for byte as hashed.
     api = net.client()

@@ -8,8 +8,10 @@ the transfer id ``claim:<wallet>:<through>``, and the tokens from the chain's
 reward account to the treasury (which backs every book balance). The id is
 fixed by the wallet and the last block claimed, so a claim is recorded once:
 a second claim with nothing new is refused (``NothingToClaim``), also when two
-race, and the audit checks that the unclaimed account holds exactly the
-credits not yet claimed.
+race. A claim deletes the credits it took (its ``reward_claims`` row keeps their
+sum; the blocks' published outputs keep the detail), so ``reward_credits``
+holds only what is still owed, and the audit checks that the unclaimed account
+holds exactly that.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from idlegrid.core.fees import format_amount
@@ -44,14 +46,17 @@ class ClaimService:
         with self.sessions() as db:
             after = _claimed_through(db, wallet)
             through, unclaimed = _unclaimed(db, wallet, after)
-            earned = db.scalar(
-                select(func.coalesce(func.sum(RewardCredit.units), 0)).where(
-                    RewardCredit.recipient == wallet
+            earned = unclaimed + int(
+                db.scalar(
+                    select(func.coalesce(func.sum(RewardClaim.units), 0)).where(
+                        RewardClaim.recipient == wallet
+                    )
                 )
+                or 0
             )
         return RewardBalance(
             wallet=wallet,
-            earned=format_amount(int(earned or 0), "IO"),
+            earned=format_amount(earned, "IO"),
             unclaimed=format_amount(unclaimed, "IO"),
             claimed_through=after,
             credited_through=through if through is not None else after,
@@ -83,6 +88,11 @@ class ClaimService:
             )
             if posted[0].replayed:  # a racing claim recorded it first
                 raise NothingToClaim(wallet=wallet, claimed_through=through)
+            db.execute(
+                delete(RewardCredit).where(
+                    RewardCredit.recipient == wallet, RewardCredit.number <= through
+                )
+            )
             db.add(
                 RewardClaim(
                     recipient=wallet,
