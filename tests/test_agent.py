@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 from solders.keypair import Keypair
 
-from idlegrid.protocol import DeviceStatus
+from idlegrid.protocol import Assignment, DeviceStatus
 from idlegrid.sdk import Client
 from idlegrid.server.settings import ServerSettings
 from idlegrid.worker.agent import Agent, Backoff
 from idlegrid.worker.keypair import KeypairFileError, load_keypair, load_or_create_keypair
+from idlegrid.worker.raynode import RayConfig, RayNode
 from tests.conftest import FakeClock, Network, cpu_hardware
 
 
@@ -110,3 +112,22 @@ def test_garbage_keypair_file_is_refused(tmp_path: Path) -> None:
     path.chmod(0o600)
     with pytest.raises(KeypairFileError):
         load_keypair(path)
+
+
+def test_a_stopped_ray_node_leaves_no_session_files(tmp_path: Path) -> None:
+    """Stopping a node deletes its Ray sessions: the buyer's files, logs and spilled
+    objects do not outlive the rental on the provider's disk."""
+    assignment = Assignment(cluster_id="c" * 32, generation=0, role="worker", token="t")
+    node = RayNode(assignment, "device-for-the-test", RayConfig(), "127.0.0.1")
+    node.temp_dir = tmp_path / "ray"
+    session = node.temp_dir / "session_2026-11-28_08-00-00_000000_1"
+    (session / "runtime_resources" / "working_dir_files").mkdir(parents=True)
+    (session / "runtime_resources" / "working_dir_files" / "model.pt").write_bytes(b"weights")
+    (node.temp_dir / "session_latest").symlink_to(session)
+    other = node.temp_dir / "keep-me"
+    other.write_text("not a session")
+    node.proc = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    node.stop(grace_s=5)
+    assert node.proc.returncode is not None
+    assert not session.exists() and not (node.temp_dir / "session_latest").is_symlink()
+    assert other.read_text() == "not a session"

@@ -26,6 +26,7 @@ import ctypes
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -226,7 +227,18 @@ class RayNode:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)  # whatever of the group is left
         proc.wait()
+        self.remove_sessions()
         log.info("ray node for cluster %s stopped", self.assignment.cluster_id)
+
+    def remove_sessions(self) -> None:
+        """Delete the node's Ray sessions (the buyer's job files, logs and spilled
+        objects) once it has stopped: a rental leaves nothing on the provider's disk,
+        and session folders no longer pile up."""
+        for path in self.temp_dir.glob("session_*"):
+            if path.is_symlink() or path.is_file():
+                path.unlink(missing_ok=True)
+            else:
+                shutil.rmtree(path, ignore_errors=True)
 
 
 class RayDuty:
