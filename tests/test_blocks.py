@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -363,5 +364,34 @@ def test_idle_use_abuse_is_found_from_heartbeats_and_slashed_once(
     assert slash.reason == "idle_abuse" and slash.amount == "100.00000000"  # 25 % of 400
     assert "idle yet loaded for 900 s" in slash.evidence and slash.status == "pending"
     assert net.client().slashes(prover).items == []
+    audit = net.state.ledger.audit()
+    assert all(c.ok for c in audit), [c for c in audit if not c.ok]
+
+
+def test_racing_claims_pay_once(fleet: Fleet, clock: FakeClock) -> None:
+    """Eight claims of one wallet at once: one is paid, the others are told
+    nothing_to_claim, and the wallet gets exactly its credits."""
+    net = fleet.net
+    device = fleet.add("cpu", cpu_hardware(), tier=2)
+    fleet.client("cpu").stake(device, "200")
+    net.state.blocks.tick()
+    fleet.hour(clock)
+    clock.advance(5)
+    assert net.state.blocks.tick()
+    owed = net.client().reward_balance(device)
+    assert float(owed.unclaimed) > 0
+    before = fleet.balance(device)
+
+    def claim() -> str:
+        try:
+            return fleet.client("cpu").claim_rewards().amount
+        except NothingToClaim:
+            return "refused"
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: claim(), range(8)))
+    paid = [r for r in results if r != "refused"]
+    assert paid == [owed.unclaimed] and results.count("refused") == 7
+    assert fleet.balance(device) - before == round(float(owed.unclaimed) * IO)
     audit = net.state.ledger.audit()
     assert all(c.ok for c in audit), [c for c in audit if not c.ok]

@@ -27,7 +27,7 @@ from idlegrid.core.ledger import Transfer
 from idlegrid.errors import NothingToClaim
 from idlegrid.ledger.chain import Asset
 from idlegrid.protocol import RewardBalance, RewardClaimView
-from idlegrid.server.db.models import RewardClaim, RewardCredit
+from idlegrid.server.db.models import LedgerAccount, RewardClaim, RewardCredit
 from idlegrid.server.services.ledger import UNCLAIMED, LedgerService, onchain, user_account
 
 log = logging.getLogger("idlegrid.server.claims")
@@ -64,14 +64,18 @@ class ClaimService:
 
     def claim(self, wallet: str) -> RewardClaimView:
         """Move every credit since the wallet's last claim to its book account."""
+        account = user_account(wallet, "IO")
         with self.sessions.begin() as db:
+            self.ledger.book.open_account(db, account, "IO")
+            # One claim per wallet at a time (PostgreSQL: the row lock; SQLite takes
+            # the write lock when the transaction begins): a second claim reads the
+            # credits only after the first has deleted the ones it took.
+            db.get(LedgerAccount, account, with_for_update=True, populate_existing=True)
             after = _claimed_through(db, wallet)
             through, units = _unclaimed(db, wallet, after)
             if through is None:
                 raise NothingToClaim(wallet=wallet, claimed_through=after)
             transfer_id = f"claim:{wallet}:{through}"
-            account = user_account(wallet, "IO")
-            self.ledger.book.open_account(db, account, "IO")
             posted = self.ledger.book.post_batch(
                 db,
                 [
