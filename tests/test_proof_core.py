@@ -87,6 +87,31 @@ def test_wrong_fingerprint_is_caught() -> None:
     assert reason is not None and "fingerprint is wrong" in reason
 
 
+def test_verify_many_judges_each_claim_as_verify_does() -> None:
+    """A batch of honest, forged and malformed claims of two sizes: each verdict is
+    the one ``verify`` gives alone, whatever else is in the batch."""
+    claims: list[pf.Claim] = []
+    for i, n in enumerate([128, 64, 128, 64, 128, 128]):
+        challenge = pf.Challenge(bytes([i + 1]) * 32, n, 3)
+        tree, fps = honest(challenge)
+        checks = pf.select_checks(challenge, secrets.token_bytes(16), 12)
+        if i in (1, 4):  # a wrong fingerprint, committed to
+            fps = fps.copy()
+            r, row = checks[5]
+            fps[r, row] = (fps[r, row] + 1) % pf.P
+            tree = pf.commit(challenge, fps)
+        ops = openings(challenge, tree, fps, checks)
+        if i == 2:
+            ops = ops[:-1]  # an opening missing
+        claims.append((challenge, tree.root, checks, ops))
+    together = pf.verify_many(claims)
+    alone = [pf.verify(*claim) for claim in claims]
+    assert together == alone
+    assert [v is None for v in together] == [True, False, False, True, False, True]
+    assert "fingerprint is wrong" in (together[1] or "") and "openings" in (together[2] or "")
+    assert pf.verify_many([]) == []
+
+
 def test_wrong_path_or_answering_another_check_is_caught() -> None:
     tree, fps = honest()
     checks = [(0, 3), (2, 100)]

@@ -47,6 +47,7 @@ from __future__ import annotations
 import hashlib
 import math
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -351,32 +352,75 @@ def verify(
     openings: list[Opening],
 ) -> str | None:
     """None when every opening proves its check; otherwise what was wrong."""
+    (problem,) = verify_many([(challenge, root, checks, openings)])
+    return problem
+
+
+Claim = tuple[Challenge, bytes, list[tuple[int, int]], list[Opening]]
+"""What ``verify`` takes: a challenge, the committed root, the checks and the openings."""
+
+
+def verify_many(claims: Sequence[Claim]) -> list[str | None]:
+    """``verify`` for many challenges at once, each judged on its own.
+
+    The openings and Merkle paths are checked per challenge; the arithmetic is
+    batched: one product per public B (per size) for the checked rows of every
+    challenge that uses it. At the GPU size the verifier's cost is reading each
+    4096 × 4096 B, so a batch reads it once for all its challenges instead of once
+    each (``benchmarks/proof.py`` measures the difference). Row products of small
+    integers are exact in float32 whatever the batch, so the verdicts do not
+    depend on it."""
+    problems: list[str | None] = [None] * len(claims)
+    # (n, pool) -> [(claim, check index, round, row, claimed fingerprint)]
+    groups: dict[tuple[int, int], list[tuple[int, int, int, int, int]]] = {}
+    for c, (challenge, root, checks, openings) in enumerate(claims):
+        rows, problems[c] = _opened_rows(challenge, root, checks, openings)
+        for pool, entry in rows:
+            groups.setdefault((challenge.n, pool), []).append((c, *entry))
+    wrong: dict[int, tuple[int, int, int]] = {}  # claim -> the first wrong (check, round, row)
+    for (n, pool), entries in groups.items():
+        live = [e for e in entries if problems[e[0]] is None]
+        if not live:
+            continue
+        a = np.concatenate([a_rows(claims[c][0].seed, r, n, [row]) for c, _, r, row, _ in live])
+        products = a @ pool_matrix(n, pool)
+        by_claim: dict[int, list[int]] = {}
+        for position, (c, *_rest) in enumerate(live):
+            by_claim.setdefault(c, []).append(position)
+        for c, positions in by_claim.items():
+            actual = fingerprints(products[positions], weights(claims[c][0].seed, n))
+            for position, true_fp in zip(positions, actual, strict=True):
+                _, i, r, row, fp = live[position]
+                if fp != int(true_fp) and (c not in wrong or i < wrong[c][0]):
+                    wrong[c] = (i, r, row)
+    for c, (_, r, row) in wrong.items():
+        problems[c] = f"round {r} row {row}: the fingerprint is wrong"
+    return problems
+
+
+def _opened_rows(
+    challenge: Challenge, root: bytes, checks: list[tuple[int, int]], openings: list[Opening]
+) -> tuple[list[tuple[int, tuple[int, int, int, int]]], str | None]:
+    """The structural half of ``verify``: each opening answers its check, is well
+    formed and leads to the root. Returns [(pool, (check index, round, row, claimed
+    fingerprint))] for the arithmetic, or what was wrong."""
     if len(openings) != len(checks):
-        return f"expected {len(checks)} openings, got {len(openings)}"
-    by_pool: dict[int, list[tuple[int, int, int]]] = {}
+        return [], f"expected {len(checks)} openings, got {len(openings)}"
+    rows = []
     for i, ((round_, row), op) in enumerate(zip(checks, openings, strict=True)):
         if (op.round, op.row) != (round_, row):
-            return f"opening {i} answers ({op.round}, {op.row}), not ({round_}, {row})"
+            return [], f"opening {i} answers ({op.round}, {op.row}), not ({round_}, {row})"
         if len(op.leaf_fps) != LEAF_ROWS or any(not 0 <= x < P for x in op.leaf_fps):
-            return f"opening {i} has a malformed leaf"
+            return [], f"opening {i} has a malformed leaf"
         leaf = row // LEAF_ROWS
         fps = np.array(op.leaf_fps, dtype=np.int64)
         digest = leaf_hash(round_, leaf, fps)
         index = round_ * challenge.leaves_per_round + leaf
         if not verify_path(digest, index, list(op.path), root, challenge.leaves):
-            return f"opening {i}: the Merkle path does not lead to the root"
-        pool = pool_index(challenge.seed, round_)
-        by_pool.setdefault(pool, []).append((round_, row, int(fps[row % LEAF_ROWS])))
-    # One product per public B: the checked rows of every round that uses it.
-    w = weights(challenge.seed, challenge.n)
-    n = challenge.n
-    for pool, claimed in by_pool.items():
-        a = np.concatenate([a_rows(challenge.seed, r, n, [row]) for r, row, _ in claimed])
-        actual = fingerprints(a @ pool_matrix(n, pool), w)
-        for (round_, row, fp), true_fp in zip(claimed, actual, strict=True):
-            if fp != int(true_fp):
-                return f"round {round_} row {row}: the fingerprint is wrong"
-    return None
+            return [], f"opening {i}: the Merkle path does not lead to the root"
+        claimed = int(fps[row % LEAF_ROWS])
+        rows.append((pool_index(challenge.seed, round_), (i, round_, row, claimed)))
+    return rows, None
 
 
 # -- soundness --------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from idlegrid.protocol import (
     RevealRequest,
 )
 from idlegrid.server.db.models import Device, DeviceEvent, Proof
+from idlegrid.server.group_verify import GroupVerifier
 from idlegrid.server.liveness import LivenessTable
 from idlegrid.server.settings import ServerSettings
 
@@ -73,6 +74,7 @@ class ProofService:
         settings: ServerSettings,
         clock: Callable[[], float],
     ) -> None:
+        self.verifier = GroupVerifier()
         self.sessions = sessions
         self.liveness = liveness
         self.catalog = catalog
@@ -261,7 +263,9 @@ class ProofService:
         except ValueError:
             return "a Merkle path is not hex"
         checks = [(int(r), int(i)) for r, i in proof.checks or []]
-        problem = pf.verify(challenge, bytes.fromhex(proof.root or ""), checks, openings)
+        problem = self.verifier.verify(
+            (challenge, bytes.fromhex(proof.root or ""), checks, openings)
+        )
         if problem is not None:
             return problem
         probes = proof.memory_probes or []
