@@ -210,6 +210,24 @@ def test_an_hour_hands_out_its_pool_exactly(devices: list[DeviceInput], gpu: int
         assert [p for _, p in paid] == sorted(p for _, p in paid)
 
 
+@settings(max_examples=300, deadline=None)
+@given(devices=devices_st, gpu=st.integers(0, 10**9), cpu=st.integers(0, 10**9))
+def test_the_column_rules_are_the_one_device_rules(
+    devices: list[DeviceInput], gpu: int, cpu: int
+) -> None:
+    """season_hour works on columns; the split it makes is the one ``qualifies`` and
+    ``weight`` (exact Fractions, device by device) define."""
+    season = Season("s", "", 5, 29, gpu, cpu, 90)
+    inputs = _block(7, *devices)
+    expected = {d.device_id: 0 for d in inputs.devices}
+    for kind in DeviceKind:
+        mine = [d for d in inputs.devices if d.kind is kind and ss.qualifies(d)]
+        if mine:
+            parts = rw.split_exact(ss.hour_pool(season, kind, 7), [ss.weight(d) for d in mine])
+            expected.update((d.device_id, p) for d, p in zip(mine, parts, strict=True))
+    assert ss.season_hour(season, inputs) == expected
+
+
 @settings(max_examples=200, deadline=None)
 @given(devices=devices_st, data=st.data())
 def test_more_weight_never_earns_less(devices: list[DeviceInput], data: st.DataObject) -> None:

@@ -542,6 +542,24 @@ def _failure_masks(c: _Columns) -> npt.NDArray[np.int64]:
     return mask
 
 
+def season_columns(
+    d: Devices,
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[Any], npt.NDArray[np.bool_]]:
+    """For seasons (``core/seasons.py``): per device, whether it qualifies (a passed
+    proof, a status not excluded, multiplier > 0, uptime > 0), its weight
+    ``m × processors × uptime_s`` (m: the multiplier over the block's common
+    denominator, so the weights keep their ratios exactly), and whether it is a GPU."""
+    c = _Columns(d)
+    qualifying = c.proof & ~c.bad_status & (c.m > 0) & (c.uptime > 0)
+    parts: tuple[npt.NDArray[Any], ...] = (c.m, c.processors, c.uptime)
+    if c.m.dtype == object or (
+        c.n and int(c.m.max()) * int(c.processors.max()) * HOUR_S * c.n >= _INT64_SAFE
+    ):
+        parts = tuple(p.astype(object) for p in parts)
+    weights: npt.NDArray[Any] = parts[0] * parts[1] * parts[2]
+    return qualifying, weights, c.gpu
+
+
 def split_exact(total: int, weights: Sequence[Fraction | int]) -> list[int]:
     """Split ``total`` units by ``weights`` so the parts sum to exactly ``total``.
 

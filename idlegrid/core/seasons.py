@@ -45,6 +45,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+import numpy as np
+
 from idlegrid.core import rewards
 from idlegrid.core.emission import UNITS_PER_IO
 from idlegrid.core.rewards import EXCLUDED_STATUSES, HOUR_S, BlockInputs, DeviceInput, DeviceKind
@@ -146,16 +148,22 @@ def qualifies(device: DeviceInput) -> bool:
 
 def season_hour(season: Season, inputs: BlockInputs) -> dict[str, int]:
     """Milli-points each device earned in block ``inputs.hour``: every device of the
-    block is listed, 0 for those that do not qualify."""
-    earned = {d.device_id: 0 for d in inputs.devices}
-    for kind in DeviceKind:
-        devices = [d for d in inputs.devices if d.kind is kind and qualifies(d)]
-        pool = hour_pool(season, kind, inputs.hour)
-        if devices:
-            # inputs.devices is sorted by id, so split_exact's ties go to the smaller id.
-            parts = rewards.split_exact(pool, [weight(d) for d in devices])
-            earned.update((d.device_id, p) for d, p in zip(devices, parts, strict=True))
-    return earned
+    block is listed, 0 for those that do not qualify. Column-wise (a block holds up to
+    millions of devices): the same rules as ``qualifies`` and ``weight``, with the
+    weights as integers over the block's common multiplier denominator."""
+    d = inputs.devices
+    qualifying, weights, gpu = rewards.season_columns(d)
+    points = [0] * len(d)
+    for kind, of_kind in ((DeviceKind.GPU, gpu), (DeviceKind.CPU, ~gpu)):
+        index = np.flatnonzero(qualifying & of_kind)
+        if index.size:
+            # Devices are sorted by id, so the split's ties go to the smaller id.
+            parts = rewards.split_exact(
+                hour_pool(season, kind, inputs.hour), weights[index].tolist()
+            )
+            for i, p in zip(index.tolist(), parts, strict=True):
+                points[i] = p
+    return dict(zip(d.device_id, points, strict=True))
 
 
 def convert(season: Season, points: Mapping[str, int], owners: Mapping[str, str]) -> dict[str, int]:

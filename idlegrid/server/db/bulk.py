@@ -50,6 +50,22 @@ def add_uptime(db: Session, rows: Sequence[tuple[str, int, float]]) -> None:
         conn.exec_driver_sql(sql, tuple(x for r in chunk for x in r))
 
 
+def add_season_points(db: Session, rows: Sequence[tuple[str, str, str, str, int]]) -> None:
+    """Add milli-points to (season, device) rows, creating missing ones; a row's owner
+    is the newest block's. Rows are (season, device, owner, kind, milli-points)."""
+    conn = db.connection()
+    mark = _mark(db)
+    for chunk in chunks(rows, CHUNK_ROWS // 2):  # five parameters a row
+        row = f"({mark}, {mark}, {mark}, {mark}, {mark})"
+        sql = (
+            "INSERT INTO season_points (season_id, device_id, owner, kind, points) "
+            f"VALUES {', '.join([row] * len(chunk))} "
+            "ON CONFLICT (season_id, device_id) DO UPDATE SET "
+            "points = season_points.points + excluded.points, owner = excluded.owner"
+        )
+        conn.exec_driver_sql(sql, tuple(x for r in chunk for x in r))
+
+
 def touch_devices(db: Session, rows: Sequence[tuple[str, float, float]]) -> None:
     """Set (device id, last seen) and add (uptime seconds) to each device's total."""
     conn = db.connection()

@@ -24,6 +24,7 @@ from idlegrid.core import seasons as rules
 from idlegrid.core.ledger import Transfer
 from idlegrid.errors import NotFound
 from idlegrid.protocol import SeasonCreate, SeasonList, SeasonStanding, SeasonView
+from idlegrid.server.db.bulk import add_season_points
 from idlegrid.server.db.models import Block, Season, SeasonPoints
 from idlegrid.server.services.ledger import LedgerService, genesis_account, user_account
 
@@ -74,32 +75,17 @@ class SeasonService:
         if not covering:
             return
         d = inputs.devices
-        owners = dict(zip(d.device_id, zip(d.owner, d.kind, strict=True), strict=True))
         for row in covering:
             row.status = "running"
             earned = rules.season_hour(to_core(row), inputs)
-            have = {
-                p.device_id: p
-                for p in db.scalars(select(SeasonPoints).where(SeasonPoints.season_id == row.id))
-            }
-            for device_id, millipoints in earned.items():
-                if not millipoints:
-                    continue
-                owner, kind = owners[device_id]
-                current = have.get(device_id)
-                if current is None:
-                    db.add(
-                        SeasonPoints(
-                            season_id=row.id,
-                            device_id=device_id,
-                            owner=owner,
-                            kind=kind,
-                            points=millipoints,
-                        )
-                    )
-                else:
-                    current.points += millipoints
-                    current.owner = owner
+            add_season_points(
+                db,
+                [
+                    (row.id, device_id, owner, kind, earned[device_id])
+                    for device_id, owner, kind in zip(d.device_id, d.owner, d.kind, strict=True)
+                    if earned[device_id]
+                ],
+            )
 
     def finish_due(self) -> list[str]:
         """Finish every season whose last block has completed."""
