@@ -567,6 +567,8 @@ def split_exact(total: int, weights: Sequence[Fraction | int]) -> list[int]:
     over go one each to the largest fractional remainders; equal remainders go
     to the earlier position (callers order positions by their tie-break).
     """
+    if all(type(w) is int for w in weights):
+        return _split(total, weights)  # type: ignore[arg-type]
     fractions = [Fraction(w) for w in weights]
     scale = math.lcm(*{f.denominator for f in fractions}) if fractions else 1
     return _split(total, [f.numerator * (scale // f.denominator) for f in fractions])
