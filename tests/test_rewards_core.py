@@ -410,3 +410,22 @@ def test_fast_block_uptime_reads_as_block_hours() -> None:
     assert rw.block_hour_seconds(5.0, 10) == 1800  # half a 10 s block: half an hour
     assert rw.block_hour_seconds(10.0, 10) == 3600
     assert rw.block_hour_seconds(0.0, 60) == 0
+
+
+def test_weights_beyond_64_bits_stay_exact() -> None:
+    """A multiplier large enough that the weights overflow int64: Python integers take
+    over, and the block still pays exactly, in proportion."""
+    huge = Fraction(10**15, 7)
+    devices = (
+        _device("a", multiplier=huge, processors=8),
+        _device("b", multiplier=huge, processors=3, uptime_s=1800),
+        _device("c", multiplier=Fraction(1, 3)),
+    )
+    block = rw.compute_block(BlockInputs(0, EMISSION, devices, gpu_pool_bps=10_000))
+    assert sum(block.units) == EMISSION
+    by_id = {d.device_id: d for d in devices}
+    for r in block.rewards:
+        assert r.score == rw.score(by_id[r.device_id])
+    a, b, c = block.units
+    assert a > b > c and abs(a / b - Fraction(8, 3) * 2) < Fraction(1, 10**6)
+    assert rw.verify_block(BlockInputs(0, EMISSION, devices, gpu_pool_bps=10_000), block)

@@ -511,17 +511,19 @@ class _Columns:
         self.gpu = np.fromiter((k == "gpu" for k in d.kind), dtype=bool, count=n)
 
     def weights(self) -> npt.NDArray[Any]:
-        """m × processors × uptime_s × (20 + tier): int64 when it cannot overflow."""
-        bound = (
-            int(self.m.max()) * int(self.processors.max()) * HOUR_S * (20 + int(self.tier.max()))
-            if self.n
-            else 0
-        )
-        parts: tuple[npt.NDArray[Any], ...] = (self.m, self.processors, self.uptime, 20 + self.tier)
-        if bound * max(self.n, 1) >= _INT64_SAFE or self.m.dtype == object:
-            parts = tuple(p.astype(object) for p in parts)  # exact Python integers
-        out: npt.NDArray[Any] = parts[0] * parts[1] * parts[2] * parts[3]
-        return out
+        """m × processors × uptime_s × (20 + tier), exact."""
+        return _exact_product((self.m, self.processors, self.uptime, 20 + self.tier))
+
+
+def _exact_product(parts: tuple[npt.NDArray[Any], ...]) -> npt.NDArray[Any]:
+    """The element-wise product of non-negative integer columns: int64 when even the
+    largest product, summed over every row, cannot overflow; else Python integers."""
+    n = len(parts[0])
+    bound = math.prod(int(p.max()) for p in parts) * n if n else 0
+    if bound >= _INT64_SAFE or any(p.dtype == object for p in parts):
+        parts = tuple(p.astype(object) for p in parts)
+    out: npt.NDArray[Any] = math.prod(parts[1:], start=parts[0])
+    return out
 
 
 def _failure_masks(c: _Columns) -> npt.NDArray[np.int64]:
@@ -551,13 +553,7 @@ def season_columns(
     denominator, so the weights keep their ratios exactly), and whether it is a GPU."""
     c = _Columns(d)
     qualifying = c.proof & ~c.bad_status & (c.m > 0) & (c.uptime > 0)
-    parts: tuple[npt.NDArray[Any], ...] = (c.m, c.processors, c.uptime)
-    if c.m.dtype == object or (
-        c.n and int(c.m.max()) * int(c.processors.max()) * HOUR_S * c.n >= _INT64_SAFE
-    ):
-        parts = tuple(p.astype(object) for p in parts)
-    weights: npt.NDArray[Any] = parts[0] * parts[1] * parts[2]
-    return qualifying, weights, c.gpu
+    return qualifying, _exact_product((c.m, c.processors, c.uptime)), c.gpu
 
 
 def split_exact(total: int, weights: Sequence[Fraction | int]) -> list[int]:
