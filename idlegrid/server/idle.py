@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from idlegrid.core.idle import IdleRules, Streak, observe
+from idlegrid.core.idle import IdleRules, Streak, is_heavy, observe
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +33,8 @@ class IdleMonitor:
     def heartbeat(
         self, device_id: str, cpu: float | None, gpu: float | None, busy: bool, now: float
     ) -> None:
+        if device_id not in self._streaks and not is_heavy(cpu, gpu, busy, self.rules):
+            return  # the common case, on the hot path: nothing to follow, no lock
         with self._lock:
             streak, abuse = observe(
                 self._streaks.get(device_id), cpu=cpu, gpu=gpu, busy=busy, now=now, rules=self.rules
