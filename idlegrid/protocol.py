@@ -556,6 +556,15 @@ class RewardList(Wire):
     items: list[RewardEntry]
 
 
+class RewardClaimView(Wire):
+    wallet: str
+    amount: str
+    through: int
+    """The newest block this claim covers."""
+    transfer_id: str
+    at: float | None = None
+
+
 class RewardBalance(Wire):
     """A wallet's block rewards: earned in all, claimable now (credited after
     block ``claimed_through``, up to ``credited_through``)."""
@@ -566,14 +575,7 @@ class RewardBalance(Wire):
     claimed_through: int
     """The last block claimed through; -1 before the first claim."""
     credited_through: int
-
-
-class RewardClaimView(Wire):
-    wallet: str
-    amount: str
-    through: int
-    """The newest block this claim covers."""
-    transfer_id: str
+    claims: list[RewardClaimView] = Field(default_factory=list, description="newest first")
 
 
 class SlashRequest(Wire):

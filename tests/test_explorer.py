@@ -419,6 +419,36 @@ def test_block_rewards_pages_and_verification(scene: Scene, cloud: LocalNetwork)
     assert published["outputs_hash"] == block.outputs_hash and published["inputs"] == block.inputs
     assert ui.open("/explorer/blocks/99999999", status=404).get_by_test_id("error").is_visible()
 
+    # The owner's wallet page: earned and claimable, then a claim in its table.
+    claim = scene.owner.claim_rewards()
+    page = ui.open(f"/explorer/devices/{scene.staked}")
+    page.get_by_test_id("owner").click()
+    page.wait_for_url(f"**/explorer/wallets/{scene.staked}")
+
+    def wallet_api() -> tuple[Decimal, Decimal, int]:
+        b = api.reward_balance(scene.staked)
+        return Decimal(b.earned), Decimal(b.unclaimed), b.claimed_through
+
+    def wallet_page() -> tuple[Decimal, Decimal, int]:
+        shown = ui.open(f"/explorer/wallets/{scene.staked}")
+        return (
+            dec(text(shown, "earned")),
+            dec(text(shown, "unclaimed")),
+            int(text(shown, "claimed-through")),
+        )
+
+    seen, want = agreed(wallet_api, wallet_page)
+    assert seen == want and want[2] == claim.through and want[0] >= Decimal(claim.amount)
+    page = ui.open(f"/explorer/wallets/{scene.staked}")
+    assert table(page, "claims", "data-through", amount=dec)[str(claim.through)] == (
+        Decimal(claim.amount),
+    )
+    assert scene.staked in row_keys(page, "devices", "data-device")
+    ui.shoot(page, "wallet")
+    assert (
+        ui.open("/explorer/wallets/not-a-wallet", status=422).get_by_test_id("error").is_visible()
+    )
+
 
 def test_every_page_renders_on_each_database(network: Network, clock: FakeClock) -> None:
     """The explorer's own queries (groupings, sums, joins) on both databases."""
@@ -442,6 +472,7 @@ def test_every_page_renders_on_each_database(network: Network, clock: FakeClock)
         ("/explorer/staking", cpu_id),
         ("/explorer/token", "300,000,000.00"),
         ("/explorer/map", 'data-country="DE"'),
+        (f"/explorer/wallets/{cpu_id}", "No claim yet."),
     ]:
         reply = http.get(path)
         assert reply.status_code == 200 and shows in reply.text, path

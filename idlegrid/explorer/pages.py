@@ -21,11 +21,12 @@ from fastapi.staticfiles import StaticFiles
 
 from idlegrid.core import emission, rewards
 from idlegrid.core.connectivity import tier_name
-from idlegrid.errors import IdlegridError
+from idlegrid.errors import IdlegridError, InvalidRequest
 from idlegrid.explorer import charts, queries
 from idlegrid.explorer.render import page
 from idlegrid.protocol import (
     COUNTRY_PATTERN,
+    PUBKEY_PATTERN,
     ClusterView,
     DeviceKind,
     DeviceStatus,
@@ -159,6 +160,16 @@ def device(request: Request, device_id: str, state: StateDep) -> HTMLResponse:
         rewards=earned,
         stake=stake,
     )
+
+
+@router.get("/wallets/{wallet}", response_class=HTMLResponse)
+def wallet(request: Request, wallet: str, state: StateDep) -> HTMLResponse:
+    """An owner's or co-staker's block rewards (earned, claimable, claims) and devices."""
+    if not re.fullmatch(PUBKEY_PATTERN, wallet):
+        return _not_found(request, InvalidRequest("not a wallet address", wallet=wallet))
+    balance = state.claims.balance(wallet)
+    devices = state.devices.list(owner=wallet, limit=DEVICES_PER_PAGE, offset=0)
+    return page(request, "wallet.html", "staking", balance=balance, devices=devices)
 
 
 # -- clusters ----------------------------------------------------------------------------------

@@ -41,9 +41,17 @@ class ClaimService:
         self.ledger = ledger
         self.clock = clock
 
-    def balance(self, wallet: str) -> RewardBalance:
-        """What the wallet has earned, claimed and may claim now."""
+    def balance(self, wallet: str, claims_shown: int = 20) -> RewardBalance:
+        """What the wallet has earned, claimed and may claim now, and its last claims."""
         with self.sessions() as db:
+            recent = list(
+                db.scalars(
+                    select(RewardClaim)
+                    .where(RewardClaim.recipient == wallet)
+                    .order_by(RewardClaim.through.desc())
+                    .limit(claims_shown)
+                )
+            )
             after = _claimed_through(db, wallet)
             through, unclaimed = _unclaimed(db, wallet, after)
             earned = unclaimed + int(
@@ -60,6 +68,7 @@ class ClaimService:
             unclaimed=format_amount(unclaimed, "IO"),
             claimed_through=after,
             credited_through=through if through is not None else after,
+            claims=[_claim_view(c) for c in recent],
         )
 
     def claim(self, wallet: str) -> RewardClaimView:
@@ -97,15 +106,14 @@ class ClaimService:
                     RewardCredit.recipient == wallet, RewardCredit.number <= through
                 )
             )
-            db.add(
-                RewardClaim(
-                    recipient=wallet,
-                    through=through,
-                    units=units,
-                    transfer_id=transfer_id,
-                    at=self.clock(),
-                )
+            row = RewardClaim(
+                recipient=wallet,
+                through=through,
+                units=units,
+                transfer_id=transfer_id,
+                at=self.clock(),
             )
+            db.add(row)
             layout = self.ledger.chain.layout
             self.ledger.chain.transfer(
                 Asset.IO,
@@ -114,13 +122,19 @@ class ClaimService:
                 units,
                 self.ledger.authority,
             )
-        log.info("%s claimed %s IO through block %d", wallet, format_amount(units, "IO"), through)
-        return RewardClaimView(
-            wallet=wallet,
-            amount=format_amount(units, "IO"),
-            through=through,
-            transfer_id=transfer_id,
-        )
+            view = _claim_view(row)
+        log.info("%s claimed %s IO through block %d", wallet, view.amount, through)
+        return view
+
+
+def _claim_view(c: RewardClaim) -> RewardClaimView:
+    return RewardClaimView(
+        wallet=c.recipient,
+        amount=format_amount(c.units, "IO"),
+        through=c.through,
+        transfer_id=c.transfer_id,
+        at=c.at,
+    )
 
 
 def _claimed_through(db: Session, wallet: str) -> int:
