@@ -134,3 +134,28 @@ def test_racing_withdrawals_cannot_overdraw(sessions: sessionmaker[Session]) -> 
     with sessions() as db:
         assert book.account(db, "alice").balance == 10
         assert book.verify_chain(db) is None
+
+
+def test_racing_opens_of_one_account_both_succeed(sessions: sessionmaker[Session]) -> None:
+    """Two transactions open the same new account at once: neither fails, one row."""
+    book = Book()
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def open_it() -> None:
+        try:
+            with sessions.begin() as db:
+                barrier.wait(5)
+                book.open_account(db, "user:racer:IO", "IO")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_it) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    with sessions() as db:
+        assert book.account(db, "user:racer:IO").balance == 0
+        book.open_account(db, "user:racer:IO", "IO")  # and again: nothing happens

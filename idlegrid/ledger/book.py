@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -62,42 +63,27 @@ class Book:
     def open_account(
         self, db: Session, account_id: str, asset: str, no_overdraft: bool = True
     ) -> None:
-        """Create the account if it does not exist (idempotent)."""
-        if db.get(LedgerAccount, account_id) is None:
-            db.add(
-                LedgerAccount(
-                    id=account_id,
-                    asset=asset,
-                    no_overdraft=no_overdraft,
-                    debits_pending=0,
-                    debits_posted=0,
-                    credits_pending=0,
-                    credits_posted=0,
-                    created_at=self.clock(),
-                )
+        """Create the account if it does not exist (idempotent, and safe when two
+        transactions open the same account at once: ``INSERT … ON CONFLICT DO
+        NOTHING``, where the second waits for the first and then does nothing)."""
+        if db.get(LedgerAccount, account_id) is not None:
+            return
+        dialect = db.get_bind().dialect.name
+        insert_into = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        db.execute(
+            insert_into(_ACCOUNTS)
+            .values(
+                id=account_id,
+                asset=asset,
+                no_overdraft=no_overdraft,
+                debits_pending=0,
+                debits_posted=0,
+                credits_pending=0,
+                credits_posted=0,
+                created_at=self.clock(),
             )
-            db.flush()
-
-    def open_accounts(
-        self, db: Session, account_ids: Iterable[str], asset: str, no_overdraft: bool = True
-    ) -> int:
-        """Create every missing account of ``account_ids`` with one SELECT and one
-        INSERT per chunk (a block opens hundreds of thousands); returns how many."""
-        wanted = sorted(set(account_ids))
-        created = 0
-        now = self.clock()
-        for chunk in chunks(wanted):
-            have = set(db.scalars(select(_ACCOUNTS.c.id).where(_ACCOUNTS.c.id.in_(chunk))))
-            rows = [
-                {"id": a, "asset": asset, "no_overdraft": no_overdraft, "debits_pending": 0,
-                 "debits_posted": 0, "credits_pending": 0, "credits_posted": 0, "created_at": now}
-                for a in chunk
-                if a not in have
-            ]  # fmt: skip
-            if rows:
-                db.execute(insert(_ACCOUNTS), rows)
-                created += len(rows)
-        return created
+            .on_conflict_do_nothing(index_elements=["id"])
+        )
 
     def account(self, db: Session, account_id: str) -> AccountState:
         row = db.get(LedgerAccount, account_id)
