@@ -48,7 +48,7 @@ from idlegrid.protocol import (
     RewardEntry,
     RewardList,
 )
-from idlegrid.server.db.bulk import insert_rows
+from idlegrid.server.db.bulk import fetch_rows, insert_rows
 from idlegrid.server.db.models import Block, BlockReward, Device, DeviceUptime, StakeRow
 from idlegrid.server.services.ledger import REWARDS, UNCLAIMED, LedgerService
 from idlegrid.server.services.seasons import SeasonService
@@ -182,20 +182,22 @@ class BlockService:
         start, end = block.starts_at, block.starts_at + block.length_s
         length = block.length_s
         in_window = dict(
-            db.execute(
+            fetch_rows(
+                db,
                 select(DeviceUptime.device_id, DeviceUptime.seconds).where(
                     DeviceUptime.hour == start
-                )
-            ).all()
+                ),
+            )
         )
         # Uptime through the window = each device's running total less what was
         # accounted for later windows: reads the newest buckets only, not all history.
         later = dict(
-            db.execute(
+            fetch_rows(
+                db,
                 select(DeviceUptime.device_id, func.sum(DeviceUptime.seconds))
                 .where(DeviceUptime.hour > start)
-                .group_by(DeviceUptime.device_id)
-            ).all()
+                .group_by(DeviceUptime.device_id),
+            )
         )
         stakes = self._stakes(db, end)
         query = (
@@ -207,42 +209,45 @@ class BlockService:
         )  # fmt: skip
         # By code point, whatever the database's collation (Python's sort is linear on
         # rows that arrive in order).
-        rows = sorted(db.execute(query).all(), key=lambda r: str(r[0]))
-        hardware: dict[tuple[str | None, int], tuple[str, int]] = {}
-        c: dict[str, list[Any]] = {name: [] for name in rewards.COLUMNS}
-        costakers: list[tuple[int, str, int]] = []
+        rows = sorted(fetch_rows(db, query), key=lambda r: str(r[0]))
+        columns = [list(c) for c in zip(*rows, strict=True)] if rows else [[]] * 10
+        (ids, owners, kinds, models, processors, passed_at, readiness, tiers, statuses,
+         totals) = columns  # fmt: skip
+        # Column by column (a million devices: no per-device dictionaries of columns).
+        processors = [max(1, p) for p in processors]
+        known = {pair: self._hardware(*pair) for pair in set(zip(models, processors, strict=True))}
+        hardware = [known[pair] for pair in zip(models, processors, strict=True)]
+        hour_s = rewards.block_hour_seconds
+        up = [min(HOUR_S, hour_s(in_window.get(d, 0.0), length)) for d in ids]
+        cumulative = [
+            max(u, hour_s(max(0.0, total - later.get(d, 0.0)), length))
+            for d, total, u in zip(ids, totals, up, strict=True)
+        ]
         unrewarded = Readiness.NOT_REWARD_READY.value
-        for i, row in enumerate(rows):
-            device_id, owner, kind, model, processors, passed_at, readiness, tier, status = row[:9]
-            through_window = max(0.0, row[9] - later.get(device_id, 0.0))
-            processors = max(1, processors)
-            known = hardware.get((model, processors))
-            if known is None:
-                known = hardware[(model, processors)] = self._hardware(model, processors)
-            stake_units, shares = stakes.get(device_id, (0, ()))
-            up = min(HOUR_S, rewards.block_hour_seconds(in_window.get(device_id, 0.0), length))
-            c["device_id"].append(device_id)
-            c["owner"].append(owner)
-            c["kind"].append("cpu" if kind == "cpu" else "gpu")
-            c["multiplier"].append(known[0])
-            c["processors"].append(processors)
-            c["uptime_s"].append(up)
-            c["cumulative_uptime_s"].append(
-                max(up, rewards.block_hour_seconds(through_window, length))
-            )
-            c["proof_passed"].append(
-                passed_at is not None and passed_at < end and readiness != unrewarded
-            )
-            c["stake_units"].append(stake_units)
-            c["minimum_stake_units"].append(known[1])
-            c["has_wallet"].append(True)  # the owner's key is a Solana wallet
-            c["tier"].append(tier or 0)
-            c["status"].append(status)
-            costakers += [(i, s, b) for s, b in shares]
+        staked = [stakes.get(d, (0, ())) for d in ids]
+        devices = rewards.Devices(
+            device_id=ids,
+            owner=owners,
+            kind=["cpu" if k == "cpu" else "gpu" for k in kinds],
+            multiplier=[h[0] for h in hardware],
+            processors=processors,
+            uptime_s=up,
+            cumulative_uptime_s=cumulative,
+            proof_passed=[
+                t is not None and t < end and r != unrewarded
+                for t, r in zip(passed_at, readiness, strict=True)
+            ],
+            stake_units=[units for units, _ in staked],
+            minimum_stake_units=[h[1] for h in hardware],
+            has_wallet=[True] * len(ids),  # the owner's key is a Solana wallet
+            tier=[t or 0 for t in tiers],
+            status=statuses,
+            costakers=[(i, s, b) for i, (_, shares) in enumerate(staked) for s, b in shares],
+        )
         return rewards.BlockInputs(
             hour=block.number,
             emission_units=block.emission,
-            devices=rewards.Devices(**c, costakers=costakers),
+            devices=devices,
             gpu_pool_bps=self.settings.gpu_pool_bps,
         )
 
@@ -250,14 +255,15 @@ class BlockService:
     def _stakes(db: Session, at: float) -> dict[str, tuple[int, tuple[tuple[str, int], ...]]]:
         """Device → (effective stake, earning co-stakers) at ``at``. Plain rows: a stake
         with nothing cooling and no co-stakes (most of them) is just its active amount."""
-        rows = db.execute(
+        rows = fetch_rows(
+            db,
             select(
                 StakeRow.device_id,
                 StakeRow.owner,
                 StakeRow.active,
                 cast(StakeRow.cooling, String),  # text: most are "[]", decoded only if not
                 cast(StakeRow.costakes, String),
-            )
+            ),
         )
         out: dict[str, tuple[int, tuple[tuple[str, int], ...]]] = {}
         for device_id, owner, active, cooling, costakes in rows:
