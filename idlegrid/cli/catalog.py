@@ -5,11 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich import box
-from rich.table import Table
 
 from idlegrid.catalog import load_catalog
-from idlegrid.cli.common import JsonOpt, console, print_json
+from idlegrid.cli.common import JsonOpt, console, plain_table, print_json
 from idlegrid.protocol import DeviceKind
 
 
@@ -38,9 +36,9 @@ def catalog(
             ]
         )
         return
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
-    for col in ("key", "kind", "VRAM GB", "FP32", "BF16", "mult", "source"):
-        table.add_column(col, no_wrap=True, justify="right" if col in ("FP32", "BF16") else "left")
+    table = plain_table(
+        "key", "kind", "VRAM GB", "FP32", "BF16", "mult", "source", right=("FP32", "BF16")
+    )
     for m in models:
         table.add_row(
             m.key,

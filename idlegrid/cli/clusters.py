@@ -10,8 +10,6 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
-from rich import box
-from rich.table import Table
 
 from idlegrid.cli.common import (
     DEFAULT_SERVER,
@@ -21,6 +19,7 @@ from idlegrid.cli.common import (
     console,
     err_console,
     fmt_duration,
+    plain_table,
     print_json,
     reported_errors,
     signed_client,
@@ -176,9 +175,7 @@ def _show(v: ClusterView) -> None:
         console.print(f"  dashboard/jobs {v.dashboard_url}")
     if v.ray_token:
         console.print(f"  export RAY_AUTH_MODE=token RAY_AUTH_TOKEN={v.ray_token}")
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
-    for col in ("device", "role", "gen", "state", "model", "loc", "paid", "left"):
-        table.add_column(col, no_wrap=True)
+    table = plain_table("device", "role", "gen", "state", "model", "loc", "paid", "left")
     for n in v.nodes:
         table.add_row(
             n.device_id[:12],
@@ -208,9 +205,7 @@ def list_clusters(
     if as_json:
         print_json(views)
         return
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
-    for col in ("id", "name", "status", "devices", "hardware", "remaining", "charged"):
-        table.add_column(col, no_wrap=True)
+    table = plain_table("id", "name", "status", "devices", "hardware", "remaining", "charged")
     for v in views.items:
         table.add_row(
             v.id,
@@ -350,9 +345,7 @@ def prices(
     if as_json:
         print_json(view)
         return
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
-    for col in ("model", "region", "USD/h", "IO/h", "utilisation", "idle", "hired"):
-        table.add_column(col, no_wrap=True)
+    table = plain_table("model", "region", "USD/h", "IO/h", "utilisation", "idle", "hired")
     for p in view.items:
         table.add_row(
             p.model,

@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from pydantic import BaseModel
+from rich import box
 from rich.console import Console
+from rich.table import Table
 
 from idlegrid.errors import IdlegridError
 
@@ -95,3 +97,17 @@ def call_and_show(
     else:
         show(view)
     return view
+
+
+def plain_table(*columns: str, right: tuple[str, ...] = (), overflow: str | None = None) -> Table:
+    """The CLI's table: a rule under the head, no edges, one space between columns,
+    no wrapping; the columns named in ``right`` justified right."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
+    for col in columns:
+        table.add_column(
+            col,
+            no_wrap=True,
+            justify="right" if col in right else "left",
+            overflow=overflow,  # type: ignore[arg-type]
+        )
+    return table

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich import box
 from rich.table import Table
 
 from idlegrid.cli.common import (
@@ -17,6 +16,7 @@ from idlegrid.cli.common import (
     call_and_show,
     console,
     fmt_duration,
+    plain_table,
     print_json,
     reported_errors,
     signed_client,
@@ -49,9 +49,10 @@ def hardware_summary(d: DeviceView) -> str:
 
 def devices_table(devices: list[DeviceView]) -> Table:
     """A table that fits 80 columns (what a pipe or a CI log gets)."""
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
-    for col in ("device", "name", "loc", "status", "ready", "model", "hardware", "uptime"):
-        table.add_column(col, no_wrap=True, overflow="ellipsis")
+    table = plain_table(
+        "device", "name", "loc", "status", "ready", "model", "hardware", "uptime",
+        overflow="ellipsis",
+    )  # fmt: skip
     for d in devices:
         style = STATUS_STYLE.get(d.status, "")
         table.add_row(
@@ -160,9 +161,9 @@ def proofs(device_id: str, server: ServerOpt = DEFAULT_SERVER, as_json: JsonOpt 
     if as_json:
         print_json(history)
         return
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
-    for col in ("when (UTC)", "result", "reason", "n", "rounds", "TFLOPS", "claimed", "prover"):
-        table.add_column(col, no_wrap=True)
+    table = plain_table(
+        *("when (UTC)", "result", "reason", "n", "rounds", "TFLOPS", "claimed", "prover")
+    )
     for p in history.items:
         style = {"verified": "green", "failed": "red"}.get(p.status.value, "")
         table.add_row(

@@ -13,8 +13,6 @@ from pathlib import Path
 from typing import Annotated, Any, cast
 
 import typer
-from rich import box
-from rich.table import Table
 
 from idlegrid.cli.common import (
     DEFAULT_SERVER,
@@ -24,6 +22,7 @@ from idlegrid.cli.common import (
     console,
     err_console,
     local_input,
+    plain_table,
     print_json,
     reported_errors,
     signed_client,
@@ -119,9 +118,7 @@ def rewards_cmd(
     if as_json:
         print_json(view)
         return
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
-    for col in ("block", "IO", "score", "left out because"):
-        table.add_column(col, no_wrap=True)
+    table = plain_table("block", "IO", "score", "left out because")
     for r in view.items:
         table.add_row(str(r.block), r.units, r.score, ", ".join(r.excluded_because))
     console.print(table)
@@ -169,9 +166,9 @@ def list_blocks(
     if as_json:
         print_json(view)
         return
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
-    for col in ("block", "window (UTC)", "status", "emission", "paid", "nominated", "left out"):
-        table.add_column(col, no_wrap=True)
+    table = plain_table(
+        *("block", "window (UTC)", "status", "emission", "paid", "nominated", "left out")
+    )
     for b in view.items:
         start = datetime.fromtimestamp(b.starts_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
         table.add_row(

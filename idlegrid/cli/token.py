@@ -9,7 +9,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from idlegrid.cli.common import JsonOpt, console, print_json
+from idlegrid.cli.common import JsonOpt, console, plain_table, print_json
 from idlegrid.core import emission
 from idlegrid.core.emission import Period
 
@@ -47,12 +47,8 @@ def _hours(period: Period, index: int) -> str:
 
 def schedule_table(period: Period, rows: list[tuple[int, int, int]]) -> Table:
     """Period, its hours, amount and running total; fits 80 columns."""
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
-    table.add_column(period, justify="right", no_wrap=True)
-    table.add_column("hours", justify="right", no_wrap=True)
-    table.add_column("IO", justify="right", no_wrap=True)
-    table.add_column("cumulative IO", justify="right", no_wrap=True)
-    table.add_column("of 300M", justify="right", no_wrap=True)
+    columns = (period, "hours", "IO", "cumulative IO", "of 300M")
+    table = plain_table(*columns, right=columns)
     for index, amount, total in rows:
         table.add_row(
             str(index),

@@ -9,8 +9,6 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
-from rich import box
-from rich.table import Table
 
 from idlegrid.cli.common import (
     DEFAULT_SERVER,
@@ -19,6 +17,7 @@ from idlegrid.cli.common import (
     console,
     err_console,
     local_input,
+    plain_table,
     print_json,
     reported_errors,
     signed_client,
@@ -63,9 +62,7 @@ def balance(keypair: KeyOpt, server: ServerOpt = DEFAULT_SERVER, as_json: JsonOp
     if as_json:
         print_json(view)
         return
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
-    for col in ("asset", "balance", "available", "deposit address"):
-        table.add_column(col, no_wrap=True)
+    table = plain_table("asset", "balance", "available", "deposit address")
     for b in view.balances:
         table.add_row(b.asset, b.balance, b.available, b.deposit_address)
     console.print(f"wallet {me}")
@@ -137,9 +134,7 @@ def history(keypair: KeyOpt, server: ServerOpt = DEFAULT_SERVER, as_json: JsonOp
     if as_json:
         print_json(view)
         return
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
-    for col in ("when (UTC)", "what", "amount", "asset", "seq"):
-        table.add_column(col, no_wrap=True)
+    table = plain_table("when (UTC)", "what", "amount", "asset", "seq")
     for t in view.items:
         sign = "+" if t.credit.startswith(f"user:{me}:") else "-"
         table.add_row(
