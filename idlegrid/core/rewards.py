@@ -465,7 +465,7 @@ def score(device: DeviceInput) -> Fraction:
 
 def exclusion_reasons(device: DeviceInput) -> tuple[Reason, ...]:
     """Every nomination rule the device fails; empty when it is nominated."""
-    columns = _Columns(Devices.from_rows([device]))
+    columns = Columns(Devices.from_rows([device]))
     (mask,) = _failure_masks(columns).tolist()
     return _REASONS_OF[mask]
 
@@ -478,9 +478,10 @@ _REASONS_OF = {
 _REASON_TEXT = {mask: ",".join(reasons) for mask, reasons in _REASONS_OF.items()}
 
 
-class _Columns:
-    """The numeric columns as numpy arrays, and the multipliers over their common
-    denominator ``lcd`` (``m``: exact integers; object arrays when too large)."""
+class Columns:
+    """A block's device columns as numpy arrays, for rules over whole columns (here
+    and in ``core/seasons.py``): the multipliers as exact integers ``m`` over their
+    common denominator ``lcd``; object arrays (Python integers) where int64 is too small."""
 
     def __init__(self, d: Devices) -> None:
         n = len(d)
@@ -512,10 +513,10 @@ class _Columns:
 
     def weights(self) -> npt.NDArray[Any]:
         """m × processors × uptime_s × (20 + tier), exact."""
-        return _exact_product((self.m, self.processors, self.uptime, 20 + self.tier))
+        return exact_product((self.m, self.processors, self.uptime, 20 + self.tier))
 
 
-def _exact_product(parts: tuple[npt.NDArray[Any], ...]) -> npt.NDArray[Any]:
+def exact_product(parts: tuple[npt.NDArray[Any], ...]) -> npt.NDArray[Any]:
     """The element-wise product of non-negative integer columns: int64 when even the
     largest product, summed over every row, cannot overflow; else Python integers."""
     n = len(parts[0])
@@ -526,7 +527,7 @@ def _exact_product(parts: tuple[npt.NDArray[Any], ...]) -> npt.NDArray[Any]:
     return out
 
 
-def _failure_masks(c: _Columns) -> npt.NDArray[np.int64]:
+def _failure_masks(c: Columns) -> npt.NDArray[np.int64]:
     """Per device, bit ``k`` set when it fails the ``k``-th rule of ``Reason``."""
     failed = {
         Reason.STATUS: c.bad_status,
@@ -542,18 +543,6 @@ def _failure_masks(c: _Columns) -> npt.NDArray[np.int64]:
     for bit, reason in enumerate(_REASON_BITS):
         mask |= np.asarray(failed[reason], dtype=np.int64) << bit
     return mask
-
-
-def season_columns(
-    d: Devices,
-) -> tuple[npt.NDArray[np.bool_], npt.NDArray[Any], npt.NDArray[np.bool_]]:
-    """For seasons (``core/seasons.py``): per device, whether it qualifies (a passed
-    proof, a status not excluded, multiplier > 0, uptime > 0), its weight
-    ``m × processors × uptime_s`` (m: the multiplier over the block's common
-    denominator, so the weights keep their ratios exactly), and whether it is a GPU."""
-    c = _Columns(d)
-    qualifying = c.proof & ~c.bad_status & (c.m > 0) & (c.uptime > 0)
-    return qualifying, _exact_product((c.m, c.processors, c.uptime)), c.gpu
 
 
 def split_exact(total: int, weights: Sequence[Fraction | int]) -> list[int]:
@@ -599,7 +588,7 @@ def compute_block(inputs: BlockInputs, inputs_sha256: str | None = None) -> Bloc
     ``inputs_sha256`` is ``inputs_hash(inputs)`` when the caller has it already
     (a publisher that built the inputs document once)."""
     d = inputs.devices
-    c = _Columns(d)
+    c = Columns(d)
     masks = _failure_masks(c)
     nominated = masks == 0
     weights = np.where(nominated, c.weights(), 0)

@@ -152,9 +152,11 @@ def season_hour(season: Season, inputs: BlockInputs) -> dict[str, int]:
     millions of devices): the same rules as ``qualifies`` and ``weight``, with the
     weights as integers over the block's common multiplier denominator."""
     d = inputs.devices
-    qualifying, weights, gpu = rewards.season_columns(d)
+    c = rewards.Columns(d)
+    qualifying = c.proof & ~c.bad_status & (c.m > 0) & (c.uptime > 0)  # ``qualifies``
+    weights = rewards.exact_product((c.m, c.processors, c.uptime))  # ``weight`` × lcd
     points = [0] * len(d)
-    for kind, of_kind in ((DeviceKind.GPU, gpu), (DeviceKind.CPU, ~gpu)):
+    for kind, of_kind in ((DeviceKind.GPU, c.gpu), (DeviceKind.CPU, ~c.gpu)):
         index = np.flatnonzero(qualifying & of_kind)
         if index.size:
             # Devices are sorted by id, so the split's ties go to the smaller id.
