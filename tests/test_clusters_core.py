@@ -91,3 +91,11 @@ def test_close_caps_the_fee_at_what_escrow_holds() -> None:
 def test_a_slot_refund_is_the_unused_time_at_the_price() -> None:
     assert bill.slot_refund(3_600, 0, HOUR_MS // 2) == 1_800
     assert bill.slot_refund(3_600, HOUR_MS, HOUR_MS // 2) == 0
+
+
+def test_join_overdue_only_after_the_cluster_ran_and_the_timeout() -> None:
+    assert not bill.join_overdue(False, False, 0.0, 1_000.0, 180)  # first forming: deadline
+    assert not bill.join_overdue(True, True, 0.0, 1_000.0, 180)  # up
+    assert not bill.join_overdue(True, False, None, 1_000.0, 180)  # no assignment time
+    assert not bill.join_overdue(True, False, 900.0, 1_080.0, 180)  # exactly at the limit
+    assert bill.join_overdue(True, False, 900.0, 1_080.5, 180)

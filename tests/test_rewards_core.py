@@ -429,3 +429,18 @@ def test_weights_beyond_64_bits_stay_exact() -> None:
     a, b, c = block.units
     assert a > b > c and abs(a / b - Fraction(8, 3) * 2) < Fraction(1, 10**6)
     assert rw.verify_block(BlockInputs(0, EMISSION, devices, gpu_pool_bps=10_000), block)
+
+
+def test_verify_published_checks_the_bytes_and_the_recomputation() -> None:
+    inputs = BlockInputs(2, EMISSION, (_device("a"), _device("b", uptime_s=900)))
+    block = rw.compute_block(inputs)
+    in_bytes = rw.canonical_json(rw.inputs_to_dict(inputs))
+    out_bytes = rw.canonical_json(rw.block_to_dict(block))
+    assert rw.verify_published(in_bytes, out_bytes)
+    # Other inputs than the ones the outputs name, even if equivalent JSON.
+    assert not rw.verify_published(in_bytes + b" ", out_bytes)
+    # A copy of the inputs with one fact changed does not recompute to the outputs.
+    copy = json.loads(in_bytes)
+    copy["devices"]["uptime_s"][1] += 1
+    assert not rw.verify_published(in_bytes, out_bytes, copy)
+    assert rw.verify_published(in_bytes, out_bytes, json.loads(in_bytes))

@@ -226,14 +226,11 @@ def verify_block(
         inputs_bytes = client.block_document(number, "inputs")
         outputs_bytes = client.block_document(number, "outputs")
     outputs_hash = hashlib.sha256(outputs_bytes).hexdigest()
-    published_inputs_ok = (
-        json.loads(outputs_bytes).get("inputs_hash") == hashlib.sha256(inputs_bytes).hexdigest()
-    )
-    data: dict[str, Any] = json.loads(inputs_bytes)
+    copy: dict[str, Any] | None = None
     if inputs is not None:
         with local_input():
-            data = json.loads(inputs.read_text())
-    ok = published_inputs_ok and rewards.verify_block(data, outputs_hash)
+            copy = json.loads(inputs.read_text())
+    ok = rewards.verify_published(inputs_bytes, outputs_bytes, copy)
     if as_json:
         print_json({"block": number, "ok": ok, "outputs_hash": outputs_hash})
     elif ok:

@@ -147,3 +147,12 @@ def close(escrow_left: int, charged: int, asset: str) -> Closing:
 def slot_refund(price: int, from_ms: int, expires_ms: int) -> int:
     """The unused prepaid time of a slot that lost its device for good."""
     return gross(price, from_ms, expires_ms)
+
+
+def join_overdue(
+    cluster_ran: bool, node_up: bool, assigned_at: float | None, now: float, timeout_s: float
+) -> bool:
+    """Whether a node of a cluster that already ran (a replacement, or a survivor of a
+    re-form) has been given up on: not up within ``timeout_s`` of its assignment. The
+    first forming has the cluster's own deploy deadline instead."""
+    return cluster_ran and not node_up and assigned_at is not None and now - assigned_at > timeout_s

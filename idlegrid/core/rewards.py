@@ -786,6 +786,19 @@ def outputs_hash(block: Block) -> str:
     return hashlib.sha256(canonical_json(block_to_dict(block))).hexdigest()
 
 
+def verify_published(
+    inputs: bytes, outputs: bytes, inputs_copy: Mapping[str, Any] | None = None
+) -> bool:
+    """Check a block as published, from the exact bytes served: the outputs name the
+    inputs' SHA-256, and the block recomputed from the inputs (or from ``inputs_copy``,
+    a copy someone holds) hashes to the outputs' SHA-256."""
+    named = json.loads(outputs).get("inputs_hash")
+    if named != hashlib.sha256(inputs).hexdigest():
+        return False
+    data = inputs_copy if inputs_copy is not None else json.loads(inputs)
+    return verify_block(data, hashlib.sha256(outputs).hexdigest())
+
+
 def verify_block(
     inputs: BlockInputs | Mapping[str, Any], block: Block | Mapping[str, Any] | str
 ) -> bool:

@@ -621,22 +621,17 @@ class ClusterService:
                         last = dev.last_seen if dev is not None and dev.last_seen else now
                         self._lose_node(db, cluster, node, min(now, last), "device down")
                         changed = True
-                    elif self._join_overdue(cluster, node, now):
+                    elif bill.join_overdue(
+                        cluster.running_at is not None,
+                        node.state == "up",
+                        node.assigned_at,
+                        now,
+                        self.settings.deploy_timeout_s,
+                    ):
                         self._lose_node(db, cluster, node, now, "did not join in time")
                         changed = True
         if changed:
             self._refresh_assignments(cluster_id)
-
-    def _join_overdue(self, cluster: Cluster, node: ClusterNode, now: float) -> bool:
-        """A node of a cluster that already ran (a replacement, or a survivor of a
-        re-form) that is alive but not up within the deploy timeout: its agent is stuck
-        (the first forming has the cluster's own deploy deadline)."""
-        return (
-            cluster.running_at is not None
-            and node.state != "up"
-            and node.assigned_at is not None
-            and now - node.assigned_at > self.settings.deploy_timeout_s
-        )
 
     def _lose_node(
         self, db: Session, cluster: Cluster, node: ClusterNode, at: float, reason: str
