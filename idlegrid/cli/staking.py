@@ -28,7 +28,7 @@ from idlegrid.cli.common import (
     signed_client,
 )
 from idlegrid.core import rewards
-from idlegrid.protocol import StakeView
+from idlegrid.protocol import BlockList, BlockView, RewardList, SeasonList, SeasonView, StakeView
 from idlegrid.sdk import Client
 
 blocks_app = typer.Typer(help="Hourly reward blocks: list, show, verify.", no_args_is_help=True)
@@ -113,11 +113,10 @@ def rewards_cmd(
     device: DeviceArg, server: ServerOpt = DEFAULT_SERVER, as_json: JsonOpt = False
 ) -> None:
     """What a device earned, block by block, and why it was left out when it was."""
-    with reported_errors(as_json), Client(server) as client:
-        view = client.device_rewards(device)
-    if as_json:
-        print_json(view)
-        return
+    call_and_show(Client(server), as_json, lambda c: c.device_rewards(device), _show_rewards)
+
+
+def _show_rewards(view: RewardList) -> None:
     table = plain_table("block", "IO", "score", "left out because")
     for r in view.items:
         table.add_row(str(r.block), r.units, r.score, ", ".join(r.excluded_because))
@@ -161,13 +160,12 @@ def list_blocks(
     as_json: JsonOpt = False,
 ) -> None:
     """The latest blocks: status, emission, paid, nominated and left out."""
-    with reported_errors(as_json), Client(server) as client:
-        view = client.list_blocks(limit)
-    if as_json:
-        print_json(view)
-        return
+    call_and_show(Client(server), as_json, lambda c: c.list_blocks(limit), _show_blocks)
+
+
+def _show_blocks(view: BlockList) -> None:
     table = plain_table(
-        *("block", "window (UTC)", "status", "emission", "paid", "nominated", "left out")
+        "block", "window (UTC)", "status", "emission", "paid", "nominated", "left out"
     )
     for b in view.items:
         start = datetime.fromtimestamp(b.starts_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
@@ -186,11 +184,10 @@ def list_blocks(
 @blocks_app.command("show")
 def show_block(number: int, server: ServerOpt = DEFAULT_SERVER, as_json: JsonOpt = False) -> None:
     """One block: its hashes, its pools and every device's reward or reasons."""
-    with reported_errors(as_json), Client(server) as client:
-        view = client.get_block(number)
-    if as_json:
-        print_json(view)
-        return
+    call_and_show(Client(server), as_json, lambda c: c.get_block(number), _show_block)
+
+
+def _show_block(view: BlockView) -> None:
     console.print(f"block {view.number}: [bold]{view.status}[/bold], emission {view.emission} IO")
     console.print(f"  inputs  sha256 {view.inputs_hash}\n  outputs sha256 {view.outputs_hash}")
     if view.inputs is None or view.outputs is None:
@@ -250,11 +247,10 @@ seasons_app = typer.Typer(help="Reward seasons: points for verified uptime, IO a
 @seasons_app.command("list")
 def list_seasons(server: ServerOpt = DEFAULT_SERVER, as_json: JsonOpt = False) -> None:
     """Seasons, newest first."""
-    with reported_errors(as_json), Client(server) as client:
-        view = client.seasons()
-    if as_json:
-        print_json(view)
-        return
+    call_and_show(Client(server), as_json, lambda c: c.seasons(), _show_seasons)
+
+
+def _show_seasons(view: SeasonList) -> None:
     for s in view.items:
         console.print(
             f"{s.id} {s.name}: blocks {s.starts_block}-{s.ends_block - 1}, {s.status}; "
@@ -267,11 +263,10 @@ def show_season(
     season_id: str, server: ServerOpt = DEFAULT_SERVER, as_json: JsonOpt = False
 ) -> None:
     """A season's rules, standings and (when finished) its results and their hash."""
-    with reported_errors(as_json), Client(server) as client:
-        s = client.get_season(season_id)
-    if as_json:
-        print_json(s)
-        return
+    call_and_show(Client(server), as_json, lambda c: c.get_season(season_id), _show_season)
+
+
+def _show_season(s: SeasonView) -> None:
     console.print(f"{s.name}: {s.status}, blocks {s.starts_block}-{s.ends_block - 1}")
     if s.results_hash:
         console.print(f"  results sha256 {s.results_hash}")
