@@ -71,7 +71,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from common import finish, machine, peak_rss_mb
+from common import finish, machine, parse_counts, peak_rss_mb, print_table
 from solders.pubkey import Pubkey
 from sqlalchemy import create_engine, func, insert, select, text
 from sqlalchemy.engine import make_url
@@ -539,17 +539,6 @@ def verdict(sizes: Sequence[dict[str, Any]]) -> dict[str, Any]:
 # -- the report ------------------------------------------------------------------------------
 
 
-def print_table(
-    title: str, align: str, header: Sequence[str], rows: Sequence[Sequence[str]]
-) -> None:
-    """Plain columns, each aligned as ``align`` says: ``l`` left, ``r`` right."""
-    widths = [max(map(len, col)) for col in zip(header, *rows, strict=True)]
-    print(f"\n{title}")
-    for row in (header, *rows):
-        cells = zip(row, widths, align, strict=True)
-        print("  ".join(c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in cells).rstrip())
-
-
 def seconds(s: dict[str, Any], key: str) -> str:
     return f"{s[key]:.2f}" if key in s else "-"
 
@@ -647,23 +636,13 @@ def print_report(results: dict[str, Any]) -> None:
 # -- the command line ------------------------------------------------------------------------
 
 
-def parse_sizes(text: str) -> list[int]:
-    try:
-        sizes = [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError("comma-separated device counts") from None
-    if not sizes or min(sizes) < 1:
-        raise argparse.ArgumentTypeError("comma-separated device counts")
-    return sizes
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Measure the time and memory to compute and record one reward block."
     )
     parser.add_argument(
         "--sizes",
-        type=parse_sizes,
+        type=parse_counts,
         default=[10_000, 100_000, 1_000_000],
         help="device counts (default 10000,100000,1000000)",
     )

@@ -7,13 +7,14 @@ as ``common``: the script's own folder is first on ``sys.path``.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import resource
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 
@@ -46,3 +47,27 @@ def finish(
         print_report(results)
     sys.stdout.flush()
     return 0
+
+
+def print_table(
+    title: str, align: str, header: Sequence[str], rows: Sequence[Sequence[str]]
+) -> None:
+    """Plain columns, each aligned as ``align`` says: ``l`` left, ``r`` right."""
+    widths = [max(map(len, col)) for col in zip(header, *rows, strict=True)]
+    print(f"\n{title}")
+    for row in (header, *rows):
+        cells = zip(row, widths, align, strict=True)
+        print("  ".join(c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in cells).rstrip())
+
+
+def parse_counts(text: str, low: int = 1, high: int | None = None) -> list[int]:
+    """``--sizes``: comma-separated whole numbers (``_`` allowed), each in [low, high],
+    returned sorted and once each; anything else is an argparse error."""
+    try:
+        counts = sorted({int(part.replace("_", "")) for part in text.split(",") if part.strip()})
+    except ValueError:
+        counts = []
+    if not counts or counts[0] < low or (high is not None and counts[-1] > high):
+        upper = f" to {high:,}" if high is not None else ""
+        raise argparse.ArgumentTypeError(f"give comma-separated counts from {low:,}{upper}")
+    return counts

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import secrets
 import signal
@@ -64,7 +65,7 @@ from typing import IO, Any, Literal, TypeVar
 
 import httpx
 import psutil
-from common import finish, machine
+from common import finish, machine, parse_counts, print_table
 from solders.keypair import Keypair
 
 from idlegrid.localnet import LocalNetwork
@@ -548,17 +549,6 @@ def fmt(v: float | None, spec: str = ".2f") -> str:
     return "-" if v is None else format(v, spec)
 
 
-def print_table(
-    title: str, align: str, header: Sequence[str], rows: Sequence[Sequence[str]]
-) -> None:
-    """Plain columns, each aligned as ``align`` says: ``l`` left, ``r`` right."""
-    widths = [max(map(len, col)) for col in zip(header, *rows, strict=True)]
-    print(f"\n{title}")
-    for row in (header, *rows):
-        cells = zip(row, widths, align, strict=True)
-        print("  ".join(c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in cells).rstrip())
-
-
 def print_report(results: dict[str, Any]) -> None:
     sizes = results["sizes"]
 
@@ -694,22 +684,17 @@ def print_report(results: dict[str, Any]) -> None:
     )
 
 
-def parse_sizes(text: str) -> list[int]:
-    try:
-        sizes = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        sizes = []
-    if not sizes or min(sizes) < 1 or max(sizes) > WORKERS:
-        raise argparse.ArgumentTypeError(f"give sizes from 1 to {WORKERS}, e.g. 1,2,4")
-    return sorted(set(sizes))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Time from deploy request to a running Ray cluster on a local idlegrid "
         "network, beside a bare `ray start` of the same nodes."
     )
-    parser.add_argument("--sizes", type=parse_sizes, default=[1, 2, 4], help="default 1,2,4")
+    parser.add_argument(
+        "--sizes",
+        type=functools.partial(parse_counts, high=WORKERS),
+        default=[1, 2, 4],
+        help="default 1,2,4",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="runs per size (default 3)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)

@@ -68,7 +68,7 @@ from typing import Any
 
 import httpx
 import psutil
-from common import finish, machine
+from common import finish, machine, parse_counts
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.signature import Signature
@@ -782,13 +782,6 @@ def print_report(results: dict[str, Any]) -> None:
     )
 
 
-def parse_sizes(text: str) -> list[int]:
-    sizes = [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
-    if not sizes or min(sizes) < 1:
-        raise argparse.ArgumentTypeError("give fleet sizes as positive integers, e.g. 10000,100000")
-    return sizes
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Measure registrations and signed heartbeats per second of one "
@@ -796,7 +789,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--devices",
-        type=parse_sizes,
+        type=parse_counts,
         default=[10_000, 100_000],
         help="fleet sizes for the HTTP heartbeat runs (default 10000,100000); the largest "
         "is also the in-process fleet",

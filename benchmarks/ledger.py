@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common import finish, machine
+from common import finish, machine, print_table
 from solders.pubkey import Pubkey
 from sqlalchemy import Engine, create_engine, event, insert, select, text
 from sqlalchemy.engine import make_url
@@ -387,17 +387,6 @@ def duration(seconds: float) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.1f} min"
     return f"{seconds / 3600:.1f} h"
-
-
-def print_table(
-    title: str, align: str, header: Sequence[str], rows: Sequence[Sequence[str]]
-) -> None:
-    """Plain columns, each aligned as ``align`` says: ``l`` left, ``r`` right."""
-    widths = [max(map(len, col)) for col in zip(header, *rows, strict=True)]
-    print(f"\n{title}")
-    for row in (header, *rows):
-        cells = zip(row, widths, align, strict=True)
-        print("  ".join(c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in cells).rstrip())
 
 
 def print_report(results: dict[str, Any]) -> None:

@@ -41,6 +41,7 @@ the machine makes the figures noisier. The default run takes about 2 minutes.
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import random
@@ -54,7 +55,7 @@ from itertools import accumulate
 from typing import Any
 
 import psutil
-from common import finish, machine, peak_rss_mb
+from common import finish, machine, parse_counts, peak_rss_mb, print_table
 
 from idlegrid.catalog import load_catalog
 from idlegrid.core.matching import (
@@ -389,21 +390,11 @@ def verdict(results: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    """The first column left-aligned, the others right-aligned."""
-    widths = [max(map(len, col)) for col in zip(header, *rows, strict=True)]
-    print(f"\n{title}")
-    for row in (header, *rows):
-        cells = [row[0].ljust(widths[0])] + [
-            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
-        ]
-        print("  ".join(cells).rstrip())
-
-
 def print_report(results: dict[str, Any]) -> None:
     sizes = results["sizes"]
     print_table(
         "MatchIndex: build and memory",
+        "lrrrrr",
         ("devices", "build", "candidates", "index", "peak RSS", "agrees with match()"),
         [
             (
@@ -433,11 +424,13 @@ def print_report(results: dict[str, Any]) -> None:
             )
     print_table(
         f"MatchIndex.match: {QUANTITY}-device requests, latency in ms (* rarer shapes)",
+        "llrrrr",
         ("devices", "request", "filled", "p50", "p99", "max"),
         rows,
     )
     print_table(
         "MatchIndex.take: devices placed per second (typical shapes mixed)",
+        "lrrrrrr",
         ("devices", "per request", "requests", "placed", "seconds", "ms/take", "placed/s"),
         [
             (
@@ -478,21 +471,11 @@ def print_report(results: dict[str, Any]) -> None:
     )
 
 
-def parse_sizes(text: str) -> list[int]:
-    try:
-        sizes = sorted({int(part.replace("_", "")) for part in text.split(",") if part.strip()})
-    except ValueError:
-        raise argparse.ArgumentTypeError("sizes are integers, e.g. 10000,100000") from None
-    if not sizes or sizes[0] < 100:
-        raise argparse.ArgumentTypeError("each size must be at least 100")
-    return sizes
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Measure MatchIndex: latency and placements/s.")
     parser.add_argument(
         "--sizes",
-        type=parse_sizes,
+        type=functools.partial(parse_counts, low=100),
         default=[10_000, 100_000, 1_000_000],
         help="fleet sizes (default 10000,100000,1000000)",
     )
