@@ -128,14 +128,7 @@ class BareNode:
         return f"{self.node.ip}:{self.node.ports['gcs']}"
 
     def start(self) -> None:
-        env = dict(os.environ)
-        env.update(AGENT_ENV)
-        env.update(  # as RayNode.start
-            RAY_AUTH_MODE="token",
-            RAY_AUTH_TOKEN=self.token,
-            RAY_USAGE_STATS_ENABLED="0",
-            PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-        )
+        env = {**self.node.environment(), **AGENT_ENV}  # as the agents run it
         self.proc = subprocess.Popen(
             self.node.command(),
             stdout=subprocess.PIPE,

@@ -154,7 +154,8 @@ class RayNode:
         assert self.assignment.head_address is not None
         return self.assignment.head_address
 
-    def start(self) -> None:
+    def environment(self) -> dict[str, str]:
+        """The environment ``ray start`` runs in: this process's, plus the cluster's."""
         env = dict(os.environ)
         env.update(
             RAY_AUTH_MODE="token",
@@ -169,12 +170,15 @@ class RayNode:
             # Jobs run `python …`: it must be this environment's, which has Ray.
             PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
         )
+        return env
+
+    def start(self) -> None:
         self.proc = subprocess.Popen(
             self.command(),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=env,
+            env=self.environment(),
             start_new_session=True,
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
