@@ -41,7 +41,8 @@ class, so callers on both sides catch the same exceptions::
     │   └── DeviceTerminated (410)      device_terminated
     ├── Unavailable (503)               unavailable (server not ready)
     ├── InternalError (500)             internal (a bug: logged on the server)
-    └── TransportError                  the SDK could not reach the server (no status)
+    ├── TransportError                  the SDK could not reach the server (no status)
+    └── SandboxUnavailable              sandbox_unavailable (agent-side: no backend runs here)
 """
 
 from __future__ import annotations
@@ -298,6 +299,13 @@ class TransportError(IdlegridError):
     """The server could not be reached."""
 
     code = "transport_error"
+    http_status = 0
+
+
+class SandboxUnavailable(IdlegridError):
+    """This machine cannot run buyers' work in a sandbox (said at ``worker start``)."""
+
+    code = "sandbox_unavailable"
     http_status = 0
 
 

@@ -75,6 +75,15 @@ class HardwareInfo(Wire):
     arch: str = Field(max_length=32)
 
 
+class SandboxInfo(Wire):
+    """How a device runs buyers' work (``worker/sandbox.py``). A device whose backend
+    is ``none`` is matched only to clusters of its own owner."""
+
+    backend: Literal["bubblewrap", "none"] = "none"
+    enforces: list[str] = Field(default_factory=list, max_length=32)
+    reason: str | None = Field(default=None, max_length=256, description="why not, or what not")
+
+
 class RegisterRequest(Wire):
     """Signed by the device key. ``owner`` defaults to the device itself.
 
@@ -89,6 +98,9 @@ class RegisterRequest(Wire):
     owner: str | None = Field(default=None, pattern=PUBKEY_PATTERN)
     owner_signature: str | None = Field(default=None, max_length=128)
     agent_version: str = Field(default="unknown", max_length=32)
+    sandbox: SandboxInfo = Field(
+        default_factory=SandboxInfo, description="an agent that says nothing is unsandboxed"
+    )
 
 
 class HeartbeatRequest(Wire):
@@ -131,6 +143,7 @@ class DeviceView(Wire):
     proof_passed_at: float | None = None
     measured_tflops: float | None = None
     tier: int | None = Field(default=None, description="connectivity tier, 0-4")
+    sandbox: SandboxInfo = Field(default_factory=SandboxInfo)
 
 
 class DeviceList(Wire):
@@ -486,6 +499,7 @@ class RayNodeReport(Wire):
     dashboard_port: int | None = Field(default=None, ge=1, le=65535)
     client_port: int | None = Field(default=None, ge=1, le=65535)
     error: str | None = Field(default=None, max_length=512)
+    oom_kills: int = Field(default=0, ge=0, description="processes killed at the memory limit")
 
 
 # -- staking, blocks, slashes ---------------------------------------------------------------

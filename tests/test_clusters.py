@@ -33,6 +33,7 @@ from idlegrid.protocol import (
     HardwareInfo,
     RayNodeReport,
     RegisterRequest,
+    SandboxInfo,
 )
 from idlegrid.sdk import Client
 from idlegrid.server.db.models import ClusterNode, Device, LedgerTransfer
@@ -40,6 +41,7 @@ from idlegrid.server.loops import reap_and_flush
 from tests.conftest import FakeClock, Network, cpu_hardware, gpu_hardware
 
 IO = 10**8
+SANDBOXED = SandboxInfo(backend="bubblewrap", enforces=["user", "pid", "filesystem", "network"])
 
 
 class Fleet:
@@ -51,12 +53,15 @@ class Fleet:
         self.buyer = Keypair()
         self.buyer_id = str(self.buyer.pubkey())
 
-    def add(self, hw: HardwareInfo, location: str = "DE", tier: int = 3) -> str:
+    def add(
+        self, hw: HardwareInfo, location: str = "DE", tier: int = 3, sandboxed: bool = True
+    ) -> str:
         kp = Keypair()
         device_id = str(kp.pubkey())
         self.keys[device_id] = kp
         client = self.net.client(kp)
-        client.register_device(RegisterRequest(hardware=hw, location=location))
+        sandbox = SANDBOXED if sandboxed else SandboxInfo(backend="none", reason="--no-sandbox")
+        client.register_device(RegisterRequest(hardware=hw, location=location, sandbox=sandbox))
         client.heartbeat(device_id)
         with self.net.state.devices.sessions.begin() as db:
             dev = db.get(Device, device_id)
@@ -230,6 +235,28 @@ def test_impossible_requests_explain_and_charge_nothing(fleet: Fleet, clock: Fak
     client.deploy(quote.id)
     with pytest.raises(QuoteUsed):
         client.deploy(quote.id)
+
+
+def test_an_unsandboxed_device_is_rented_only_by_its_owner(fleet: Fleet) -> None:
+    mine = fleet.add(cpu_hardware(), sandboxed=False)
+    stranger = fleet.buyer_client()
+    with pytest.raises(NoMatchingDevices) as err:
+        stranger.quote(DeployRequest(name="x", hardware="cpu"))
+    assert err.value.details["explain"]["available"] == 0
+    view = fleet.agent(mine).get_device(mine)
+    assert view.sandbox.backend == "none" and view.sandbox.reason == "--no-sandbox"
+
+    # Its owner (here the device's own key) rents it.
+    owner = fleet.agent(mine)
+    fleet.net.state.ledger.grant(mine, Asset.IO, 100 * IO)
+    cluster = owner.deploy(owner.quote(DeployRequest(name="own", hardware="cpu")).id)
+    assert [n.device_id for n in cluster.nodes] == [mine]
+
+    # A sandboxed device is anyone's; the stranger gets it, never the owner-only one.
+    other = fleet.add(cpu_hardware())
+    quote = stranger.quote(DeployRequest(name="x", hardware="cpu"))
+    assert quote.devices == 1 and quote.explain["available"] == 1
+    assert fleet.agent(other).get_device(other).sandbox.backend == "bubblewrap"
 
 
 def test_api_keys_and_ownership(fleet: Fleet) -> None:

@@ -121,6 +121,20 @@ def worker_start(
         int | None, typer.Option(min=1, help="CPUs this device gives Ray; default all")
     ] = None,
     ray_log_dir: Annotated[Path | None, typer.Option(help="where Ray node output goes")] = None,
+    ray_memory_mb: Annotated[
+        int | None, typer.Option(min=256, help="memory cap of a Ray node; default 90% of RAM")
+    ] = None,
+    ray_peer_network: Annotated[
+        str | None,
+        typer.Option(help="a CIDR of this host's addresses that Ray peers use (local networks)"),
+    ] = None,
+    no_sandbox: Annotated[
+        bool,
+        typer.Option(
+            "--no-sandbox",
+            help="run buyers' Ray nodes unsandboxed; the device is then rented only to its owner",
+        ),
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Detect this machine, register it and heartbeat until stopped; when hired,
@@ -132,9 +146,35 @@ def worker_start(
     from idlegrid.worker.hardware import detect_hardware, hardware_from_file
     from idlegrid.worker.keypair import load_keypair, load_or_create_keypair
     from idlegrid.worker.raynode import RayConfig
+    from idlegrid.worker.sandbox import NoSandbox, Sandbox, SandboxUnavailable, default_sandbox
 
     _logging(verbose)
     log = logging.getLogger("idlegrid.worker")
+    sandbox: Sandbox
+    if no_sandbox:
+        sandbox = NoSandbox("--no-sandbox")
+        log.warning(
+            "--no-sandbox: buyers' code would run as this agent, so this device is rented "
+            "only to clusters of its own owner"
+        )
+    else:
+        sandbox = default_sandbox()
+        try:
+            sandbox.check()
+        except SandboxUnavailable as exc:
+            if sys.platform == "linux":
+                err_console.print(f"[red]error[/red]: {exc.message}")
+                for key, value in exc.details.items():
+                    err_console.print(f"  {key}: {value}")
+                raise typer.Exit(2) from None
+            # No backend exists here (macOS, Windows): lend to the owner only.
+            sandbox = NoSandbox(f"no sandbox on {sys.platform}")
+            log.warning("%s; this device is rented only to its own owner", exc.message)
+        else:
+            info = sandbox.info()
+            log.info("sandbox %s enforces %s", info.backend, ", ".join(info.enforces))
+            if info.reason:
+                log.warning("sandbox: %s", info.reason)
     if location is not None:
         location = location.upper()
     with local_input():
@@ -170,7 +210,11 @@ def worker_start(
                 object_store_mb=ray_object_store_mb,
                 num_cpus=ray_num_cpus,
                 log_dir=ray_log_dir,
+                memory_mb=ray_memory_mb,
+                peer_network=ray_peer_network,
+                gpus=tuple(g.index for g in hardware.gpus),
             ),
+            sandbox=sandbox,
         )
         agent.run(stop)
     log.info("agent stopped")

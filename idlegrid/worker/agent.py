@@ -39,7 +39,8 @@ from idlegrid.protocol import (
 from idlegrid.sdk import Client
 from idlegrid.worker.duties import ChallengeDuty, ConnectivityDuty
 from idlegrid.worker.hardware import gpu_utilization
-from idlegrid.worker.raynode import RayConfig, RayDuty
+from idlegrid.worker.raynode import RayConfig, RayDuty, sandbox_prefix
+from idlegrid.worker.sandbox import NoSandbox, Sandbox
 
 log = logging.getLogger("idlegrid.worker")
 
@@ -102,6 +103,7 @@ class Agent:
         clock: Callable[[], float] = time.monotonic,
         backoff: Backoff | None = None,
         ray: RayConfig | None = None,
+        sandbox: Sandbox | None = None,
     ) -> None:
         if client.keypair is None:
             raise ValueError("the agent's client needs the device keypair")
@@ -119,7 +121,9 @@ class Agent:
         self.pending_challenge: str | None = None
         self.assignment: Assignment | None = None
         self.challenges = ChallengeDuty()
-        self.ray = RayDuty(ray)
+        self.sandbox: Sandbox = sandbox or NoSandbox()
+        self.sandbox.sweep(sandbox_prefix(self.device_id))  # what a killed agent left
+        self.ray = RayDuty(ray, sandbox=self.sandbox)
         self.duties: list[Duty] = [
             HeartbeatDuty(heartbeat_interval_s),
             self.challenges,
@@ -137,6 +141,7 @@ class Agent:
                 owner=self.owner,
                 owner_signature=self.owner_signature,
                 agent_version=__version__,
+                sandbox=self.sandbox.info(),
             )
         )
         self.registered = True

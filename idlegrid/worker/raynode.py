@@ -21,23 +21,23 @@ reschedules the node's tasks elsewhere.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
 import logging
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Literal
 
+import psutil
+
 from idlegrid.protocol import Assignment, RayNodeReport
+from idlegrid.worker.sandbox import Launched, Limits, NodeSpec, NoSandbox, Sandbox
 
 if TYPE_CHECKING:
     from idlegrid.worker.agent import Agent
@@ -55,7 +55,20 @@ class RayConfig:
     node_ip: str | None = None  # the address other nodes reach; None = detect
     object_store_mb: int | None = None  # None = Ray's default (30% of RAM)
     num_cpus: int | None = None  # None = every core
+    memory_mb: int | None = None  # the node's memory cap (sandbox); None = 90% of RAM
     log_dir: Path | None = None
+    gpus: tuple[int, ...] = ()  # the GPUs this device lends
+    peer_network: str | None = None  # host addresses the sandbox leaves open (local peers)
+
+
+# Every node's ports come from one block, so a sandbox forwards a known set: the
+# fixed services first, then the workers' range. Outside Ray's default worker ports
+# (10002-19999) and the kernel's ephemeral range (32768-60999).
+PORT_BLOCK = 100
+PORT_BLOCKS = range(20000, 32700, PORT_BLOCK)
+PORTS = ("gcs", "dashboard", "client", "node_manager", "object_manager", "agent_listen",
+         "agent_grpc", "metrics", "runtime_env")  # fmt: skip
+FIRST_WORKER_PORT = 10  # offset in the block
 
 
 def free_port() -> int:
@@ -64,6 +77,24 @@ def free_port() -> int:
         s.bind(("", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def _bindable(ip: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((ip, port))
+        except OSError:
+            return False
+    return True
+
+
+def port_block(ip: str, taken: frozenset[int] = frozenset()) -> range:
+    """The first block of ``PORT_BLOCK`` ports that are all free on ``ip``."""
+    for start in PORT_BLOCKS:
+        block = range(start, start + PORT_BLOCK)
+        if start not in taken and all(_bindable(ip, p) for p in block):
+            return block
+    raise RuntimeError(f"no free block of {PORT_BLOCK} ports on {ip}")
 
 
 def detect_ip(server_url: str) -> str:
@@ -78,35 +109,59 @@ def detect_ip(server_url: str) -> str:
             return "127.0.0.1"
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 class RayNode:
-    """One ``ray start --block`` process for one assignment."""
+    """One ``ray start --block`` process for one assignment, run by a sandbox."""
 
-    def __init__(self, assignment: Assignment, device_id: str, config: RayConfig, ip: str) -> None:
+    def __init__(
+        self,
+        assignment: Assignment,
+        device_id: str,
+        config: RayConfig,
+        ip: str,
+        sandbox: Sandbox | None = None,
+    ) -> None:
         self.assignment = assignment
         self.device_id = device_id
         self.config = config
         self.ip = ip
-        self.ports: dict[str, int] = {}
-        if assignment.role == "head":
-            self.ports = {"gcs": free_port(), "dashboard": free_port(), "client": free_port()}
-        self.temp_dir = Path(tempfile.gettempdir()) / "idlegrid-ray" / device_id[:12]
+        self.sandbox: Sandbox = sandbox or NoSandbox()
+        self.block = port_block(ip)
+        self.ports = {name: self.block.start + i for i, name in enumerate(PORTS)}
+        if assignment.role != "head":  # the head's are the ones the control plane hands out
+            self.ports = {
+                k: v for k, v in self.ports.items() if k not in ("gcs", "dashboard", "client")
+            }
         self.up = threading.Event()
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.launched: Launched | None = None
         self.output: list[str] = []
+        self.oom_kills = 0
+
+    @property
+    def sandboxed(self) -> bool:
+        return self.sandbox.backend != "none"
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self.launched.proc if self.launched is not None else None
 
     @property
     def key(self) -> tuple[str, int, str]:
         a = self.assignment
         return (a.cluster_id, a.generation, a.role)
 
+    @property
+    def temp_dir(self) -> Path:
+        """Ray's temp dir: inside the sandbox, its private /tmp; outside, one of its own
+        (nodes of several "machines" on one host would otherwise share /tmp/ray, and
+        one node unpacking a job's working_dir would replace another's). Short: Ray
+        puts Unix sockets under it (about 107 bytes at most)."""
+        if self.sandboxed:
+            return Path("/tmp/ray")
+        return Path(tempfile.gettempdir()) / "idlegrid-ray" / self.device_id[:12]
+
     def command(self) -> list[str]:
         ray = str(Path(sys.executable).with_name("ray"))
-        agent_port, agent_grpc = free_port(), free_port()
+        p = self.ports
         args = [
             ray,
             "start",
@@ -116,36 +171,56 @@ class RayNode:
             self.ip,
             "--resources",
             json.dumps({f"device:{self.device_id}": 1, "idlegrid": 1}),
+            "--node-manager-port",
+            str(p["node_manager"]),
+            "--object-manager-port",
+            str(p["object_manager"]),
             "--dashboard-agent-listen-port",
-            str(agent_port),
+            str(p["agent_listen"]),
             "--dashboard-agent-grpc-port",
-            str(agent_grpc),
+            str(p["agent_grpc"]),
+            "--metrics-export-port",
+            str(p["metrics"]),
+            "--runtime-env-agent-port",
+            str(p["runtime_env"]),
+            "--min-worker-port",
+            str(self.block.start + FIRST_WORKER_PORT),
+            "--max-worker-port",
+            str(self.block.stop - 1),
+            "--temp-dir",
+            str(self.temp_dir),
         ]
         if self.config.object_store_mb:
             args += ["--object-store-memory", str(self.config.object_store_mb * 1024 * 1024)]
         if self.config.num_cpus is not None:
             args += ["--num-cpus", str(self.config.num_cpus)]
-        # Its own temp dir: nodes of several "machines" on one host would share
-        # /tmp/ray/session_*, and one node unpacking a job's working_dir would
-        # replace the directory another's driver runs in. Short: Ray puts Unix
-        # sockets under it (about 107 bytes at most).
-        args += ["--temp-dir", str(self.temp_dir)]
+        if self.sandboxed:
+            # Ray's logical memory, under the kernel's cap (the store counts there too).
+            args += ["--memory", str(self.memory_mb * 1024 * 1024 * 7 // 10)]
         if self.assignment.role == "head":
             args += [
                 "--head",
                 "--port",
-                str(self.ports["gcs"]),
+                str(p["gcs"]),
+                # In the sandbox every interface is the namespace's own; outside,
+                # the node's address only.
                 "--dashboard-host",
-                "0.0.0.0",
+                "0.0.0.0" if self.sandboxed else self.ip,
                 "--dashboard-port",
-                str(self.ports["dashboard"]),
+                str(p["dashboard"]),
                 "--ray-client-server-port",
-                str(self.ports["client"]),
+                str(p["client"]),
             ]
         else:
             assert self.assignment.head_address is not None
             args += ["--address", self.gcs_address]
         return args
+
+    @property
+    def memory_mb(self) -> int:
+        if self.config.memory_mb:
+            return self.config.memory_mb
+        return int(psutil.virtual_memory().total * 0.9) // (1024 * 1024)
 
     @property
     def gcs_address(self) -> str:
@@ -155,40 +230,44 @@ class RayNode:
         return self.assignment.head_address
 
     def environment(self) -> dict[str, str]:
-        """The environment ``ray start`` runs in: this process's, plus the cluster's."""
-        env = dict(os.environ)
-        env.update(
-            RAY_AUTH_MODE="token",
-            RAY_AUTH_TOKEN=self.assignment.token,
-            RAY_USAGE_STATS_ENABLED="0",
+        """The cluster's variables for ``ray start``: the sandbox adds only its own."""
+        return {
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN": self.assignment.token,
+            "RAY_USAGE_STATS_ENABLED": "0",
             # Ray code that looks its cluster up without an address (Ray Train's
             # placement-group cleaner) would otherwise find the newest cluster
             # on the host, perhaps another buyer's.
-            RAY_ADDRESS=self.gcs_address,
+            "RAY_ADDRESS": self.gcs_address,
             # Nothing to drain when the cluster ends: stop at once.
-            RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0",
-            # Jobs run `python …`: it must be this environment's, which has Ray.
-            PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+            "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def spec(self) -> NodeSpec:
+        a = self.assignment
+        unique = f"{a.generation % 1000}{a.role[0]}{uuid.uuid4().hex[:4]}"
+        return NodeSpec(
+            name=sandbox_prefix(self.device_id) + unique,
+            ip=self.ip,
+            ports=self.block,
+            peer_network=self.config.peer_network,
+            command=self.command(),
+            env=self.environment(),
+            gpus=self.config.gpus,
+            limits=Limits(cpus=self.config.num_cpus, memory_mb=self.memory_mb),
         )
-        return env
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            self.command(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=self.environment(),
-            start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-        )
-        assert self.proc.stdout is not None
-        threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True).start()
+        self.launched = self.sandbox.launch(self.spec())
+        assert self.launched.proc.stdout is not None
+        threading.Thread(target=self._read, args=(self.launched.proc.stdout,), daemon=True).start()
         log.info(
-            "ray %s node starting for cluster %s (generation %d)",
+            "ray %s node starting for cluster %s (generation %d, sandbox %s)",
             self.assignment.role,
             self.assignment.cluster_id,
             self.assignment.generation,
+            self.sandbox.backend,
         )
 
     def _read(self, stream: IO[bytes]) -> None:
@@ -219,25 +298,23 @@ class RayNode:
         return thread
 
     def stop(self, grace_s: float = 10.0) -> None:
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
+        if self.launched is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            # `ray start --block` stops its own daemons on SIGTERM; the group
-            # kill below is for the ones that outlive the grace period.
-            os.kill(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(grace_s)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # whatever of the group is left
-        proc.wait()
-        self.remove_sessions()
+        self.launched.stop(grace_s)
+        if not self.sandboxed:
+            self.remove_sessions()
         log.info("ray node for cluster %s stopped", self.assignment.cluster_id)
+
+    def new_oom_kills(self) -> int:
+        """Processes the kernel killed at the memory cap since the last call."""
+        total = self.launched.oom_kills() if self.launched is not None else 0
+        new, self.oom_kills = total - self.oom_kills, total
+        return new
 
     def remove_sessions(self) -> None:
         """Delete the node's Ray sessions (the buyer's job files, logs and spilled
-        objects) once it has stopped: a rental leaves nothing on the provider's disk,
-        and session folders no longer pile up."""
+        objects) once an unsandboxed node has stopped; a sandboxed node's vanish
+        with its tmpfs."""
         for path in self.temp_dir.glob("session_*"):
             if path.is_symlink() or path.is_file():
                 path.unlink(missing_ok=True)
@@ -245,13 +322,25 @@ class RayNode:
                 shutil.rmtree(path, ignore_errors=True)
 
 
+def sandbox_prefix(device_id: str) -> str:
+    """Names of this device's sandboxes (network namespaces, cgroups) start so: an
+    agent sweeps its own leftovers, never another agent's on the same host."""
+    return f"ig-{device_id[:8]}-"
+
+
 class RayDuty:
     """Keep this device's Ray node in line with its assignment."""
 
     name = "ray"
 
-    def __init__(self, config: RayConfig | None = None, interval_s: float = 0.25) -> None:
+    def __init__(
+        self,
+        config: RayConfig | None = None,
+        interval_s: float = 0.25,
+        sandbox: Sandbox | None = None,
+    ) -> None:
         self.config = config or RayConfig()
+        self.sandbox: Sandbox = sandbox or NoSandbox()
         self.interval_s = interval_s
         self.node: RayNode | None = None
         self._stopping: threading.Thread | None = None
@@ -274,13 +363,29 @@ class RayDuty:
             if self._stopping is not None and self._stopping.is_alive():
                 return  # one Ray node per device: wait for the old one to go
             ip = self.config.node_ip or detect_ip(str(agent.client.base_url))
-            node = self.node = RayNode(want, agent.device_id, self.config, ip)
+            node = self.node = RayNode(want, agent.device_id, self.config, ip, self.sandbox)
             self._reported_up = False
-            node.start()
+            try:
+                node.start()
+            except Exception as exc:  # a sandbox that cannot start is a node that failed
+                log.error("could not start the ray node: %s", exc)
+                self.node = None
+                self._report(agent, want, "failed", error=f"sandbox: {exc}"[-500:])
+                return
             self._report(agent, want, "starting")
             return
+        oom = node.new_oom_kills()
+        if oom:
+            log.warning(
+                "ray node of cluster %s: %d process(es) killed at the memory cap (%d MiB)",
+                node.assignment.cluster_id,
+                oom,
+                node.memory_mb,
+            )
         if node.exited():
-            error = "".join(node.output[-5:]).strip()[-500:] or "ray exited"
+            error = "".join(node.output[-5:]).strip()[-400:] or "ray exited"
+            if node.oom_kills:
+                error = f"{node.oom_kills} process(es) killed at the memory cap; {error}"
             log.error("ray node exited: %s", error)
             self.node = None
             self._report(agent, node.assignment, "failed", error=error)
@@ -302,6 +407,7 @@ class RayDuty:
             dashboard_port=ports.get("dashboard"),
             client_port=ports.get("client"),
             error=error,
+            oom_kills=node.oom_kills if node is not None and node.assignment is a else 0,
         )
         try:
             agent.assignment = agent.client.report_ray_node(agent.device_id, report)

@@ -64,6 +64,10 @@ class Device(Base):
     cluster_id: Mapped[str | None] = mapped_column(String(32), index=True)
     # The least its provider accepts per device-hour, in millionths of a USD (0: none).
     floor_micro_usd: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # How the agent runs buyers' work (protocol.SandboxInfo); "none" is rented only
+    # to its owner.
+    sandbox_backend: Mapped[str] = mapped_column(String(16), default="none", server_default="none")
+    sandbox: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class Proof(Base):

@@ -158,7 +158,7 @@ class ClusterService:
         hours = bill.duration_hours(req.duration, DurationUnit(req.duration_unit))
         now = self.clock()
         with self.sessions.begin() as db:
-            candidates, floors = self.market.candidates(db)
+            candidates, floors = self.market.candidates(db, renter=owner)
             reqs = self.market.requirements(db, owner, req, (), req.quantity)
             found = self.market.found(candidates, reqs)
             devices = len(found.devices) if req.product == "mega-ray" else req.quantity

@@ -23,6 +23,7 @@ from idlegrid.protocol import (
     HardwareInfo,
     Readiness,
     RegisterRequest,
+    SandboxInfo,
     UptimeHour,
 )
 from idlegrid.server.db.bulk import add_uptime, touch_devices
@@ -130,6 +131,11 @@ class DeviceService:
             dev.unsupported_reason = cls.reason
             dev.hardware = hardware
             dev.agent_version = req.agent_version
+            if dev.sandbox_backend != req.sandbox.backend:
+                change = {"from": dev.sandbox_backend, "to": req.sandbox.backend}
+                self._event(db, device_id, now, "sandbox", change)
+            dev.sandbox_backend = req.sandbox.backend
+            dev.sandbox = req.sandbox.model_dump(mode="json")
             dev.last_seen_at = now
             unproven = cls.model is not None and dev.proof_passed_at is None
             if unproven and not self._proof_open(db, dev):
@@ -325,4 +331,5 @@ class DeviceService:
             proof_passed_at=dev.proof_passed_at,
             measured_tflops=dev.measured_tflops,
             tier=dev.tier,
+            sandbox=SandboxInfo.model_validate(dev.sandbox or {}),
         )

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from decimal import ROUND_CEILING, Decimal
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from idlegrid.catalog import Catalog
@@ -245,12 +245,18 @@ class Marketplace:
         )
 
     def candidates(
-        self, db: Session, cap_micro_usd: int | None = None
+        self, db: Session, cap_micro_usd: int | None = None, renter: str | None = None
     ) -> tuple[list[matching.Candidate], dict[str, int]]:
         """Every device that could be hired now: up, live, ready and in no cluster,
         and (given a price cap) whose provider's floor is not above the price; with
-        each device's floor in millionths of a USD."""
+        each device's floor in millionths of a USD.
+
+        Only a sandboxed device is rentable by anyone: an unsandboxed one (``--no-sandbox``,
+        or no backend on its machine) is a candidate only for its own owner (``renter``);
+        the public view (``renter`` None, as for prices) has only sandboxed devices."""
         now = self.clock()
+        sandboxed = Device.sandbox_backend != "none"
+        rentable = sandboxed if renter is None else or_(sandboxed, Device.owner == renter)
         rows = db.execute(
             select(
                 Device.id,
@@ -268,6 +274,7 @@ class Marketplace:
                 Device.readiness == Readiness.CLUSTER_READY.value,
                 Device.cluster_id.is_(None),
                 Device.model.is_not(None),
+                rentable,
             )
         ).all()  # plain rows: a hundred thousand ORM objects per quote cost seconds
         live = [
@@ -329,7 +336,7 @@ class Marketplace:
         cap_micro_usd: int | None = None,
     ) -> matching.Match:
         reqs = self.requirements(db, owner, req, exclude, quantity or req.quantity)
-        return self.found(self.candidates(db, cap_micro_usd)[0], reqs)
+        return self.found(self.candidates(db, cap_micro_usd, owner)[0], reqs)
 
     @staticmethod
     def found(candidates: list[matching.Candidate], reqs: matching.Requirements) -> matching.Match:
