@@ -25,6 +25,36 @@ from idlegrid.worker.keypair import KeypairFileError, load_keypair
 T = TypeVar("T")
 
 LOCATIONS = ["US", "DE", "JP", "BR", "IN", "GB", "SG", "CA", "FR", "AU"]
+# Local "machines" get addresses of their own, so that each sandbox owns its node's
+# address and reaches its peers' (and never the host's loopback): from the
+# benchmarking range (RFC 2544), added to the host's loopback interface.
+PEER_NETWORK = "198.18.0.0/24"
+NODE_MEMORY_MB = 4096
+
+
+def local_address(index: int) -> str:
+    return f"198.18.0.{10 + index % 240}"
+
+
+def sandbox_problem() -> str | None:
+    """Why this host cannot sandbox local workers (None: it can)."""
+    from idlegrid.errors import SandboxUnavailable
+    from idlegrid.worker.sandbox import default_sandbox
+
+    try:
+        default_sandbox().check()
+    except SandboxUnavailable as exc:
+        return exc.message
+    return None
+
+
+def add_local_address(ip: str) -> None:
+    """Put ``ip`` on the host's loopback interface (root; already there is fine)."""
+    done = subprocess.run(
+        ["ip", "addr", "add", f"{ip}/32", "dev", "lo"], capture_output=True, text=True
+    )
+    if done.returncode != 0 and "File exists" not in done.stderr:
+        raise RuntimeError(f"cannot add {ip} to the loopback interface: {done.stderr.strip()}")
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -58,6 +88,20 @@ class LocalNetwork:
         self.server: subprocess.Popen[bytes] | None = None
         self.agents: dict[int, subprocess.Popen[bytes]] = {}
         self._logs: list[IO[bytes]] = []
+        self._sandbox_problem: str | bool | None = False  # False: not checked yet
+
+    @property
+    def sandboxed(self) -> bool:
+        """Whether local workers run buyers' nodes in the sandbox (root, bwrap, pasta)."""
+        if self._sandbox_problem is False:
+            self._sandbox_problem = sandbox_problem()
+            if self._sandbox_problem is not None:
+                print(
+                    f"warning: local workers run unsandboxed ({self._sandbox_problem}); "
+                    "their devices are rented only to their owners",
+                    file=sys.stderr,
+                )
+        return self._sandbox_problem is None
 
     # -- processes -----------------------------------------------------------------
 
@@ -106,7 +150,16 @@ class LocalNetwork:
         """The device id (public key) of worker ``index``, once it has started."""
         return str(load_keypair(self.keypair_path(index)).pubkey())
 
+    def worker_ip(self, index: int) -> str:
+        return local_address(index) if self.sandboxed else "127.0.0.1"
+
     def start_worker(self, index: int, *extra: str) -> subprocess.Popen[bytes]:
+        ip = self.worker_ip(index)
+        if self.sandboxed:
+            add_local_address(ip)
+            isolation = ["--ray-peer-network", PEER_NETWORK, "--ray-memory-mb", str(NODE_MEMORY_MB)]
+        else:
+            isolation = ["--no-sandbox"]
         args = [
             "worker",
             "start",
@@ -119,9 +172,10 @@ class LocalNetwork:
             "--name",
             f"local-{index}",
             # Ray nodes of local "machines" share this host: small object
-            # stores, two CPUs each, and the loopback address.
+            # stores, two CPUs each, and an address each.
             "--ray-ip",
-            "127.0.0.1",
+            ip,
+            *isolation,
             "--ray-object-store-mb",
             "150",
             "--ray-num-cpus",
