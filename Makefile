@@ -8,6 +8,7 @@ STAMP := $(VENV)/.installed
 .PHONY: demo up test lint bench clean
 
 $(STAMP): pyproject.toml
+	bash .ci/sandbox-tools
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)

@@ -50,10 +50,14 @@ def sandbox_problem() -> str | None:
 
 def add_local_address(ip: str) -> None:
     """Put ``ip`` on the host's loopback interface (root; already there is fine)."""
+    from idlegrid.worker.sandbox import host_addresses
+
+    if ip in host_addresses():
+        return
     done = subprocess.run(
         ["ip", "addr", "add", f"{ip}/32", "dev", "lo"], capture_output=True, text=True
     )
-    if done.returncode != 0 and "File exists" not in done.stderr:
+    if done.returncode != 0 and ip not in host_addresses():
         raise RuntimeError(f"cannot add {ip} to the loopback interface: {done.stderr.strip()}")
 
 

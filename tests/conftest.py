@@ -201,6 +201,8 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNetwork]:
             "IDLEGRID_PROOF_MIN_EFFICIENCY": "0.01",
             "IDLEGRID_PROOF_RETRY_S": "2",
             "IDLEGRID_BLOCK_INTERVAL_S": "10",  # fast blocks: a block-hour is 10 s
+            # A secret of the agents' own: no buyer's job may see it (test_sandbox).
+            "AWS_SECRET_ACCESS_KEY": "agent-only-secret-3f1c",
         },
     ) as net:
         net.start()

@@ -135,6 +135,11 @@ def show_device(
     )
     tier = f"connectivity tier {d.tier}" if d.tier is not None else "connectivity not measured"
     console.print(f"{proven}; {tier} (idlegrid devices proofs {d.id[:8]}…)")
+    sb = d.sandbox
+    if sb.backend == "none":
+        console.print(f"sandbox: none ({sb.reason or 'unsandboxed'}): rented only to its owner")
+    else:
+        console.print(f"sandbox: {sb.backend}, enforces {', '.join(sb.enforces)}")
     for g in hw.gpus:
         console.print(
             f"GPU {g.index}: {g.name}, {g.vram_mb} MiB, driver {hw.gpu_driver}, "

@@ -415,9 +415,11 @@ class Bubblewrap:
             limits=Limits(cpus=1, memory_mb=256, tmp_mb=16),
         )
         box = self.launch(spec, with_address=False)
-        out = box.proc.stdout.read() if box.proc.stdout else b""
-        code = box.proc.wait(30)
-        box.stop()
+        try:
+            out, _ = box.proc.communicate(timeout=30)
+        finally:
+            box.stop()
+        code = box.proc.returncode
         if code != 0:
             raise SandboxUnavailable(
                 "a test sandbox failed to start: " + out.decode(errors="replace").strip()[-400:],

@@ -1,0 +1,196 @@
+"""Hostile jobs against sandboxed clusters: submitted with plain Ray job submission to
+a rented cluster, each attack must fail or find nothing (``tests/hostile_job.py``), and
+a job that exhausts its node's limits is contained while the agent carries on."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from ray.job_submission import JobStatus, JobSubmissionClient
+
+from idlegrid.localnet import LocalNetwork
+from idlegrid.protocol import ClusterView
+from idlegrid.worker.sandbox import host_addresses
+from tests.cloud_support import deploy_running, device_index, funded_buyer
+
+pytestmark = pytest.mark.e2e
+
+HERE = Path(__file__).parent
+AGENT_SECRET = {"AWS_SECRET_ACCESS_KEY": "agent-only-secret-3f1c"}  # set by the cloud fixture
+
+
+@pytest.fixture(scope="module")
+def listeners() -> Iterator[list[tuple[str, int]]]:
+    """TCP services on the host's loopback and its other addresses, answering anyone."""
+    socks = []
+    for host in ["127.0.0.1", *(a for a in host_addresses() if not a.startswith("198.18."))]:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, 0))
+        s.listen()
+        socks.append(s)
+
+        def serve(s: socket.socket = s) -> None:
+            while True:
+                try:
+                    conn, _ = s.accept()
+                except OSError:
+                    return
+                conn.sendall(b"host service\n")
+                conn.close()
+
+        threading.Thread(target=serve, daemon=True).start()
+    yield [s.getsockname()[:2] for s in socks]
+    for s in socks:
+        s.close()
+
+
+def submit(view: ClusterView, script: str, env: dict[str, str], tmp: Path) -> tuple[str, str]:
+    """Run ``script`` (from tests/) as a job; its final status and its logs."""
+    assert view.dashboard_url and view.ray_token
+    work = tmp / "job"
+    work.mkdir(exist_ok=True)
+    shutil.copy(HERE / script, work / script)
+    jobs = JobSubmissionClient(
+        view.dashboard_url, headers={"Authorization": f"Bearer {view.ray_token}"}
+    )
+    job_id = jobs.submit_job(
+        entrypoint=f"python {script}", runtime_env={"working_dir": str(work), "env_vars": env}
+    )
+    deadline = time.monotonic() + 240
+    while not jobs.get_job_status(job_id).is_terminal() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return jobs.get_job_status(job_id).value, jobs.get_job_logs(job_id)
+
+
+def result(logs: str) -> dict[str, object]:
+    line = next(x for x in logs.splitlines() if x.startswith("RESULT "))
+    parsed: dict[str, object] = json.loads(line.removeprefix("RESULT "))
+    return parsed
+
+
+def test_hostile_jobs_find_nothing_of_the_host_the_agents_or_other_buyers(
+    cloud: LocalNetwork, listeners: list[tuple[str, int]], tmp_path: Path
+) -> None:
+    assert cloud.sandboxed, "this host must sandbox (root, bwrap, pasta): .ci/run installs them"
+    client, _ = funded_buyer(cloud)
+    other, _ = funded_buyer(cloud)
+    with client, other:
+        victim = deploy_running(other, 1, name="victim")
+        view = deploy_running(client, 2, name="attacker")
+        assert victim.ray_token and view.ray_token
+        data = cloud.data_dir
+        site = Path(json.__file__).parent  # any file of the agents' Python: read-only inside
+        targets = {
+            "secret_files": [
+                *(str(cloud.keypair_path(i)) for i in range(cloud.workers)),
+                str(data / "idlegrid.db"),
+                str(data / "keys" / "authority.json"),
+                str(Path(sys.prefix) / "pyvenv.cfg"),  # readable: the check must see reads work
+            ],
+            "secret_dirs": [str(data), str(data / "keys"), str(Path.home()), os.getcwd()],
+            "protected_files": [
+                str(Path(sys.prefix) / "hostile-pwned"),
+                str(site / "hostile-pwned.py"),
+            ],
+            "services": [
+                *listeners,
+                ("127.0.0.1", cloud.port),  # the control plane
+                ("169.254.169.254", 80),  # cloud metadata
+                ("10.0.0.1", 80),
+            ],
+            "agent_only_env": {
+                k: hashlib.sha256(v.encode()).hexdigest() for k, v in AGENT_SECRET.items()
+            },
+            "agent_pids": [p.pid for p in cloud.agents.values()]
+            + [cloud.server.pid if cloud.server else 1],
+        }
+        status, logs = submit(view, "hostile_job.py", {"HOSTILE_TARGETS": json.dumps(targets)},
+                              tmp_path)  # fmt: skip
+        assert status == "SUCCEEDED", logs
+        report = result(logs)
+        probes = [report["driver"], *report["tasks"]]  # type: ignore[list-item]
+        assert report["nodes"] == 2 and len({p["node"] for p in probes}) == 2
+        for p in probes:
+            assert p["uid"] == 65534
+            reads = dict(p["reads"])
+            # The Python environment is readable (it runs); nothing else of the host is.
+            assert reads.pop(str(Path(sys.prefix) / "pyvenv.cfg")) == "READ"
+            assert set(reads.values()) <= {"FileNotFoundError", "PermissionError"}, reads
+            assert "READ" not in p["lists"].values(), p["lists"]
+            assert "WROTE" not in p["writes"].values(), p["writes"]
+            assert "CONNECTED" not in p["connects"].values(), p["connects"]
+            assert p["env_leak"] == [] and p["proc_env_leak"] is False
+            # Of other users' processes it sees only the namespace's init (bwrap's reaper).
+            assert [(o["pid"], o["cmdline"].split()[0]) for o in p["others"]] == [(1, "bwrap")]
+            assert p["agents_visible"] == []
+            # A PID namespace of its own: the agents' and the server's PIDs are not there.
+            assert "VISIBLE" not in p["signals"].values(), p["signals"]
+            assert victim.ray_token not in p["tokens"]
+            assert view.ray_token in p["tokens"]  # its own cluster's, in its own environment
+        # Nothing was written where the host keeps things.
+        assert not (Path(sys.prefix) / "hostile-pwned").exists()
+        assert not Path("/etc/idlegrid-pwned").exists()
+        left = [path for p in probes for path in p["left"]]  # type: ignore[union-attr]
+
+        done = client.terminate_cluster(view.id)
+        assert done.status == "terminated"
+        other.terminate_cluster(victim.id)
+    # The agents carry on, and the rental left no file behind on the host.
+    assert all(proc.poll() is None for proc in cloud.agents.values())
+    deadline = time.monotonic() + 30
+    names = {Path(path).name for path in left}
+    while time.monotonic() < deadline:
+        found = [
+            str(f)
+            for root in ("/tmp", "/var/tmp", "/root", "/home", "/dev/shm", str(cloud.data_dir))
+            for f in _walk(Path(root))
+            if f.name in names
+        ]
+        if not found:
+            break
+        time.sleep(1)
+    assert found == []
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".venv")]
+        for name in filenames:
+            yield Path(dirpath) / name
+
+
+def test_a_job_that_exhausts_its_limits_is_contained_and_the_agent_carries_on(
+    cloud: LocalNetwork, tmp_path: Path
+) -> None:
+    client, _ = funded_buyer(cloud)
+    with client:
+        view = deploy_running(client, 1, name="limits")
+        device = view.nodes[0].device_id
+        status, logs = submit(view, "limits_job.py", {}, tmp_path)
+        assert status == "SUCCEEDED", logs
+        report = result(logs)
+        # The work directory is a capped tmpfs: full, not the provider's disk.
+        assert report["fill"]["errno"] == "ENOSPC", report["fill"]
+        assert report["fill"]["mb"] < 4096
+        # A fork bomb meets the process cap.
+        assert report["forks"]["error"] == "fork failed", report["forks"]
+        assert report["forks"]["count"] < 4096
+        # A task that eats memory is killed at the node's cap; the driver lives on.
+        assert report["hog"]["error"] is not None, report["hog"]
+        assert report["hog"]["mb"] < 4096 + 256
+        client.terminate_cluster(view.id)
+    index = device_index(cloud, device)
+    assert cloud.agents[index].poll() is None
+    log = (cloud.data_dir / "logs" / f"worker-{index}.log").read_text()
+    assert "killed at the memory cap" in log
