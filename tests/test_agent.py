@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
 import threading
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from idlegrid.server.settings import ServerSettings
 from idlegrid.worker.agent import Agent, Backoff
 from idlegrid.worker.keypair import KeypairFileError, load_keypair, load_or_create_keypair
 from idlegrid.worker.raynode import RayConfig, RayNode
+from idlegrid.worker.sandbox import NodeSpec, NoSandbox
 from tests.conftest import FakeClock, Network, cpu_hardware
 
 
@@ -126,8 +126,12 @@ def test_a_stopped_ray_node_leaves_no_session_files(tmp_path: Path) -> None:
     (node.temp_dir / "session_latest").symlink_to(session)
     other = node.temp_dir / "keep-me"
     other.write_text("not a session")
-    node.proc = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    node.launched = NoSandbox().launch(
+        NodeSpec(name="test", ip="127.0.0.1", ports=range(0), command=["sleep", "30"], env={})
+    )
     node.stop(grace_s=5)
-    assert node.proc.returncode is not None
+    assert node.proc is not None and node.proc.returncode is not None
+    assert node.proc.stdout is not None
+    node.proc.stdout.close()  # the agent's reader thread closes it
     assert not session.exists() and not (node.temp_dir / "session_latest").is_symlink()
     assert other.read_text() == "not a session"

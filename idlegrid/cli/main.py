@@ -141,12 +141,13 @@ def worker_start(
     run the Ray node of the buyer's cluster."""
 
     from idlegrid.core.signing import owner_attestation_message
+    from idlegrid.errors import SandboxUnavailable
     from idlegrid.sdk import Client
     from idlegrid.worker.agent import Agent
     from idlegrid.worker.hardware import detect_hardware, hardware_from_file
     from idlegrid.worker.keypair import load_keypair, load_or_create_keypair
     from idlegrid.worker.raynode import RayConfig
-    from idlegrid.worker.sandbox import NoSandbox, Sandbox, SandboxUnavailable, default_sandbox
+    from idlegrid.worker.sandbox import NoSandbox, Sandbox, default_sandbox
 
     _logging(verbose)
     log = logging.getLogger("idlegrid.worker")

@@ -131,6 +131,15 @@ class RayNode:
             self.ports = {
                 k: v for k, v in self.ports.items() if k not in ("gcs", "dashboard", "client")
             }
+        # Ray's temp dir: inside the sandbox, its private /tmp; outside, one of its own
+        # (nodes of several "machines" on one host would otherwise share /tmp/ray, and
+        # one node unpacking a job's working_dir would replace another's). Short: Ray
+        # puts Unix sockets under it (about 107 bytes at most).
+        self.temp_dir = (
+            Path("/tmp/ray")
+            if self.sandboxed
+            else Path(tempfile.gettempdir()) / "idlegrid-ray" / device_id[:12]
+        )
         self.up = threading.Event()
         self.launched: Launched | None = None
         self.output: list[str] = []
@@ -148,16 +157,6 @@ class RayNode:
     def key(self) -> tuple[str, int, str]:
         a = self.assignment
         return (a.cluster_id, a.generation, a.role)
-
-    @property
-    def temp_dir(self) -> Path:
-        """Ray's temp dir: inside the sandbox, its private /tmp; outside, one of its own
-        (nodes of several "machines" on one host would otherwise share /tmp/ray, and
-        one node unpacking a job's working_dir would replace another's). Short: Ray
-        puts Unix sockets under it (about 107 bytes at most)."""
-        if self.sandboxed:
-            return Path("/tmp/ray")
-        return Path(tempfile.gettempdir()) / "idlegrid-ray" / self.device_id[:12]
 
     def command(self) -> list[str]:
         ray = str(Path(sys.executable).with_name("ray"))
@@ -285,6 +284,7 @@ class RayNode:
                 if STARTED_MARKER in line:
                     self.up.set()
         finally:
+            stream.close()
             if sink is not None:
                 sink.close()
 

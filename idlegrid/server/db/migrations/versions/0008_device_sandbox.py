@@ -23,7 +23,9 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("devices", schema=None) as batch_op:
         batch_op.add_column(
-            sa.Column("sandbox_backend", sa.String(length=16), server_default="none", nullable=False)
+            sa.Column(
+                "sandbox_backend", sa.String(length=16), server_default="none", nullable=False
+            )
         )
         batch_op.add_column(sa.Column("sandbox", sa.JSON(), nullable=True))
 
