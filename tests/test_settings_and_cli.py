@@ -92,6 +92,20 @@ def test_worker_refuses_a_bad_hardware_file(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "validation error" in result.output
 
 
+def test_worker_without_its_sandbox_says_so_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A machine whose sandbox tools are missing hears it at `worker start`, with the
+    fix, before anything registers (the server here is unreachable: never dialled)."""
+    monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap, no pasta
+    args = ["worker", "start", "--keypair", str(tmp_path / "k.json"),
+            "--server", "http://127.0.0.1:9"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert "apt-get install bubblewrap passt" in result.output and "--no-sandbox" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_catalog_command_lists_models_as_json() -> None:
     result = CliRunner().invoke(app, ["catalog", "--kind", "gpu", "--json"])
     assert result.exit_code == 0

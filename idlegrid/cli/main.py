@@ -151,6 +151,13 @@ def worker_start(
 
     _logging(verbose)
     log = logging.getLogger("idlegrid.worker")
+    if location is not None:
+        location = location.upper()
+    with local_input():
+        kp, created = load_or_create_keypair(keypair.expanduser())
+        owner_kp = load_keypair(owner_keypair.expanduser()) if owner_keypair else None
+        hardware = hardware_from_file(hardware_file) if hardware_file else detect_hardware()
+    device_id = str(kp.pubkey())
     sandbox: Sandbox
     if no_sandbox:
         sandbox = NoSandbox("--no-sandbox")
@@ -176,13 +183,6 @@ def worker_start(
             log.info("sandbox %s enforces %s", info.backend, ", ".join(info.enforces))
             if info.reason:
                 log.warning("sandbox: %s", info.reason)
-    if location is not None:
-        location = location.upper()
-    with local_input():
-        kp, created = load_or_create_keypair(keypair.expanduser())
-        owner_kp = load_keypair(owner_keypair.expanduser()) if owner_keypair else None
-        hardware = hardware_from_file(hardware_file) if hardware_file else detect_hardware()
-    device_id = str(kp.pubkey())
     log.info("%s device key %s (%s)", "created" if created else "loaded", device_id, keypair)
     log.info(
         "detected %s: %s, %d cores, %d GPU(s)",
