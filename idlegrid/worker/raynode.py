@@ -62,13 +62,17 @@ class RayConfig:
 
 
 # Every node's ports come from one block, so a sandbox forwards a known set: the
-# fixed services first, then the workers' range. Outside Ray's default worker ports
-# (10002-19999) and the kernel's ephemeral range (32768-60999).
-PORT_BLOCK = 100
-PORT_BLOCKS = range(20000, 32700, PORT_BLOCK)
+# fixed services first, then Ray's worker ports, then the rest, which the sandbox
+# makes its network namespace's ephemeral range (``NodeSpec.ephemeral``): a port a
+# buyer's code binds to 0 (torch.distributed's store, gloo's pairs) is reachable by
+# its peers too. Outside Ray's default worker ports (10002-19999) and the kernel's
+# ephemeral range (32768-60999).
+PORT_BLOCK = 1000
+PORT_BLOCKS = range(20000, 32000, PORT_BLOCK)
 PORTS = ("gcs", "dashboard", "client", "node_manager", "object_manager", "agent_listen",
          "agent_grpc", "metrics", "runtime_env")  # fmt: skip
-FIRST_WORKER_PORT = 10  # offset in the block
+FIRST_WORKER_PORT = 10  # offsets in the block: Ray's workers take 10-99,
+FIRST_EPHEMERAL_PORT = 100  # and everything else binds from 100 up
 
 
 def free_port() -> int:
@@ -185,7 +189,7 @@ class RayNode:
             "--min-worker-port",
             str(self.block.start + FIRST_WORKER_PORT),
             "--max-worker-port",
-            str(self.block.stop - 1),
+            str(self.block.start + FIRST_EPHEMERAL_PORT - 1),
             "--temp-dir",
             str(self.temp_dir),
         ]
@@ -250,6 +254,7 @@ class RayNode:
             name=sandbox_prefix(self.device_id) + unique,
             ip=self.ip,
             ports=self.block,
+            ephemeral=range(self.block.start + FIRST_EPHEMERAL_PORT, self.block.stop),
             peer_network=self.config.peer_network,
             command=self.command(),
             env=self.environment(),

@@ -22,7 +22,9 @@ unprivileged uid and writes cgroup limits), ``bwrap`` (Debian ``bubblewrap``),
 
 - a network namespace joined to the outside by ``pasta``, a user-space TCP/IP stack:
   the node has its own address (the one it advertises to peers), the node's port
-  block is forwarded to it from the host on that address, outbound TCP goes out
+  block is forwarded to it from the host on that address (and is the namespace's
+  ephemeral range past Ray's own ports, so whatever the buyer's code listens on is
+  reachable by its peers), outbound TCP goes out
   through the host's sockets; the host's loopback is not mapped in
   (``--no-map-gw``), and prohibit routes close the private ranges, link-local
   (cloud metadata), CGNAT and every other address of the host;
@@ -83,7 +85,6 @@ ENV_ALLOWLIST = ("LANG", "LC_ALL", "TZ", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREAD
                  "MKL_NUM_THREADS", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # fmt: skip
 ETC_FILES = (
     "resolv.conf",
-    "hosts",
     "nsswitch.conf",
     "host.conf",
     "gai.conf",
@@ -99,6 +100,10 @@ ETC_FILES = (
     "mime.types",
     "os-release",
 )
+# The node's hostname resolves to its own address (``/etc/hosts`` is the sandbox's):
+# code that finds its address by name (gloo, for torch.distributed) gives peers the
+# address they reach, not loopback.
+HOSTNAME = "idlegrid-node"
 NVIDIA_CONTROL = ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset")
 
 
@@ -122,6 +127,7 @@ class NodeSpec:
     ports: range  # the node's port block, reachable from peers and the buyer
     command: list[str]
     env: dict[str, str]
+    ephemeral: range | None = None  # the namespace's ports for bind(0), inside ``ports``
     peer_network: str | None = None  # a CIDR of the host's that stays open (local peers)
     gpus: tuple[int, ...] = ()
     limits: Limits = field(default_factory=Limits)
@@ -236,14 +242,37 @@ class Cgroups:
     dirs: dict[str, Path]  # controller ("memory", "cpu", "pids", or "" for v2) → dir
     version: int
 
+    @staticmethod
+    def _v2_base(root: Path) -> Path | None:
+        controllers = root / "cgroup.controllers"
+        if controllers.exists() and {"memory", "pids", "cpu"} <= set(
+            controllers.read_text().split()
+        ):
+            return root / _own_cgroups().get("", "/").lstrip("/")
+        return None
+
+    @staticmethod
+    def _v1_parent(root: Path, controller: str) -> Path:
+        return root / controller / _own_cgroups().get(controller, "/").lstrip("/") / "idlegrid"
+
+    @classmethod
+    def leftovers(cls, prefix: str, root: Path = Path("/sys/fs/cgroup")) -> list[Cgroups]:
+        """The cgroups of this agent's nodes that a killed agent left."""
+        base = cls._v2_base(root)
+        if base is not None:
+            return [cls({"": d}, 2) for d in base.glob(f"{prefix}*") if d.is_dir()]
+        names = {d.name for d in cls._v1_parent(root, "memory").glob(f"{prefix}*") if d.is_dir()}
+        return [
+            cls({c: cls._v1_parent(root, c) / n for c in ("memory", "cpu", "pids")}, 1)
+            for n in sorted(names)
+        ]
+
     @classmethod
     def create(cls, name: str, limits: Limits, root: Path = Path("/sys/fs/cgroup")) -> Cgroups:
         """Make the node's cgroups and write its limits; raises OSError where the
         machine does not let this process (no root, no controllers)."""
-        own = _own_cgroups()
-        v2 = root / "cgroup.controllers"
-        if v2.exists() and {"memory", "pids", "cpu"} <= set(v2.read_text().split()):
-            base = root / own.get("", "/").lstrip("/")
+        base = cls._v2_base(root)
+        if base is not None:
             enable = base / "cgroup.subtree_control"
             if "memory" not in enable.read_text().split():
                 # A cgroup with processes cannot delegate controllers: move this
@@ -258,10 +287,10 @@ class Cgroups:
         else:
             dirs = {}
             for c in ("memory", "cpu", "pids"):
-                parent = root / c / own.get(c, "/").lstrip("/")
-                if not parent.is_dir():
-                    raise OSError(f"no cgroup v1 {c} controller at {parent}")
-                dirs[c] = parent / "idlegrid" / name
+                parent = cls._v1_parent(root, c)
+                if not parent.parent.is_dir():
+                    raise OSError(f"no cgroup v1 {c} controller at {parent.parent}")
+                dirs[c] = parent / name
                 dirs[c].mkdir(parents=True)
             groups = cls(dirs, 1)
         try:
@@ -314,7 +343,7 @@ class Cgroups:
         """Kill whatever is left inside, then remove the directories."""
         deadline = time.monotonic() + timeout_s
         for d in self.dirs.values():
-            while d.exists():
+            while d.is_dir():
                 with contextlib.suppress(OSError, ValueError):
                     for pid in (d / "cgroup.procs").read_text().split():
                         with contextlib.suppress(ProcessLookupError):
@@ -331,7 +360,10 @@ class Cgroups:
 
 
 def _run(*args: str) -> None:
-    subprocess.run(args, check=True, capture_output=True, timeout=30)
+    done = subprocess.run(args, capture_output=True, text=True, timeout=30)
+    if done.returncode != 0:
+        said = (done.stderr or done.stdout).strip().splitlines()
+        raise OSError(f"{args[0]} failed ({done.returncode}): {' / '.join(said)[-300:]}")
 
 
 def host_addresses() -> list[str]:
@@ -370,7 +402,7 @@ class _Boxed:
         if self.cgroups is not None:
             self.cgroups.remove()
         # pasta quits when its namespace goes.
-        with contextlib.suppress(subprocess.SubprocessError, OSError):
+        with contextlib.suppress(OSError):
             _run("ip", "netns", "delete", self.netns)
 
     def oom_kills(self) -> int:
@@ -381,7 +413,7 @@ class Bubblewrap:
     """Each node in bwrap + pasta + setpriv + cgroups (see the module docstring)."""
 
     backend = "bubblewrap"
-    TOOLS = ("bwrap", "pasta", "nsenter", "setpriv", "ip")
+    TOOLS = ("bwrap", "pasta", "nsenter", "setpriv", "ip", "sysctl")
 
     def __init__(self, cgroup_root: Path = Path("/sys/fs/cgroup")) -> None:
         self.cgroup_root = cgroup_root
@@ -442,7 +474,11 @@ class Bubblewrap:
         return SandboxInfo(backend="bubblewrap", enforces=enforced, reason=reason)
 
     def sweep(self, prefix: str) -> None:
-        """Remove what a killed agent left (its namespaces; pasta goes with them)."""
+        """Remove what a killed agent left: its nodes' cgroups (killing whatever is
+        still inside) and network namespaces (pasta goes with them)."""
+        with contextlib.suppress(OSError):
+            for groups in Cgroups.leftovers(prefix, self.cgroup_root):
+                groups.remove()
         with contextlib.suppress(subprocess.SubprocessError, OSError):
             listed = subprocess.run(
                 ["ip", "netns", "list"], capture_output=True, text=True, timeout=10
@@ -452,7 +488,7 @@ class Bubblewrap:
                 if name.startswith(prefix):
                     _run("ip", "netns", "delete", name)
 
-    def _bwrap_args(self, spec: NodeSpec, tmp_mb: int) -> list[str]:
+    def _bwrap_args(self, spec: NodeSpec, tmp_mb: int, hosts_fd: int) -> list[str]:
         args = [
             "bwrap",
             "--unshare-pid",
@@ -460,7 +496,7 @@ class Bubblewrap:
             "--unshare-uts",
             "--unshare-cgroup-try",
             "--hostname",
-            "idlegrid-node",
+            HOSTNAME,
             "--die-with-parent",
             "--new-session",
             "--ro-bind",
@@ -475,7 +511,8 @@ class Bubblewrap:
                 args += ["--ro-bind", str(path), str(path)]
         for name in ETC_FILES:
             args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
-        ancestors: set[Path] = set()
+        args += ["--perms", "0644", "--ro-bind-data", str(hosts_fd), "/etc/hosts"]
+        ancestors: set[Path] = {Path("/etc")}
         for root in _python_roots():
             args += ["--ro-bind", root, root]
             ancestors.update(p for p in Path(root).parents if p != Path("/"))
@@ -521,11 +558,14 @@ class Bubblewrap:
             with contextlib.suppress(OSError):
                 cgroups = Cgroups.create(netns, limits, self.cgroup_root)
             tmp_mb = limits.tmp_mb or max(64, (limits.memory_mb or 2048) // 2)
+            hosts_fd, hosts_w = os.pipe()
+            os.write(hosts_w, f"127.0.0.1\tlocalhost\n{spec.ip}\t{HOSTNAME}\n".encode())
+            os.close(hosts_w)
             command = [
                 "nsenter",
                 f"--net=/run/netns/{netns}",
                 "--",
-                *self._bwrap_args(spec, tmp_mb),
+                *self._bwrap_args(spec, tmp_mb, hosts_fd),
                 "--",
                 "setpriv",
                 f"--reuid={SANDBOX_UID}",
@@ -549,19 +589,23 @@ class Bubblewrap:
                 if groups is not None:
                     groups.join()
 
-            proc = subprocess.Popen(
-                command,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                start_new_session=True,
-                preexec_fn=prepare,
-            )
+            try:
+                proc = subprocess.Popen(
+                    command,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=env,
+                    start_new_session=True,
+                    preexec_fn=prepare,
+                    pass_fds=(hosts_fd,),
+                )
+            finally:
+                os.close(hosts_fd)
         except BaseException:
             if cgroups is not None:
                 cgroups.remove()
-            with contextlib.suppress(subprocess.SubprocessError, OSError):
+            with contextlib.suppress(OSError):
                 _run("ip", "netns", "delete", netns)
             raise
         return _Boxed(proc, netns, cgroups)
@@ -577,6 +621,10 @@ class Bubblewrap:
             pasta += ["-t", "none"]
         pasta += ["-u", "none", "-T", "none", "-U", "none", "--netns", f"/run/netns/{netns}"]
         _run(*pasta)  # returns once the namespace is configured; runs on in the background
+        if spec.ephemeral:
+            low, high = spec.ephemeral.start, spec.ephemeral.stop - 1
+            _run("nsenter", f"--net=/run/netns/{netns}", "--",
+                 "sysctl", "-qw", f"net.ipv4.ip_local_port_range={low} {high}")  # fmt: skip
         for cidr in _blocked(spec.ip, spec.peer_network):
             _run("ip", "-n", netns, "route", "add", "prohibit", cidr)
 
