@@ -97,6 +97,17 @@ def _run(net: LocalNetwork, client: Client) -> None:
         net.wait_for(lambda: len(_up(client)) == WORKERS, 60, f"{WORKERS} devices up")
     devices = client.list_devices().items
     console.print(devices_table(devices))
+    sandbox = devices[0].sandbox
+    if sandbox.backend == "none":
+        console.print(
+            f"[yellow]buyers' code would run unsandboxed here ({sandbox.reason}): these "
+            "devices are rented only to their owners[/yellow]"
+        )
+    else:
+        console.print(
+            f"buyers' Ray nodes run in the {sandbox.backend} sandbox, which enforces "
+            f"{', '.join(sandbox.enforces)} (docs/clusters.md)"
+        )
     console.print(f"while the demo runs: idlegrid devices list --json --server {net.server_url}")
 
     console.rule("2. every device proves its compute (docs/proof-of-compute.md)")
