@@ -11,7 +11,7 @@ Compatibility rules (version 1 of the wire):
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -80,7 +80,9 @@ class SandboxInfo(Wire):
     is ``none`` is matched only to clusters of its own owner."""
 
     backend: Literal["bubblewrap", "none"] = "none"
-    enforces: list[str] = Field(default_factory=list, max_length=32)
+    enforces: list[Annotated[str, Field(max_length=32)]] = Field(
+        default_factory=list, max_length=32
+    )
     reason: str | None = Field(default=None, max_length=256, description="why not, or what not")
 
 

@@ -25,6 +25,9 @@ from tests.conftest import T0, FakeClock, Network, cpu_hardware, gpu_hardware
 
 S = DeviceStatus
 
+# A valid registration but for its sandbox, which is filled in by the cases.
+SANDBOX_BODY = b'{"hardware": ' + cpu_hardware().model_dump_json().encode() + b', "sandbox": %s}'
+
 
 def register(net: Network, keypair: Keypair | None = None, **kw: object) -> Keypair:
     keypair = keypair or Keypair()
@@ -236,6 +239,8 @@ def test_bad_requests_get_json_errors(
         (b'{"hardware": {"kind": "quantum"}}', 422, "invalid_request"),
         (b'{"hardware": 7}', 422, "invalid_request"),
         (b"[]", 422, "invalid_request"),
+        (SANDBOX_BODY % b'{"backend": "docker"}', 422, "invalid_request"),
+        (SANDBOX_BODY % b'{"backend": "bubblewrap", "enforces": "all"}', 422, "invalid_request"),
         (b'{"pad": "' + b"x" * 70_000 + b'"}', 413, "payload_too_large"),
     ],
 )
