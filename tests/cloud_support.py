@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 
 from solders.keypair import Keypair
 
+from idlegrid.errors import ClusterNotActive
 from idlegrid.localnet import LocalNetwork
 from idlegrid.protocol import ClusterView, DeployRequest, FaucetRequest
 from idlegrid.sdk import Client
@@ -32,8 +35,28 @@ def wait_status(
 
 
 def deploy_running(client: Client, quantity: int, name: str = "test") -> ClusterView:
+    """Deploy once ``quantity`` devices are free (an earlier test's cluster may still be
+    winding down, a restarted agent still proving itself), then wait until running."""
+    deadline = time.monotonic() + 120
+    while (
+        client.list_devices(readiness="cluster_ready").total < quantity
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.5)
     quote = client.quote(DeployRequest(name=name, hardware="cpu", quantity=quantity))
     return wait_status(client, client.deploy(quote.id).id)
+
+
+@contextlib.contextmanager
+def rented(client: Client, quantity: int, name: str) -> Iterator[ClusterView]:
+    """A running cluster for the block, terminated after it however the block ends
+    (a failed test must not keep the shared network's devices)."""
+    view = deploy_running(client, quantity, name)
+    try:
+        yield view
+    finally:
+        with contextlib.suppress(ClusterNotActive):
+            client.terminate_cluster(view.id)
 
 
 def device_index(net: LocalNetwork, device_id: str) -> int:

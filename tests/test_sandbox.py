@@ -20,8 +20,9 @@ from ray.job_submission import JobSubmissionClient
 
 from idlegrid.localnet import LocalNetwork
 from idlegrid.protocol import ClusterView
+from idlegrid.sdk import Client
 from idlegrid.worker.sandbox import host_addresses
-from tests.cloud_support import deploy_running, device_index, funded_buyer
+from tests.cloud_support import device_index, funded_buyer, rented
 
 pytestmark = pytest.mark.e2e
 
@@ -85,9 +86,12 @@ def test_hostile_jobs_find_nothing_of_the_host_the_agents_or_other_buyers(
     assert cloud.sandboxed, "this host must sandbox (root, bwrap, pasta): .ci/run installs them"
     client, _ = funded_buyer(cloud)
     other, _ = funded_buyer(cloud)
-    with client, other:
-        victim = deploy_running(other, 1, name="victim")
-        view = deploy_running(client, 2, name="attacker")
+    with (
+        client,
+        other,
+        rented(other, 1, "victim") as victim,
+        rented(client, 2, "attacker") as view,
+    ):
         assert victim.ray_token and view.ray_token
         data = cloud.data_dir
         site = Path(json.__file__).parent  # any file of the agents' Python: read-only inside
@@ -142,10 +146,8 @@ def test_hostile_jobs_find_nothing_of_the_host_the_agents_or_other_buyers(
         assert not (Path(sys.prefix) / "hostile-pwned").exists()
         assert not Path("/etc/idlegrid-pwned").exists()
         left = [path for p in probes for path in p["left"]]  # type: ignore[union-attr]
-
-        done = client.terminate_cluster(view.id)
-        assert done.status == "terminated"
-        other.terminate_cluster(victim.id)
+    with Client(cloud.server_url, keypair=client.keypair) as buyer:
+        assert buyer.get_cluster(view.id).status == "terminated"
     # The agents carry on, and the rental left no file behind on the host.
     assert all(proc.poll() is None for proc in cloud.agents.values())
     deadline = time.monotonic() + 30
@@ -174,8 +176,7 @@ def test_a_job_that_exhausts_its_limits_is_contained_and_the_agent_carries_on(
     cloud: LocalNetwork, tmp_path: Path
 ) -> None:
     client, _ = funded_buyer(cloud)
-    with client:
-        view = deploy_running(client, 1, name="limits")
+    with client, rented(client, 1, "limits") as view:
         device = view.nodes[0].device_id
         status, logs = submit(view, "limits_job.py", {}, tmp_path)
         assert status == "SUCCEEDED", logs
@@ -189,7 +190,6 @@ def test_a_job_that_exhausts_its_limits_is_contained_and_the_agent_carries_on(
         # A task that eats memory is killed at the node's cap; the driver lives on.
         assert report["hog"]["error"] is not None, report["hog"]
         assert report["hog"]["mb"] < 4096 + 256
-        client.terminate_cluster(view.id)
     index = device_index(cloud, device)
     assert cloud.agents[index].poll() is None
     log = (cloud.data_dir / "logs" / f"worker-{index}.log").read_text()
