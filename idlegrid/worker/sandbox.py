@@ -446,7 +446,10 @@ class Bubblewrap:
             env={},
             limits=Limits(cpus=1, memory_mb=256, tmp_mb=16),
         )
-        box = self.launch(spec, with_address=False)
+        try:
+            box = self.launch(spec, with_address=False)
+        except OSError as exc:  # a tool that runs but fails: namespaces refused, say
+            raise SandboxUnavailable(f"a test sandbox failed to start: {exc}") from None
         try:
             out, _ = box.proc.communicate(timeout=30)
         finally:
