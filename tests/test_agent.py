@@ -7,17 +7,18 @@ import json
 import random
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from solders.keypair import Keypair
 
-from idlegrid.protocol import Assignment, DeviceStatus
+from idlegrid.protocol import Assignment, DeviceStatus, RayNodeReport
 from idlegrid.sdk import Client
 from idlegrid.server.settings import ServerSettings
 from idlegrid.worker.agent import Agent, Backoff
 from idlegrid.worker.keypair import KeypairFileError, load_keypair, load_or_create_keypair
-from idlegrid.worker.raynode import RayConfig, RayNode
-from idlegrid.worker.sandbox import NodeSpec, NoSandbox
+from idlegrid.worker.raynode import RayConfig, RayDuty, RayNode
+from idlegrid.worker.sandbox import Launched, NodeSpec, NoSandbox
 from tests.conftest import FakeClock, Network, cpu_hardware
 
 
@@ -135,3 +136,36 @@ def test_a_stopped_ray_node_leaves_no_session_files(tmp_path: Path) -> None:
     node.proc.stdout.close()  # the agent's reader thread closes it
     assert not session.exists() and not (node.temp_dir / "session_latest").is_symlink()
     assert other.read_text() == "not a session"
+
+
+class _Recorder:
+    """The agent's client, as RayDuty sees it: it records the node reports."""
+
+    def __init__(self) -> None:
+        self.reports: list[RayNodeReport] = []
+        self.base_url = "http://127.0.0.1:9"
+
+    def report_ray_node(self, device_id: str, report: RayNodeReport) -> None:
+        self.reports.append(report)
+
+
+class _BrokenSandbox(NoSandbox):
+    backend = "bubblewrap"
+
+    def launch(self, spec: NodeSpec) -> Launched:
+        raise OSError("pasta failed (1): Failed to bind any port")
+
+
+def test_a_sandbox_that_cannot_start_is_reported_as_a_failed_node() -> None:
+    """The control plane then treats it as any failed node: the next spare is hired
+    and the buyer pays nothing for it (tests/test_clusters.py)."""
+    agent = SimpleNamespace(
+        assignment=Assignment(cluster_id="c" * 32, generation=1, role="head", token="t"),
+        device_id="device-for-the-test",
+        client=_Recorder(),
+    )
+    duty = RayDuty(RayConfig(node_ip="127.0.0.1"), sandbox=_BrokenSandbox())
+    duty.run(agent)  # type: ignore[arg-type]
+    (report,) = agent.client.reports
+    assert report.state == "failed" and "Failed to bind" in (report.error or "")
+    assert duty.node is None

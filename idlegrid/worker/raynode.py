@@ -13,9 +13,10 @@ Every node runs with Ray's token authentication (``RAY_AUTH_MODE=token`` and
 the cluster's fresh ``RAY_AUTH_TOKEN``) and a custom resource naming the
 device (``device:<id>``), so work can be pinned to a hired device.
 
-``ray start --block`` runs as a child in its own process group, stopped as a
-group. On Linux it also gets SIGTERM when the agent dies (``PR_SET_PDEATHSIG``):
-a dead agent means a dead node, as when the machine itself dies, and Ray
+``ray start --block`` runs inside the agent's sandbox (``worker/sandbox.py``: the
+buyer's driver, tasks and actors all run in the node), with its ports from one
+block (``port_block``), as a child in its own process group. It dies with the
+agent: a dead agent means a dead node, as when the machine itself dies, and Ray
 reschedules the node's tasks elsewhere.
 """
 
@@ -131,7 +132,7 @@ class RayNode:
         self.sandbox: Sandbox = sandbox or NoSandbox()
         self.block = port_block(ip)
         self.ports = {name: self.block.start + i for i, name in enumerate(PORTS)}
-        if assignment.role != "head":  # the head's are the ones the control plane hands out
+        if assignment.role != "head":  # a worker runs no control store, dashboard or client
             self.ports = {
                 k: v for k, v in self.ports.items() if k not in ("gcs", "dashboard", "client")
             }
@@ -368,14 +369,14 @@ class RayDuty:
             if self._stopping is not None and self._stopping.is_alive():
                 return  # one Ray node per device: wait for the old one to go
             ip = self.config.node_ip or detect_ip(str(agent.client.base_url))
-            node = self.node = RayNode(want, agent.device_id, self.config, ip, self.sandbox)
             self._reported_up = False
             try:
+                node = self.node = RayNode(want, agent.device_id, self.config, ip, self.sandbox)
                 node.start()
-            except Exception as exc:  # a sandbox that cannot start is a node that failed
+            except Exception as exc:  # no ports, a sandbox that cannot start: a failed node
                 log.error("could not start the ray node: %s", exc)
                 self.node = None
-                self._report(agent, want, "failed", error=f"sandbox: {exc}"[-500:])
+                self._report(agent, want, "failed", error=f"start: {exc}"[-500:])
                 return
             self._report(agent, want, "starting")
             return
