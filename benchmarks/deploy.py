@@ -1,29 +1,62 @@
-"""How long a buyer waits for a Ray cluster: deploy request to ``running``, beside a bare
-``ray start`` of the same nodes, on this machine::
+"""How long a buyer waits for a Ray cluster, and what the sandbox costs: deploy request
+to ``running``, beside a bare start of the same Ray nodes with and without the sandbox,
+and a CPU-bound Ray job on a node with and without it, on this machine::
 
-    .venv/bin/python benchmarks/deploy.py [--sizes 1,2,4] [--repeats 3] [--json]
+    .venv/bin/python benchmarks/deploy.py [--sizes 1,2,4] [--repeats 3] [--job-seconds 4]
+        [--json]
 
-One local network (``idlegrid.localnet.LocalNetwork``: a control plane and 4 worker
-agents, each a real process, heartbeating every 1 s) is started once; the benchmark
-waits until the 4 devices are ``cluster_ready`` and funds a buyer from the faucet. Then,
-for each cluster size N and each of R repeats, three measurements back to back:
+Needs what the sandbox needs (root, ``bwrap``, ``pasta``, ``nsenter``, ``setpriv``, ``ip``):
+it says so and exits otherwise. Bare nodes are ``RayNode``s, the class the agents run,
+with the agents' ``RayConfig`` (150 MB object store, ``--num-cpus 2``, a memory cap of
+``localnet.NODE_MEMORY_MB``, the local peers' network ``localnet.PEER_NETWORK`` left
+open) and the agents' environment (``RayNode.environment()``: token auth with a fresh
+``RAY_AUTH_TOKEN``, usage stats off; plus one BLAS thread, as ``LocalNetwork`` gives its
+agents). They run on addresses of their own, 198.18.0.200 and up (added to the host's
+loopback as ``LocalNetwork`` adds its workers'; an unsandboxed node's port block is one
+free on every address, as Ray listens on 0.0.0.0 for some), unsandboxed (``NoSandbox``) or
+sandboxed (``Bubblewrap``: a network namespace with ``pasta``, ``bwrap``, ``setpriv``,
+cgroups), started with ``RayNode.start()`` and stopped with ``RayNode.stop()``, as an
+agent starts and stops its node. A node is up when "Ray runtime started" appears in its
+output (``RayNode.up``), stamped the moment ``RayNode`` sees it. Stopping a node waits
+until every process it started is gone (SIGKILL to any that outlive ``RayNode.stop``),
+so that the next run starts clean; a sandbox's namespace and cgroups go with it.
 
-1. **Bare Ray.** The same ``ray start --block`` command lines the agents run, built by
-   ``RayNode.command()`` itself (``--node-ip-address 127.0.0.1``, a ``device:`` resource,
-   150 MB object store, ``--num-cpus 2``; the head with ``--head`` and its ports, the
-   workers with ``--address``), with the agents' environment (``RAY_AUTH_MODE=token``, a
-   fresh ``RAY_AUTH_TOKEN``, usage stats off, one BLAS thread). Each node is a child in
-   its own process group and is ready when "Ray runtime started" appears in its output.
-   The head starts first; the N-1 workers start together as soon as the head is ready.
-   The time is from starting the head to the last node ready. The nodes are then
-   stopped as the agents stop theirs (SIGTERM to ``ray start``, then SIGKILL to its
-   process group), and the benchmark waits until every process they started is gone.
-   This is "bare Ray" in the ratio and the goal.
-2. **Bare Ray, all at once** (N > 1): the same, but the workers start together with the
-   head (``ray start --address`` waits for the head's GCS). The control plane gives the
-   workers the head's address as soon as the head reports ``starting``, so this is the
-   schedule idlegrid itself follows, less the heartbeats.
-3. **idlegrid.** ``client.quote`` + ``client.deploy`` for N CPU devices, then
+First, with nothing else of this benchmark running:
+
+1. **A CPU-bound job.** For each of R repeats, a 1-node cluster (a head) unsandboxed and
+   one sandboxed (the order alternates from repeat to repeat), each started, used and
+   stopped in turn. A driver outside a sandbox cannot attach to a node inside (Ray's
+   sockets live there), so both get the job through the Jobs API, on the head's
+   dashboard port with the cluster's token, as a buyer submits one: ``python -c`` a
+   script that runs 2 Ray tasks (one per CPU the node has), each a fixed pure-Python
+   loop (calibrated here, once, to take ``--job-seconds`` on one core of this machine),
+   after 2 short tasks that start the workers. The job times the 2 tasks itself, from
+   submitting them to their results (**workload**): job submission, the driver's start
+   and its ``ray.init()`` are not in it. Also printed: submit to ``SUCCEEDED`` as polled
+   every 50 ms (end to end), the tasks' CPU time over their wall time (under 1: the
+   cores were busy with something else, or the cgroup's quota throttled them), and
+   sandboxed / unsandboxed of the tasks' CPU time (the computation itself).
+
+Then one local network (``idlegrid.localnet.LocalNetwork``: a control plane and 4
+worker agents, each a real process, heartbeating every 1 s, its Ray nodes sandboxed on
+198.18.0.10-13) is started; the benchmark waits until the 4 devices are
+``cluster_ready`` and funds a buyer from the faucet. For each cluster size N and each
+of R repeats, back to back:
+
+2. **Bare Ray, unsandboxed and sandboxed** (the order alternates from repeat to repeat).
+   The head starts first (``RayNode.start()``: the sandbox's namespace, ``pasta``,
+   routes and cgroups are set up in it, so they are timed); the N-1 workers start
+   together (one thread each, as N agents would) as soon as the head is up. The time is
+   from starting the head to the last node up (the nodes are made, their port blocks
+   picked, before that). The sandbox's overhead is sandboxed /
+   unsandboxed of the same repeat, summarised over the repeats. How long the head's
+   ``RayNode.start()`` takes to return is printed too: the sandbox's own setup, before
+   ``ray start`` runs, and less noisy than the rest.
+3. **Bare Ray, sandboxed, all at once** (N > 1): the same, but the workers start with
+   the head (``ray start --address`` waits for the head's GCS). The control plane gives
+   the workers the head's address as soon as the head reports ``starting``, so this is
+   the schedule idlegrid itself follows, less the heartbeats.
+4. **idlegrid.** ``client.quote`` + ``client.deploy`` for N CPU devices, then
    ``get_cluster`` every 50 ms until the status is ``running``. The time is from the
    quote request to the first reply that says ``running``. The replies also show when
    the head's node went ``starting`` (its agent picked the assignment up from a
@@ -32,14 +65,19 @@ for each cluster size N and each of R repeats, three measurements back to back:
    the CPU time that Ray, the control plane, the agents and the poller used meanwhile.
    Then ``terminate_cluster``, and the benchmark waits until the head's dashboard stops
    answering and the agents' Ray processes are gone, so that the next run starts clean.
+   Its nodes are sandboxed, so idlegrid / bare is against bare sandboxed (head first);
+   against unsandboxed is printed beside it.
 
-Per size, the median and the minimum of each are printed, with idlegrid/bare as a ratio,
-and a final line against the goal (at most 1.5x bare Ray) and io.net's 30-120 s.
+Per size, the median and the minimum of each are printed, with the ratios; then the
+job's figures; and a line per goal: the sandbox costs under 10 % of deploy time
+(sandboxed / unsandboxed bare, median per size, the worst size) and under 5 % of a
+CPU-bound job's time (workload, median over repeats); idlegrid at most 1.5x bare Ray;
+io.net's 30-120 s.
 
 The machine's cores are shared: with the control plane, the agents, and whatever else
 runs here, so figures are noisy; the load average before and after is printed. Only
 processes this benchmark started are ever stopped (never ``ray stop``, which would stop
-every Ray node on the host).
+every Ray node on the host), and only its own sandboxes' namespaces are removed.
 """
 
 from __future__ import annotations
@@ -47,52 +85,71 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import json
 import os
 import secrets
+import shlex
+import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from importlib.metadata import version
 from pathlib import Path
-from typing import IO, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import httpx
 import psutil
 from common import finish, machine, parse_counts, print_table
 from solders.keypair import Keypair
 
-from idlegrid.localnet import LocalNetwork
+from idlegrid.errors import SandboxUnavailable
+from idlegrid.localnet import NODE_MEMORY_MB, PEER_NETWORK, LocalNetwork, add_local_address
 from idlegrid.protocol import Assignment, ClusterView, DeployRequest, FaucetRequest
 from idlegrid.sdk import Client
-from idlegrid.worker.raynode import STARTED_MARKER, RayConfig, RayNode, _die_with_parent, free_port
+from idlegrid.worker.raynode import PORTS, RayConfig, RayNode, free_port, port_block
+from idlegrid.worker.sandbox import Bubblewrap, NoSandbox, Sandbox
 
 WORKERS = 4
 HEARTBEAT_INTERVAL_S = 1.0
 MIN_UPTIME_S = 2.0
 # Proofs are measured elsewhere; here a loaded machine must not fail them.
 NETWORK_ENV = {"IDLEGRID_PROOF_MIN_EFFICIENCY": "0.01", "IDLEGRID_PROOF_RETRY_S": "2"}
-# What LocalNetwork gives each agent, and so each Ray node the agents start.
-RAY_CONFIG = RayConfig(node_ip="127.0.0.1", object_store_mb=150, num_cpus=2)
+# What LocalNetwork gives each agent (when it sandboxes), and so each Ray node it starts.
+RAY_CONFIG = RayConfig(
+    object_store_mb=150, num_cpus=2, memory_mb=NODE_MEMORY_MB, peer_network=PEER_NETWORK
+)
 AGENT_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+BARE_ADDRESS = "198.18.0.{}"  # from 200 up: outside LocalNetwork's workers' (10 and up)
+BARE_FIRST = 200
 POLL_S = 0.05
 START_TIMEOUT_S = 180.0  # the control plane's deploy_timeout_s
 STOP_TIMEOUT_S = 60.0
+JOB_TIMEOUT_S = 300.0
+BLOCK_WAIT_S = 90.0  # for a free port block (TIME_WAIT lasts 60 s)
+JOB_TASKS = 2  # one per CPU the node has
 GOAL_RATIO = 1.5
+SANDBOX_DEPLOY_GOAL = 1.10  # sandboxed / unsandboxed bare deploy
+SANDBOX_JOB_GOAL = 1.05  # sandboxed / unsandboxed CPU-bound workload
 IONET_S = (30.0, 120.0)
 ENDED = ("failed", "terminated", "completed")
 ATTEMPTS = 3  # per measurement, when Ray or the cluster fails to start
 CPU_KEYS = ("ray", "control_plane", "agents", "benchmark")
+KINDS = ("none", "bubblewrap")  # unsandboxed, sandboxed
+KIND_NAMES = {"none": "unsandboxed", "bubblewrap": "sandboxed"}
 
 T = TypeVar("T")
 
 _T0 = time.monotonic()
+# Names of this run's nodes: their sandboxes' namespaces and cgroups start with
+# ``ig-bench<RUN>-`` (``sandbox_prefix``), so only this run's are ever swept.
+RUN = secrets.token_hex(2)[:3]
 
 
 def progress(message: str) -> None:
@@ -100,65 +157,90 @@ def progress(message: str) -> None:
 
 
 class StartFailed(RuntimeError):
-    """A Ray node or a cluster did not come up (an overloaded machine can time Ray out)."""
+    """A Ray node, a job or a cluster did not come up (an overloaded machine can time
+    Ray out)."""
+
+
+def sandbox_for(kind: str) -> Sandbox:
+    return Bubblewrap() if kind == "bubblewrap" else NoSandbox("benchmark baseline")
+
+
+def bare_address(index: int) -> str:
+    return BARE_ADDRESS.format(BARE_FIRST + index)
 
 
 # -- bare Ray ----------------------------------------------------------------------------
 
 
-class BareNode:
-    """One ``ray start --block`` as an agent would run it, but started by us."""
+class Stamped(threading.Event):
+    """``RayNode.up``, remembering when it was first set (by ``RayNode``'s reader
+    thread, the moment "Ray runtime started" appears)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.at: float | None = None
+
+    def set(self) -> None:
+        if self.at is None:
+            self.at = time.perf_counter()
+        super().set()
+
+
+class BareNode(RayNode):
+    """One Ray node as an agent would run it (``RayNode``), but started by us."""
 
     def __init__(
-        self, role: Literal["head", "worker"], index: int, token: str, head_address: str | None
+        self,
+        role: Literal["head", "worker"],
+        index: int,
+        token: str,
+        head_address: str | None,
+        sandbox: Sandbox,
+        taken: Iterable[BareNode] = (),
     ) -> None:
         assignment = Assignment(
             cluster_id="bare", generation=0, role=role, token=token, head_address=head_address
         )
-        self.node = RayNode(assignment, f"bare-{index}", RAY_CONFIG, RAY_CONFIG.node_ip or "")
+        super().__init__(
+            assignment, f"bench{RUN}-{index}", RAY_CONFIG, bare_address(index), sandbox
+        )
+        if not self.sandboxed:
+            # Ray listens on every address for some ports (the GCS, the raylet): a
+            # block free on this node's address alone may be another's (a sandboxed
+            # node's pasta listens on its own address), and this node's neighbours,
+            # not listening yet, have not taken theirs.
+            self.block = port_block("0.0.0.0", frozenset(n.block.start for n in taken))
+            self.ports = {k: self.block.start + PORTS.index(k) for k in self.ports}
+        self.up = self.stamp = Stamped()
         self.token = token
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.ready = threading.Event()
-        self.ready_at = 0.0
-        self.output: list[str] = []
         self.descendants: list[psutil.Process] = []
-
-    @property
-    def gcs_address(self) -> str:
-        return f"{self.node.ip}:{self.node.ports['gcs']}"
+        self._stop_lock = threading.Lock()
+        self._stopped = False
+        self.launch_s = 0.0
 
     def start(self) -> None:
-        env = {**self.node.environment(), **AGENT_ENV}  # as the agents run it
-        self.proc = subprocess.Popen(
-            self.node.command(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
-            # As the agents do, and it stops the node should this benchmark be killed.
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-        )
-        assert self.proc.stdout is not None
-        threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True).start()
+        """``RayNode.start()``, timed: the sandbox's setup (its namespace, ``pasta``,
+        routes, cgroups) happens in it, before ``ray start`` runs."""
+        started = time.perf_counter()
+        super().start()
+        self.launch_s = time.perf_counter() - started
 
-    def _read(self, stream: IO[bytes]) -> None:
-        for raw in stream:
-            line = raw.decode(errors="replace")
-            self.output = [*self.output[-40:], line]
-            if STARTED_MARKER in line and not self.ready.is_set():
-                self.ready_at = time.perf_counter()
-                self.ready.set()
+    def environment(self) -> dict[str, str]:
+        return {**super().environment(), **AGENT_ENV}  # as LocalNetwork runs its agents
 
-    def wait_ready(self, deadline: float) -> float:
-        while not self.ready.wait(0.05):
-            assert self.proc is not None
-            if self.proc.poll() is not None:
+    @property
+    def what(self) -> str:
+        return f"bare {self.assignment.role} ({KIND_NAMES[self.sandbox.backend]})"
+
+    def wait_up(self, deadline: float) -> float:
+        while not self.up.wait(0.05):
+            if self.exited():
                 tail = "".join(self.output[-3:]).strip()[-300:]
-                raise StartFailed(f"bare ray {self.node.assignment.role} exited: {tail}")
+                raise StartFailed(f"{self.what} exited: {tail}")
             if time.perf_counter() > deadline:
-                raise StartFailed(f"bare ray {self.node.assignment.role} not ready in time")
-        return self.ready_at
+                raise StartFailed(f"{self.what} not up in time")
+        assert self.stamp.at is not None
+        return self.stamp.at
 
     def processes(self) -> list[psutil.Process]:
         if self.proc is None:
@@ -170,41 +252,26 @@ class BareNode:
             return []
 
     def remember_processes(self) -> None:
-        proc = self.proc
-        if proc is None:
-            return
-        with contextlib.suppress(psutil.Error):
-            known = {p.pid for p in self.descendants}
-            for p in psutil.Process(proc.pid).children(recursive=True):
-                if p.pid not in known:
-                    self.descendants.append(p)
+        known = {p.pid for p in self.descendants}
+        self.descendants += [p for p in self.processes() if p.pid not in known]
 
-    def terminate(self) -> None:
-        """SIGTERM to ``ray start`` alone, as ``RayNode.stop`` does: it stops its own
-        daemons (SIGTERM to the whole group instead leaves it waiting on its GCS)."""
-        self.remember_processes()
-        if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.proc.pid, signal.SIGTERM)
-
-    def reap(self, deadline: float) -> None:
-        """Wait for ``ray start`` to exit, SIGKILL what is left of its process group (and
-        any process it started that left the group), and wait until all are gone."""
-        proc = self.proc
-        if proc is None:
-            return
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(max(0.0, deadline - time.perf_counter()))
-        self.remember_processes()
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        for p in self.descendants:
-            with contextlib.suppress(psutil.Error):
-                p.kill()
-        if not wait_gone(self.descendants, time.perf_counter() + 10):
-            progress(f"  warning: bare ray {self.node.assignment.role} left processes behind")
-        self.proc = None
+    def stop(self, grace_s: float = 10.0) -> None:
+        """``RayNode.stop`` (SIGTERM to ``ray start``, then SIGKILL to its group; a
+        sandbox goes with its namespace and cgroups), once; then SIGKILL to any process
+        the node started that outlived it, and wait until all are gone."""
+        with self._stop_lock:
+            if self._stopped:
+                return
+            self.remember_processes()
+            super().stop(grace_s)
+            for p in self.descendants:
+                with contextlib.suppress(psutil.Error):
+                    p.kill()
+            if not wait_gone(self.descendants, time.perf_counter() + 10):
+                progress(f"  warning: {self.what} left processes behind")
+            if not self.sandboxed:  # Ray's temp dir of its own (a sandbox's is its tmpfs)
+                shutil.rmtree(self.temp_dir, ignore_errors=True)
+            self._stopped = True
 
 
 def cpu_s(procs: Iterable[psutil.Process]) -> float:
@@ -232,47 +299,203 @@ def wait_gone(procs: Sequence[psutil.Process], deadline: float) -> bool:
     return True
 
 
-def stop_bare(nodes: Sequence[BareNode], grace_s: float = 10.0) -> None:
-    for node in nodes:
-        node.terminate()
-    deadline = time.perf_counter() + grace_s
-    for node in nodes:
-        node.reap(deadline)
+def stop_nodes(nodes: list[BareNode]) -> None:
+    """Stop them all together (a thread each, as their agents would), then forget them."""
+    for t in [node.stop_in_background() for node in nodes]:
+        t.join()
+    nodes.clear()
+
+
+# Nodes start in these threads, one each, as their agents would start them. They live
+# as long as the benchmark: a node's process gets SIGTERM when the thread that started
+# it ends (``PR_SET_PDEATHSIG`` is per thread).
+LAUNCHERS = ThreadPoolExecutor(WORKERS, thread_name_prefix="launch")
+
+
+def start_together(nodes: Sequence[BareNode]) -> None:
+    """``RayNode.start()`` of each, all at once."""
+    for f in [LAUNCHERS.submit(node.start) for node in nodes]:
+        try:
+            f.result()
+        except (OSError, RuntimeError) as exc:  # a sandbox that cannot be set up
+            raise StartFailed(f"could not start a node: {exc}") from exc
 
 
 @dataclass
 class BareRun:
-    total_s: float  # start to the last node ready
-    head_s: float  # start to the head ready
+    total_s: float  # start to the last node up
+    head_s: float  # start to the head up
     stop_s: float
-    ray_cpu_s: float  # CPU time of the nodes' processes alive when the last was ready
+    ray_cpu_s: float  # CPU time of the nodes' processes alive when the last was up
+    launch_s: float  # the head's RayNode.start()
 
 
-def bare_ray(size: int, live: list[BareNode], all_at_once: bool = False) -> BareRun:
+def new_node(
+    role: Literal["head", "worker"],
+    index: int,
+    token: str,
+    head_address: str | None,
+    sandbox: Sandbox,
+    live: list[BareNode],
+) -> BareNode:
+    """A ``BareNode`` clear of the ports of ``live``, added to it, once a port block is
+    free: a stopped node's ports stay in TIME_WAIT for up to a minute, and there are
+    only so many blocks."""
+    deadline = time.perf_counter() + BLOCK_WAIT_S
+    while True:
+        try:
+            node = BareNode(role, index, token, head_address, sandbox, taken=live)
+        except RuntimeError as exc:  # port_block: no free block
+            if time.perf_counter() > deadline:
+                raise StartFailed(str(exc)) from exc
+            time.sleep(1.0)
+            continue
+        live.append(node)
+        return node
+
+
+def bare_ray(size: int, kind: str, live: list[BareNode], all_at_once: bool = False) -> BareRun:
     """Start a head and ``size - 1`` workers as the agents would, the workers once the
-    head is ready (or with it, ``all_at_once``); then stop them."""
+    head is up (or with it, ``all_at_once``); then stop them. The nodes are made (their
+    port blocks picked) before the clock starts."""
     token = secrets.token_hex(32)
-    head = BareNode("head", 0, token, None)
-    live.append(head)
+    sandbox = sandbox_for(kind)
     try:
+        head = new_node("head", 0, token, None, sandbox, live)
+        workers = [
+            new_node("worker", i, token, head.gcs_address, sandbox, live) for i in range(1, size)
+        ]
         started = time.perf_counter()
         deadline = started + START_TIMEOUT_S
-        head.start()  # builds the command line, so the head's GCS port is known
-        workers = [BareNode("worker", i, token, head.gcs_address) for i in range(1, size)]
-        live.extend(workers)
+        start_together([head])
         if not all_at_once:
-            head.wait_ready(deadline)
-        for w in workers:
-            w.start()
-        head_at = head.wait_ready(deadline)
-        done_at = max([head_at, *(w.wait_ready(deadline) for w in workers)])
+            head.wait_up(deadline)
+        start_together(workers)
+        head_at = head.wait_up(deadline)
+        done_at = max([head_at, *(w.wait_up(deadline) for w in workers)])
         ray_cpu = cpu_s(p for node in live for p in node.processes())
     finally:
         stopping = time.perf_counter()
-        stop_bare(live)
+        stop_nodes(live)
         stop_s = time.perf_counter() - stopping
-        live.clear()
-    return BareRun(done_at - started, head_at - started, stop_s, ray_cpu)
+    return BareRun(done_at - started, head_at - started, stop_s, ray_cpu, head.launch_s)
+
+
+# -- a CPU-bound job ---------------------------------------------------------------------
+
+SPIN = """
+def spin(n):
+    x = 0
+    for i in range(n):
+        x = (x + i * i) % 1000003
+    return x
+"""
+# Run as ``python -c JOB_SCRIPT ITERATIONS TASKS`` by the node's job supervisor.
+JOB_SCRIPT = (
+    SPIN
+    + """
+import json, sys, time
+import ray
+
+n, tasks = int(sys.argv[1]), int(sys.argv[2])
+
+
+@ray.remote(num_cpus=1)
+def timed(n):
+    wall, cpu = time.perf_counter(), time.process_time()
+    spin(n)
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+ray.init()
+ray.get([timed.remote(n // 50) for _ in range(tasks)])  # a worker per task, started
+started = time.perf_counter()
+runs = ray.get([timed.remote(n) for _ in range(tasks)])
+wall = time.perf_counter() - started
+print("RESULT " + json.dumps({"workload_s": wall, "tasks": runs}))
+"""
+)
+
+
+def calibrate(seconds: float) -> int:
+    """How many iterations of ``spin`` take ``seconds`` on one core here (best of 3)."""
+    scope: dict[str, Any] = {}
+    exec(SPIN, scope)
+    n, best = 1_000_000, float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        scope["spin"](n)
+        best = min(best, time.perf_counter() - started)
+    return max(1, round(n * seconds / best))
+
+
+@dataclass
+class JobRun:
+    up_s: float  # start to the head up
+    connect_s: float  # the head up to its Jobs API answering
+    workload_s: float  # the tasks, timed inside the job
+    end_to_end_s: float  # submit to SUCCEEDED, as polled
+    task_wall_s: list[float]
+    task_cpu_s: list[float]
+
+    @property
+    def cpu_per_wall(self) -> float:
+        return sum(self.task_cpu_s) / sum(self.task_wall_s)
+
+
+def jobs_client(node: BareNode, deadline: float) -> Any:
+    """A Jobs API client of the head's dashboard, once it answers."""
+    from ray.job_submission import JobSubmissionClient
+
+    url = f"http://{node.ip}:{node.ports['dashboard']}"
+    while True:
+        try:
+            return JobSubmissionClient(url, headers={"Authorization": f"Bearer {node.token}"})
+        except (ConnectionError, RuntimeError) as exc:
+            if time.perf_counter() > deadline:
+                raise StartFailed(f"the Jobs API at {url} did not answer: {exc}") from exc
+            if node.exited():
+                raise StartFailed(f"{node.what} exited") from exc
+            time.sleep(0.2)
+
+
+def cpu_job(kind: str, iterations: int, live: list[BareNode]) -> JobRun:
+    """Start a head, run the job on it through the Jobs API, stop the head."""
+    from ray.job_submission import JobStatus
+
+    try:
+        head = new_node("head", 0, secrets.token_hex(32), None, sandbox_for(kind), live)
+        started = time.perf_counter()
+        start_together([head])
+        up_at = head.wait_up(started + START_TIMEOUT_S)
+        jobs = jobs_client(head, up_at + START_TIMEOUT_S)
+        connected = time.perf_counter()
+        entrypoint = f"python -c {shlex.quote(JOB_SCRIPT)} {iterations} {JOB_TASKS}"
+        submitted = time.perf_counter()
+        job_id = jobs.submit_job(entrypoint=entrypoint)
+        while not (status := jobs.get_job_status(job_id)).is_terminal():
+            if time.perf_counter() - submitted > JOB_TIMEOUT_S:
+                jobs.stop_job(job_id)
+                raise StartFailed(f"the job did not end in {JOB_TIMEOUT_S:.0f}s")
+            time.sleep(POLL_S)
+        end_to_end = time.perf_counter() - submitted
+        logs = jobs.get_job_logs(job_id)
+        if status != JobStatus.SUCCEEDED:
+            raise StartFailed(f"the job {status.value} ({KIND_NAMES[kind]}): {logs[-300:]}")
+        line = next((x for x in logs.splitlines() if x.startswith("RESULT ")), None)
+        if line is None:
+            raise StartFailed(f"the job printed no RESULT: {logs[-300:]}")
+        got = json.loads(line.removeprefix("RESULT "))
+    finally:
+        stop_nodes(live)
+    return JobRun(
+        up_s=up_at - started,
+        connect_s=connected - up_at,
+        workload_s=got["workload_s"],
+        end_to_end_s=end_to_end,
+        task_wall_s=[t[0] for t in got["tasks"]],
+        task_cpu_s=[t[1] for t in got["tasks"]],
+    )
 
 
 # -- idlegrid ----------------------------------------------------------------------------
@@ -435,21 +658,28 @@ def idlegrid_run(client: Client, net: LocalNetwork, size: int, name: str) -> dic
     }
 
 
-def summarise(values: Sequence[float | None]) -> dict[str, float | None]:
+def summarise(values: Iterable[float | None]) -> dict[str, float | None]:
     xs = [v for v in values if v is not None]
     if not xs:
-        return {"median": None, "min": None}
-    return {"median": round(statistics.median(xs), 3), "min": round(min(xs), 3)}
+        return {"median": None, "min": None, "max": None}
+    return {
+        "median": round(statistics.median(xs), 3),
+        "min": round(min(xs), 3),
+        "max": round(max(xs), 3),
+    }
 
 
-def bench_size(
-    net: LocalNetwork, client: Client, size: int, repeats: int, live: list[BareNode]
-) -> dict[str, Any]:
-    bare: list[BareRun] = []
-    at_once: list[BareRun] = []
-    runs: list[dict[str, Any]] = []
-    errors: list[str] = []
+def paired(runs: dict[str, list[Any]], value: Callable[[Any], float]) -> dict[str, Any]:
+    """Sandboxed / unsandboxed of each repeat where both were measured, summarised."""
+    ratios = [
+        value(s) / value(u)
+        for u, s in zip(runs["none"], runs["bubblewrap"], strict=True)
+        if u is not None and s is not None and value(u) > 0
+    ]
+    return {"runs": [round(r, 3) for r in ratios], **summarise(ratios)}
 
+
+def attempter(errors: list[str]) -> Callable[[str, Callable[[], T]], T | None]:
     def attempt(what: str, measure: Callable[[], T]) -> T | None:
         for _ in range(ATTEMPTS):
             try:
@@ -459,19 +689,80 @@ def bench_size(
                 errors.append(f"{what}: {exc}")
         return None
 
+    return attempt
+
+
+def order(r: int) -> tuple[str, ...]:
+    """Unsandboxed first in even repeats, sandboxed first in odd ones."""
+    return KINDS if r % 2 == 0 else KINDS[::-1]
+
+
+def bench_job(repeats: int, iterations: int, live: list[BareNode]) -> dict[str, Any]:
+    runs: dict[str, list[JobRun | None]] = {k: [] for k in KINDS}
+    errors: list[str] = []
+    attempt = attempter(errors)
+    for r in range(repeats):
+        for kind in order(r):
+            name = KIND_NAMES[kind]
+            progress(f"CPU-bound job, run {r + 1}/{repeats}: {name}")
+            j = attempt(f"job, {name}", partial(cpu_job, kind, iterations, live))
+            runs[kind].append(j)
+            if j is not None:
+                progress(
+                    f"  {name}: workload {j.workload_s:.2f}s, submit to SUCCEEDED "
+                    f"{j.end_to_end_s:.2f}s (head up in {j.up_s:.1f}s, Jobs API "
+                    f"{j.connect_s:.1f}s later), CPU/wall {j.cpu_per_wall:.2f}"
+                )
+    out: dict[str, Any] = {"iterations": iterations, "tasks": JOB_TASKS}
+    for kind in KINDS:
+        done = [j for j in runs[kind] if j is not None]
+        out[KIND_NAMES[kind]] = {
+            "workload_runs_s": [round(j.workload_s, 3) for j in done],
+            "workload_s": summarise(j.workload_s for j in done),
+            "end_to_end_s": summarise(j.end_to_end_s for j in done),
+            "up_s": summarise(j.up_s for j in done),
+            "connect_s": summarise(j.connect_s for j in done),
+            "cpu_per_wall": summarise(j.cpu_per_wall for j in done),
+            "runs": [asdict(j) for j in done],
+        }
+    out["ratio_workload"] = paired(runs, lambda j: j.workload_s)
+    out["ratio_end_to_end"] = paired(runs, lambda j: j.end_to_end_s)
+    # The loop's CPU time: what the sandbox costs the computation itself, whatever
+    # else the cores were busy with (the workload's wall time is what the goal is on).
+    out["ratio_task_cpu"] = paired(runs, lambda j: sum(j.task_cpu_s))
+    out["failed_attempts"] = errors
+    return out
+
+
+def bench_size(
+    net: LocalNetwork, client: Client, size: int, repeats: int, live: list[BareNode]
+) -> dict[str, Any]:
+    bare: dict[str, list[BareRun | None]] = {k: [] for k in KINDS}
+    at_once: list[BareRun] = []
+    runs: list[dict[str, Any]] = []
+    errors: list[str] = []
+    attempt = attempter(errors)
+
     for r in range(repeats):
         run = f"{size} device(s), run {r + 1}/{repeats}"
-        progress(f"{run}: bare ray start, head first")
-        b = attempt("bare", lambda: bare_ray(size, live))
-        if b is not None:
-            bare.append(b)
-            progress(f"  bare: {b.total_s:.2f}s (head {b.head_s:.2f}s), stop {b.stop_s:.1f}s")
+        for kind in order(r):
+            name = KIND_NAMES[kind]
+            progress(f"{run}: bare ray, {name}, head first")
+            b = attempt(f"bare, {name}", partial(bare_ray, size, kind, live))
+            bare[kind].append(b)
+            if b is not None:
+                progress(
+                    f"  bare, {name}: {b.total_s:.2f}s (head {b.head_s:.2f}s), stop {b.stop_s:.1f}s"
+                )
         if size > 1:
-            progress(f"{run}: bare ray start, all at once")
-            b = attempt("bare, all at once", lambda: bare_ray(size, live, all_at_once=True))
+            progress(f"{run}: bare ray, sandboxed, all at once")
+            b = attempt(
+                "bare, sandboxed, all at once",
+                partial(bare_ray, size, "bubblewrap", live, all_at_once=True),
+            )
             if b is not None:
                 at_once.append(b)
-                progress(f"  bare, all at once: {b.total_s:.2f}s (head {b.head_s:.2f}s)")
+                progress(f"  bare, sandboxed, all at once: {b.total_s:.2f}s (head {b.head_s:.2f}s)")
         progress(f"{run}: idlegrid deploy")
         got = attempt("idlegrid", partial(idlegrid_run, client, net, size, f"bench-{size}-{r}"))
         if got is not None:
@@ -483,8 +774,10 @@ def bench_size(
     steps = runs[0]["timeline_s"].keys() if runs else ()
     out: dict[str, Any] = {
         "devices": size,
-        "bare": bare_summary(bare),
+        "bare": bare_summary([b for b in bare["none"] if b is not None]),
+        "bare_sandboxed": bare_summary([b for b in bare["bubblewrap"] if b is not None]),
         "bare_all_at_once": bare_summary(at_once) if at_once else None,
+        "sandbox_ratio": paired(bare, lambda b: b.total_s),
         "idlegrid": {
             "runs_s": [r["total_s"] for r in runs],
             "total_s": summarise([r["total_s"] for r in runs]),
@@ -497,7 +790,8 @@ def bench_size(
         "failed_attempts": errors,
     }
     im = out["idlegrid"]["total_s"]
-    out["ratio"] = ratio(im, out["bare"]["total_s"])
+    out["ratio"] = ratio(im, out["bare_sandboxed"]["total_s"])
+    out["ratio_unsandboxed"] = ratio(im, out["bare"]["total_s"])
     out["ratio_all_at_once"] = ratio(im, out["bare_all_at_once"]["total_s"]) if at_once else None
     return out
 
@@ -508,6 +802,8 @@ def bare_summary(runs: Sequence[BareRun]) -> dict[str, Any]:
         "total_s": summarise([b.total_s for b in runs]),
         "head_s": summarise([b.head_s for b in runs]),
         "ray_cpu_s": summarise([b.ray_cpu_s for b in runs]),
+        "stop_s": summarise([b.stop_s for b in runs]),
+        "launch_s": summarise([b.launch_s for b in runs]),
     }
 
 
@@ -520,13 +816,38 @@ def ratio(idlegrid: dict[str, float | None], bare: dict[str, float | None]) -> d
 
 
 def verdict(results: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    measured = [s for s in results["sizes"] if s["sandbox_ratio"]["median"] is not None]
+    if measured:
+        worst = max(measured, key=lambda s: s["sandbox_ratio"]["median"])
+        w = worst["sandbox_ratio"]["median"]
+        out["sandbox_deploy"] = {
+            "goal_ratio": SANDBOX_DEPLOY_GOAL,
+            "worst_median_ratio": w,
+            "worst_devices": worst["devices"],
+            "result": "PASS" if w < SANDBOX_DEPLOY_GOAL else "FAIL",
+        }
+    else:
+        out["sandbox_deploy"] = {"result": "NOT MEASURED"}
+    job = results.get("job")
+    jm = job["ratio_workload"]["median"] if job else None
+    out["sandbox_job"] = (
+        {"result": "NOT MEASURED"}
+        if jm is None
+        else {
+            "goal_ratio": SANDBOX_JOB_GOAL,
+            "median_ratio": jm,
+            "result": "PASS" if jm < SANDBOX_JOB_GOAL else "FAIL",
+        }
+    )
     sizes = [s for s in results["sizes"] if s["ratio"]["median"] is not None]
     if not sizes:
-        return {"result": "NOT MEASURED"}
+        out["deploy"] = {"result": "NOT MEASURED"}
+        return out
     worst = max(sizes, key=lambda s: s["ratio"]["median"])
     largest = max(sizes, key=lambda s: s["devices"])
     med = largest["idlegrid"]["total_s"]["median"]
-    return {
+    out["deploy"] = {
         "goal_ratio": GOAL_RATIO,
         "worst_median_ratio": worst["ratio"]["median"],
         "worst_devices": worst["devices"],
@@ -536,32 +857,48 @@ def verdict(results: dict[str, Any]) -> dict[str, Any]:
         "largest_median_s": med,
         "faster_than_ionet": [round(IONET_S[0] / med, 1), round(IONET_S[1] / med, 1)],
     }
+    return out
 
 
 def fmt(v: float | None, spec: str = ".2f") -> str:
     return "-" if v is None else format(v, spec)
 
 
+def pct(r: float | None) -> str:
+    return "-" if r is None else f"{(r - 1) * 100:+.1f} %"
+
+
 def print_report(results: dict[str, Any]) -> None:
     sizes = results["sizes"]
 
-    def mm(d: dict[str, Any] | None) -> str:
-        return "-" if d is None else f"{fmt(d['total_s']['median'])} / {fmt(d['total_s']['min'])}"
+    def mm(d: dict[str, Any] | None, key: str = "total_s") -> str:
+        return "-" if d is None else f"{fmt(d[key]['median'])} / {fmt(d[key]['min'])}"
 
     def x(r: dict[str, Any] | None, key: str = "median") -> str:
         return "-" if r is None or r[key] is None else f"{r[key]:.2f}x"
 
+    def x3(r: dict[str, Any], key: str) -> str:
+        return "-" if r[key] is None else f"{r[key]:.3f}x"
+
+    def ms(d: dict[str, float | None]) -> str:
+        return fmt(None if d["median"] is None else d["median"] * 1000, ".0f")
+
+    def runs(values: Sequence[float]) -> str:
+        return ", ".join(f"{v:.2f}" for v in values)
+
     print_table(
         "Start to running, seconds, median / min of "
-        f"{results['repeats']} runs; ratio = idlegrid / bare (head first)",
-        "rrrrrrrl",
+        f"{results['repeats']} runs; ratio = idlegrid / bare sandboxed (head first)",
+        "rrrrrrrrrl",
         (
             "devices",
-            "bare, head first",
-            "bare, all at once",
+            "bare",
+            "bare sandboxed",
+            "sandboxed, all at once",
             "idlegrid",
             "ratio med",
             "ratio min",
+            "vs unsandboxed",
             "vs all at once",
             "idlegrid runs",
         ),
@@ -569,15 +906,51 @@ def print_report(results: dict[str, Any]) -> None:
             (
                 str(s["devices"]),
                 mm(s["bare"]),
+                mm(s["bare_sandboxed"]),
                 mm(s["bare_all_at_once"]),
                 mm(s["idlegrid"]),
                 x(s["ratio"]),
                 x(s["ratio"], "min"),
+                x(s["ratio_unsandboxed"]),
                 x(s["ratio_all_at_once"]),
-                ", ".join(f"{v:.2f}" for v in s["idlegrid"]["runs_s"]),
+                runs(s["idlegrid"]["runs_s"]),
             )
             for s in sizes
         ],
+    )
+    print_table(
+        "The sandbox's cost on deploy: bare Ray, head first, start to the last node up, "
+        "seconds; ratio = sandboxed / unsandboxed of the same repeat",
+        "rllrrrrlr",
+        (
+            "devices",
+            "unsandboxed runs",
+            "sandboxed runs",
+            "ratio med",
+            "min",
+            "max",
+            "overhead med",
+            "ratios",
+            "head's start(), ms: unsandboxed / sandboxed",
+        ),
+        [
+            (
+                str(s["devices"]),
+                runs(s["bare"]["runs_s"]),
+                runs(s["bare_sandboxed"]["runs_s"]),
+                x3(s["sandbox_ratio"], "median"),
+                x3(s["sandbox_ratio"], "min"),
+                x3(s["sandbox_ratio"], "max"),
+                pct(s["sandbox_ratio"]["median"]),
+                ", ".join(f"{v:.3f}" for v in s["sandbox_ratio"]["runs"]),
+                f"{ms(s['bare']['launch_s'])} / {ms(s['bare_sandboxed']['launch_s'])}",
+            )
+            for s in sizes
+        ],
+    )
+    print(
+        "(start(): RayNode.start() returning, median: the sandbox's namespace, pasta, routes "
+        "and cgroups are set up in it; then Ray starts.)"
     )
 
     def at(s: dict[str, Any], step: str) -> str:
@@ -586,7 +959,7 @@ def print_report(results: dict[str, Any]) -> None:
 
     print_table(
         "idlegrid's timeline, medians of seconds from the quote request, as polled every "
-        "50 ms; bare Ray's beside it",
+        "50 ms; bare Ray's (sandboxed) beside it",
         "rrrrrrrrrr",
         (
             "devices",
@@ -609,8 +982,8 @@ def print_report(results: dict[str, Any]) -> None:
                 at(s, "head_up"),
                 at(s, "running"),
                 fmt(s["idlegrid"]["server_running_s"]["median"]),
-                fmt(s["bare"]["head_s"]["median"]),
-                fmt(s["bare"]["total_s"]["median"]),
+                fmt(s["bare_sandboxed"]["head_s"]["median"]),
+                fmt(s["bare_sandboxed"]["total_s"]["median"]),
                 fmt(s["bare_all_at_once"]["total_s"]["median"]) if s["bare_all_at_once"] else "-",
             )
             for s in sizes
@@ -622,12 +995,13 @@ def print_report(results: dict[str, Any]) -> None:
         "created_at.)"
     )
     print_table(
-        "CPU seconds used from the start to ready/running, medians (the machine has "
+        "CPU seconds used from the start to up/running, medians (the machine has "
         f"{results['machine']['cpus']} CPUs)",
-        "rrrrrrr",
+        "rrrrrrrr",
         (
             "devices",
             "bare: ray nodes",
+            "sandboxed: ray nodes",
             "all at once: ray nodes",
             "idlegrid: ray nodes",
             "control plane",
@@ -638,6 +1012,7 @@ def print_report(results: dict[str, Any]) -> None:
             (
                 str(s["devices"]),
                 fmt(s["bare"]["ray_cpu_s"]["median"], ".1f"),
+                fmt(s["bare_sandboxed"]["ray_cpu_s"]["median"], ".1f"),
                 fmt(s["bare_all_at_once"]["ray_cpu_s"]["median"], ".1f")
                 if s["bare_all_at_once"]
                 else "-",
@@ -646,11 +1021,60 @@ def print_report(results: dict[str, Any]) -> None:
             for s in sizes
         ],
     )
-    failed = [(s["devices"], e) for s in sizes for e in s["failed_attempts"]]
+    job = results["job"]
+    print_table(
+        f"A CPU-bound job on a 1-node cluster, through the Jobs API: {job['tasks']} tasks of "
+        f"{job['iterations']:,} loop iterations each; seconds, median / min of "
+        f"{results['repeats']} runs",
+        "lrrrrrl",
+        (
+            "node",
+            "workload (in the job)",
+            "submit to SUCCEEDED",
+            "head up",
+            "Jobs API after",
+            "tasks' CPU / wall",
+            "workload runs",
+        ),
+        [
+            (
+                name,
+                mm(job[name], "workload_s"),
+                mm(job[name], "end_to_end_s"),
+                fmt(job[name]["up_s"]["median"]),
+                fmt(job[name]["connect_s"]["median"]),
+                fmt(job[name]["cpu_per_wall"]["median"]),
+                runs(job[name]["workload_runs_s"]),
+            )
+            for name in KIND_NAMES.values()
+        ],
+    )
+    print_table(
+        "The sandbox's cost on the job: sandboxed / unsandboxed of the same repeat",
+        "lrrrrl",
+        ("measured", "ratio med", "min", "max", "overhead med", "ratios"),
+        [
+            (
+                label,
+                x3(job[key], "median"),
+                x3(job[key], "min"),
+                x3(job[key], "max"),
+                pct(job[key]["median"]),
+                ", ".join(f"{v:.3f}" for v in job[key]["runs"]),
+            )
+            for label, key in (
+                ("workload (in the job)", "ratio_workload"),
+                ("submit to SUCCEEDED", "ratio_end_to_end"),
+                ("tasks' CPU time", "ratio_task_cpu"),
+            )
+        ],
+    )
+    failed = [(f"{s['devices']} device(s)", e) for s in sizes for e in s["failed_attempts"]]
+    failed += [("job", e) for e in job["failed_attempts"]]
     if failed:
         print(f"\nFailed attempts (each tried again, up to {ATTEMPTS} times in all):")
-    for devices, e in failed:
-        print(f"  {devices} device(s): {e}")
+    for where, e in failed:
+        print(f"  {where}: {e}")
     teardown = ", ".join(
         f"{s['devices']}: {fmt(s['idlegrid']['teardown_s']['median'], '.1f')} s" for s in sizes
     )
@@ -659,20 +1083,44 @@ def print_report(results: dict[str, Any]) -> None:
     print(
         f"Machine: {m['cpus']} CPUs ({m['processor']}), Python {m['python']}, Ray {m['ray']}; "
         f"load average {results['load_before']:.1f} before, {results['load_after']:.1f} after; "
-        f"{WORKERS} agents heartbeating every {HEARTBEAT_INTERVAL_S:g} s; "
+        f"{WORKERS} agents heartbeating every {HEARTBEAT_INTERVAL_S:g} s, their nodes "
+        f"{'sandboxed' if results['network_sandboxed'] else 'UNSANDBOXED'}; "
         f"{results['total_s']:.0f} s in all."
     )
     v = results["verdict"]
-    if v["result"] == "NOT MEASURED":
-        print(f"\nGoal ≤ {GOAL_RATIO:g}x bare Ray: NOT MEASURED (no deploy reached running).")
+    sd = v["sandbox_deploy"]
+    if sd["result"] == "NOT MEASURED":
+        print(f"\nGoal: the sandbox < {pct(SANDBOX_DEPLOY_GOAL)} of deploy time: NOT MEASURED.")
+    else:
+        by = ", ".join(f"{s['devices']}: {x3(s['sandbox_ratio'], 'median')}" for s in sizes)
+        print(
+            f"\nGoal: the sandbox < {pct(SANDBOX_DEPLOY_GOAL)} of deploy time: median "
+            f"sandboxed/unsandboxed bare Ray by devices {by}; worst "
+            f"{sd['worst_median_ratio']:.3f}x ({pct(sd['worst_median_ratio'])}) at "
+            f"{sd['worst_devices']}: {sd['result']}."
+        )
+    sj = v["sandbox_job"]
+    if sj["result"] == "NOT MEASURED":
+        print(f"Goal: the sandbox < {pct(SANDBOX_JOB_GOAL)} of a CPU-bound job: NOT MEASURED.")
+    else:
+        r = job["ratio_workload"]
+        print(
+            f"Goal: the sandbox < {pct(SANDBOX_JOB_GOAL)} of a CPU-bound job: median "
+            f"sandboxed/unsandboxed workload {sj['median_ratio']:.3f}x "
+            f"({pct(sj['median_ratio'])}; min {x3(r, 'min')}, max {x3(r, 'max')}): "
+            f"{sj['result']}."
+        )
+    d = v["deploy"]
+    if d["result"] == "NOT MEASURED":
+        print(f"Goal ≤ {GOAL_RATIO:g}x bare Ray: NOT MEASURED (no deploy or no bare run).")
         return
-    lo, hi = v["faster_than_ionet"]
+    lo, hi = d["faster_than_ionet"]
     ratios = ", ".join(f"{s['devices']}: {x(s['ratio'])}" for s in sizes)
     print(
-        f"\nGoal ≤ {v['goal_ratio']:g}x bare Ray: median idlegrid/bare by devices {ratios}; "
-        f"worst {v['worst_median_ratio']:.2f}x at {v['worst_devices']}: {v['result']}. "
-        f"io.net takes {IONET_S[0]:.0f}-{IONET_S[1]:.0f} s; idlegrid's median for "
-        f"{v['largest_devices']} devices is {v['largest_median_s']:.2f} s "
+        f"Goal ≤ {d['goal_ratio']:g}x bare Ray (sandboxed, as idlegrid's nodes are): median "
+        f"idlegrid/bare by devices {ratios}; worst {d['worst_median_ratio']:.2f}x at "
+        f"{d['worst_devices']}: {d['result']}. io.net takes {IONET_S[0]:.0f}-{IONET_S[1]:.0f} s; "
+        f"idlegrid's median for {d['largest_devices']} devices is {d['largest_median_s']:.2f} s "
         f"({lo:g}-{hi:g}x faster)."
     )
 
@@ -680,7 +1128,8 @@ def print_report(results: dict[str, Any]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Time from deploy request to a running Ray cluster on a local idlegrid "
-        "network, beside a bare `ray start` of the same nodes."
+        "network, beside a bare start of the same nodes with and without the sandbox, and a "
+        "CPU-bound Ray job with and without it."
     )
     parser.add_argument(
         "--sizes",
@@ -689,12 +1138,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="default 1,2,4",
     )
     parser.add_argument("--repeats", type=int, default=3, help="runs per size (default 3)")
+    parser.add_argument(
+        "--job-seconds",
+        type=float,
+        default=4.0,
+        help="each job task's loop, in seconds on one idle core here (default 4)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    if args.job_seconds <= 0:
+        parser.error("--job-seconds must be positive")
 
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # the agents inherit it too
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # the agents and the nodes inherit it too
+    try:
+        Bubblewrap().check()
+    except SandboxUnavailable as exc:
+        print(f"this benchmark measures the sandbox, which cannot run here: {exc.message}",
+              file=sys.stderr)  # fmt: skip
+        return 2
     # A SIGTERM unwinds like Ctrl-C, through every finally that stops a process.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     results: dict[str, Any] = {
@@ -706,7 +1169,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "heartbeat_interval_s": HEARTBEAT_INTERVAL_S,
             "object_store_mb": RAY_CONFIG.object_store_mb,
             "num_cpus": RAY_CONFIG.num_cpus,
+            "memory_mb": RAY_CONFIG.memory_mb,
             "poll_s": POLL_S,
+            "job_seconds": args.job_seconds,
+            "bare_addresses": [bare_address(i) for i in range(max(args.sizes))],
         },
         "repeats": args.repeats,
         "load_before": os.getloadavg()[0],
@@ -714,6 +1180,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     live: list[BareNode] = []
     try:
+        for i in range(max(args.sizes)):
+            add_local_address(bare_address(i))
+        iterations = calibrate(args.job_seconds)
+        progress(f"job tasks: {iterations:,} iterations (~{args.job_seconds:g} s on one core)")
+        results["job"] = bench_job(args.repeats, iterations, live)
         with tempfile.TemporaryDirectory(prefix="idlegrid-bench-deploy-") as tmp:
             progress(f"starting a local network with {WORKERS} agents in {tmp}")
             net = LocalNetwork(
@@ -724,6 +1195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 min_uptime_s=MIN_UPTIME_S,
                 env=NETWORK_ENV,
             )
+            results["network_sandboxed"] = net.sandboxed
             with net, Client(net.server_url) as public:
                 net.start()
                 net.wait_for(
@@ -740,11 +1212,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         results["sizes"].append(bench_size(net, client, size, args.repeats, live))
                 progress("stopping the local network")
     except KeyboardInterrupt:
-        stop_bare(live)
+        stop_nodes(live)
         progress("interrupted; every process this benchmark started has been stopped")
         return 130
     finally:
-        stop_bare(live)
+        stop_nodes(live)
+        LAUNCHERS.shutdown()
+        # What a sandbox of this run's might have left (RayNode.stop removes its own).
+        Bubblewrap().sweep(f"ig-bench{RUN}-")
     results["load_after"] = os.getloadavg()[0]
     results["verdict"] = verdict(results)
     return finish(results, _T0, args.json, print_report)

@@ -86,6 +86,9 @@ def free_port() -> int:
 
 def _bindable(ip: str, port: int) -> bool:
     with socket.socket() as s:
+        # As the servers will: a just-stopped node's connections in TIME_WAIT do not
+        # keep its block from the next node.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((ip, port))
         except OSError:
@@ -94,7 +97,8 @@ def _bindable(ip: str, port: int) -> bool:
 
 
 def port_block(ip: str, taken: frozenset[int] = frozenset()) -> range:
-    """The first block of ``PORT_BLOCK`` ports that are all free on ``ip``."""
+    """The first block of ``PORT_BLOCK`` ports that are all free on ``ip`` (pass
+    "0.0.0.0" for a node that listens on every address, as an unsandboxed Ray does)."""
     for start in PORT_BLOCKS:
         block = range(start, start + PORT_BLOCK)
         if start not in taken and all(_bindable(ip, p) for p in block):
@@ -130,7 +134,9 @@ class RayNode:
         self.config = config
         self.ip = ip
         self.sandbox: Sandbox = sandbox or NoSandbox()
-        self.block = port_block(ip)
+        # A sandboxed node's ports are pasta's, on its own address; an unsandboxed Ray
+        # listens on every address, so its block must be free on all of them.
+        self.block = port_block(ip if self.sandboxed else "0.0.0.0")
         self.ports = {name: self.block.start + i for i, name in enumerate(PORTS)}
         if assignment.role != "head":  # a worker runs no control store, dashboard or client
             self.ports = {

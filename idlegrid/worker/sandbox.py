@@ -154,6 +154,8 @@ class Sandbox(Protocol):
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    # PR_SET_PDEATHSIG fires when the *thread* that forked exits: launch nodes from a
+    # long-lived thread (the agent's loop), never from a short-lived pool worker.
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
