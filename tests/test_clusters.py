@@ -245,6 +245,17 @@ def test_an_unsandboxed_device_is_rented_only_by_its_owner(fleet: Fleet) -> None
     assert err.value.details["explain"]["available"] == 0
     view = fleet.agent(mine).get_device(mine)
     assert view.sandbox.backend == "none" and view.sandbox.reason == "--no-sandbox"
+    assert [e.kind for e in view.events if e.kind == "sandbox"] == []  # new, not a change
+    fleet.agent(mine).register_device(
+        RegisterRequest(hardware=cpu_hardware(), location="DE", sandbox=SANDBOXED)
+    )
+    (change,) = [e for e in fleet.agent(mine).get_device(mine).events if e.kind == "sandbox"]
+    assert change.detail == {"from": "none", "to": "bubblewrap"}
+    fleet.agent(mine).register_device(
+        RegisterRequest(
+            hardware=cpu_hardware(), location="DE", sandbox=SandboxInfo(reason="--no-sandbox")
+        )
+    )
 
     # Its owner (here the device's own key) rents it.
     owner = fleet.agent(mine)

@@ -94,7 +94,11 @@ class DeviceService:
                     uptime_s=0.0,
                 )
                 db.add(dev)
-                event: dict[str, Any] = {"model": cls.model, "kind": cls.kind.value}
+                event: dict[str, Any] = {
+                    "model": cls.model,
+                    "kind": cls.kind.value,
+                    "sandbox": req.sandbox.backend,
+                }
                 self._event(db, device_id, now, "registered", event)
             else:
                 if dev.status == DeviceStatus.TERMINATED.value:
@@ -131,7 +135,7 @@ class DeviceService:
             dev.unsupported_reason = cls.reason
             dev.hardware = hardware
             dev.agent_version = req.agent_version
-            if dev.sandbox_backend != req.sandbox.backend:
+            if not created and dev.sandbox_backend != req.sandbox.backend:
                 change = {"from": dev.sandbox_backend, "to": req.sandbox.backend}
                 self._event(db, device_id, now, "sandbox", change)
             dev.sandbox_backend = req.sandbox.backend
