@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import httpx
 
 from idlegrid.errors import NotFound, TransportError
 from idlegrid.worker.keypair import KeypairFileError, load_keypair
+from idlegrid.worker.raynode import port_is_free
 
 T = TypeVar("T")
 
@@ -59,16 +59,6 @@ def add_local_address(ip: str) -> None:
     )
     if done.returncode != 0 and ip not in host_addresses():
         raise RuntimeError(f"cannot add {ip} to the loopback interface: {done.stderr.strip()}")
-
-
-def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 class LocalNetwork:

@@ -84,13 +84,13 @@ def free_port() -> int:
         return port
 
 
-def _bindable(ip: str, port: int) -> bool:
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as s:
         # As the servers will: a just-stopped node's connections in TIME_WAIT do not
         # keep its block from the next node.
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind((ip, port))
+            s.bind((host, port))
         except OSError:
             return False
     return True
@@ -101,7 +101,7 @@ def port_block(ip: str, taken: frozenset[int] = frozenset()) -> range:
     "0.0.0.0" for a node that listens on every address, as an unsandboxed Ray does)."""
     for start in PORT_BLOCKS:
         block = range(start, start + PORT_BLOCK)
-        if start not in taken and all(_bindable(ip, p) for p in block):
+        if start not in taken and all(port_is_free(p, ip) for p in block):
             return block
     raise RuntimeError(f"no free block of {PORT_BLOCK} ports on {ip}")
 
