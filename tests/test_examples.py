@@ -37,10 +37,11 @@ def _alive_node_ids(dashboard_url: str, token: str) -> list[str]:
     return [n["node_id"] for n in reply.json()["data"]["result"]["result"]]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_cluster(cloud: LocalNetwork) -> Iterator[RayEndpoint]:
     """A 2-device cluster rented through idlegrid on the local network, as a buyer
-    would: funded wallet, quote, escrowed deploy; terminated at the end."""
+    would: funded wallet, quote, escrowed deploy; terminated after this module (the
+    shared network's devices are needed by the tests after it)."""
     client, _ = funded_buyer(cloud)
     with client:
         view = deploy_running(client, 2, name="examples")

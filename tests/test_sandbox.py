@@ -187,10 +187,38 @@ def test_a_job_that_exhausts_its_limits_is_contained_and_the_agent_carries_on(
         # A fork bomb meets the process cap.
         assert report["forks"]["error"] == "fork failed", report["forks"]
         assert report["forks"]["count"] < 4096
-        # A task that eats memory is killed at the node's cap; the driver lives on.
-        assert report["hog"]["error"] is not None, report["hog"]
-        assert report["hog"]["mb"] < 4096 + 256
+        # A task that eats memory past the cap never gets it: the kernel kills inside
+        # the node (the task, or the node itself, which the cluster then heals).
+        assert hog_outcome(view, tmp_path) in ("FAILED", "STOPPED", "node gone")
     index = device_index(cloud, device)
-    assert cloud.agents[index].poll() is None
-    log = (cloud.data_dir / "logs" / f"worker-{index}.log").read_text()
-    assert "killed at the memory cap" in log
+    assert cloud.agents[index].poll() is None  # the agent carries on, and says why
+    log = cloud.data_dir / "logs" / f"worker-{index}.log"
+    deadline = time.monotonic() + 30
+    while "killed at the memory cap" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert "killed at the memory cap" in log.read_text()
+
+
+def hog_outcome(view: ClusterView, tmp: Path) -> str:
+    """Submit the memory hog; its final status, or "node gone" when the OOM killer took
+    the node's own processes (the Jobs API with them)."""
+    assert view.dashboard_url and view.ray_token
+    work = tmp / "hog"
+    work.mkdir()
+    shutil.copy(HERE / "limits_job.py", work / "limits_job.py")
+    jobs = JobSubmissionClient(
+        view.dashboard_url, headers={"Authorization": f"Bearer {view.ray_token}"}
+    )
+    job_id = jobs.submit_job(
+        entrypoint="python limits_job.py hog", runtime_env={"working_dir": str(work)}
+    )
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            status = jobs.get_job_status(job_id)
+        except Exception:  # the dashboard went with the node
+            return "node gone"
+        if status.is_terminal():
+            return str(status.value)
+        time.sleep(0.5)
+    return "still running"
