@@ -1,7 +1,7 @@
-"""Jobs that exhaust their node's limits. ``python limits_job.py`` fills its work
-directory and forks without bound, and prints what each met as a RESULT line;
-``python limits_job.py hog`` runs a task that eats memory past the node's cap (the
-kernel kills inside the node: perhaps the task, perhaps the node)."""
+"""Jobs that exhaust their node's limits, each printing what it met as a RESULT line:
+``python limits_job.py`` fills its work directory; ``… hog`` runs a task that eats
+memory past the node's cap; ``… forks`` forks without bound. The kernel stops the
+last two inside the node: perhaps the task, perhaps the node's own processes."""
 
 from __future__ import annotations
 
@@ -70,8 +70,10 @@ def main() -> None:
     ray.init()
     if sys.argv[1:] == ["hog"]:
         print("RESULT " + json.dumps({"hog_mb": ray.get(hog.remote())}), flush=True)
-        return
-    print("RESULT " + json.dumps({"fill": fill(), "forks": forks()}), flush=True)
+    elif sys.argv[1:] == ["forks"]:  # may starve the node's own processes too
+        print("RESULT " + json.dumps({"forks": forks()}), flush=True)
+    else:
+        print("RESULT " + json.dumps({"fill": fill()}), flush=True)
 
 
 if __name__ == "__main__":

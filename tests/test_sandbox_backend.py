@@ -132,7 +132,7 @@ def test_a_killed_agent_takes_its_sandbox_with_it_and_its_successor_sweeps(
     while not pidfile.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert pidfile.exists()
-    (left,) = Cgroups.leftovers("ig-killtest-", bubblewrap.cgroup_root)
+    (left,) = Cgroups.with_prefix("ig-killtest-", bubblewrap.cgroup_root)
     assert (left.dirs["memory"] / "cgroup.procs").read_text().split()  # bwrap, the node
     os.killpg(agent.pid, signal.SIGKILL)
     agent.wait()
@@ -143,7 +143,7 @@ def test_a_killed_agent_takes_its_sandbox_with_it_and_its_successor_sweeps(
     assert "ig-killtest-1" in netns_names()  # left behind …
     bubblewrap.sweep("ig-killtest-")  # … until the device's next agent starts
     assert "ig-killtest-1" not in netns_names()
-    assert Cgroups.leftovers("ig-killtest-", bubblewrap.cgroup_root) == []
+    assert Cgroups.with_prefix("ig-killtest-", bubblewrap.cgroup_root) == []
 
 
 def test_cgroup_v2_limits_are_written_to_the_kernels_files(

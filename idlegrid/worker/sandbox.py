@@ -258,8 +258,9 @@ class Cgroups:
         return root / controller / _own_cgroups().get(controller, "/").lstrip("/") / "idlegrid"
 
     @classmethod
-    def leftovers(cls, prefix: str, root: Path = Path("/sys/fs/cgroup")) -> list[Cgroups]:
-        """The cgroups of this agent's nodes that a killed agent left."""
+    def with_prefix(cls, prefix: str, root: Path = Path("/sys/fs/cgroup")) -> list[Cgroups]:
+        """The cgroups of nodes whose names start with ``prefix`` (one device's: what a
+        killed agent left, or its running node's)."""
         base = cls._v2_base(root)
         if base is not None:
             return [cls({"": d}, 2) for d in base.glob(f"{prefix}*") if d.is_dir()]
@@ -338,6 +339,16 @@ class Cgroups:
             for line in (d / name).read_text().splitlines():
                 key, _, value = line.partition(" ")
                 if key == "oom_kill":
+                    return int(value)
+        return 0
+
+    def pids_refused(self) -> int:
+        """How often the process cap refused a fork (``pids.events``: max)."""
+        d = self.dirs["" if self.version == 2 else "pids"]
+        with contextlib.suppress(OSError, ValueError):
+            for line in (d / "pids.events").read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "max":
                     return int(value)
         return 0
 
@@ -482,7 +493,7 @@ class Bubblewrap:
         """Remove what a killed agent left: its nodes' cgroups (killing whatever is
         still inside) and network namespaces (pasta goes with them)."""
         with contextlib.suppress(OSError):
-            for groups in Cgroups.leftovers(prefix, self.cgroup_root):
+            for groups in Cgroups.with_prefix(prefix, self.cgroup_root):
                 groups.remove()
         with contextlib.suppress(subprocess.SubprocessError, OSError):
             listed = subprocess.run(
