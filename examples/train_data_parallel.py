@@ -5,6 +5,11 @@ set; PyTorch DDP averages the gradients, so all workers hold the same model. The
 workers are spread over the cluster's nodes. Prints the loss after each epoch
 (averaged over the workers) and the nodes the workers ran on.
 
+The trained weights and the metrics come back to the driver through Ray's object
+store (a small actor): a rented cluster's nodes are separate machines with no shared
+filesystem, which Ray Train's checkpoints would need (pass ``--storage-path`` with a
+bucket or NFS path to checkpoint there as well).
+
 Run it:
     idlegrid jobs submit CLUSTER -- python examples/train_data_parallel.py --workers 2
 or with plain Ray (from the repository root):
@@ -54,13 +59,29 @@ def train_loop(config: dict) -> None:
         losses.append(epoch_loss.item() / ROWS)
         metrics = {"epoch": epoch, "loss": losses[-1], "losses": losses, "nodes": node_ids}
         last = epoch == config["epochs"] - 1
+        if last and rank == 0:  # the model is the same on every worker: send it once
+            weights = {k: v.clone() for k, v in net.state_dict().items()}
+            ray.get(config["results"].put.remote({**metrics, "weights": weights}))
         with tempfile.TemporaryDirectory() as out:
             checkpoint = None
-            if last and rank == 0:  # the model is the same on every worker: save it once
+            if last and rank == 0 and config["storage_path"]:  # shared storage: checkpoint
                 torch.save(net.state_dict(), f"{out}/model.pt")
                 checkpoint = ray.train.Checkpoint.from_directory(out)
-            # Ray Train keeps the metrics that come with a checkpoint: the Result shows them.
             ray.train.report(metrics, checkpoint=checkpoint)
+
+
+@ray.remote(num_cpus=0)
+class Results:
+    """Where rank 0 leaves the trained weights and metrics for the driver."""
+
+    def __init__(self) -> None:
+        self.value: dict | None = None
+
+    def put(self, value: dict) -> None:
+        self.value = value
+
+    def get(self) -> dict | None:
+        return self.value
 
 
 def main() -> None:
@@ -69,32 +90,38 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument(
         "--storage-path",
-        default=tempfile.mkdtemp(prefix="train-"),
-        help="where the checkpoint goes; shared storage (s3://..., NFS) on multi-host clusters",
+        default=None,
+        help="also checkpoint here: shared storage (s3://..., NFS) that every node reaches",
     )
     args = parser.parse_args()
 
     started = time.monotonic()
     ray.init()
+    results = Results.remote()
+    config = {"lr": 0.01, "epochs": args.epochs, "batch_size": 64}
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"lr": 0.01, "epochs": args.epochs, "batch_size": 64},
+        train_loop_config={**config, "results": results, "storage_path": args.storage_path},
         scaling_config=ray.train.ScalingConfig(
             num_workers=args.workers, use_gpu=False, placement_strategy="SPREAD"
         ),
-        run_config=ray.train.RunConfig(storage_path=args.storage_path),
+        run_config=ray.train.RunConfig(
+            storage_path=args.storage_path or tempfile.mkdtemp(prefix="train-")
+        ),
     )
     result = trainer.fit()
-    losses = result.metrics["losses"]
+    trained = ray.get(results.get.remote())
+    losses = trained["losses"]
     for epoch, loss in enumerate(losses):
         print(f"epoch {epoch}: loss {loss:.4f}")
-    print(f"workers ran on {len(set(result.metrics['nodes']))} node(s)")
+    print(f"workers ran on {len(set(trained['nodes']))} node(s)")
     summary = {
         "workers": args.workers,
         "losses": losses,
         "final_loss": losses[-1],
-        "node_ids": result.metrics["nodes"],
-        "checkpoint": result.checkpoint.path,
+        "node_ids": trained["nodes"],
+        "parameters": sum(w.numel() for w in trained["weights"].values()),
+        "checkpoint": result.checkpoint.path if result.checkpoint else None,
         "elapsed_s": round(time.monotonic() - started, 2),
     }
     print("RESULT " + json.dumps(summary))

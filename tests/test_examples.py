@@ -85,6 +85,7 @@ def test_data_parallel_training_lowers_the_loss_across_nodes(ray_cluster: RayEnd
     assert losses[-1] == result["final_loss"]
     assert losses[-1] < losses[0] / 3  # seen: 0.63 -> 0.07; the target's variance is ~0.6
     assert len(result["node_ids"]) == 2  # one per worker
+    assert result["parameters"] == 8 * 32 + 32 + 32 + 1  # the weights came back
     assert_spread_over_nodes(ray_cluster, result["node_ids"])
 
 
