@@ -179,12 +179,9 @@ def _stop_group(proc: subprocess.Popen[bytes], grace_s: float) -> None:
 @dataclass
 class _Plain:
     proc: subprocess.Popen[bytes]
-    temp_dir: Path | None
 
     def stop(self, grace_s: float = 10.0) -> None:
         _stop_group(self.proc, grace_s)
-        if self.temp_dir is not None:
-            shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def oom_kills(self) -> int:
         return 0
@@ -217,7 +214,7 @@ class NoSandbox:
             start_new_session=True,
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
-        return _Plain(proc, None)
+        return _Plain(proc)
 
     def sweep(self, prefix: str) -> None:
         return None
@@ -332,25 +329,24 @@ class Cgroups:
         for d in self.dirs.values():
             (d / "cgroup.procs").write_text(str(os.getpid()))
 
-    def oom_kills(self) -> int:
-        d = self.dirs["" if self.version == 2 else "memory"]
-        name = "memory.events" if self.version == 2 else "memory.oom_control"
+    def _counter(self, controller: str, file: str, key: str) -> int:
+        """One ``key value`` line of a cgroup's event file (0 when it is not there)."""
+        d = self.dirs["" if self.version == 2 else controller]
         with contextlib.suppress(OSError, ValueError):
-            for line in (d / name).read_text().splitlines():
-                key, _, value = line.partition(" ")
-                if key == "oom_kill":
+            for line in (d / file).read_text().splitlines():
+                name, _, value = line.partition(" ")
+                if name == key:
                     return int(value)
         return 0
 
+    def oom_kills(self) -> int:
+        """Processes the kernel killed at the memory cap."""
+        events = "memory.events" if self.version == 2 else "memory.oom_control"
+        return self._counter("memory", events, "oom_kill")
+
     def pids_refused(self) -> int:
         """How often the process cap refused a fork (``pids.events``: max)."""
-        d = self.dirs["" if self.version == 2 else "pids"]
-        with contextlib.suppress(OSError, ValueError):
-            for line in (d / "pids.events").read_text().splitlines():
-                key, _, value = line.partition(" ")
-                if key == "max":
-                    return int(value)
-        return 0
+        return self._counter("pids", "pids.events", "max")
 
     def remove(self, timeout_s: float = 10.0) -> None:
         """Kill whatever is left inside, then remove the directories."""
