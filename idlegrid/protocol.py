@@ -80,7 +80,7 @@ class SandboxInfo(Wire):
     is ``none`` is matched only to clusters of its own owner."""
 
     backend: Literal["bubblewrap", "none"] = "none"
-    enforces: list[Annotated[str, Field(max_length=32)]] = Field(
+    enforces: list[Annotated[str, Field(pattern=r"^[a-z0-9_]{1,32}$")]] = Field(
         default_factory=list, max_length=32
     )
     reason: str | None = Field(default=None, max_length=256, description="why not, or what not")

@@ -241,6 +241,7 @@ def test_bad_requests_get_json_errors(
         (b"[]", 422, "invalid_request"),
         (SANDBOX_BODY % b'{"backend": "docker"}', 422, "invalid_request"),
         (SANDBOX_BODY % b'{"backend": "bubblewrap", "enforces": "all"}', 422, "invalid_request"),
+        (SANDBOX_BODY % b'{"enforces": ["user\\u0000"]}', 422, "invalid_request"),
         (b'{"pad": "' + b"x" * 70_000 + b'"}', 413, "payload_too_large"),
     ],
 )

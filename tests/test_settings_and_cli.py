@@ -106,6 +106,15 @@ def test_worker_without_its_sandbox_says_so_at_start(
     assert "Traceback" not in result.output
 
 
+def test_worker_refuses_a_bad_peer_network(tmp_path: Path) -> None:
+    for bad in ("10.0.0.0/33", "not-a-network", "198.18.0.0/24\x00"):
+        args = ["worker", "start", "--keypair", str(tmp_path / "k.json"),
+                "--ray-peer-network", bad, "--server", "http://127.0.0.1:9"]  # fmt: skip
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2 and "--ray-peer-network" in result.output, bad
+        assert "Traceback" not in result.output
+
+
 def test_catalog_command_lists_models_as_json() -> None:
     result = CliRunner().invoke(app, ["catalog", "--kind", "gpu", "--json"])
     assert result.exit_code == 0

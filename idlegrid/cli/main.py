@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import signal
 import sys
@@ -158,6 +159,12 @@ def worker_start(
         owner_kp = load_keypair(owner_keypair.expanduser()) if owner_keypair else None
         hardware = hardware_from_file(hardware_file) if hardware_file else detect_hardware()
     device_id = str(kp.pubkey())
+    if ray_peer_network is not None:
+        try:
+            ray_peer_network = str(ipaddress.ip_network(ray_peer_network, strict=False))
+        except ValueError as exc:
+            err_console.print(f"[red]error[/red]: --ray-peer-network: {exc}")
+            raise typer.Exit(2) from None
     sandbox: Sandbox
     if no_sandbox:
         sandbox = NoSandbox("--no-sandbox")
