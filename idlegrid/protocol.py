@@ -302,6 +302,12 @@ class WithdrawalView(Wire):
     asset: AssetName
     amount: str
     replayed: bool
+    chain: Literal["pending", "done", "failed"] = Field(
+        default="done",
+        description="the payout on chain: pending (sent once it can be: retry with the "
+        "same id to see), done, or failed (and refunded to the balance)",
+    )
+    signature: str | None = Field(default=None, description="the payout's transaction")
 
 
 class DepositsView(Wire):

@@ -103,8 +103,20 @@ def withdraw(
     if as_json:
         print_json(view)
     else:
-        note = " (already done: not paid twice)" if view.replayed else ""
-        console.print(f"withdrew {view.amount} {view.asset}{note}; id {req.id}")
+        note = " (already recorded: not paid twice)" if view.replayed else ""
+        if view.chain == "done":
+            console.print(f"withdrew {view.amount} {view.asset}{note}; id {req.id}")
+        elif view.chain == "pending":
+            console.print(
+                f"withdrawal of {view.amount} {view.asset} recorded{note}; the payout is "
+                f"pending on chain (retry with --id {req.id} to see it finish)"
+            )
+        else:
+            console.print(
+                f"[red]the chain refused the payout of {view.amount} {view.asset}; "
+                "it is back in your balance[/red]"
+            )
+            raise typer.Exit(1)
 
 
 @app.command("faucet")

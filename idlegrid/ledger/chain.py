@@ -28,8 +28,20 @@ owners, mint authority. A failed transaction raises ``ChainError`` with the
 program logs.
 
 ``SplChain`` holds the logic both adapters share (building, signing and
-checking instructions); an adapter supplies three primitives: read an account,
-the rent-exempt minimum, and send a transaction.
+checking instructions); an adapter supplies its primitives: read an account,
+the rent-exempt minimum, a fresh blockhash, send a transaction, and say
+whether a signature landed.
+
+Sending once. The ledger's outbox (``ledger/outbox.py``) never calls
+``transfer``/``mint_to``/``burn`` for money: it describes the movement as a
+``ChainOp``, has it signed with ``prepare`` (a ``Prepared``: the signed bytes,
+their signature and the block height after which they can no longer land),
+stores that, and only then calls ``submit``. After a crash it asks ``landed``
+about the stored signature: landed means done; not landed and ``expired``
+means it never can, so a fresh transaction may be prepared; otherwise the same
+bytes are sent again, which a chain runs at most once. Adapters keep that
+promise: ``submit`` refuses an expired transaction, and ``landed`` remembers a
+signature for at least as long as its transaction could still land.
 """
 
 from __future__ import annotations
@@ -52,6 +64,9 @@ from solders.pubkey import Pubkey
 from solders.system_program import CreateAccountWithSeedParams, create_account_with_seed
 from solders.token.state import Mint, TokenAccount
 from solders.transaction import VersionedTransaction
+from spl.memo.constants import MEMO_PROGRAM_ID
+from spl.memo.instructions import create_memo
+from spl.memo.models import MemoParams
 from spl.token.constants import ACCOUNT_LEN, MINT_LEN, TOKEN_PROGRAM_ID
 from spl.token.models import (
     BurnCheckedParams,
@@ -95,12 +110,72 @@ class ChainError(Exception):
         super().__init__(f"{message} ({reason})" if reason else message)
 
 
+class BlockhashExpired(ChainError):
+    """A prepared transaction's blockhash is too old: it did not run and never can."""
+
+
 class AccountNotFound(ChainError):
     """No account at this address (e.g. setup() has not run, or a typo)."""
 
     def __init__(self, address: str) -> None:
         self.address = address
         super().__init__(f"no account at {address}")
+
+
+OpKind = Literal["mint", "transfer", "burn"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChainOp:
+    """One token movement the network makes: a mint into ``dest``, a transfer from
+    ``source`` to ``dest``, or a burn from ``source`` (addresses, base58).
+
+    ``dest_owner``: create ``dest`` as that wallet's associated token account in the
+    same transaction if it is missing (idempotent), so a payout is one transaction.
+    ``memo``: an SPL Memo in the same transaction (the outbox puts its operation id
+    there): anyone can match a transaction to the book, and two operations with the
+    same movement never share a signature.
+    """
+
+    kind: OpKind
+    asset: Asset
+    amount: int
+    source: str | None = None
+    dest: str | None = None
+    dest_owner: str | None = None
+    memo: str = ""
+
+    def __post_init__(self) -> None:
+        _amount(self.amount)
+        needs = {"mint": ("dest",), "transfer": ("source", "dest"), "burn": ("source",)}
+        if self.kind not in needs:
+            raise ValueError(f"unknown chain operation {self.kind!r}")
+        for name in needs[self.kind]:
+            if not getattr(self, name):
+                raise ValueError(f"a {self.kind} names its {name}")
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A signed transaction not yet known to have run; ``valid_until`` is the last
+    block height at which it can land."""
+
+    signature: str
+    tx: bytes
+    valid_until: int
+
+
+@dataclass(frozen=True, slots=True)
+class Landed:
+    """What became of a transaction that ran: ``error`` is None when it succeeded."""
+
+    signature: str
+    error: str | None = None
+    logs: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
 
 
 @dataclass(frozen=True)
@@ -195,6 +270,30 @@ class Chain(Protocol):
         """A token account's balance (smallest units)."""
         ...
 
+    def instructions(self, op: ChainOp, owner: Pubkey) -> list[Instruction]:
+        """The SPL instructions of ``op``; ``owner`` signs for the source (or the mint)."""
+        ...
+
+    def prepare(
+        self, instructions: Sequence[Instruction], payer: Keypair, *signers: Keypair
+    ) -> Prepared:
+        """Sign a transaction under a fresh blockhash; nothing is sent."""
+        ...
+
+    def submit(self, prepared: Prepared) -> Landed:
+        """Send a prepared transaction (again, if it was sent before: it runs at most
+        once) and wait for it. Raises ``BlockhashExpired`` if it can no longer land,
+        ``ChainError`` when the outcome is unknown (the chain is unreachable)."""
+        ...
+
+    def landed(self, signature: str) -> Landed | None:
+        """The outcome of a transaction that ran; None if the chain has not run it."""
+        ...
+
+    def expired(self, prepared: Prepared) -> bool:
+        """True once ``prepared`` can no longer land (if ``landed`` says None, it never did)."""
+        ...
+
     def supply(self, asset: Asset) -> int:
         """The mint's total supply (smallest units)."""
         ...
@@ -264,6 +363,20 @@ class SplChain(ABC):
     @abstractmethod
     def airdrop_sol(self, pubkey: str, lamports: int) -> str: ...
 
+    @abstractmethod
+    def prepare(
+        self, instructions: Sequence[Instruction], payer: Keypair, *signers: Keypair
+    ) -> Prepared: ...
+
+    @abstractmethod
+    def submit(self, prepared: Prepared) -> Landed: ...
+
+    @abstractmethod
+    def landed(self, signature: str) -> Landed | None: ...
+
+    @abstractmethod
+    def expired(self, prepared: Prepared) -> bool: ...
+
     def close(self) -> None:
         return None
 
@@ -312,44 +425,74 @@ class SplChain(ABC):
         return self._layout
 
     def mint_to(self, asset: Asset, account: str, amount: int) -> str:
-        ix = spl.mint_to_checked(
-            MintToCheckedParams(
-                program_id=TOKEN_PROGRAM_ID,
-                mint=self._mint(asset),
-                dest=Pubkey.from_string(account),
-                mint_authority=self.authority.pubkey(),
-                amount=_amount(amount),
-                decimals=DECIMALS[asset],
-            )
-        )
-        return self._send([ix], self.authority)
+        op = ChainOp("mint", asset, amount, dest=account)
+        return self._send(self.instructions(op, self.authority.pubkey()), self.authority)
 
     def transfer(self, asset: Asset, source: str, dest: str, amount: int, owner: Keypair) -> str:
-        ix = spl.transfer_checked(
-            TransferCheckedParams(
-                program_id=TOKEN_PROGRAM_ID,
-                source=Pubkey.from_string(source),
-                mint=self._mint(asset),
-                dest=Pubkey.from_string(dest),
-                owner=owner.pubkey(),
-                amount=_amount(amount),
-                decimals=DECIMALS[asset],
-            )
-        )
-        return self._send([ix], owner)
+        op = ChainOp("transfer", asset, amount, source=source, dest=dest)
+        return self._send(self.instructions(op, owner.pubkey()), owner)
 
     def burn(self, asset: Asset, account: str, amount: int) -> str:
-        ix = spl.burn_checked(
-            BurnCheckedParams(
-                program_id=TOKEN_PROGRAM_ID,
-                mint=self._mint(asset),
-                account=Pubkey.from_string(account),
-                owner=self.authority.pubkey(),
-                amount=_amount(amount),
-                decimals=DECIMALS[asset],
+        op = ChainOp("burn", asset, amount, source=account)
+        return self._send(self.instructions(op, self.authority.pubkey()), self.authority)
+
+    def instructions(self, op: ChainOp, owner: Pubkey) -> list[Instruction]:
+        mint, decimals = self._mint(op.asset), DECIMALS[op.asset]
+        out: list[Instruction] = []
+        if op.dest_owner is not None:
+            # Idempotent create: a racing creator (or the user's own wallet) cannot make it fail.
+            out.append(
+                spl.create_idempotent_associated_token_account(
+                    self.authority.pubkey(), Pubkey.from_string(op.dest_owner), mint
+                )
             )
-        )
-        return self._send([ix], self.authority)
+        if op.kind == "mint":
+            assert op.dest is not None
+            params = MintToCheckedParams(
+                program_id=TOKEN_PROGRAM_ID,
+                mint=mint,
+                dest=Pubkey.from_string(op.dest),
+                mint_authority=owner,
+                amount=op.amount,
+                decimals=decimals,
+            )
+            out.append(spl.mint_to_checked(params))
+        elif op.kind == "transfer":
+            assert op.source is not None and op.dest is not None
+            out.append(
+                spl.transfer_checked(
+                    TransferCheckedParams(
+                        program_id=TOKEN_PROGRAM_ID,
+                        source=Pubkey.from_string(op.source),
+                        mint=mint,
+                        dest=Pubkey.from_string(op.dest),
+                        owner=owner,
+                        amount=op.amount,
+                        decimals=decimals,
+                    )
+                )
+            )
+        elif op.kind == "burn":
+            assert op.source is not None
+            out.append(
+                spl.burn_checked(
+                    BurnCheckedParams(
+                        program_id=TOKEN_PROGRAM_ID,
+                        mint=mint,
+                        account=Pubkey.from_string(op.source),
+                        owner=owner,
+                        amount=op.amount,
+                        decimals=decimals,
+                    )
+                )
+            )
+        if op.memo:
+            out.append(
+                create_memo(
+                    MemoParams(program_id=MEMO_PROGRAM_ID, signer=owner, message=op.memo.encode())
+                )
+            )
+        return out
 
     def balance(self, account: str) -> int:
         return self._read_token_account(Pubkey.from_string(account)).amount

@@ -22,7 +22,10 @@ commitment or its blockhash expires. A preflight failure carries the program
 logs; a transaction that lands but fails has its logs fetched. Two identical
 transactions within one blockhash would share a signature and the second
 would be dropped, so a send whose signature this process already used waits
-for the next blockhash.
+for the next blockhash. ``landed`` is ``getSignatureStatuses`` with
+``searchTransactionHistory``; ``expired`` compares ``getBlockHeight`` with the
+blockhash's ``lastValidBlockHeight``, Solana's own rule for when a transaction
+can no longer land.
 
 The authority pays for setup (rent for 14 accounts) and for users' associated
 token accounts; on a real cluster it must hold SOL. ``airdrop_sol`` only works
@@ -53,8 +56,16 @@ from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.rpc.errors import SendTransactionPreflightFailureMessage
 from solders.signature import Signature
+from solders.transaction import VersionedTransaction
 
-from idlegrid.ledger.chain import ChainError, SplChain, build_transaction
+from idlegrid.ledger.chain import (
+    BlockhashExpired,
+    ChainError,
+    Landed,
+    Prepared,
+    SplChain,
+    build_transaction,
+)
 
 T = TypeVar("T")
 
@@ -114,6 +125,16 @@ class RpcChain(SplChain):
         return self._call(self._client.get_minimum_balance_for_rent_exemption(size)).value
 
     def _send(self, instructions: Sequence[Instruction], payer: Keypair, *signers: Keypair) -> str:
+        landed = self.submit(self.prepare(instructions, payer, *signers))
+        if not landed.ok:
+            raise ChainError(
+                f"transaction failed: {landed.error}", signature=landed.signature, logs=landed.logs
+            )
+        return landed.signature
+
+    def prepare(
+        self, instructions: Sequence[Instruction], payer: Keypair, *signers: Keypair
+    ) -> Prepared:
         for _ in range(_BLOCKHASH_TRIES):
             latest = self._call(self._client.get_latest_blockhash(self.commitment)).value
             tx = build_transaction(instructions, payer, signers, latest.blockhash)
@@ -123,10 +144,21 @@ class RpcChain(SplChain):
                     self._blockhash, self._used = latest.blockhash, set()
                 if signature not in self._used:
                     self._used.add(signature)
-                    break
+                    return Prepared(str(signature), bytes(tx), latest.last_valid_block_height)
             time.sleep(_BLOCKHASH_WAIT_S)
-        else:
-            raise ChainError(f"the blockhash at {self.url} did not advance")
+        raise ChainError(f"the blockhash at {self.url} did not advance")
+
+    def submit(self, prepared: Prepared) -> Landed:
+        known = self.landed(prepared.signature)
+        if known is not None:
+            return known
+        if self.expired(prepared):
+            raise BlockhashExpired(
+                f"transaction {prepared.signature} expired at height {prepared.valid_until}",
+                signature=prepared.signature,
+            )
+        signature = Signature.from_string(prepared.signature)
+        tx = VersionedTransaction.from_bytes(prepared.tx)
         opts = TxOpts(skip_confirmation=True, preflight_commitment=self.commitment)
         try:
             asyncio.run_coroutine_threadsafe(
@@ -135,6 +167,7 @@ class RpcChain(SplChain):
         except RPCException as e:
             failure = e.args[0] if e.args else None
             if isinstance(failure, SendTransactionPreflightFailureMessage):
+                # The simulation failed: it did not run. The outbox retries it later.
                 raise ChainError(
                     f"transaction failed preflight: {failure.data.err}",
                     signature=str(signature),
@@ -142,12 +175,33 @@ class RpcChain(SplChain):
                 ) from e
             raise ChainError(f"RPC refused the transaction: {e}", signature=str(signature)) from e
         except SolanaRpcException as e:
-            # The transaction may or may not have reached the cluster: say which signature to check.
+            # It may or may not have reached the cluster: ``landed`` will say.
             raise ChainError(
                 f"cannot reach {self.url}; outcome unknown", signature=str(signature)
             ) from e
-        self._confirm(signature, latest.last_valid_block_height)
-        return str(signature)
+        self._confirm(signature, prepared.valid_until)
+        landed = self.landed(prepared.signature)
+        if landed is None:
+            raise ChainError("transaction confirmed but not found", signature=str(signature))
+        return landed
+
+    def landed(self, signature: str) -> Landed | None:
+        found = self._call(
+            self._client.get_signature_statuses(
+                [Signature.from_string(signature)], search_transaction_history=True
+            )
+        ).value[0]
+        if found is None:
+            return None
+        if found.err is None:
+            return Landed(signature)
+        return Landed(
+            signature, str(found.err), tuple(self._logs(Signature.from_string(signature)))
+        )
+
+    def expired(self, prepared: Prepared) -> bool:
+        height = self._call(self._client.get_block_height(self.commitment)).value
+        return height > prepared.valid_until
 
     def _confirm(self, signature: Signature, last_valid_block_height: int) -> None:
         try:
@@ -158,13 +212,7 @@ class RpcChain(SplChain):
             )
         except (UnconfirmedTxError, TransactionExpiredBlockheightExceededError) as e:
             raise ChainError(f"transaction not confirmed: {e}", signature=str(signature)) from e
-        status = statuses.value[0]
-        if status is not None and status.err is not None:
-            raise ChainError(
-                f"transaction failed: {status.err}",
-                signature=str(signature),
-                logs=self._logs(signature),
-            )
+        del statuses  # success or failure, ``landed`` reads the outcome
 
     def _logs(self, signature: Signature) -> list[str]:
         """Best effort: the logs of a landed transaction, for the error."""

@@ -50,7 +50,8 @@ async def every(interval_s: float, name: str, step: Callable[[], object]) -> Non
 
 
 def background(state: AppState) -> list[Coroutine[Any, Any, None]]:
-    """The control plane's loops: liveness, proofs of compute, buy-back and burn,
+    """The control plane's loops: liveness, proofs of compute, buy-back and burn, the
+    chain outbox,
     clusters (deploy watch, healing, expiry, hourly settlement), reward blocks and
     slashes whose appeal window closed."""
     s = state.settings
@@ -60,6 +61,7 @@ def background(state: AppState) -> list[Coroutine[Any, Any, None]]:
         ),
         every(s.proof_tick_s, "proof", state.proofs.tick),
         every(s.buyback_interval_s, "buy-back", lambda: buyback_and_burn(state)),
+        every(s.outbox_interval_s, "chain outbox", state.ledger.outbox.drain),
         every(s.cluster_tick_s, "clusters", state.clusters.tick),
         every(s.price_interval_s, "prices", state.clusters.market.record_prices),
         every(min(60.0, s.block_interval_s / 4), "blocks", state.blocks.tick),

@@ -73,6 +73,9 @@ class ServerSettings(BaseSettings):
     )
     io_usd_price: Decimal = Field(default=Decimal("1.50"), gt=0, description="oracle, embedded")
     buyback_interval_s: float = Field(default=3600, gt=0, description="fee buy-back and burn")
+    outbox_interval_s: float = Field(
+        default=1.0, gt=0, description="finish chain operations a crash or an outage left"
+    )
 
     # IO Cloud (services/clusters.py).
     quote_ttl_s: float = Field(default=300, gt=0, description="how long a quote holds")

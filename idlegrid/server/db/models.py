@@ -406,3 +406,34 @@ class PricePoint(Base):
     utilisation: Mapped[float] = mapped_column(Double)
     idle: Mapped[int] = mapped_column(Integer)
     hired: Mapped[int] = mapped_column(Integer)
+
+
+class ChainOperation(Base):
+    """A token movement the network owes the chain, recorded in the same transaction
+    as the book postings it backs, then sent, then finished (``ledger/outbox.py``).
+
+    ``signature``/``tx``/``valid_until``: the transaction last prepared for it, stored
+    before it is sent. ``undo``: book transfers to post if it fails for good.
+    """
+
+    __tablename__ = "chain_ops"
+    __table_args__ = (Index("ix_chain_ops_status", "status", "seq"),)
+
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    id: Mapped[str] = mapped_column(String(128), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    asset: Mapped[str] = mapped_column(String(8))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    source: Mapped[str | None] = mapped_column(String(64))
+    dest: Mapped[str | None] = mapped_column(String(64))
+    dest_owner: Mapped[str | None] = mapped_column(String(64))
+    signer: Mapped[str] = mapped_column(String(80))
+    status: Mapped[str] = mapped_column(String(16))
+    signature: Mapped[str | None] = mapped_column(String(96), index=True)
+    tx: Mapped[bytes | None] = mapped_column(LargeBinary)
+    valid_until: Mapped[int | None] = mapped_column(BigInteger)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(String(512))
+    undo: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    created_at: Mapped[float] = mapped_column(Double)
+    finished_at: Mapped[float | None] = mapped_column(Double)

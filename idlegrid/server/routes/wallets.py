@@ -71,12 +71,14 @@ def withdraw(
 ) -> WithdrawalView:
     _own(signer, pubkey)
     units = parse_amount(req.amount, req.asset)
-    transfer_id, replayed = state.ledger.withdraw(pubkey, req.id, Asset(req.asset), units)
+    transfer_id, replayed, op = state.ledger.withdraw(pubkey, req.id, Asset(req.asset), units)
     return WithdrawalView(
         transfer_id=transfer_id,
         asset=req.asset,
         amount=format_amount(units, req.asset),
         replayed=replayed,
+        chain=op.status if op is not None else "done",  # type: ignore[arg-type]
+        signature=op.signature if op is not None else None,
     )
 
 

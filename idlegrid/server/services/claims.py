@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from idlegrid.core.fees import format_amount
 from idlegrid.core.ledger import Transfer
 from idlegrid.errors import NothingToClaim
-from idlegrid.ledger.chain import Asset
+from idlegrid.ledger.chain import Asset, ChainOp
 from idlegrid.protocol import RewardBalance, RewardClaimView
 from idlegrid.server.db.models import LedgerAccount, RewardClaim, RewardCredit
 from idlegrid.server.services.ledger import UNCLAIMED, LedgerService, onchain, user_account
@@ -115,13 +115,14 @@ class ClaimService:
             )
             db.add(row)
             layout = self.ledger.chain.layout
-            self.ledger.chain.transfer(
+            move = ChainOp(
+                "transfer",
                 Asset.IO,
-                layout.account("reward", Asset.IO),
-                layout.account("treasury", Asset.IO),
                 units,
-                self.ledger.authority,
+                source=layout.account("reward", Asset.IO),
+                dest=layout.account("treasury", Asset.IO),
             )
+            self.ledger.outbox.record(db, f"{transfer_id}:chain", move)
             view = _claim_view(row)
         log.info("%s claimed %s IO through block %d", wallet, view.amount, through)
         return view

@@ -17,11 +17,11 @@ Book accounts::
     escrow:cluster:<id>:<a>  one cluster's prepayments (services/clusters.py)
     reserve:usdc:USDC        USDC the network keeps after a buy-back
 
-Ordering with the chain: each method posts to the book first (flushed, not
-committed), then sends the chain transaction, then commits. A chain failure
-rolls the book back; nothing is half applied. The one window left — the
-process dies after the chain transaction and before the commit — leaves the
-chain ahead of the book, and the audit names the account that disagrees.
+Ordering with the chain: each money path posts to the book and records the
+chain movement in the outbox (``ledger/outbox.py``) in one transaction; after
+the commit the outbox sends it, once. A crash anywhere leaves an unfinished
+operation that the outbox finishes at the next start, so book and chain agree
+again and nothing is paid twice; until then the audit counts it as in flight.
 """
 
 from __future__ import annotations
@@ -43,14 +43,14 @@ from idlegrid.core.fees import format_amount
 from idlegrid.core.ledger import Transfer
 from idlegrid.errors import InsufficientFunds, InvalidAmount, UnknownAccount
 from idlegrid.ledger.book import Book, balanced
-from idlegrid.ledger.chain import TREASURY_ROLES, Asset, Chain
+from idlegrid.ledger.chain import TREASURY_ROLES, Asset, Chain, ChainOp
 from idlegrid.ledger.oracle import PriceOracle, usdc_to_io_units
-from idlegrid.server.db.models import LedgerTransfer, RewardCredit
+from idlegrid.ledger.outbox import OpStatus, Outbox
+from idlegrid.server.db.models import ChainOperation, LedgerAccount, LedgerTransfer, RewardCredit
 
 log = logging.getLogger("idlegrid.server.ledger")
 
 ASSETS = (Asset.IO, Asset.USDC)
-DEPOSIT_GAS_LAMPORTS = 10_000_000  # for the deposit wallet's sweep fees (embedded VM)
 
 
 def onchain(role: str, asset: str) -> str:
@@ -102,6 +102,16 @@ class LedgerService:
         self.authority = authority
         self.oracle = oracle
         self.book = Book(clock)
+        self.outbox = Outbox(sessions, chain, self.book, authority, self._signer, clock)
+
+    def _signer(self, name: str) -> Keypair:
+        """The key an outbox operation is signed with: the authority, or a deposit wallet."""
+        if name == "authority":
+            return self.authority
+        kind, _, pubkey = name.partition(":")
+        if kind == "deposit" and pubkey:
+            return self.deposit_wallet(pubkey)
+        raise ValueError(f"unknown outbox signer {name!r}")
 
     # -- set-up ----------------------------------------------------------------------
 
@@ -135,8 +145,12 @@ class LedgerService:
                 )
                 minted += 0 if posted.replayed else category.amount
             if minted:
-                self.chain.mint_to(Asset.IO, layout.account("treasury", Asset.IO), minted)
-                log.info("genesis: minted %s IO", format_amount(minted, "IO"))
+                treasury = layout.account("treasury", Asset.IO)
+                self.outbox.record(
+                    db, "genesis:mint", ChainOp("mint", Asset.IO, minted, dest=treasury)
+                )
+                log.info("genesis: minting %s IO", format_amount(minted, "IO"))
+        self.outbox.drain()  # and whatever a crash left unfinished
 
     def emit(self, hour: int) -> int:
         """Mint hour ``hour``'s emission into the reward account (once per hour)."""
@@ -154,7 +168,10 @@ class LedgerService:
                 ),
             )
             if not posted.replayed:
-                self.chain.mint_to(Asset.IO, self.chain.layout.account("reward", Asset.IO), amount)
+                reward = self.chain.layout.account("reward", Asset.IO)
+                self.outbox.record(
+                    db, f"emission:{hour}", ChainOp("mint", Asset.IO, amount, dest=reward)
+                )
         return amount
 
     # -- wallets ---------------------------------------------------------------------
@@ -175,66 +192,98 @@ class LedgerService:
         return self.chain.token_account(str(owner), asset)
 
     def sweep_deposits(self, pubkey: str) -> dict[str, int]:
-        """Credit whatever arrived at ``pubkey``'s deposit addresses, once: the
-        tokens move to the treasury in the same step as the credit."""
+        """Credit whatever arrived at ``pubkey``'s deposit addresses, once: the credit
+        and the outbox's transfer of exactly those tokens into the treasury commit
+        together, and a sweep waits for an earlier one of the same address to land
+        before it reads the balance again."""
         credited: dict[str, int] = {}
-        wallet = self.deposit_wallet(pubkey)
         for asset in ASSETS:
             address = self.deposit_address(pubkey, asset)
-            amount = self.chain.balance(address)
-            if amount <= 0:
+            for _ in range(3):
+                amount = self._sweep(pubkey, asset, address)
+                if amount is not None:
+                    break
+                self.outbox.drain()  # an earlier sweep of this address is unfinished
+            else:
                 continue
-            with self.sessions.begin() as db:
-                account = user_account(pubkey, asset)
-                self.book.open_account(db, account, asset)
-                self.book.post(
-                    db,
-                    Transfer(
-                        f"deposit:{secrets.token_hex(12)}",
-                        onchain("treasury", asset),
-                        account,
-                        asset,
-                        amount,
-                        code="deposit",
-                        memo=address,
-                    ),
-                )
-                self.chain.airdrop_sol(str(wallet.pubkey()), DEPOSIT_GAS_LAMPORTS)
-                self.chain.transfer(
-                    asset, address, self.chain.layout.account("treasury", asset), amount, wallet
-                )
-            credited[asset.value] = amount
+            if amount:
+                credited[asset.value] = amount
         return credited
 
-    def withdraw(self, pubkey: str, request_id: str, asset: Asset, amount: int) -> tuple[str, bool]:
+    def _sweep(self, pubkey: str, asset: Asset, address: str) -> int | None:
+        """Credit and record one sweep of ``address``: the amount (0 when empty), or
+        None when an earlier sweep of it has not landed yet."""
+        with self.sessions.begin() as db:
+            account = user_account(pubkey, asset)
+            self.book.open_account(db, account, asset)
+            # One sweep of a wallet at a time: the account row is its lock.
+            db.get(LedgerAccount, account, with_for_update=True)
+            earlier = db.scalar(
+                select(func.count()).where(
+                    ChainOperation.source == address, ChainOperation.status == "pending"
+                )
+            )
+            if earlier:
+                return None
+            amount = self.chain.balance(address)
+            if amount <= 0:
+                return 0
+            n = db.scalar(select(func.count()).where(ChainOperation.source == address)) or 0
+            op_id = f"deposit:{address}:{n + 1}"
+            self.book.post(
+                db,
+                Transfer(
+                    op_id,
+                    onchain("treasury", asset),
+                    account,
+                    asset,
+                    amount,
+                    code="deposit",
+                    memo=address,
+                ),
+            )
+            treasury = self.chain.layout.account("treasury", asset)
+            op = ChainOp("transfer", asset, amount, source=address, dest=treasury)
+            self.outbox.record(db, op_id, op, signer=f"deposit:{pubkey}")
+        return amount
+
+    def withdraw(
+        self, pubkey: str, request_id: str, asset: Asset, amount: int
+    ) -> tuple[str, bool, OpStatus | None]:
         """Pay ``amount`` out to ``pubkey``'s own token account. ``request_id`` is
-        the caller's: a retry is answered, not paid twice. Returns (transfer id,
-        replayed)."""
+        the caller's: a retry is answered, not paid twice, whatever crashed when.
+        Returns (transfer id, replayed, the chain operation's status)."""
         if not 1 <= len(request_id) <= 64:
             raise InvalidAmount("a withdrawal id is 1-64 characters", id=request_id)
         transfer_id = f"withdrawal:{pubkey}:{request_id}"
+        debit = Transfer(
+            transfer_id,
+            user_account(pubkey, asset),
+            onchain("treasury", asset),
+            asset,
+            amount,
+            code="withdrawal",
+        )
         with self.sessions.begin() as db:
-            posted = self.book.post(
-                db,
-                Transfer(
-                    transfer_id,
-                    user_account(pubkey, asset),
-                    onchain("treasury", asset),
-                    asset,
-                    amount,
-                    code="withdrawal",
-                ),
-            )
+            posted = self.book.post(db, debit)
             if not posted.replayed:
-                dest = self.chain.token_account(pubkey, asset)
-                self.chain.transfer(
+                mint = Pubkey.from_string(self.chain.layout.mint(asset))
+                dest = str(spl.get_associated_token_address(Pubkey.from_string(pubkey), mint))
+                source = self.chain.layout.account("treasury", asset)
+                op = ChainOp("transfer", asset, amount, source=source, dest=dest, dest_owner=pubkey)
+                refund = Transfer(
+                    f"{transfer_id}:refund",
+                    debit.credit,
+                    debit.debit,
                     asset,
-                    self.chain.layout.account("treasury", asset),
-                    dest,
                     amount,
-                    self.authority,
+                    code="withdrawal-refund",
+                    memo="the chain refused the payout",
                 )
-        return transfer_id, posted.replayed
+                self.outbox.record(db, transfer_id, op, undo=[refund])
+        if posted.replayed:
+            self.outbox.drain()  # a retry after a crash finishes what the first try left
+        return transfer_id, posted.replayed, self.outbox.status(transfer_id)
 
     def balances(self, db: Session, pubkey: str) -> dict[str, tuple[int, int]]:
         """(balance, available) per asset; zero for accounts never opened."""
@@ -280,10 +329,11 @@ class LedgerService:
         with self.sessions.begin() as db:
             io_fees = self.book.account(db, fees_account("IO")).available
             if io_fees > 0:
+                tag = secrets.token_hex(12)
                 self.book.post(
                     db,
                     Transfer(
-                        f"burn:{secrets.token_hex(12)}",
+                        f"burn:{tag}",
                         fees_account("IO"),
                         onchain("treasury", "IO"),
                         "IO",
@@ -292,7 +342,7 @@ class LedgerService:
                         memo="IO fee revenue",
                     ),
                 )
-                self.chain.burn(Asset.IO, treasury_io, io_fees)
+                self._burn(db, f"burn:{tag}", treasury_io, io_fees)
                 burned.append(("IO fees", io_fees))
         with self.sessions.begin() as db:
             usdc = self.book.account(db, fees_account("USDC")).available
@@ -327,9 +377,12 @@ class LedgerService:
                 except InsufficientFunds:
                     log.warning("buy-back skipped: the reserve cannot sell %d units", io_units)
                     return burned
-                self.chain.burn(Asset.IO, treasury_io, io_units)
+                self._burn(db, f"burn:{tag}", treasury_io, io_units)
                 burned.append(("USDC fees", io_units))
         return burned
+
+    def _burn(self, db: Session, op_id: str, account: str, units: int) -> None:
+        self.outbox.record(db, op_id, ChainOp("burn", Asset.IO, units, source=account))
 
     # -- supply and audit --------------------------------------------------------------
 
@@ -369,17 +422,38 @@ class LedgerService:
             problem = self.book.verify_chain(db)
             checks.append(AuditCheck("hash chain intact", problem is None, problem or "ok"))
             layout = self.chain.layout
+            # Operations the outbox has not finished are in the book and not yet on chain.
+            flying = self.outbox.in_flight(db)
+            ahead: dict[str, int] = {}
+            minting = 0
+            for op in flying:
+                if op.source is not None:
+                    ahead[op.source] = ahead.get(op.source, 0) - op.amount
+                if op.dest is not None:
+                    ahead[op.dest] = ahead.get(op.dest, 0) + op.amount
+                if op.asset is Asset.IO:
+                    minting += {"mint": op.amount, "burn": -op.amount}.get(op.kind, 0)
+            note = f" (+ {len(flying)} operations in flight)" if flying else ""
             for asset in ASSETS:
                 for role in TREASURY_ROLES:
+                    address = layout.account(role, asset)
                     book_holds = -self.book.account(db, onchain(role, asset)).balance
-                    chain_holds = self.chain.balance(layout.account(role, asset))
+                    chain_holds = self.chain.balance(address) + ahead.get(address, 0)
                     checks.append(
                         AuditCheck(
                             f"{role} {asset.value}: book = chain",
                             book_holds == chain_holds,
-                            f"book {book_holds}, chain {chain_holds}",
+                            f"book {book_holds}, chain {chain_holds}{note}",
                         )
                     )
+            failed = self.outbox.failed(db)
+            checks.append(
+                AuditCheck(
+                    "no chain operation failed",
+                    not failed,
+                    "; ".join(f"{i}: {e}" for i, e in failed[:10]) or "ok",
+                )
+            )
             owed = int(db.scalar(select(func.coalesce(func.sum(RewardCredit.units), 0))) or 0)
             held = self.book.account(db, UNCLAIMED).balance
             checks.append(
@@ -390,12 +464,12 @@ class LedgerService:
                 )
             )
             s = self.supply(db)
-            on_chain = self.chain.supply(Asset.IO)
+            on_chain = self.chain.supply(Asset.IO) + minting
             checks.append(
                 AuditCheck(
                     "minted = circulating + burned",
                     s["minted"] == on_chain + s["burned"],
-                    f"minted {s['minted']}, on chain {on_chain}, burned {s['burned']}",
+                    f"minted {s['minted']}, on chain {on_chain}, burned {s['burned']}{note}",
                 )
             )
             checks.append(

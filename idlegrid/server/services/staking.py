@@ -35,7 +35,7 @@ from idlegrid.errors import (
     StakeBelowMinimum,
     UnknownDevice,
 )
-from idlegrid.ledger.chain import Asset, Role
+from idlegrid.ledger.chain import Asset, ChainOp, Role
 from idlegrid.protocol import CoStakeView, SlashList, SlashView, StakeView
 from idlegrid.server.db.models import Device, DeviceEvent, Slash, StakeRow
 from idlegrid.server.idle import IdleMonitor
@@ -397,18 +397,20 @@ class StakingService:
         return s
 
     def _move_on_chain(self, db: Session, tag: str, source: Role, dest: Role, units: int) -> None:
-        """The book mirror of a chain transfer between two network accounts, then the transfer."""
+        """The book mirror of a chain transfer between two network accounts, and the
+        transfer itself in the outbox (sent once this transaction commits)."""
         self.ledger.book.post(
             db, Transfer(f"chain:{tag}", onchain(dest, "IO"), onchain(source, "IO"), "IO", units)
         )
         layout = self.ledger.chain.layout
-        self.ledger.chain.transfer(
+        move = ChainOp(
+            "transfer",
             Asset.IO,
-            layout.account(source, Asset.IO),
-            layout.account(dest, Asset.IO),
             units,
-            self.ledger.authority,
+            source=layout.account(source, Asset.IO),
+            dest=layout.account(dest, Asset.IO),
         )
+        self.ledger.outbox.record(db, f"chain:{tag}", move)
 
     def _lock_in(self, db: Session, staker: str, device_id: str, units: int) -> None:
         tag = secrets.token_hex(12)
@@ -457,8 +459,9 @@ class StakingService:
                 memo=f"slash {s.reason}",
             ),
         )
-        self.ledger.chain.burn(
-            Asset.IO, self.ledger.chain.layout.account("stake", Asset.IO), s.units
+        stake = self.ledger.chain.layout.account("stake", Asset.IO)
+        self.ledger.outbox.record(
+            db, f"burn:slash:{s.id}", ChainOp("burn", Asset.IO, s.units, source=stake)
         )
 
 
