@@ -163,3 +163,29 @@ def test_a_malformed_wallet_key_is_a_4xx(network: Network) -> None:
     for path in ("/v1/wallets/not-a-key", "/v1/wallets/0OIl0OIl0OIl0OIl0OIl0OIl0OIl0OIl0/history"):
         resp = network.http.get(path)
         assert (resp.status_code, resp.json()["code"]) == (422, "invalid_request")
+
+
+def test_a_payout_the_chain_refuses_for_good_is_refunded(network: Network) -> None:
+    """The treasury is emptied on chain behind the book's back: the withdrawal's
+    transaction fails each time, and after the last attempt the book refunds it."""
+    from idlegrid.ledger.outbox import MAX_ATTEMPTS
+
+    ledger = network.state.ledger
+    kp = Keypair()
+    me = str(kp.pubkey())
+    ledger.grant(me, Asset.IO, 100 * 10**8)
+    treasury = ledger.chain.layout.account("treasury", Asset.IO)
+    ledger.chain.burn(Asset.IO, treasury, ledger.chain.balance(treasury))  # the discrepancy
+    _, _, op = ledger.withdraw(me, "w-1", Asset.IO, 40 * 10**8)
+    assert op is not None and op.status == "pending" and "insufficient funds" in (op.error or "")
+    for _ in range(MAX_ATTEMPTS):
+        ledger.outbox.drain()
+    op = ledger.outbox.status("withdrawal:" + me + ":w-1")
+    assert op is not None and op.status == "failed"
+    with ledger.sessions() as db:
+        assert ledger.balances(db, me)["IO"] == (100 * 10**8, 100 * 10**8)  # refunded
+    failed = [c.name for c in ledger.audit() if not c.ok]
+    assert "no chain operation failed" in failed and "treasury IO: book = chain" in failed
+    # A retry with the same id is answered from the record: nothing is sent again.
+    _, replayed, again = ledger.withdraw(me, "w-1", Asset.IO, 40 * 10**8)
+    assert replayed and again is not None and again.status == "failed"

@@ -90,9 +90,6 @@ class Outbox:
         self.signer = signer
         self.clock = clock
         self._lock = threading.Lock()
-        event.listen(sessions, "before_commit", self._before_commit)
-        event.listen(sessions, "after_commit", self._after_commit)
-        event.listen(sessions, "after_soft_rollback", self._after_rollback)
 
     # -- inside a money path's transaction ---------------------------------------------
 
@@ -127,6 +124,12 @@ class Outbox:
                 created_at=self.clock(),
             )
         )
+        if _RECORDED not in db.info:
+            # Whichever factory made this session: its commit fires the fault points
+            # and the drain.
+            event.listen(db, "before_commit", self._before_commit)
+            event.listen(db, "after_commit", self._after_commit)
+            event.listen(db, "after_soft_rollback", self._after_rollback)
         db.info.setdefault(_RECORDED, []).append(op_id)
 
     def _before_commit(self, db: Session) -> None:
@@ -134,7 +137,8 @@ class Outbox:
             faults.point("before_commit")
 
     def _after_commit(self, db: Session) -> None:
-        if db.info.pop(_RECORDED, None):
+        if db.info.get(_RECORDED):
+            db.info[_RECORDED] = []
             faults.point("after_commit")
             try:
                 self.drain()
@@ -142,7 +146,8 @@ class Outbox:
                 log.exception("chain outbox: draining after a commit failed")
 
     def _after_rollback(self, db: Session, previous: object) -> None:
-        db.info.pop(_RECORDED, None)
+        if db.info.get(_RECORDED):
+            db.info[_RECORDED] = []
 
     # -- finishing ----------------------------------------------------------------------
 
