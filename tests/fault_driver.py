@@ -1,17 +1,18 @@
 """One money path, run in its own process so a fault point can kill it (``tests/test_faults.py``).
 
-    python -m tests.fault_driver DATABASE_URL DATA_DIR PATH STEP
+    python -m tests.fault_driver DATABASE_URL DATA_DIR PATH STEP [FAULT]
 
 STEP ``act`` makes what PATH needs (a funded wallet, a deposit waiting, fee
-revenue, a registered device), then arms ``FAULT`` (a point of
-``idlegrid/faults.py``, or nothing) and runs PATH once; ``retry`` restarts, lets the outbox reconcile and runs PATH
-again with the same request id, as a client retrying after a crash would. Each
-step prints one JSON line of what the test checks.
+revenue, a registered device), then arms FAULT (a point of
+``idlegrid/faults.py``) and runs PATH once; ``retry`` restarts, lets the
+outbox reconcile and runs PATH again with the same request id, as a client
+retrying after a crash would. Each step prints one JSON line for the test.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from decimal import Decimal
 from pathlib import Path
@@ -21,8 +22,6 @@ from solders.keypair import Keypair
 from idlegrid.core.ledger import Transfer
 from idlegrid.ledger.chain import Asset
 from idlegrid.protocol import RegisterRequest
-import os
-
 from idlegrid.server.services.ledger import fees_account, genesis_account
 from idlegrid.server.settings import ServerSettings
 from tests.conftest import FakeClock, Network, cpu_hardware
@@ -63,21 +62,19 @@ def main(database_url: str, data_dir: str, path: str, step: str, fault: str = ""
             (Path(data_dir) / "device").write_text(view.id)
         if fault:
             os.environ["IDLEGRID_FAULT"] = fault
-    if True:
-        if path == "withdrawal":
-            _, replayed, op = ledger.withdraw(me, "w-1", Asset.IO, 1_234 * IO)
-            out["replayed"] = replayed
-        elif path == "deposit":
-            out["credited"] = ledger.sweep_deposits(me).get("USDC", 0)
-        elif path == "emission":
-            ledger.emit(3)
-        elif path == "burn":
-            out["burned"] = sum(units for _, units in ledger.buyback_and_burn())
-        elif path == "stake":
-            device = (Path(data_dir) / "device").read_text()
-            if Decimal(state.staking.view(device).active) == 0:
-                minimum = Decimal(state.staking.view(device).minimum)
-                state.staking.stake(me, device, int(minimum * IO))
+    if path == "withdrawal":
+        out["replayed"] = ledger.withdraw(me, "w-1", Asset.IO, 1_234 * IO)[1]
+    elif path == "deposit":
+        out["credited"] = ledger.sweep_deposits(me).get("USDC", 0)
+    elif path == "emission":
+        ledger.emit(3)
+    elif path == "burn":
+        out["burned"] = sum(units for _, units in ledger.buyback_and_burn())
+    elif path == "stake":
+        device = (Path(data_dir) / "device").read_text()
+        if Decimal(state.staking.view(device).active) == 0:  # a stake has no request id
+            minimum = Decimal(state.staking.view(device).minimum)
+            state.staking.stake(me, device, int(minimum * IO))
     with ledger.sessions() as db:
         balances = ledger.balances(db, me)
         out["io"], out["usdc"] = balances["IO"][0], balances["USDC"][0]
@@ -90,8 +87,8 @@ def main(database_url: str, data_dir: str, path: str, step: str, fault: str = ""
 
 
 def _chain_balance(ledger, owner: str, asset: Asset) -> int:  # type: ignore[no-untyped-def]
-    from solders.pubkey import Pubkey
     import spl.token.instructions as spl
+    from solders.pubkey import Pubkey
 
     mint = Pubkey.from_string(ledger.chain.layout.mint(asset))
     ata = str(spl.get_associated_token_address(Pubkey.from_string(owner), mint))
