@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO, TypeVar
 
 import httpx
+import psutil
 
 from idlegrid.errors import NotFound, TransportError
 from idlegrid.worker.keypair import KeypairFileError, load_keypair
@@ -147,6 +148,11 @@ class LocalNetwork:
     def worker_ip(self, index: int) -> str:
         return local_address(index) if self.sandboxed else "127.0.0.1"
 
+    def cores_each(self) -> int:
+        """The physical cores each local agent claims: this machine's, shared out."""
+        physical = psutil.cpu_count(logical=False) or os.cpu_count() or 1
+        return max(1, physical // max(1, self.workers))
+
     def start_worker(self, index: int, *extra: str) -> subprocess.Popen[bytes]:
         ip = self.worker_ip(index)
         if self.sandboxed:
@@ -174,6 +180,9 @@ class LocalNetwork:
             "150",
             "--ray-num-cpus",
             "2",
+            # and each claims (and is proven on) the share of the cores it really gets
+            "--cpu-cores",
+            str(self.cores_each()),
             "--ray-log-dir",
             str(self.data_dir / "logs"),
             *extra,

@@ -121,6 +121,14 @@ def worker_start(
     ray_num_cpus: Annotated[
         int | None, typer.Option(min=1, help="CPUs this device gives Ray; default all")
     ] = None,
+    cpu_cores: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="cores this device lends and claims (its proofs are judged on them); "
+            "default all. Agents sharing one machine each claim their share",
+        ),
+    ] = None,
     ray_log_dir: Annotated[Path | None, typer.Option(help="where Ray node output goes")] = None,
     ray_memory_mb: Annotated[
         int | None, typer.Option(min=256, help="memory cap of a Ray node; default 90% of RAM")
@@ -158,6 +166,11 @@ def worker_start(
         kp, created = load_or_create_keypair(keypair.expanduser())
         owner_kp = load_keypair(owner_keypair.expanduser()) if owner_keypair else None
         hardware = hardware_from_file(hardware_file) if hardware_file else detect_hardware()
+    if cpu_cores is not None:
+        physical = min(cpu_cores, hardware.cpu_physical_cores or cpu_cores)
+        hardware = hardware.model_copy(
+            update={"cpu_cores": min(cpu_cores, hardware.cpu_cores), "cpu_physical_cores": physical}
+        )
     device_id = str(kp.pubkey())
     if ray_peer_network is not None:
         try:

@@ -44,7 +44,12 @@ class ServerSettings(BaseSettings):
     # 0 means min(1 s, a quarter (flush) or an eighth (reaper) of the heartbeat interval).
     # Proof of compute (core/proof.py, core/proof_policy.py).
     proof_interval_s: float = Field(default=6 * 3600, gt=0, description="re-prove idle devices")
-    proof_retry_s: float = Field(default=600, gt=0, description="after a failure")
+    proof_retry_s: float = Field(
+        default=20,
+        gt=0,
+        description="after a failure, on a fresh challenge; doubled for each failure in a row",
+    )
+    proof_retry_max_s: float = Field(default=3600, gt=0, description="the longest retry wait")
     proof_pickup_s: float = Field(default=120, gt=0, description="to fetch an issued challenge")
     proof_target_s: float = Field(default=1.0, gt=0, description="work at the claimed speed")
     proof_min_efficiency: float = Field(

@@ -316,7 +316,13 @@ class ProofService:
                 dev.readiness = Readiness.PENDING.value
             self._refresh(dev)
         else:
-            dev.next_proof_at = now + self.settings.proof_retry_s
+            # A busy honest machine fails now and then: a fresh challenge soon, then
+            # less and less often while it keeps failing.
+            failures = outcome.standing.failures
+            wait = self.settings.proof_retry_s * 2 ** min(failures - 1, 30)
+            dev.next_proof_at = now + min(wait, self.settings.proof_retry_max_s)
+            event["failures_in_a_row"] = failures
+            event["retry_at"] = dev.next_proof_at
             if outcome.demote and dev.readiness != Readiness.HIRED.value:
                 dev.readiness = Readiness.NOT_REWARD_READY.value
             if outcome.demote and dev.proof_passed_at is not None:
