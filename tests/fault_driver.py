@@ -27,7 +27,8 @@ from idlegrid.server.settings import ServerSettings
 from tests.conftest import FakeClock, Network, cpu_hardware
 
 IO = 10**8
-PATHS = ("withdrawal", "deposit", "emission", "burn", "stake")
+PATHS = ("withdrawal", "deposit", "emission", "burn", "stake", "unstake", "slash")
+LATER_S = 40 * 86400  # past the 14-day unstake cooldown and the 30-day appeal window
 
 
 def main(database_url: str, data_dir: str, path: str, step: str, fault: str = "") -> None:
@@ -35,6 +36,8 @@ def main(database_url: str, data_dir: str, path: str, step: str, fault: str = ""
         database_url=database_url, data_dir=Path(data_dir), environment="development"
     )
     net = Network(settings, FakeClock())  # start-up drains the outbox: the reconcile
+    if step == "retry" and path in ("unstake", "slash"):
+        net.clock.advance(LATER_S)
     state = net.state
     ledger = state.ledger
     key_file = Path(data_dir) / "user.key"
@@ -44,7 +47,7 @@ def main(database_url: str, data_dir: str, path: str, step: str, fault: str = ""
     me = str(user.pubkey())
     out: dict[str, object] = {}
     if step == "act":
-        if path in ("withdrawal", "stake"):
+        if path in ("withdrawal", "stake", "unstake", "slash"):
             ledger.grant(me, Asset.IO, 50_000 * IO)
         if path == "deposit":
             address = ledger.deposit_address(me, Asset.USDC)
@@ -57,9 +60,18 @@ def main(database_url: str, data_dir: str, path: str, step: str, fault: str = ""
                         "fees:seed", genesis_account("community"), fees_account("IO"), "IO", 7 * IO
                     ),
                 )
-        if path == "stake":
+        if path in ("stake", "unstake", "slash"):
             view = net.client(user).register_device(RegisterRequest(hardware=cpu_hardware()))
             (Path(data_dir) / "device").write_text(view.id)
+        if path in ("unstake", "slash"):
+            device = view.id
+            minimum = int(Decimal(state.staking.view(device).minimum) * IO)
+            state.staking.stake(me, device, minimum)
+            if path == "unstake":
+                state.staking.unstake(me, device, minimum)
+            else:
+                state.staking.slash(device, "failed_proof", "fault test")
+            net.clock.advance(LATER_S)
         if fault:
             os.environ["IDLEGRID_FAULT"] = fault
     if path == "withdrawal":
@@ -75,6 +87,12 @@ def main(database_url: str, data_dir: str, path: str, step: str, fault: str = ""
         if Decimal(state.staking.view(device).active) == 0:  # a stake has no request id
             minimum = Decimal(state.staking.view(device).minimum)
             state.staking.stake(me, device, int(minimum * IO))
+    elif path == "unstake":
+        device = (Path(data_dir) / "device").read_text()
+        if state.staking.view(device).cooling:
+            state.staking.withdraw(me, device)
+    elif path == "slash":
+        state.staking.burn_expired()
     with ledger.sessions() as db:
         balances = ledger.balances(db, me)
         out["io"], out["usdc"] = balances["IO"][0], balances["USDC"][0]

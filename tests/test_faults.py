@@ -1,4 +1,5 @@
-"""Crash-safe money: every money path, killed at every named fault point, on SQLite
+"""Crash-safe money: every money path (withdrawal, deposit sweep, emission mint,
+buy-back burn, stake, stake withdrawal, slash burn), killed at every named fault point, on SQLite
 and PostgreSQL. After a restart (whose start-up drains the chain outbox) and a
 retry of the same request, the audit is clean, book = chain, and the request
 came out exactly once: paid once, credited once, minted once, burned once.
@@ -73,3 +74,7 @@ def test_a_crash_at_any_point_loses_nothing_and_pays_nothing_twice(
         assert after["supply"] == genesis - 7 * IO
     elif path == "stake":
         assert after["io"] == (50_000 - 200) * IO  # the minimum (200 IO for one CPU), once
+    elif path == "unstake":
+        assert after["io"] == 50_000 * IO  # the whole stake back, once
+    elif path == "slash":
+        assert after["supply"] == genesis - 20 * IO  # 10% of the 200 IO stake, burned once
