@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -10,6 +13,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+READ_ONLY = "idlegrid_read_only"  # an execution option: this connection only reads
 
 
 def make_engine(url: str) -> Engine:
@@ -38,8 +42,11 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         @event.listens_for(engine, "begin")
-        def _begin_immediate(conn):  # type: ignore[no-untyped-def]
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        def _begin(conn):  # type: ignore[no-untyped-def]
+            # Readers (plain sessions, see ``Sessions``) begin DEFERRED: in WAL mode a
+            # reader never waits for a writer, nor a writer for it.
+            read = conn.get_execution_options().get(READ_ONLY, False)
+            conn.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
 
         return engine
     if url.startswith("postgresql://"):
@@ -59,5 +66,26 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     command.upgrade(alembic_config(engine), revision)
 
 
+class Sessions(sessionmaker[Session]):
+    """The services' session factory, with the codebase's one convention made cheap:
+    ``sessions.begin()`` is a write transaction (on SQLite it takes the write lock up
+    front, SQLite's stand-in for SELECT … FOR UPDATE); a plain ``sessions()`` only
+    reads, and on SQLite it begins DEFERRED so reads never queue behind writes."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine, expire_on_commit=False)
+        self._write = engine
+        self._read = engine.execution_options(**{READ_ONLY: True})
+
+    def __call__(self, **kw: Any) -> Session:
+        kw.setdefault("bind", self._read)
+        return super().__call__(**kw)
+
+    @contextmanager
+    def begin(self) -> Iterator[Session]:
+        with super().__call__(bind=self._write) as session, session.begin():
+            yield session
+
+
 def session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+    return Sessions(engine)
