@@ -395,3 +395,66 @@ def test_racing_claims_pay_once(fleet: Fleet, clock: FakeClock) -> None:
     assert fleet.balance(device) - before == round(float(owed.unclaimed) * IO)
     audit = net.state.ledger.audit()
     assert all(c.ok for c in audit), [c for c in audit if not c.ok]
+
+
+def test_a_block_publishes_the_uptime_accounted_even_when_the_flusher_lags(
+    fleet: Fleet, clock: FakeClock
+) -> None:
+    """Heartbeats accounted in memory and not yet flushed when the block closes (the
+    flusher fell behind under load) are in the block: it flushes before it gathers.
+    Heartbeats come from threads while another thread flushes, as in a server."""
+    import threading
+
+    from idlegrid.server.db.models import DeviceUptime
+
+    net = fleet.net
+    names = [fleet.add(f"cpu-{i}", cpu_hardware()) for i in range(6)]
+    net.state.blocks.tick()  # opens block 0
+    with net.state.blocks.sessions() as db:
+        start = db.get(Block, 0).starts_at
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def flusher() -> None:  # behind: one pass every 0.3 s, while heartbeats keep coming
+        while not stop.wait(0.3):
+            try:
+                reap_and_flush(net.state)
+            except BaseException as e:  # pragma: no cover - the assertion below shows it
+                errors.append(e)
+
+    flushing = threading.Thread(target=flusher)
+    flushing.start()
+    try:
+        for _ in range(6):
+            clock.advance(600)
+            beats = [
+                threading.Thread(
+                    target=lambda kp=fleet.keys[f"cpu-{i}"], d=d: fleet.net.client(kp).heartbeat(d)
+                )
+                for i, d in enumerate(names)
+            ]
+            for t in beats:
+                t.start()
+            for t in beats:
+                t.join()
+        clock.advance(5)
+        assert 0 in net.state.blocks.tick()
+    finally:
+        stop.set()
+        flushing.join()
+    assert not errors
+    with net.state.blocks.sessions() as db:
+        block = db.get(Block, 0)
+        assert block is not None and block.status == "completed"
+        published = rewards.inputs_from_dict(block.inputs).devices
+        uptime = dict(zip(published.device_id, published.uptime_s, strict=True))
+        accounted = dict(
+            db.execute(
+                select(DeviceUptime.device_id, DeviceUptime.seconds).where(
+                    DeviceUptime.hour == start
+                )
+            ).all()
+        )
+    for d in names:
+        assert accounted[d] > 0
+        assert uptime[d] == min(HOUR, rewards.block_hour_seconds(accounted[d], HOUR)), d

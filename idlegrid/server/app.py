@@ -80,7 +80,7 @@ def build_state(
             max_gap_s=max(300.0, 2 * settings.heartbeat_ttl_s),
         )
     )
-    return AppState(
+    state = AppState(
         settings=settings,
         engine=engine,
         clock=clock,
@@ -97,6 +97,8 @@ def build_state(
         claims=ClaimService(session_factory(engine), ledger, clock),
         idle=idle,
     )
+    state.blocks.flush_liveness = lambda: loops.flush_liveness(state)
+    return state
 
 
 def create_app(

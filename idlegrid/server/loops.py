@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from idlegrid.server.state import AppState
 
 log = logging.getLogger("idlegrid.server.loops")
+
+
+_FLUSHING = threading.Lock()
 
 
 def reap_and_flush(state: AppState) -> int:
@@ -20,8 +24,19 @@ def reap_and_flush(state: AppState) -> int:
     fails is put back and written with the next one, so nothing is lost.
     """
     changes = state.liveness.reap(state.clock())
-    batch = state.liveness.drain()
-    if batch:
+    flush_liveness(state)
+    return len(changes)
+
+
+def flush_liveness(state: AppState) -> None:
+    """Write every uptime second and status change accounted so far. When it returns,
+    everything heartbeats brought before the call is committed: a pass that another
+    thread had drained and was still writing is waited for (one flush at a time), so
+    a reward block that flushes first and then gathers sees all of it."""
+    with _FLUSHING:
+        batch = state.liveness.drain()
+        if not batch:
+            return
         try:
             with state.metrics.flush_seconds.time():
                 state.devices.flush(batch)
@@ -29,7 +44,6 @@ def reap_and_flush(state: AppState) -> int:
             state.liveness.requeue(batch)
             state.metrics.flush_failures.inc()
             raise
-    return len(changes)
 
 
 def buyback_and_burn(state: AppState) -> None:

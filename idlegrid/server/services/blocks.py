@@ -89,8 +89,10 @@ class BlockService:
         self.clock = clock
         self.length_s = settings.block_interval_s
         self._verified: dict[tuple[int, str], bool] = {}
-        # Closing waits for the liveness flusher to write the window's last uptime.
+        # Closing waits a little for late heartbeats of the window, then flushes what
+        # the liveness table holds (``flush_liveness``, set by the app) and gathers.
         self.grace_s = 2 * settings.flush_interval_s + settings.reaper_interval_s
+        self.flush_liveness: Callable[[], None] | None = None
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -153,6 +155,10 @@ class BlockService:
             block.status = "processing"
         try:
             self.ledger.emit(number)  # once per block: the transfer id is the block's
+            if self.flush_liveness is not None:
+                # Every uptime second accounted before now (past the window's end) is
+                # committed before the gather reads it: none of the window is missed.
+                self.flush_liveness()
             with self.sessions.begin() as db, _frozen_gc():
                 block = db.get(Block, number, with_for_update=True)
                 assert block is not None
