@@ -286,7 +286,8 @@ class DeviceService:
                 db,
                 [(d, seen, per_device.get(d, 0.0)) for d, seen in sorted(batch.last_seen.items())],
             )
-            for change in batch.changes:
+            # Device rows in id order, as every multi-device transaction takes them.
+            for change in sorted(batch.changes, key=lambda c: (c.device_id, c.version)):
                 result = db.execute(
                     update(Device)
                     .where(Device.id == change.device_id, Device.status_version < change.version)

@@ -388,14 +388,24 @@ class ProofService:
     def expire(self) -> int:
         """Fail challenges that were not fetched, committed or revealed in time."""
         now = self.clock()
+        with self.sessions() as db:
+            late = [
+                p.id
+                for p in db.scalars(select(Proof).where(Proof.status.in_(OPEN)))
+                if _lateness(p, now, self.settings.proof_pickup_s, self.rules.reveal_s)
+            ]
         expired = 0
-        with self.sessions.begin() as db:
-            for proof in db.scalars(
-                select(Proof).where(Proof.status.in_(OPEN)).with_for_update(skip_locked=True)
-            ):
-                late = _lateness(proof, now, self.settings.proof_pickup_s, self.rules.reveal_s)
-                if late is not None:
-                    self._finish(db, proof, FailReason.TIMEOUT, None, late, now)
+        for proof_id in late:
+            # One transaction per proof: it holds one device row and never waits for
+            # a second while holding it, so it cannot deadlock with the liveness flush
+            # (which locks many devices) — docs/architecture.md, "Lock order".
+            with self.sessions.begin() as db:
+                proof = db.get(Proof, proof_id, with_for_update=True, populate_existing=True)
+                if proof is None or proof.status not in OPEN:
+                    continue  # finished meanwhile
+                why = _lateness(proof, now, self.settings.proof_pickup_s, self.rules.reveal_s)
+                if why is not None:
+                    self._finish(db, proof, FailReason.TIMEOUT, None, why, now)
                     expired += 1
         return expired
 
