@@ -402,9 +402,11 @@ def test_a_block_publishes_the_uptime_accounted_even_when_the_flusher_lags(
 ) -> None:
     """Heartbeats accounted in memory and not yet flushed when the block closes (the
     flusher fell behind under load) are in the block: it flushes before it gathers.
-    Heartbeats come from threads while another thread flushes, as in a server."""
+    Heartbeats come from threads while another thread flushes and a third registers
+    new devices, as in a server: no error, no deadlock, and the exact uptime."""
     import threading
 
+    from idlegrid.errors import StaleRequest
     from idlegrid.server.db.models import DeviceUptime
 
     net = fleet.net
@@ -422,8 +424,19 @@ def test_a_block_publishes_the_uptime_accounted_even_when_the_flusher_lags(
             except BaseException as e:  # pragma: no cover - the assertion below shows it
                 errors.append(e)
 
+    def registrations() -> None:  # strangers registering all the while
+        while not stop.is_set():
+            try:
+                net.client(Keypair()).register_device(RegisterRequest(hardware=cpu_hardware()))
+            except StaleRequest:
+                pass  # signed just before the test's clock jumped 10 minutes
+            except BaseException as e:  # pragma: no cover
+                errors.append(e)
+
     flushing = threading.Thread(target=flusher)
     flushing.start()
+    registering = threading.Thread(target=registrations)
+    registering.start()
     try:
         for _ in range(6):
             clock.advance(600)
@@ -442,6 +455,7 @@ def test_a_block_publishes_the_uptime_accounted_even_when_the_flusher_lags(
     finally:
         stop.set()
         flushing.join()
+        registering.join()
     assert not errors
     with net.state.blocks.sessions() as db:
         block = db.get(Block, 0)
