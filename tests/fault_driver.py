@@ -19,15 +19,19 @@ from pathlib import Path
 
 from solders.keypair import Keypair
 
+from idlegrid.core import emission
 from idlegrid.core.ledger import Transfer
+from idlegrid.errors import NothingToClaim
 from idlegrid.ledger.chain import Asset
 from idlegrid.protocol import RegisterRequest
-from idlegrid.server.services.ledger import fees_account, genesis_account
+from idlegrid.server.db.models import Block, RewardCredit
+from idlegrid.server.services.ledger import REWARDS, UNCLAIMED, fees_account, genesis_account
 from idlegrid.server.settings import ServerSettings
 from tests.conftest import FakeClock, Network, cpu_hardware
 
 IO = 10**8
-PATHS = ("withdrawal", "deposit", "emission", "burn", "stake", "unstake", "slash")
+PATHS = ("withdrawal", "deposit", "emission", "claim", "burn", "stake", "unstake", "slash")
+CLAIMED = 321 * IO  # what the seeded block credits the wallet
 LATER_S = 40 * 86400  # past the 14-day unstake cooldown and the 30-day appeal window
 
 
@@ -60,6 +64,8 @@ def main(database_url: str, data_dir: str, path: str, step: str, fault: str = ""
                         "fees:seed", genesis_account("community"), fees_account("IO"), "IO", 7 * IO
                     ),
                 )
+        if path == "claim":
+            _credit_block(ledger, me, net.clock())
         if path in ("stake", "unstake", "slash"):
             view = net.client(user).register_device(RegisterRequest(hardware=cpu_hardware()))
             (Path(data_dir) / "device").write_text(view.id)
@@ -80,6 +86,11 @@ def main(database_url: str, data_dir: str, path: str, step: str, fault: str = ""
         out["credited"] = ledger.sweep_deposits(me).get("USDC", 0)
     elif path == "emission":
         ledger.emit(3)
+    elif path == "claim":
+        try:
+            out["claimed"] = state.claims.claim(me).amount
+        except NothingToClaim:  # the crashed claim was recorded: a retry finds nothing new
+            out["claimed"] = None
     elif path == "burn":
         out["burned"] = sum(units for _, units in ledger.buyback_and_burn())
     elif path == "stake":
@@ -102,6 +113,29 @@ def main(database_url: str, data_dir: str, path: str, step: str, fault: str = ""
     out["audit"] = [c.name for c in ledger.audit() if not c.ok]
     print(json.dumps(out))
     net.close()
+
+
+def _credit_block(ledger, wallet: str, now: float) -> None:  # type: ignore[no-untyped-def]
+    """Hour 0's emission minted, and block 0 crediting ``wallet`` part of it, as a
+    closed block does (``BlockService._credit``): the claim then has a credit to take."""
+    ledger.emit(0)
+    ledger.outbox.drain()
+    with ledger.sessions.begin() as db:
+        db.add(
+            Block(
+                number=0,
+                starts_at=now - 3600,
+                length_s=3600,
+                status="completed",
+                emission=emission.hour_amount(0),
+                created_at=now,
+                closed_at=now,
+                paid=CLAIMED,
+            )
+        )
+        db.flush()
+        ledger.book.post(db, Transfer("reward:0", REWARDS, UNCLAIMED, "IO", CLAIMED, code="reward"))
+        db.add(RewardCredit(recipient=wallet, number=0, units=CLAIMED))
 
 
 def _chain_balance(ledger, owner: str, asset: Asset) -> int:  # type: ignore[no-untyped-def]

@@ -1,8 +1,9 @@
 """Crash-safe money: every money path (withdrawal, deposit sweep, emission mint,
-buy-back burn, stake, stake withdrawal, slash burn), killed at every named fault point, on SQLite
-and PostgreSQL. After a restart (whose start-up drains the chain outbox) and a
-retry of the same request, the audit is clean, book = chain, and the request
-came out exactly once: paid once, credited once, minted once, burned once.
+reward claim, buy-back burn, stake, stake withdrawal, slash burn), killed at every
+named fault point, on SQLite and PostgreSQL. After a restart (whose start-up
+drains the chain outbox) and a retry of the same request, the audit is clean,
+book = chain, and the request came out exactly once: paid once, credited once,
+minted once, burned once.
 
 Each case runs ``tests/fault_driver.py`` twice in subprocesses: once armed with
 ``IDLEGRID_FAULT`` (it dies there, as ``kill -9`` would), once to restart and retry.
@@ -20,7 +21,7 @@ import pytest
 
 from idlegrid import faults
 from idlegrid.core import emission
-from tests.fault_driver import IO, PATHS
+from tests.fault_driver import CLAIMED, IO, PATHS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,6 +71,8 @@ def test_a_crash_at_any_point_loses_nothing_and_pays_nothing_twice(
         assert after["usdc"] == 25_000_000  # credited once, lost never
     elif path == "emission":
         assert after["supply"] == genesis + emission.hour_amount(3)
+    elif path == "claim":
+        assert after["io"] == CLAIMED  # credited once, and moved once on chain (the audit)
     elif path == "burn":
         assert after["supply"] == genesis - 7 * IO
     elif path == "stake":
