@@ -303,7 +303,11 @@ def bench_size(n: int, admin_url: str | None, profile: bool, gather: bool) -> di
         folder = Path(tmp)
         with database(admin_url, folder) as url:
             out["database"] = redact(url) if admin_url else "SQLite file"
-            state = build_state(ServerSettings(database_url=url, data_dir=folder / "data"))
+            state = build_state(
+                ServerSettings(
+                    database_url=url, data_dir=folder / "data", environment="development"
+                )
+            )
             try:
                 out |= run_block(state, n, profile, gather)
             finally:

@@ -117,6 +117,9 @@ class LocalNetwork:
         if not port_is_free(self.port):
             raise RuntimeError(f"port {self.port} is in use: pick another with --port")
         env = {
+            # A local network is for trying things: the faucet, SQLite and an authority
+            # key made on the spot (the server's defaults refuse them; settings.py).
+            "IDLEGRID_ENVIRONMENT": "development",
             **self.env,
             "IDLEGRID_DATA_DIR": str(self.data_dir),
             "IDLEGRID_PORT": str(self.port),

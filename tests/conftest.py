@@ -26,6 +26,10 @@ from idlegrid.server.settings import ServerSettings
 from idlegrid.worker.raynode import free_port
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# The tests may use development's conveniences (SQLite, the faucet, an authority key
+# made on the spot), as may every server and CLI process they start; the defaults
+# are production's (tests/test_settings_and_cli.py checks them with this unset).
+os.environ["IDLEGRID_ENVIRONMENT"] = "development"
 
 POSTGRES_URL = os.environ.get("IDLEGRID_TEST_POSTGRES_URL")
 T0 = 1_798_675_200.0  # 2027-01-01T00:00:00Z, an hour boundary

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+from solders.keypair import Keypair
 from typer.testing import CliRunner
 
 from idlegrid.cli.main import app
@@ -17,7 +21,10 @@ from idlegrid.errors import (
     ReplayedRequest,
     error_from_body,
 )
+from idlegrid.protocol import FaucetRequest
 from idlegrid.server.settings import ServerSettings
+from idlegrid.worker.raynode import free_port
+from tests.conftest import FakeClock, Network, write_keypair
 
 
 def test_defaults_derive_ttl_ticks_and_sqlite(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -36,9 +43,63 @@ def test_environment_beats_toml_file(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert (s.port, s.heartbeat_interval_s) == (9100, 30)
 
 
-def test_production_refuses_sqlite_and_bad_values() -> None:
-    with pytest.raises(ValidationError, match="PostgreSQL"):
-        ServerSettings(environment="production")
+def test_the_defaults_are_production_and_refuse_developments_conveniences(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("IDLEGRID_ENVIRONMENT")  # conftest sets development for the tests
+    monkeypatch.delenv("IDLEGRID_CONFIG", raising=False)
+    with pytest.raises(ValidationError) as bare:  # a bare start: SQLite, no authority key
+        ServerSettings(data_dir=tmp_path)
+    assert "PostgreSQL" in str(bare.value) and "IDLEGRID_AUTHORITY_KEYPAIR" in str(bare.value)
+    key = write_keypair(tmp_path / "authority.json", Keypair())
+    pg = "postgresql://idlegrid@db/idlegrid"
+    good = ServerSettings(data_dir=tmp_path, database_url=pg, authority_keypair=key)
+    assert good.environment == "production" and good.faucet is False
+    with pytest.raises(ValidationError, match="faucet"):
+        ServerSettings(data_dir=tmp_path, database_url=pg, authority_keypair=key, faucet=True)
+    with pytest.raises(ValidationError, match="does not exist"):  # it would make its own
+        ServerSettings(data_dir=tmp_path, database_url=pg, authority_keypair=tmp_path / "no")
+    with pytest.raises(ValidationError, match="placeholder"):
+        placeholder = "postgresql://idlegrid:changethis@db/idlegrid"
+        ServerSettings(data_dir=tmp_path, database_url=placeholder, authority_keypair=key)
+    assert [w.split(":")[0] for w in good.startup_warnings()] == [
+        "the chain is the embedded LiteSVM (a file in data_dir), not a Solana cluster"
+    ]
+    public = good.model_copy(update={"host": "0.0.0.0", "chain_url": "http://rpc:8899"})
+    assert [w.split(":")[0] for w in public.startup_warnings()] == ["serving plain HTTP on 0.0.0.0"]
+    development = ServerSettings(environment="development", data_dir=tmp_path)
+    assert development.faucet is True and development.database_url.startswith("sqlite")
+
+
+def test_a_server_started_bare_refuses_to_start_and_says_why(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IDLEGRID_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "idlegrid.cli.main", "server", "--port", str(free_port())],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "refusing to start in production" in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert not (tmp_path / ".idlegrid").exists()  # no database, no key made
+
+
+def test_the_faucet_is_closed_unless_switched_on(
+    settings: ServerSettings, clock: FakeClock
+) -> None:
+    user = Keypair()  # the faucet is open in development (every test that funds a wallet)
+    closed = Network(settings.model_copy(update={"faucet": False}), clock)
+    try:
+        with pytest.raises(NotFound):
+            closed.client(user).faucet(str(user.pubkey()), FaucetRequest(asset="IO", amount="5"))
+    finally:
+        closed.close()
+
+
+def test_settings_refuse_bad_values() -> None:
     with pytest.raises(ValidationError):
         ServerSettings(heartbeat_interval_s=10, heartbeat_ttl_s=5)
     with pytest.raises(ValidationError):

@@ -3,6 +3,14 @@
 Every field reads from ``IDLEGRID_<NAME>`` (e.g. ``IDLEGRID_DATABASE_URL``); a
 TOML file named by ``IDLEGRID_CONFIG`` may set the same names in lower case.
 The environment wins over the file. Units are in the names.
+
+The defaults are production's. ``environment = "development"`` switches on the
+conveniences a stranger must never meet on a public server (the faucet, a SQLite
+file, an authority key the server makes itself); only the local network, the
+demo and the tests set it. In production the server refuses to start with any
+of them, or with a placeholder database password (``production_problems``), and
+``startup_warnings`` names what is allowed but risky (plain HTTP beyond loopback:
+the Ray token travels in heartbeat replies).
 """
 
 from __future__ import annotations
@@ -18,14 +26,25 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+from sqlalchemy.engine import make_url
 
 DEFAULT_DATA_DIR = Path(".idlegrid")
+PLACEHOLDER_SECRETS = frozenset(
+    {"changethis", "changeme", "change-me", "password", "secret", "example", "placeholder"}
+)
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 class ServerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IDLEGRID_", extra="ignore")
 
-    environment: Literal["development", "production"] = "development"
+    environment: Literal["development", "production"] = Field(
+        default="production",
+        description="development: the faucet, SQLite and a self-made authority key are allowed",
+    )
+    faucet: bool | None = Field(
+        default=None, description="free test tokens; unset: on in development, off in production"
+    )
     data_dir: Path = DEFAULT_DATA_DIR
     database_url: str = Field(
         default="", description="SQLAlchemy URL; empty means a SQLite file in data_dir"
@@ -126,9 +145,26 @@ class ServerSettings(BaseSettings):
             raise ValueError("block_interval_s must divide an hour (3600 s)")
         if self.heartbeat_ttl_s < self.heartbeat_interval_s:
             raise ValueError("heartbeat_ttl_s must be at least heartbeat_interval_s")
-        if self.environment == "production" and self.database_url.startswith("sqlite"):
-            raise ValueError("production needs PostgreSQL: set IDLEGRID_DATABASE_URL")
+        if self.faucet is None:
+            self.faucet = self.environment == "development"
+        if self.environment == "production" and (problems := production_problems(self)):
+            raise ValueError("refusing to start in production: " + "; ".join(problems))
         return self
+
+    def startup_warnings(self) -> list[str]:
+        """What the server allows but an operator should hear about when it starts."""
+        out = []
+        if self.host not in LOOPBACK_HOSTS:
+            out.append(
+                f"serving plain HTTP on {self.host}: put TLS in front of it (a reverse proxy); "
+                "devices' Ray tokens travel in heartbeat replies"
+            )
+        if self.environment == "production" and self.chain_url == "embedded":
+            out.append(
+                "the chain is the embedded LiteSVM (a file in data_dir), not a Solana cluster: "
+                "set IDLEGRID_CHAIN_URL to an RPC endpoint for real tokens"
+            )
+        return out
 
     @classmethod
     def settings_customise_sources(
@@ -146,3 +182,23 @@ class ServerSettings(BaseSettings):
         if config:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config))
         return tuple(sources)
+
+
+def production_problems(settings: ServerSettings) -> list[str]:
+    """Why ``settings`` must not serve strangers; empty when they may."""
+    problems = []
+    if settings.database_url.startswith("sqlite"):
+        problems.append("production needs PostgreSQL: set IDLEGRID_DATABASE_URL")
+    if settings.faucet:
+        problems.append("the faucet mints free tokens: unset IDLEGRID_FAUCET")
+    key = settings.authority_keypair
+    if key is None or not key.expanduser().is_file():
+        problems.append(
+            "the network's authority key must be made and kept outside the server: set "
+            "IDLEGRID_AUTHORITY_KEYPAIR to an existing Solana keypair file"
+            + ("" if key is None else f" ({key} does not exist)")
+        )
+    password = make_url(settings.database_url).password
+    if password is not None and str(password).lower() in PLACEHOLDER_SECRETS:
+        problems.append("the database password is a placeholder: set a real one")
+    return problems

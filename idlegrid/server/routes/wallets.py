@@ -84,8 +84,8 @@ def withdraw(
 
 @router.post("/v1/wallets/{pubkey}/faucet", response_model=WalletView)
 def faucet(pubkey: WalletKey, req: FaucetRequest, signer: Signer, state: StateDep) -> WalletView:
-    """Development only: tokens to try the network with."""
-    if state.settings.environment != "development":
+    """Development only (``faucet``): tokens to try the network with."""
+    if not state.settings.faucet:
         raise NotFound("there is no faucet in production")
     _own(signer, pubkey)
     state.ledger.grant(pubkey, Asset(req.asset), parse_amount(req.amount, req.asset))
