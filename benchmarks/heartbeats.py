@@ -4,6 +4,10 @@ Run it as::
 
     .venv/bin/python benchmarks/heartbeats.py [--devices 10000,100000] [--database-url URL]
                                               [--json]
+    .venv/bin/python benchmarks/heartbeats.py --flood [--devices 100000] [--postgres URL]
+
+``--flood`` runs the registration flood of ``benchmarks/flood.py`` instead (see there):
+100,000 registrations while a genuine client lists devices and heartbeats.
 
 It prints four kinds of figure:
 
@@ -96,6 +100,7 @@ SIGN_CHUNK = 25_000  # heartbeats signed at once, then sent (well within the ske
 AGENT_VERSION = "bench"
 MODEL = "cpu-intel-xeon"
 HEARTBEAT_BODY = b"{}"
+NETWORK = "idlegrid:bench"  # what the in-process phase signs for (HTTP: the server's own)
 
 _T0 = time.monotonic()
 
@@ -137,12 +142,12 @@ class Fleet:
 
 
 def signed_headers(
-    keypair: Keypair, pubkey: str, method: str, path: str, body: bytes, ts: str
+    keypair: Keypair, pubkey: str, method: str, path: str, body: bytes, ts: str, network: str
 ) -> dict[str, str]:
     """The four signature headers, exactly as ``idlegrid.sdk.client.sign_request`` makes
     them (a fresh nonce each)."""
     nonce = secrets.token_urlsafe(18)
-    message = signing.signing_message(method, path, body, ts, nonce)
+    message = signing.signing_message(network, method, path, body, ts, nonce)
     return {
         signing.HEADER_KEY: pubkey,
         signing.HEADER_TIMESTAMP: ts,
@@ -293,6 +298,7 @@ def running_server(
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("IDLEGRID_")}
     env.update(
+        IDLEGRID_ENVIRONMENT="development",  # a SQLite file and a self-made authority key
         IDLEGRID_DATA_DIR=str(data_dir),
         IDLEGRID_PORT=str(port),
         IDLEGRID_HEARTBEAT_INTERVAL_S=str(HEARTBEAT_INTERVAL_S),
@@ -497,6 +503,7 @@ def bench_registrations(
 
     with running_server(data_dir, database_url) as server:
         host = f"{HOST}:{server.port}"
+        network = server.health()["network"]  # what every signature names
         progress(f"  server up in {server.startup_s:.1f}s")
 
         def make_chunk(start: int, n: int) -> list[bytes]:
@@ -514,7 +521,7 @@ def bench_registrations(
                     .encode()
                 )
                 kp, pubkey = fleet.keypairs[i], fleet.ids[i]
-                headers = signed_headers(kp, pubkey, "POST", path, body, ts)
+                headers = signed_headers(kp, pubkey, "POST", path, body, ts, network)
                 out.append(raw_request("POST", path, body, headers, host))
             return out
 
@@ -545,6 +552,7 @@ def bench_heartbeats(
 
     with running_server(data_dir, database_url) as server:
         host = f"{HOST}:{server.port}"
+        network = server.health()["network"]  # what every signature names
         live_before = server.health()["devices_live"]
         progress(f"  server up in {server.startup_s:.1f}s with {live_before:,} devices live")
 
@@ -554,7 +562,9 @@ def bench_heartbeats(
             for i in range(start, start + count):
                 j = i % n
                 path = heartbeat_path(ids[j])
-                headers = signed_headers(keypairs[j], ids[j], "POST", path, HEARTBEAT_BODY, ts)
+                headers = signed_headers(
+                    keypairs[j], ids[j], "POST", path, HEARTBEAT_BODY, ts, network
+                )
                 out.append(raw_request("POST", path, HEARTBEAT_BODY, headers, host))
             return out
 
@@ -618,7 +628,7 @@ def bench_in_process(fleet: Fleet, n: int, heartbeats: int) -> dict[str, Any]:
     for i in range(count):
         j = i % n
         path = heartbeat_path(ids[j])
-        headers = signed_headers(keypairs[j], ids[j], "POST", path, HEARTBEAT_BODY, ts)
+        headers = signed_headers(keypairs[j], ids[j], "POST", path, HEARTBEAT_BODY, ts, NETWORK)
         calls.append((headers, path))
 
     progress("  timing authenticate + liveness.heartbeat")
@@ -626,7 +636,9 @@ def bench_in_process(fleet: Fleet, n: int, heartbeats: int) -> dict[str, Any]:
     started = time.perf_counter()
     for headers, path in calls:
         now = clock()
-        signer = authenticate(headers, "POST", path, HEARTBEAT_BODY, now, MAX_SKEW_S, nonces)
+        signer = authenticate(
+            headers, "POST", path, HEARTBEAT_BODY, now, MAX_SKEW_S, nonces, NETWORK
+        )
         liveness.heartbeat(signer, now)
     hot_s = time.perf_counter() - started
     accepted = len(liveness.drain().last_seen)
@@ -637,7 +649,12 @@ def bench_in_process(fleet: Fleet, n: int, heartbeats: int) -> dict[str, Any]:
             h[signing.HEADER_KEY],
             h[signing.HEADER_SIGNATURE],
             signing.signing_message(
-                "POST", p, HEARTBEAT_BODY, h[signing.HEADER_TIMESTAMP], h[signing.HEADER_NONCE]
+                NETWORK,
+                "POST",
+                p,
+                HEARTBEAT_BODY,
+                h[signing.HEADER_TIMESTAMP],
+                h[signing.HEADER_NONCE],
             ),
         )
         for h, p in calls
@@ -783,6 +800,11 @@ def print_report(results: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if "--flood" in arguments:  # the registration flood lives in its own module
+        import flood
+
+        return flood.main(arguments)
     parser = argparse.ArgumentParser(
         description="Measure registrations and signed heartbeats per second of one "
         "idlegrid control-plane process on this machine."
@@ -807,7 +829,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--connections", type=int, default=64, help="for heartbeats")
     parser.add_argument("--registration-connections", type=int, default=32)
-    args = parser.parse_args(argv)
+    parser.add_argument("--flood", action="store_true", help="the registration flood (flood.py)")
+    args = parser.parse_args(arguments)
 
     # A SIGTERM unwinds like Ctrl-C, through every finally that stops a server.
     signal.signal(signal.SIGTERM, signal.default_int_handler)

@@ -13,7 +13,8 @@ class, so callers on both sides catch the same exceptions::
     │   └── AssetMismatch               asset_mismatch
     ├── AuthenticationError (401)       the request is not provably from its signer
     │   ├── MissingSignature            missing_signature
-    │   ├── BadSignature                bad_signature
+    │   ├── BadSignature                bad_signature (details: scheme, network)
+    │   ├── WrongNetwork                wrong_network (signed for another deployment)
     │   ├── InvalidApiKey               invalid_api_key
     │   ├── StaleRequest                stale_request (clock skew over the limit)
     │   └── ReplayedRequest             replayed_request (nonce seen before)
@@ -124,6 +125,12 @@ class BadSignature(AuthenticationError):
     """The signature does not verify against the named key."""
 
     code = "bad_signature"
+
+
+class WrongNetwork(AuthenticationError):
+    """The request was signed for another network (deployment) than this one."""
+
+    code = "wrong_network"
 
 
 class InvalidApiKey(AuthenticationError):

@@ -180,6 +180,7 @@ class Health(Wire):
     version: str
     database: str
     devices_live: int
+    network: str = Field(default="", description="the network every signature must name")
 
 
 # -- proof of compute (see core/proof.py) ---------------------------------------------

@@ -45,6 +45,15 @@ def test_agent_registers_then_heartbeats_on_the_servers_interval(
     assert view.location == "FR" and view.uptime_s == pytest.approx(20)
 
 
+def test_an_agent_files_its_device_under_its_owner_for_this_network(
+    network: Network, clock: FakeClock
+) -> None:
+    owner = Keypair()
+    agent = Agent(network.client(Keypair()), cpu_hardware(), owner=owner, clock=clock)
+    agent.step()  # the attestation is signed for the network the server names
+    assert network.client().get_device(agent.device_id).owner == str(owner.pubkey())
+
+
 def test_agent_backs_off_while_the_server_is_unreachable(clock: FakeClock) -> None:
     client = Client("http://127.0.0.1:9", keypair=Keypair(), timeout_s=0.5)
     agent = make_agent(client, clock)

@@ -21,6 +21,7 @@ from idlegrid.errors import (
 )
 from idlegrid.protocol import DeviceStatus, RegisterRequest
 from idlegrid.sdk.client import sign_request
+from idlegrid.server.settings import ServerSettings
 from tests.conftest import T0, FakeClock, Network, cpu_hardware, gpu_hardware
 
 S = DeviceStatus
@@ -110,8 +111,10 @@ def test_forged_signature_is_refused(network: Network) -> None:
 def Network_client_claiming(network: Network, signer: Keypair, claimed: str) -> httpx.Client:
     """A raw client that signs with ``signer`` but names ``claimed`` as the key."""
 
+    here = network.client().network()
+
     def forge(request: httpx.Request) -> None:
-        sign_request(request, signer, network.clock())
+        sign_request(request, signer, network.clock(), here)
         request.headers[signing.HEADER_KEY] = claimed
 
     network.http.event_hooks["request"] = [forge]
@@ -136,7 +139,7 @@ def test_stale_and_replayed_and_cross_device_requests_are_refused(
         content=b"{}",
         headers={"content-type": "application/json"},
     )
-    sign_request(request, a, clock.now)
+    sign_request(request, a, clock.now, network.client().network())
     assert network.http.send(request).status_code == 200
     replay = network.http.send(request)
     assert replay.status_code == 401 and replay.json()["code"] == ReplayedRequest.code
@@ -159,7 +162,9 @@ def test_owner_controls_their_devices_only(network: Network, clock: FakeClock) -
     devices = []
     for _ in range(2):
         kp = Keypair()
-        attestation = owner.sign_message(signing.owner_attestation_message(str(kp.pubkey())))
+        attestation = owner.sign_message(
+            signing.owner_attestation_message(network.client().network(), str(kp.pubkey()))
+        )
         register(network, kp, owner=str(owner.pubkey()), owner_signature=str(attestation))
         devices.append(str(kp.pubkey()))
     mine = network.client().list_devices(owner=str(owner.pubkey()))
@@ -193,7 +198,9 @@ def test_terminated_device_cannot_heartbeat_or_reregister(network: Network) -> N
 def test_owner_attestation_must_verify(network: Network) -> None:
     owner = Keypair()
     kp = Keypair()
-    wrong = owner.sign_message(signing.owner_attestation_message("someone-else"))
+    wrong = owner.sign_message(
+        signing.owner_attestation_message(network.client().network(), "someone-else")
+    )
     with pytest.raises(BadSignature):
         register(network, kp, owner=str(owner.pubkey()), owner_signature=str(wrong))
     with pytest.raises(BadSignature):
@@ -251,7 +258,7 @@ def test_bad_signed_bodies_get_json_errors(
     request = network.http.build_request(
         "POST", "/v1/devices", content=body, headers={"content-type": "application/json"}
     )
-    sign_request(request, Keypair(), network.clock())
+    sign_request(request, Keypair(), network.clock(), network.client().network())
     resp = network.http.send(request)
     assert (resp.status_code, resp.json()["code"]) == (status, code)
 
@@ -327,7 +334,29 @@ def test_bad_heartbeat_bodies_get_json_errors(network: Network, body: bytes) -> 
         content=body,
         headers={"content-type": "application/json"},
     )
-    sign_request(request, kp, network.clock())
+    sign_request(request, kp, network.clock(), network.client().network())
     resp = network.http.send(request)
     assert (resp.status_code, resp.json()["code"]) == (422, "invalid_request")
     assert resp.json()["details"]["errors"]
+
+
+def test_a_request_signed_for_another_deployment_is_refused(
+    network: Network, settings: ServerSettings, clock: FakeClock
+) -> None:
+    here = network.client().health().network
+    assert here == f"idlegrid:{network.state.ledger.authority.pubkey()}"
+    staging = Network(settings.model_copy(update={"network_id": "idlegrid:staging"}), clock)
+    try:
+        assert staging.client().network() == "idlegrid:staging"
+        body = RegisterRequest(hardware=cpu_hardware()).model_dump_json().encode()
+        request = staging.http.build_request(
+            "POST", "/v1/devices", content=body, headers={"content-type": "application/json"}
+        )
+        sign_request(request, Keypair(), clock(), "idlegrid:staging")
+        del request.headers[signing.HEADER_NETWORK]  # a captured request, replayed here
+        replayed = network.http.send(request)
+        assert (replayed.status_code, replayed.json()["code"]) == (401, "bad_signature")
+        assert replayed.json()["details"]["network"] == here
+        assert staging.http.send(request).status_code == 201  # where it was meant for
+    finally:
+        staging.close()

@@ -6,16 +6,29 @@ import pytest
 from solders.keypair import Keypair
 
 from idlegrid.core import signing
-from idlegrid.errors import BadSignature, MissingSignature, ReplayedRequest, StaleRequest
+from idlegrid.errors import (
+    BadSignature,
+    MissingSignature,
+    ReplayedRequest,
+    StaleRequest,
+    WrongNetwork,
+)
 from idlegrid.server.auth import NonceStore, authenticate
 
 NOW = 1_800_000_000.0
+NETWORK = "idlegrid:test"
 
 
 def signed_headers(
-    kp: Keypair, method: str, path: str, body: bytes, ts: float, nonce: str = "n" * 20
+    kp: Keypair,
+    method: str,
+    path: str,
+    body: bytes,
+    ts: float,
+    nonce: str = "n" * 20,
+    network: str = NETWORK,
 ) -> dict[str, str]:
-    message = signing.signing_message(method, path, body, str(int(ts)), nonce)
+    message = signing.signing_message(network, method, path, body, str(int(ts)), nonce)
     return {
         signing.HEADER_KEY: str(kp.pubkey()),
         signing.HEADER_TIMESTAMP: str(int(ts)),
@@ -32,7 +45,7 @@ def check(
     nonces: NonceStore | None = None,
 ) -> str:
     store = NonceStore(120) if nonces is None else nonces
-    return authenticate(headers, "POST", path, body, now, 60, store)
+    return authenticate(headers, "POST", path, body, now, 60, store, NETWORK)
 
 
 def test_a_good_signature_names_its_signer() -> None:
@@ -41,16 +54,23 @@ def test_a_good_signature_names_its_signer() -> None:
 
 
 def test_the_message_binds_every_part() -> None:
-    base = ("POST", "/v1/x", b"{}", "1", "n" * 20)
-    messages = {
-        signing.signing_message(*base),
-        signing.signing_message("GET", *base[1:]),
-        signing.signing_message(base[0], "/v1/y", *base[2:]),
-        signing.signing_message(*base[:2], b"{ }", *base[3:]),
-        signing.signing_message(*base[:3], "2", base[4]),
-        signing.signing_message(*base[:4], "m" * 20),
-    }
-    assert len(messages) == 6
+    base = (NETWORK, "POST", "/v1/x", b"{}", "1", "n" * 20)
+    messages = {signing.signing_message(*base)}
+    for i, other in enumerate(("idlegrid:other", "GET", "/v1/y", b"{ }", "2", "m" * 20)):
+        messages.add(signing.signing_message(*base[:i], other, *base[i + 1 :]))  # type: ignore[arg-type]
+    assert len(messages) == 7
+
+
+def test_a_request_signed_for_another_network_is_refused() -> None:
+    kp = Keypair()
+    elsewhere = signed_headers(kp, "POST", "/v1/x", b"{}", NOW, network="idlegrid:staging")
+    with pytest.raises(BadSignature) as refused:  # as an attacker replays it: no header
+        check({k: v for k, v in elsewhere.items() if k != signing.HEADER_NETWORK})
+    assert refused.value.details["network"] == NETWORK
+    assert refused.value.details["scheme"] == signing.SCHEME
+    with pytest.raises(WrongNetwork) as named:  # as the SDK sends it: the header says so
+        check({**elsewhere, signing.HEADER_NETWORK: "idlegrid:staging"})
+    assert named.value.details == {"network": NETWORK, "signed_for": "idlegrid:staging"}
 
 
 def test_forged_signature_is_refused() -> None:
@@ -107,7 +127,9 @@ def test_replayed_nonce_is_refused_and_store_forgets_old_nonces() -> None:
 
 def test_owner_attestation_is_device_specific() -> None:
     owner = Keypair()
-    sig = str(owner.sign_message(signing.owner_attestation_message("A" * 44)))
+    sig = str(owner.sign_message(signing.owner_attestation_message(NETWORK, "A" * 44)))
     owner_key = str(owner.pubkey())
-    assert signing.verify_signature(owner_key, sig, signing.owner_attestation_message("A" * 44))
-    assert not signing.verify_signature(owner_key, sig, signing.owner_attestation_message("B" * 44))
+    attests = signing.owner_attestation_message
+    assert signing.verify_signature(owner_key, sig, attests(NETWORK, "A" * 44))
+    assert not signing.verify_signature(owner_key, sig, attests(NETWORK, "B" * 44))
+    assert not signing.verify_signature(owner_key, sig, attests("idlegrid:other", "A" * 44))

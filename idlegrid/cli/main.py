@@ -149,7 +149,6 @@ def worker_start(
     """Detect this machine, register it and heartbeat until stopped; when hired,
     run the Ray node of the buyer's cluster."""
 
-    from idlegrid.core.signing import owner_attestation_message
     from idlegrid.errors import SandboxUnavailable
     from idlegrid.sdk import Client
     from idlegrid.worker.agent import Agent
@@ -211,10 +210,6 @@ def worker_start(
         hardware.cpu_cores,
         len(hardware.gpus),
     )
-    owner = owner_sig = None
-    if owner_kp is not None:
-        owner = str(owner_kp.pubkey())
-        owner_sig = str(owner_kp.sign_message(owner_attestation_message(device_id)))
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -224,8 +219,7 @@ def worker_start(
             hardware,
             name=name,
             location=location,
-            owner=owner,
-            owner_signature=owner_sig,
+            owner=owner_kp,
             ray=RayConfig(
                 node_ip=ray_ip,
                 object_store_mb=ray_object_store_mb,

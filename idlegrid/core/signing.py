@@ -1,15 +1,19 @@
 """Request signatures: what a device or owner signs, and how it is checked.
 
-Every agent and owner request carries four headers::
+Every agent and owner request carries four headers, and may carry a fifth::
 
     X-Idlegrid-Key        the signer's Ed25519 public key (base58)
     X-Idlegrid-Timestamp  Unix seconds, as an integer string
     X-Idlegrid-Nonce      16-64 characters from [A-Za-z0-9_-], unique per request
     X-Idlegrid-Signature  Ed25519 signature (base58) over signing_message(...)
+    X-Idlegrid-Network    the network it was signed for (optional: for a clear error)
 
-The signed message binds the method, the path with its query string, the
-SHA-256 of the body, the timestamp and the nonce, so a captured request cannot
-be replayed (the nonce), delayed (the timestamp) or altered (everything else).
+The signed message binds the network (a deployment's identifier, served at
+``/healthz``), the method, the path with its query string, the SHA-256 of the
+body, the timestamp and the nonce, so a captured request cannot be replayed (the
+nonce), delayed (the timestamp), altered (everything else) or taken to another
+deployment (the network). The first line names the scheme: whenever what is
+signed changes, the scheme changes (``idlegrid-v1`` did not bind the network).
 The server keeps nonces for twice the allowed clock skew; older requests are
 refused as stale, so the nonce store stays bounded.
 """
@@ -22,25 +26,33 @@ import re
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 
-SCHEME = "idlegrid-v1"
+SCHEME = "idlegrid-v2"
 HEADER_KEY = "X-Idlegrid-Key"
 HEADER_TIMESTAMP = "X-Idlegrid-Timestamp"
 HEADER_NONCE = "X-Idlegrid-Nonce"
 HEADER_SIGNATURE = "X-Idlegrid-Signature"
+HEADER_NETWORK = "X-Idlegrid-Network"
 SIGNATURE_HEADERS = (HEADER_KEY, HEADER_TIMESTAMP, HEADER_NONCE, HEADER_SIGNATURE)
 
 NONCE_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
 
-def signing_message(method: str, path: str, body: bytes, timestamp: str, nonce: str) -> bytes:
+def signing_message(
+    network: str, method: str, path: str, body: bytes, timestamp: str, nonce: str
+) -> bytes:
     """The exact bytes a request's signature covers."""
     digest = hashlib.sha256(body).hexdigest()
-    return "\n".join([SCHEME, method.upper(), path, digest, timestamp, nonce]).encode()
+    return "\n".join([SCHEME, network, method.upper(), path, digest, timestamp, nonce]).encode()
 
 
-def owner_attestation_message(device_id: str) -> bytes:
-    """What an owner signs to accept a device into their account."""
-    return f"{SCHEME}\nowner-attests\n{device_id}".encode()
+def owner_attestation_message(network: str, device_id: str) -> bytes:
+    """What an owner signs to accept a device into their account on ``network``."""
+    return f"{SCHEME}\n{network}\nowner-attests\n{device_id}".encode()
+
+
+def network_id(authority_pubkey: str) -> str:
+    """A deployment's default network identifier: its authority key is its own."""
+    return f"idlegrid:{authority_pubkey}"
 
 
 def parse_pubkey(text: str) -> Pubkey | None:

@@ -85,24 +85,36 @@ class KeypairAuth(httpx.Auth):
 
     requires_request_body = True
 
-    def __init__(self, keypair: Keypair, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, keypair: Keypair, clock: Callable[[], float] = time.time, network: str | None = None
+    ) -> None:
         self.keypair = keypair
         self.pubkey = str(keypair.pubkey())
         self.clock = clock
+        self.network = network  # the client fills it from /healthz before the first use
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        sign_request(request, self.keypair, self.clock())
+        assert self.network is not None
+        sign_request(request, self.keypair, self.clock(), self.network)
         yield request
 
 
 def sign_request(
-    request: httpx.Request, keypair: Keypair, now: float, nonce: str | None = None
+    request: httpx.Request,
+    keypair: Keypair,
+    now: float,
+    network: str,
+    nonce: str | None = None,
 ) -> None:
-    """Add the signature headers to ``request`` (its body must be read)."""
+    """Add the signature headers to ``request`` (its body must be read), signed for
+    ``network`` (the server's, from ``/healthz``)."""
     timestamp = str(int(now))
     nonce = nonce or secrets.token_urlsafe(18)
     target = request.url.raw_path.decode("ascii")
-    message = signing.signing_message(request.method, target, request.content, timestamp, nonce)
+    message = signing.signing_message(
+        network, request.method, target, request.content, timestamp, nonce
+    )
+    request.headers[signing.HEADER_NETWORK] = network
     request.headers[signing.HEADER_KEY] = str(keypair.pubkey())
     request.headers[signing.HEADER_TIMESTAMP] = timestamp
     request.headers[signing.HEADER_NONCE] = nonce
@@ -120,13 +132,15 @@ class Client:
         http: httpx.Client | None = None,
         timeout_s: float = 10.0,
         clock: Callable[[], float] = time.time,
+        network: str | None = None,
     ) -> None:
         """``transport`` or a whole ``http`` client (e.g. Starlette's TestClient,
         which runs the app in-process) replace the network. Buyer calls use
         ``api_key`` when given, else the keypair's signature."""
         self.keypair = keypair
         self.api_key = api_key
-        self._auth = KeypairAuth(keypair, clock) if keypair is not None else None
+        self._auth = KeypairAuth(keypair, clock, network) if keypair is not None else None
+        self._network = network
         self._http = http or httpx.Client(base_url=base_url, transport=transport, timeout=timeout_s)
 
     @property
@@ -146,6 +160,12 @@ class Client:
 
     def health(self) -> Health:
         return self._call("GET", "/healthz", Health)
+
+    def network(self) -> str:
+        """The network this server is (what every signature names); asked once."""
+        if self._network is None:
+            self._network = self.health().network
+        return self._network
 
     # -- devices: the agent's side (signed by the device key) ------------------------
 
@@ -374,6 +394,8 @@ class Client:
             signed = True
         if signed and self._auth is None:
             raise ValueError("this call must be signed: give the client a keypair")
+        if signed and self._auth is not None and self._auth.network is None:
+            self._auth.network = self.network()
         try:
             response = self._http.request(
                 method,

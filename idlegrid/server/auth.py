@@ -13,7 +13,13 @@ from collections import OrderedDict
 from collections.abc import Mapping
 
 from idlegrid.core import signing
-from idlegrid.errors import BadSignature, MissingSignature, ReplayedRequest, StaleRequest
+from idlegrid.errors import (
+    BadSignature,
+    MissingSignature,
+    ReplayedRequest,
+    StaleRequest,
+    WrongNetwork,
+)
 
 
 class NonceStore:
@@ -52,8 +58,10 @@ def authenticate(
     now: float,
     max_skew_s: float,
     nonces: NonceStore,
+    network: str,
 ) -> str:
-    """The signer's public key, or an AuthenticationError saying what is wrong."""
+    """The signer's public key, or an AuthenticationError saying what is wrong.
+    ``network`` is this deployment's identifier: every signature covers it."""
     values = {h: headers.get(h) for h in signing.SIGNATURE_HEADERS}
     missing = [h for h, v in values.items() if not v]
     if missing:
@@ -64,9 +72,12 @@ def authenticate(
     signature = values[signing.HEADER_SIGNATURE] or ""
     if not signing.NONCE_RE.match(nonce):
         raise BadSignature("the nonce must be 16-64 characters of [A-Za-z0-9_-]")
-    message = signing.signing_message(method, path, body, timestamp, nonce)
+    signed_for = headers.get(signing.HEADER_NETWORK)
+    if signed_for is not None and signed_for != network:
+        raise WrongNetwork(network=network, signed_for=signed_for[:100])
+    message = signing.signing_message(network, method, path, body, timestamp, nonce)
     if not signing.verify_signature(signer, signature, message):
-        raise BadSignature(signer=signer)
+        raise BadSignature(signer=signer, scheme=signing.SCHEME, network=network)
     if signing.check_timestamp(timestamp, now, max_skew_s) is None:
         raise StaleRequest(timestamp=timestamp, server_time=int(now), max_skew_s=max_skew_s)
     if not nonces.claim(signer, nonce, now):

@@ -49,6 +49,12 @@ class ServerSettings(BaseSettings):
     database_url: str = Field(
         default="", description="SQLAlchemy URL; empty means a SQLite file in data_dir"
     )
+    network_id: str = Field(
+        default="",
+        max_length=100,
+        pattern=r"^[A-Za-z0-9:._-]*$",
+        description="what every signature is bound to; empty: idlegrid:<authority public key>",
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8470, ge=1, le=65535)
 

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy import Engine
 
+from idlegrid.core import signing
 from idlegrid.server.auth import NonceStore, authenticate
 from idlegrid.server.idle import IdleMonitor
 from idlegrid.server.liveness import LivenessTable
@@ -43,6 +44,11 @@ class AppState:
     idle: IdleMonitor
 
 
+def network_of(state: AppState) -> str:
+    """This deployment's network identifier, which every signature covers."""
+    return state.settings.network_id or signing.network_id(str(state.ledger.authority.pubkey()))
+
+
 def app_state(request: Request) -> AppState:
     state: AppState = request.app.state.idlegrid
     return state
@@ -71,6 +77,7 @@ async def signed_by(request: Request) -> str:
         state.clock(),
         state.settings.max_clock_skew_s,
         state.nonces,
+        network_of(state),
     )
 
 

@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import psutil
+from solders.keypair import Keypair
 
 from idlegrid import __version__
+from idlegrid.core.signing import owner_attestation_message
 from idlegrid.errors import (
     AuthenticationError,
     DeviceTerminated,
@@ -96,8 +98,7 @@ class Agent:
         *,
         name: str | None = None,
         location: str | None = None,
-        owner: str | None = None,
-        owner_signature: str | None = None,
+        owner: Keypair | None = None,
         heartbeat_interval_s: float = 10.0,
         connectivity_interval_s: float = 6 * 3600,
         clock: Callable[[], float] = time.monotonic,
@@ -112,8 +113,7 @@ class Agent:
         self.hardware = hardware
         self.name = name
         self.location = location
-        self.owner = owner
-        self.owner_signature = owner_signature
+        self.owner = owner  # files the device under this owner, who attests to it
         self.clock = clock
         self.backoff = backoff or Backoff()
         self.registered = False
@@ -133,13 +133,18 @@ class Agent:
         self._next_run: dict[str, float] = {}
 
     def register(self) -> None:
+        owner = owner_signature = None
+        if self.owner is not None:  # signed for this server's network, asked now
+            owner = str(self.owner.pubkey())
+            message = owner_attestation_message(self.client.network(), self.device_id)
+            owner_signature = str(self.owner.sign_message(message))
         view = self.client.register_device(
             RegisterRequest(
                 hardware=self.hardware,
                 name=self.name,
                 location=self.location,
-                owner=self.owner,
-                owner_signature=self.owner_signature,
+                owner=owner,
+                owner_signature=owner_signature,
                 agent_version=__version__,
                 sandbox=self.sandbox.info(),
             )

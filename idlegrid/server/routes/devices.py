@@ -23,7 +23,7 @@ from idlegrid.protocol import (
     RegisterRequest,
 )
 from idlegrid.server import hotpath
-from idlegrid.server.state import Signer, StateDep
+from idlegrid.server.state import Signer, StateDep, network_of
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"])
 
@@ -32,7 +32,7 @@ router = APIRouter(prefix="/v1/devices", tags=["devices"])
 def register_device(
     req: RegisterRequest, signer: Signer, state: StateDep, response: Response
 ) -> DeviceView:
-    view, created = state.devices.register(signer, req)
+    view, created = state.devices.register(signer, req, network_of(state))
     state.metrics.registrations.labels(new=str(created).lower()).inc()
     if not created:
         response.status_code = 200

@@ -7,7 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from idlegrid import __version__
 from idlegrid.protocol import DeviceStatus, Health
-from idlegrid.server.state import StateDep
+from idlegrid.server.state import StateDep, network_of
 
 router = APIRouter(tags=["system"])
 
@@ -18,6 +18,7 @@ def healthz(state: StateDep) -> Health:
         version=__version__,
         database=state.engine.dialect.name,
         devices_live=state.liveness.counts().get(DeviceStatus.UP, 0),
+        network=network_of(state),
     )
 
 

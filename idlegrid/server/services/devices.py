@@ -69,11 +69,14 @@ class DeviceService:
 
     # -- registration ------------------------------------------------------------
 
-    def register(self, device_id: str, req: RegisterRequest) -> tuple[DeviceView, bool]:
-        """Register a device (or refresh its hardware); True when it is new."""
+    def register(
+        self, device_id: str, req: RegisterRequest, network: str
+    ) -> tuple[DeviceView, bool]:
+        """Register a device (or refresh its hardware); True when it is new. An owner's
+        attestation must name ``network``, this deployment."""
         owner = req.owner or device_id
         if owner != device_id:
-            message = signing.owner_attestation_message(device_id)
+            message = signing.owner_attestation_message(network, device_id)
             if not req.owner_signature or not signing.verify_signature(
                 owner, req.owner_signature, message
             ):
