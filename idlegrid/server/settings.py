@@ -131,6 +131,9 @@ class ServerSettings(BaseSettings):
 
     flush_interval_s: float = Field(default=0, ge=0)
     reaper_interval_s: float = Field(default=0, ge=0)
+    registration_concurrency: int = Field(
+        default=2, ge=1, description="registrations served at once; the rest wait in line"
+    )
     max_body_bytes: int = Field(default=64 * 1024, gt=0)
     max_page_size: int = Field(default=1000, gt=0)
 

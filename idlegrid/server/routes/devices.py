@@ -3,9 +3,11 @@ actions (signed by the owner), and public reads."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from idlegrid.core.lifecycle import OwnerAction
 from idlegrid.errors import InvalidRequest
@@ -28,11 +30,25 @@ from idlegrid.server.state import Signer, StateDep, network_of
 router = APIRouter(prefix="/v1/devices", tags=["devices"])
 
 
+def _registration_slots(request: Request, size: int) -> asyncio.Semaphore:
+    """The app's registration line (made on first use, inside the event loop)."""
+    slots: asyncio.Semaphore | None = getattr(request.app.state, "registration_slots", None)
+    if slots is None:
+        slots = request.app.state.registration_slots = asyncio.Semaphore(size)
+    return slots
+
+
 @router.post("", response_model=DeviceView, status_code=201)
-def register_device(
-    req: RegisterRequest, signer: Signer, state: StateDep, response: Response
+async def register_device(
+    req: RegisterRequest, signer: Signer, state: StateDep, request: Request, response: Response
 ) -> DeviceView:
-    view, created = state.devices.register(signer, req, network_of(state))
+    # Admission control: a few registrations run at once and the rest wait in line on
+    # the event loop, so a flood of them cannot fill the thread pool and starve
+    # everyone else's requests of threads and of the interpreter.
+    async with _registration_slots(request, state.settings.registration_concurrency):
+        view, created = await run_in_threadpool(
+            state.devices.register, signer, req, network_of(state)
+        )
     state.metrics.registrations.labels(new=str(created).lower()).inc()
     if not created:
         response.status_code = 200
