@@ -67,6 +67,9 @@ from idlegrid.sdk import Client
 from idlegrid.worker.raynode import free_port
 
 REGISTER = "/v1/devices"
+# Registrations are signed in chunks just before they are sent; at a few hundred a
+# second a chunk must be small to be sent well within the 60 s clock-skew window.
+SIGN_CHUNK = 2_000
 LIST_EVERY_S = 0.25
 HEARTBEAT_EVERY_S = 1.0
 REQUEST_TIMEOUT_S = 30.0
@@ -217,7 +220,7 @@ def run_flood(
             net.start_worker(index)
         progress(f"flood: {devices:,} registrations; {AGENTS} genuine agents joining")
         result: LoadResult = run_async(
-            drive(server, devices, make_chunk, connections, 201, "flood")
+            drive(server, devices, make_chunk, connections, 201, "flood", chunk=SIGN_CHUNK)
         )
         flood_ended = time.time()
         genuine = [net.device_id(i) for i in range(AGENTS)]
