@@ -25,6 +25,7 @@ class, so callers on both sides catch the same exceptions::
     │   ├── UnknownAccount              unknown_account
     │   ├── UnknownChallenge            unknown_challenge
     │   ├── UnknownQuote                unknown_quote
+    │   ├── UnknownApiKey               unknown_api_key
     │   └── UnknownCluster              unknown_cluster
     ├── Conflict (409)
     │   ├── InvalidTransition           invalid_transition
@@ -195,6 +196,12 @@ class UnknownQuote(NotFound):
     code = "unknown_quote"
 
 
+class UnknownApiKey(NotFound):
+    """No such API key among the signer's own."""
+
+    code = "unknown_api_key"
+
+
 class UnknownCluster(NotFound):
     """No such cluster (or not yours)."""
 
@@ -233,7 +240,8 @@ class PendingTransferClosed(Conflict):
 
 
 class CoStakeLimit(Conflict):
-    """Co-stakes would cover more than half of the device's stake."""
+    """Co-stakes would cover more than half of the device's stake, or a device has as
+    many co-stakers as it may (``staking.MAX_COSTAKERS``)."""
 
     code = "costake_limit"
 

@@ -179,7 +179,8 @@ def test_24_blocks_pay_exactly_and_verify(fleet: Fleet, clock: FakeClock) -> Non
             co = next(r for r in block.rewards if r.device_id == names["gpu-costaked"])
             ((staker, co_units),) = co.costakers
             assert staker == backer_id and co.owner_units + co_units == co.units
-            assert co_units in (co.units * 2000 // 10_000, co.units * 2000 // 10_000 + 1)
+            # 20 % offered for a co-stake as large as the owner's; 125 of 250 earns 10 %.
+            assert co_units in (co.units * 1000 // 10_000, co.units * 1000 // 10_000 + 1)
         # Altering any published input breaks verification.
         published = blocks[3].inputs
         assert published is not None
@@ -323,6 +324,30 @@ def test_slashes_are_shared_appealed_or_burned(fleet: Fleet, clock: FakeClock) -
     assert round(burned * IO) == 35 * IO == round(float(second.amount) * IO)
     with pytest.raises(InvalidTransition):
         fleet.client("rtx").appeal_slash(second.id, "too late")
+    audit = net.state.ledger.audit()
+    assert all(c.ok for c in audit), [c for c in audit if not c.ok]
+
+
+def test_an_accepted_appeal_pays_a_costaker_who_left_its_part(
+    fleet: Fleet, clock: FakeClock
+) -> None:
+    net = fleet.net
+    rtx = fleet.add("rtx", gpu_hardware("NVIDIA GeForce RTX 4090", 1, 24564))
+    fleet.client("rtx").stake(rtx, "250")
+    backer = Keypair()
+    backer_id = str(backer.pubkey())
+    net.state.ledger.grant(backer_id, Asset.IO, 1_000 * IO)
+    net.client(backer).costake(rtx, "100")
+    authority = net.client(net.state.ledger.authority)
+    slashed = authority.slash(rtx, "idle_abuse", "ran a miner while idle")  # 25 %: 25 IO of 100
+    fleet.client("rtx").appeal_slash(slashed.id, "it was our own benchmark")
+    net.client(backer).costake_exit(rtx)  # leaves while the appeal is heard
+    clock.advance(21 * 24 * 3600)
+    net.client(backer).withdraw_stake(rtx)
+    assert fleet.balance(backer_id) == 975 * IO  # 1,000 - 100 staked + 75 left after the slash
+    assert authority.decide_slash(slashed.id, accept=True).status == "accepted"
+    assert fleet.balance(backer_id) == 1_000 * IO  # its 25 IO back, not lost in the stake
+    assert net.client().get_stake(rtx).active == "250.00000000"
     audit = net.state.ledger.audit()
     assert all(c.ok for c in audit), [c for c in audit if not c.ok]
 

@@ -75,46 +75,80 @@ def test_unstake_more_than_active_or_nonpositive_raises() -> None:
 
 
 def test_costakes_cover_at_most_half() -> None:
-    stake = sk.add_costake(_stake(1_000), "bob", 600, 1_000, NOW)
-    stake = sk.add_costake(stake, "carol", 400, 500, NOW)  # exactly half of 2,000
-    assert sk.effective_stake(stake, NOW) == 2_000
+    stake = sk.add_costake(_stake(1_000 * U), "bob", 600 * U, 1_000, NOW)
+    stake = sk.add_costake(stake, "carol", 400 * U, 500, NOW)  # exactly half of 2,000
+    assert sk.effective_stake(stake, NOW) == 2_000 * U
     with pytest.raises(sk.CoStakeLimit) as err:
-        sk.add_costake(stake, "dave", 1, 0, NOW)
-    assert err.value.details["allowed"] == 1_000 and err.value.code == "costake_limit"
+        sk.add_costake(stake, "dave", 10 * U, 0, NOW)
+    assert err.value.details["allowed"] == 1_000 * U and err.value.code == "costake_limit"
     with pytest.raises(sk.CoStakeExists):
-        sk.add_costake(_stake(), "alice", 1, 0, NOW)
+        sk.add_costake(_stake(), "alice", 10 * U, 0, NOW)
     with pytest.raises(sk.CoStakeExists):
-        sk.add_costake(stake, "bob", 1, 0, NOW)
+        sk.add_costake(stake, "bob", 10 * U, 0, NOW)
 
 
-def test_costake_shares_cannot_exceed_the_whole() -> None:
-    stake = sk.add_costake(_stake(), "bob", 1, 9_000, NOW)
+def test_a_costakers_share_follows_what_it_staked() -> None:
+    owner = _stake(16_000 * U)  # 8×H100; the owner offers 20 % for a full co-stake
+    dusty = owner
+    with pytest.raises(InvalidAmount) as dust:  # 10⁻⁸ IO buys nothing
+        sk.add_costake(owner, "dust", 1, 2_000, NOW)
+    assert dust.value.details["minimum"] == sk.MIN_COSTAKE_UNITS
+    for i in range(5):  # five minimal co-stakes
+        dusty = sk.add_costake(dusty, f"d{i}", sk.MIN_COSTAKE_UNITS, 2_000, NOW)
+    assert all(bps == 1 for _, bps in sk.reward_shares(dusty, NOW))  # 10/16,000 of 20 %
+    real = sk.add_costake(dusty, "real", 8_000 * U, 2_000, NOW)  # not locked out
+    shares = dict(sk.reward_shares(real, NOW))
+    assert shares["real"] == 1_000  # half the most co-stakes may cover: half the offer
+    assert sum(shares.values()) <= 2_000
+    full = sk.add_costake(owner, "full", 16_000 * U, 2_000, NOW)
+    assert sk.reward_shares(full, NOW) == (("full", 2_000),)
+
+
+def test_a_device_takes_a_bounded_number_of_costakers() -> None:
+    stake = _stake(1_000_000 * U)
+    for i in range(sk.MAX_COSTAKERS):
+        stake = sk.add_costake(stake, f"s{i:02}", 10 * U, 100, NOW)
+    with pytest.raises(sk.CoStakeLimit) as err:
+        sk.add_costake(stake, "one-more", 10 * U, 100, NOW)
+    assert err.value.details["max_costakers"] == sk.MAX_COSTAKERS
     with pytest.raises(InvalidAmount):
-        sk.add_costake(stake, "carol", 1, 1_001, NOW)
-    sk.add_costake(stake, "carol", 1, 1_000, NOW)
+        sk.add_costake(_stake(), "bob", 10 * U, 10_001, NOW)
+
+
+def test_an_accepted_appeal_pays_a_departed_costaker_its_part() -> None:
+    stake = sk.add_costake(_stake(1_000 * U), "bob", 500 * U, 0, NOW)
+    slashed, shares = sk.slash(stake, 1_000)
+    assert dict(shares) == {"alice": 100 * U, "bob": 50 * U}
+    slashed = sk.request_costake_exit(slashed, "bob", NOW)
+    gone, units = sk.withdraw_costake(slashed, "bob", NOW + 21 * DAY)
+    assert units == 450 * U
+    restored, paid_out = sk.restore(gone, shares)
+    assert restored.active == 1_000 * U and paid_out == (("bob", 50 * U),)
+    kept, nobody = sk.restore(slashed, shares)  # still there: back on the device
+    assert kept.costakes[0].amount == 500 * U and nobody == ()
 
 
 def test_owner_unstaking_below_costakes_caps_their_credit() -> None:
-    stake = sk.add_costake(_stake(1_000), "bob", 1_000, 0, NOW)
-    stake = sk.unstake(stake, 600, hired=False, now=NOW)
-    assert sk.effective_stake(stake, NOW) == 800  # 400 owner + 400 of bob's 1,000
+    stake = sk.add_costake(_stake(1_000 * U), "bob", 1_000 * U, 0, NOW)
+    stake = sk.unstake(stake, 600 * U, hired=False, now=NOW)
+    assert sk.effective_stake(stake, NOW) == 800 * U  # 400 owner + 400 of bob's 1,000
 
 
 def test_costaker_exit_is_7_days_notice_then_14_days_cooldown() -> None:
-    stake = sk.add_costake(_stake(1_000), "bob", 500, 2_000, NOW)
+    stake = sk.add_costake(_stake(1_000 * U), "bob", 1_000 * U, 2_000, NOW)
     stake = sk.request_costake_exit(stake, "bob", NOW)
     with pytest.raises(InvalidTransition):
         sk.request_costake_exit(stake, "bob", NOW + 1)
     # Notice: still counts and earns.
-    assert sk.effective_stake(stake, NOW + 7 * DAY - 1) == 1_500
+    assert sk.effective_stake(stake, NOW + 7 * DAY - 1) == 2_000 * U
     assert sk.reward_shares(stake, NOW + 7 * DAY - 1) == (("bob", 2_000),)
     # Cooldown: counts for nothing, earns nothing, still locked.
-    assert sk.effective_stake(stake, NOW + 7 * DAY) == 1_000
+    assert sk.effective_stake(stake, NOW + 7 * DAY) == 1_000 * U
     assert sk.reward_shares(stake, NOW + 7 * DAY) == ()
     with pytest.raises(InvalidTransition):
         sk.withdraw_costake(stake, "bob", NOW + 21 * DAY - 1)
     left, units = sk.withdraw_costake(stake, "bob", NOW + 21 * DAY)
-    assert units == 500 and left.costakes == ()
+    assert units == 1_000 * U and left.costakes == ()
     with pytest.raises(InvalidTransition):
         sk.withdraw_costake(_stake(), "nobody", NOW)
 

@@ -23,9 +23,15 @@ A device's stake::
   not exceed the owner's active stake. Should the owner later unstake below
   them, ``effective_stake`` credits co-stakes only up to the owner's active
   stake, so the 50 % rule holds for what counts.
-- Each co-staker gets ``share_bps`` (set by the owner) of the device's block
-  reward; the owner keeps the rest, so the shares sum to at most 10,000 bps.
-  A co-staker earns through its notice period and stops once it cools down.
+- The owner offers ``share_bps`` of the device's block reward for co-stakes
+  as large as its own active stake (the most co-stakes may cover); each
+  co-stake keeps the offer it joined at. A co-staker earns its offer in
+  proportion to what it staked: ``share_bps × amount / max(owner's active
+  stake, all earning co-stakes)``, rounded down, the rest to the owner
+  (``reward_shares``). So the shares sum to at most the largest offer, a dust
+  co-stake earns dust, and none can lock out a real one. A co-stake is at least
+  ``MIN_COSTAKE_UNITS`` (10 IO), and a device takes at most ``MAX_COSTAKERS``
+  (16). A co-staker earns through its notice period and stops once it cools down.
 """
 
 from __future__ import annotations
@@ -52,6 +58,8 @@ COSTAKE_COOLDOWN_S = 14 * DAY_S
 BPS = 10_000
 MAX_COSTAKE_BPS = 5_000
 """Co-stakes may cover at most half of a device's stake."""
+MIN_COSTAKE_UNITS = 10 * UNITS_PER_IO
+MAX_COSTAKERS = 16
 
 Multiplier = Fraction | Decimal | str | int
 
@@ -136,8 +144,14 @@ def effective_stake(stake: Stake, now: float) -> int:
 
 
 def reward_shares(stake: Stake, now: float) -> tuple[tuple[str, int], ...]:
-    """(staker, share_bps) of the co-stakers who earn now, by staker id."""
-    return tuple(sorted((c.staker, c.share_bps) for c in stake.costakes if c.counts(now)))
+    """(staker, share_bps) of the co-stakers who earn now, by staker id: each its
+    offer scaled by what it backs, ``amount / max(owner's active, earning co-stakes)``,
+    rounded down (the remainder is the owner's)."""
+    earning = [c for c in stake.costakes if c.counts(now)]
+    base = max(stake.active, sum(c.amount for c in earning))
+    if base <= 0:
+        return ()
+    return tuple(sorted((c.staker, c.share_bps * c.amount // base) for c in earning))
 
 
 # Owner stake -------------------------------------------------------------------------------
@@ -186,16 +200,23 @@ def withdraw_unlocked(stake: Stake, now: float) -> tuple[Stake, int]:
 
 
 def check_costake(stake: Stake, staker: str, amount: int, share_bps: int, now: float) -> None:
-    """Refuse a co-stake that breaks the 50 % cap, the share bounds or is a duplicate."""
+    """Refuse a co-stake under the minimum, over the 50 % cap or the number of
+    co-stakers, with an offer out of bounds, or a duplicate."""
     _positive(amount, "co-stake")
+    if amount < MIN_COSTAKE_UNITS:
+        raise InvalidAmount(
+            "a co-stake is at least 10 IO", amount=amount, minimum=MIN_COSTAKE_UNITS
+        )
     if staker == stake.owner or any(c.staker == staker for c in stake.costakes):
         raise CoStakeExists(device_id=stake.device_id, staker=staker)
-    if isinstance(share_bps, bool) or not isinstance(share_bps, int) or share_bps < 0:
-        raise InvalidAmount("share_bps must be a non-negative integer", share_bps=share_bps)
-    shares = sum(bps for _, bps in reward_shares(stake, now)) + share_bps
-    if shares > BPS:
-        raise InvalidAmount(
-            "co-stakers' shares would exceed the whole reward", share_bps=share_bps, total=shares
+    if isinstance(share_bps, bool) or not isinstance(share_bps, int) or not 0 <= share_bps <= BPS:
+        raise InvalidAmount("share_bps is 0-10,000", share_bps=share_bps)
+    if len(stake.costakes) >= MAX_COSTAKERS:
+        raise CoStakeLimit(
+            "the device has as many co-stakers as it may",
+            device_id=stake.device_id,
+            costakers=len(stake.costakes),
+            max_costakers=MAX_COSTAKERS,
         )
     covered = counting_costake(stake, now) + amount
     allowed = stake.active  # co ≤ owner ⇔ co ≤ 50 % of owner + co
@@ -273,13 +294,18 @@ def slash(stake: Stake, bps: int) -> tuple[Stake, tuple[tuple[str, int], ...]]:
     return left, tuple((s, u) for s, u in shares if u > 0)
 
 
-def restore(stake: Stake, shares: tuple[tuple[str, int], ...]) -> Stake:
+def restore(
+    stake: Stake, shares: tuple[tuple[str, int], ...]
+) -> tuple[Stake, tuple[tuple[str, int], ...]]:
     """Give a slash back after an accepted appeal: to the owner's active stake and
-    to each co-staker still on the device (a co-staker gone since is paid out)."""
+    to each co-staker still on the device. Returns the stake and (staker, units) to
+    pay out to co-stakers who have left the device since (their part is theirs)."""
     owner_units = sum(u for s, u in shares if s == stake.owner)
     back = dict(shares)
+    present = {c.staker for c in stake.costakes}
     costakes = tuple(replace(c, amount=c.amount + back.get(c.staker, 0)) for c in stake.costakes)
-    return replace(stake, active=stake.active + owner_units, costakes=costakes)
+    gone = tuple((s, u) for s, u in shares if s != stake.owner and s not in present and u > 0)
+    return replace(stake, active=stake.active + owner_units, costakes=costakes), gone
 
 
 # Reading a stake -----------------------------------------------------------------------------

@@ -292,7 +292,8 @@ class StakingService:
                 row = db.get(StakeRow, s.device_id, with_for_update=True)
                 assert row is not None
                 shares = tuple((str(a), int(u)) for a, u in s.shares)
-                store(row, staking.restore(to_core(row), shares))
+                restored, gone = staking.restore(to_core(row), shares)
+                store(row, restored)
                 if s.units:
                     self.ledger.book.post(
                         db,
@@ -306,6 +307,8 @@ class StakingService:
                             memo="appeal accepted",
                         ),
                     )
+                for staker, units in gone:  # co-stakers who left since: paid their part
+                    self._release(db, staker, s.device_id, units)
                 s.status = "accepted"
             else:
                 self._burn(db, s)
