@@ -9,6 +9,7 @@ class, so callers on both sides catch the same exceptions::
     ├── InvalidRequest (400/422)        invalid_request, payload_too_large (413)
     │   ├── PayloadTooLarge
     │   ├── InvalidAmount               invalid_amount
+    │   ├── BadNodeAddress              bad_node_address (details: node_ip, source, reason)
     │   ├── StakeBelowMinimum           stake_below_minimum (details: minimum, stake)
     │   └── AssetMismatch               asset_mismatch
     ├── AuthenticationError (401)       the request is not provably from its signer
@@ -89,6 +90,13 @@ class PayloadTooLarge(InvalidRequest):
 
     code = "payload_too_large"
     http_status = 413
+
+
+class BadNodeAddress(InvalidRequest):
+    """A head named an address its workers and buyer must not be sent to
+    (``core/addresses.py``)."""
+
+    code = "bad_node_address"
 
 
 class InvalidAmount(InvalidRequest):

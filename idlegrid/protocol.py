@@ -370,6 +370,11 @@ class ApiKeyView(Wire):
     owner: str
     created_at: float
     key: str | None = Field(default=None, description="shown once, when created")
+    revoked_at: float | None = Field(default=None, description="refused from then on")
+
+
+class ApiKeyList(Wire):
+    items: list[ApiKeyView]
 
 
 ClusterType = Literal["general", "inference", "train"]

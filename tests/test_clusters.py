@@ -17,6 +17,7 @@ from sqlalchemy import select
 from idlegrid.core import clusters as bill
 from idlegrid.core.fees import fee, units
 from idlegrid.errors import (
+    BadNodeAddress,
     ClusterNotActive,
     InsufficientFunds,
     InvalidApiKey,
@@ -24,6 +25,7 @@ from idlegrid.errors import (
     NoMatchingDevices,
     QuoteExpired,
     QuoteUsed,
+    UnknownApiKey,
     UnknownCluster,
 )
 from idlegrid.ledger.chain import Asset
@@ -270,6 +272,28 @@ def test_an_unsandboxed_device_is_rented_only_by_its_owner(fleet: Fleet) -> None
     assert fleet.agent(other).get_device(other).sandbox.backend == "bubblewrap"
 
 
+def test_a_head_cannot_send_its_workers_or_buyer_anywhere(fleet: Fleet) -> None:
+    for _ in range(2):
+        fleet.add(cpu_hardware())
+    fleet.fund(100 * IO)
+    client = fleet.buyer_client()
+    cluster = client.deploy(client.quote(DeployRequest(name="x", hardware="cpu", quantity=2)).id)
+    fleet.heartbeat_all()
+    head = next(n.device_id for n in cluster.nodes if n.role == "head")
+    worker = next(n.device_id for n in cluster.nodes if n.role == "worker")
+    for target in ("169.254.169.254", "metadata.google.internal", "0.0.0.0", "224.0.0.1"):
+        with pytest.raises(BadNodeAddress) as refused:
+            fleet.agent(head).report_ray_node(
+                head,
+                RayNodeReport(
+                    cluster_id=cluster.id, generation=0, state="up", node_ip=target, gcs_port=1
+                ),
+            )
+        assert refused.value.details["node_ip"] == target
+    assert fleet.agent(worker).heartbeat(worker).assignment.head_address is None
+    assert client.get_cluster(cluster.id).status == "deployment_requested"
+
+
 def test_api_keys_and_ownership(fleet: Fleet) -> None:
     fleet.add(cpu_hardware())
     fleet.fund(100 * IO)
@@ -287,6 +311,26 @@ def test_api_keys_and_ownership(fleet: Fleet) -> None:
         stranger.get_cluster(cluster.id)
     with pytest.raises(UnknownCluster):
         stranger.terminate_cluster(cluster.id)
+
+
+def test_a_revoked_api_key_is_refused_at_once(fleet: Fleet) -> None:
+    owner = fleet.buyer_client()
+    created = owner.create_api_key("leaked")
+    other = owner.create_api_key("kept")
+    leaked = Client("http://testserver", api_key=created.key, http=fleet.net.http)
+    assert leaked.list_clusters().items == []  # it works, and the server has looked it up
+    with pytest.raises(UnknownApiKey):  # only its owner may revoke it
+        fleet.net.client(Keypair()).revoke_api_key(created.id)
+    revoked = owner.revoke_api_key(created.id)
+    assert revoked.revoked_at is not None and revoked.key is None
+    with pytest.raises(InvalidApiKey):
+        leaked.list_clusters()
+    assert owner.revoke_api_key(created.id).revoked_at == revoked.revoked_at  # once
+    keys = {k.id: k for k in owner.api_keys().items}
+    assert keys[created.id].revoked_at and keys[other.id].revoked_at is None
+    assert all(k.key is None for k in keys.values())  # never shown again
+    kept = Client("http://testserver", api_key=other.key, http=fleet.net.http)
+    assert kept.list_clusters().items == []
 
 
 def _kill(fleet: Fleet, clock: FakeClock, dead: str, seconds: float) -> float:

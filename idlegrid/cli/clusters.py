@@ -19,13 +19,14 @@ from idlegrid.cli.common import (
     console,
     err_console,
     fmt_duration,
+    fmt_time,
     plain_table,
     print_json,
     reported_errors,
     signed_client,
 )
 from idlegrid.errors import IdlegridError
-from idlegrid.protocol import ClusterView, DeployRequest, ExtendRequest
+from idlegrid.protocol import ApiKeyList, ClusterView, DeployRequest, ExtendRequest
 from idlegrid.sdk import Client
 
 app = typer.Typer(
@@ -71,6 +72,40 @@ def create_key(
     else:
         console.print(f"API key {view.id} ({view.name}): [bold]{view.key}[/bold]")
         console.print("store it now: it cannot be shown again")
+
+
+@keys_app.command("list")
+def list_keys(
+    keypair: Annotated[Path, typer.Option("--keypair", help="your wallet's keypair")],
+    server: ServerOpt = DEFAULT_SERVER,
+    as_json: JsonOpt = False,
+) -> None:
+    """Your API keys (ids and names; the keys themselves are never shown again)."""
+
+    def show(keys: ApiKeyList) -> None:
+        table = plain_table("id", "name", "created", "revoked")
+        for k in keys.items:
+            revoked = fmt_time(k.revoked_at) if k.revoked_at is not None else "-"
+            table.add_row(k.id, k.name, fmt_time(k.created_at), revoked)
+        console.print(table)
+
+    call_and_show(signed_client(server, keypair), as_json, lambda c: c.api_keys(), show)
+
+
+@keys_app.command("revoke")
+def revoke_key(
+    key_id: Annotated[str, typer.Argument(help="the key's id (idlegrid api-keys list)")],
+    keypair: Annotated[Path, typer.Option("--keypair", help="your wallet's keypair")],
+    server: ServerOpt = DEFAULT_SERVER,
+    as_json: JsonOpt = False,
+) -> None:
+    """Revoke an API key: every request with it is refused from now on."""
+    call_and_show(
+        signed_client(server, keypair),
+        as_json,
+        lambda c: c.revoke_api_key(key_id),
+        lambda k: console.print(f"API key {k.id} ({k.name}) revoked"),
+    )
 
 
 @app.command("deploy")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -67,6 +68,11 @@ def local_input() -> Iterator[None]:
     except (KeypairFileError, OSError, ValidationError) as exc:
         err_console.print(f"[red]error[/red]: {exc}")
         raise typer.Exit(2) from None
+
+
+def fmt_time(at: float) -> str:
+    """A Unix time as the CLI prints it: UTC, to the minute."""
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(at))
 
 
 def fmt_duration(seconds: float) -> str:

@@ -23,6 +23,7 @@ from idlegrid.core import signing
 from idlegrid.errors import TransportError, error_from_body
 from idlegrid.protocol import (
     ApiKeyCreate,
+    ApiKeyList,
     ApiKeyView,
     AppealRequest,
     Assignment,
@@ -247,6 +248,12 @@ class Client:
         return self._call(
             "POST", "/v1/api-keys", ApiKeyView, json=ApiKeyCreate(name=name), signed=True
         )
+
+    def api_keys(self) -> ApiKeyList:
+        return self._call("GET", "/v1/api-keys", ApiKeyList, signed=True)
+
+    def revoke_api_key(self, key_id: str) -> ApiKeyView:
+        return self._call("DELETE", f"/v1/api-keys/{key_id}", ApiKeyView, signed=True)
 
     def quote(self, req: DeployRequest) -> QuoteView:
         return self._call("POST", "/v1/quotes", QuoteView, json=req, buyer=True)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 
 from idlegrid.core.clusters import DurationUnit
 from idlegrid.errors import NotYourDevice
 from idlegrid.protocol import (
     ApiKeyCreate,
+    ApiKeyList,
     ApiKeyView,
     Assignment,
     ClusterCreate,
@@ -29,12 +30,25 @@ from idlegrid.server.state import Buyer, Signer, StateDep
 router = APIRouter(tags=["clusters"])
 
 ClusterId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
+KeyId = Annotated[str, Path(pattern=r"^[0-9a-f]{8}$")]
 
 
 @router.post("/v1/api-keys", response_model=ApiKeyView, status_code=201)
 def create_api_key(req: ApiKeyCreate, signer: Signer, state: StateDep) -> ApiKeyView:
     """Signed by the buyer's wallet key; the key is shown once and stored hashed."""
     return state.clusters.create_api_key(signer, req.name)
+
+
+@router.get("/v1/api-keys", response_model=ApiKeyList)
+def list_api_keys(signer: Signer, state: StateDep) -> ApiKeyList:
+    """The signer's keys (signed by the wallet key, as creating one is)."""
+    return ApiKeyList(items=state.clusters.api_keys(signer))
+
+
+@router.delete("/v1/api-keys/{key_id}", response_model=ApiKeyView)
+def revoke_api_key(key_id: KeyId, signer: Signer, state: StateDep) -> ApiKeyView:
+    """Revoke one of the signer's keys: refused from the next request on."""
+    return state.clusters.revoke_api_key(signer, key_id)
 
 
 @router.post("/v1/quotes", response_model=QuoteView, status_code=201)
@@ -71,12 +85,13 @@ def terminate(cluster_id: ClusterId, owner: Buyer, state: StateDep) -> ClusterVi
 
 @router.post("/v1/devices/{device_id}/ray", response_model=Assignment | None)
 def report_ray_node(
-    device_id: str, req: RayNodeReport, signer: Signer, state: StateDep
+    device_id: str, req: RayNodeReport, signer: Signer, state: StateDep, request: Request
 ) -> Assignment | None:
     """A hired agent's report on its Ray node; the reply is its assignment now."""
     if signer != device_id:
         raise NotYourDevice("a device reports only for itself", device_id=device_id)
-    return state.clusters.report_node(device_id, req)
+    source = request.client.host if request.client is not None else None
+    return state.clusters.report_node(device_id, req, source)
 
 
 @router.post("/v1/devices/{device_id}/floor", response_model=DeviceFloor)

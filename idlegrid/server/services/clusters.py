@@ -48,16 +48,19 @@ from sqlalchemy.orm import Session, sessionmaker
 from idlegrid.catalog import Catalog
 from idlegrid.core import clusters as bill
 from idlegrid.core import pricing
+from idlegrid.core.addresses import head_address_problem
 from idlegrid.core.clusters import ACTIVE, ClusterStatus, DurationUnit
 from idlegrid.core.fees import format_amount
 from idlegrid.core.ledger import Transfer
 from idlegrid.errors import (
+    BadNodeAddress,
     ClusterNotActive,
     InvalidApiKey,
     NoMatchingDevices,
     NotYourDevice,
     QuoteExpired,
     QuoteUsed,
+    UnknownApiKey,
     UnknownCluster,
     UnknownQuote,
 )
@@ -119,7 +122,6 @@ class ClusterService:
         self.settings = settings
         self.clock = clock
         self.assignments: dict[str, Assignment] = {}
-        self._key_owners: dict[str, str] = {}
         self._last_settle = clock()
         self._tick_lock = threading.Lock()
         self._postgres = sessions.kw["bind"].dialect.name == "postgresql"
@@ -138,17 +140,36 @@ class ClusterService:
         return ApiKeyView(id=key_id, name=name, owner=owner, created_at=now, key=key)
 
     def owner_of_key(self, key: str) -> str:
-        digest = hash_key(key)
-        owner = self._key_owners.get(digest)
-        if owner is None:
-            with self.sessions() as db:
-                row = db.scalar(
-                    select(ApiKey).where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))
+        """The buyer an API key acts for. Read from the database on every request (one
+        unique-index lookup), so a revocation holds at once, on every replica."""
+        with self.sessions() as db:
+            owner = db.scalar(
+                select(ApiKey.owner).where(
+                    ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None)
                 )
-            if row is None:
-                raise InvalidApiKey()
-            owner = self._key_owners[digest] = row.owner
+            )
+        if owner is None:
+            raise InvalidApiKey()
         return owner
+
+    def api_keys(self, owner: str) -> list[ApiKeyView]:
+        """The owner's keys, newest first, revoked ones included (never the keys)."""
+        with self.sessions() as db:
+            rows = db.scalars(
+                select(ApiKey).where(ApiKey.owner == owner).order_by(ApiKey.created_at.desc())
+            )
+            return [_key_view(k) for k in rows]
+
+    def revoke_api_key(self, owner: str, key_id: str) -> ApiKeyView:
+        """Revoke one of the owner's keys; revoking a revoked key changes nothing."""
+        with self.sessions.begin() as db:
+            row = db.get(ApiKey, key_id, with_for_update=True)
+            if row is None or row.owner != owner:
+                raise UnknownApiKey(key_id=key_id)
+            if row.revoked_at is None:
+                row.revoked_at = self.clock()
+                log.info("API key %s of %s revoked", key_id, owner)
+            return _key_view(row)
 
     # -- quotes and deploys -----------------------------------------------------------
 
@@ -298,8 +319,11 @@ class ClusterService:
 
     # -- agents -------------------------------------------------------------------------
 
-    def report_node(self, device_id: str, rep: RayNodeReport) -> Assignment | None:
-        """An agent's word on its Ray node; returns its current assignment."""
+    def report_node(
+        self, device_id: str, rep: RayNodeReport, source: str | None = None
+    ) -> Assignment | None:
+        """An agent's word on its Ray node, sent from ``source``; returns its current
+        assignment. A head's address must fit where it reports from."""
         now = self.clock()
         with self.sessions.begin() as db:
             cluster = db.get(Cluster, rep.cluster_id, with_for_update=True)
@@ -326,6 +350,15 @@ class ClusterService:
             if node.generation != rep.generation or ClusterStatus(cluster.status) not in ACTIVE:
                 return self.assignments.get(device_id)  # stale: the agent catches up
             node.state = rep.state
+            if node.role == "head" and rep.node_ip is not None:
+                problem = head_address_problem(rep.node_ip, source)
+                if problem is not None:
+                    raise BadNodeAddress(
+                        f"the head may not name {rep.node_ip}: {problem}",
+                        node_ip=rep.node_ip,
+                        source=source,
+                        reason=problem,
+                    )
             if node.role == "head" and rep.state in ("starting", "up") and rep.gcs_port:
                 # Known as soon as the head starts: workers start in parallel and
                 # wait for its control store (about half the time to running).
@@ -837,3 +870,9 @@ class ClusterService:
             else None,
             ray_token=c.token if with_secrets else None,
         )
+
+
+def _key_view(k: ApiKey) -> ApiKeyView:
+    return ApiKeyView(
+        id=k.id, name=k.name, owner=k.owner, created_at=k.created_at, revoked_at=k.revoked_at
+    )
