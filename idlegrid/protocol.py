@@ -6,23 +6,52 @@ Compatibility rules (version 1 of the wire):
   within version 1. A change that breaks these rules is a new path prefix (/v2).
 - Ids are strings. A device's id is its Ed25519 public key in base58.
 - Times are Unix seconds (floats) on the wire.
+- Every value must be storable, so a model refuses what a database cannot hold
+  rather than letting it reach one: floats are finite (``Infinity``, ``NaN`` and
+  ``1e400`` are refused), no string anywhere holds NUL (``\x00``: PostgreSQL's
+  text cannot), and request integers have bounds within 64 bits (``INT64_MAX``).
+- Amounts are decimal strings in one spelling: ASCII digits with at most one
+  ``.`` between digits ("12", "12.5"; ``core/fees.py``).
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 PUBKEY_PATTERN = r"^[1-9A-HJ-NP-Za-km-z]{32,44}$"
 COUNTRY_PATTERN = r"^[A-Z]{2}$"
 
 
-class Wire(BaseModel):
-    """Base of every wire model: unknown fields are ignored."""
+INT64_MAX = 2**63 - 1  # the largest integer a database's BIGINT (and SPL's u64 / 2) holds
 
-    model_config = ConfigDict(extra="ignore")
+
+def holds_nul(value: object) -> bool:
+    """Whether a string in ``value`` (itself, or in its lists, tuples and dicts, keys
+    included) holds NUL. Wire models inside are not searched: they checked themselves."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list | tuple):
+        return any(holds_nul(v) for v in value)
+    if isinstance(value, dict):
+        return any(holds_nul(k) or holds_nul(v) for k, v in value.items())
+    return False
+
+
+class Wire(BaseModel):
+    """Base of every wire model: unknown fields are ignored; floats are finite and
+    strings free of NUL (see the compatibility rules above)."""
+
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _no_nul(self) -> Self:
+        for name, value in self.__dict__.items():
+            if holds_nul(value):
+                raise ValueError(f"{name}: text may not contain NUL (\\x00)")
+        return self
 
 
 class DeviceKind(StrEnum):
@@ -68,8 +97,8 @@ class HardwareInfo(Wire):
     cuda_version: str | None = Field(default=None, max_length=32)
     apple_chip: str | None = Field(default=None, max_length=64)
     apple_gpu_cores: int | None = Field(default=None, ge=1, le=1024)
-    disk_total_gb: float = Field(ge=0)
-    disk_free_gb: float = Field(ge=0)
+    disk_total_gb: float = Field(ge=0, le=1e9)
+    disk_free_gb: float = Field(ge=0, le=1e9)
     os: str = Field(max_length=64)
     os_version: str = Field(max_length=256)
     arch: str = Field(max_length=32)
@@ -208,7 +237,7 @@ class ChallengeSpec(Wire):
 class CommitRequest(Wire):
     root: str = Field(pattern=HEX32)
     prover: str = Field(max_length=32)
-    elapsed_s: float = Field(ge=0, description="as the prover measured it (informative)")
+    elapsed_s: float = Field(ge=0, le=1e9, description="as the prover measured it (informative)")
     memory: Literal["ok", "out_of_memory"] = "ok"
 
 
@@ -506,14 +535,16 @@ class RayNodeReport(Wire):
     """An agent's report on its Ray node for one cluster generation."""
 
     cluster_id: str = Field(max_length=64)
-    generation: int = Field(ge=0)
+    generation: int = Field(ge=0, le=INT64_MAX)
     state: Literal["starting", "up", "failed", "stopped"]
     node_ip: str | None = Field(default=None, max_length=64)
     gcs_port: int | None = Field(default=None, ge=1, le=65535)
     dashboard_port: int | None = Field(default=None, ge=1, le=65535)
     client_port: int | None = Field(default=None, ge=1, le=65535)
     error: str | None = Field(default=None, max_length=512)
-    oom_kills: int = Field(default=0, ge=0, description="processes killed at the memory limit")
+    oom_kills: int = Field(
+        default=0, ge=0, le=INT64_MAX, description="processes killed at the memory limit"
+    )
 
 
 # -- staking, blocks, slashes ---------------------------------------------------------------
@@ -638,13 +669,17 @@ class SlashList(Wire):
     items: list[SlashView]
 
 
+MAX_POOL_POINTS = 10**15  # × 1,000 milli-points still fits a BIGINT
+
+
 class SeasonCreate(Wire):
     name: str = Field(min_length=1, max_length=64)
-    starts_block: int = Field(ge=0)
-    ends_block: int = Field(ge=1, description="exclusive")
-    gpu_points: int = Field(ge=0)
-    cpu_points: int = Field(ge=0)
-    points_per_io: int = Field(ge=1, description="e.g. 90: 90 points buy 1 IO")
+    starts_block: int = Field(ge=0, le=INT64_MAX)
+    ends_block: int = Field(ge=1, le=INT64_MAX, description="exclusive")
+    # Points are stored as milli-points in 64 bits; points_per_io in 32.
+    gpu_points: int = Field(ge=0, le=MAX_POOL_POINTS)
+    cpu_points: int = Field(ge=0, le=MAX_POOL_POINTS)
+    points_per_io: int = Field(ge=1, le=2**31 - 1, description="e.g. 90: 90 points buy 1 IO")
 
 
 class SeasonStanding(Wire):

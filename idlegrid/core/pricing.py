@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 
-from idlegrid.core.fees import DECIMALS
+from idlegrid.core.fees import DECIMALS, canonical_decimal
 from idlegrid.errors import InvalidRequest
 
 SURGE_MAX = Decimal("1.00")  # +100 % at full utilisation
@@ -187,11 +187,11 @@ def auction_clear(
 
 
 def parse_usd(text: str, field: str, low: Decimal, high: Decimal = Decimal(10_000)) -> Decimal:
-    """A USD amount per device-hour from its text, refused outside [low, high]."""
-    try:
-        usd = Decimal(text)
-    except ArithmeticError:
-        raise InvalidRequest(f"{field} is a decimal number of USD", **{field: text}) from None
-    if not usd.is_finite() or not low <= usd <= high:
+    """A USD amount per device-hour from its text, refused outside [low, high]. Its
+    spelling is an amount's (``fees.DECIMAL_RE``): "2.5", never " 2.5", "+2.5" or "25e-1"."""
+    if canonical_decimal(text) is None:
+        raise InvalidRequest(f"{field} is a decimal number of USD, e.g. 2.5", **{field: text[:64]})
+    usd = Decimal(text)
+    if not low <= usd <= high:
         raise InvalidRequest(f"{field} is {low}-{high} USD per device-hour", **{field: text})
     return usd

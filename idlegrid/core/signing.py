@@ -35,6 +35,9 @@ HEADER_NETWORK = "X-Idlegrid-Network"
 SIGNATURE_HEADERS = (HEADER_KEY, HEADER_TIMESTAMP, HEADER_NONCE, HEADER_SIGNATURE)
 
 NONCE_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+# Unix seconds in ASCII digits only: int() would also take "+1", " 1", "1_0" and
+# other scripts' digits, so one instant would have many signed spellings.
+TIMESTAMP_RE = re.compile(r"[0-9]{1,20}")
 
 
 def signing_message(
@@ -75,10 +78,10 @@ def verify_signature(pubkey: str, signature: str, message: bytes) -> bool:
 
 
 def check_timestamp(timestamp: str, now: float, max_skew_s: float) -> float | None:
-    """The skew in seconds when it is within the limit, otherwise None."""
-    try:
-        ts = int(timestamp)
-    except ValueError:
+    """The skew in seconds when it is within the limit, otherwise None (also for a
+    timestamp that is not ASCII digits, ``TIMESTAMP_RE``)."""
+    if TIMESTAMP_RE.fullmatch(timestamp) is None:
         return None
+    ts = int(timestamp)
     skew = abs(now - ts)
     return skew if skew <= max_skew_s else None

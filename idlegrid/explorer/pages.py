@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -32,11 +32,12 @@ from idlegrid.protocol import (
     DeviceStatus,
     Readiness,
 )
+from idlegrid.server.params import BlockNumber, Offset, refuse_nul
 from idlegrid.server.routes import proofs as proof_routes
 from idlegrid.server.routes import wallets as wallet_routes
 from idlegrid.server.state import AppState, StateDep
 
-router = APIRouter(prefix="/explorer", include_in_schema=False)
+router = APIRouter(prefix="/explorer", include_in_schema=False, dependencies=[Depends(refuse_nul)])
 
 STATIC_DIR = Path(__file__).parent / "static"
 KEY_COOKIE = "idlegrid_api_key"
@@ -92,7 +93,7 @@ def devices(
     readiness: str = "",
     model: Annotated[str, Query(max_length=64)] = "",
     location: Annotated[str, Query(max_length=8)] = "",
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> HTMLResponse:
     chosen = {"status": status, "kind": kind, "readiness": readiness}
     problems = [f"unknown {k} {v!r}" for k, v in chosen.items() if v and v not in FILTERS[k]]
@@ -274,7 +275,7 @@ def blocks(request: Request, state: StateDep) -> HTMLResponse:
 
 
 @router.get("/blocks/{number}", response_class=HTMLResponse)
-def block(request: Request, number: int, state: StateDep) -> HTMLResponse:
+def block(request: Request, number: BlockNumber, state: StateDep) -> HTMLResponse:
     try:
         view = state.blocks.view(number)
     except IdlegridError as exc:

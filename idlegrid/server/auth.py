@@ -72,6 +72,8 @@ def authenticate(
     signature = values[signing.HEADER_SIGNATURE] or ""
     if not signing.NONCE_RE.match(nonce):
         raise BadSignature("the nonce must be 16-64 characters of [A-Za-z0-9_-]")
+    if signing.TIMESTAMP_RE.fullmatch(timestamp) is None:
+        raise BadSignature("the timestamp must be Unix seconds in ASCII digits")
     signed_for = headers.get(signing.HEADER_NETWORK)
     if signed_for is not None and signed_for != network:
         raise WrongNetwork(network=network, signed_for=signed_for[:100])

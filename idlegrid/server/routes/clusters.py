@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 
 from idlegrid.core.clusters import DurationUnit
 from idlegrid.errors import NotYourDevice
@@ -25,9 +25,10 @@ from idlegrid.protocol import (
     QuoteView,
     RayNodeReport,
 )
+from idlegrid.server.params import refuse_nul
 from idlegrid.server.state import Buyer, Signer, StateDep
 
-router = APIRouter(tags=["clusters"])
+router = APIRouter(tags=["clusters"], dependencies=[Depends(refuse_nul)])
 
 ClusterId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
 KeyId = Annotated[str, Path(pattern=r"^[0-9a-f]{8}$")]

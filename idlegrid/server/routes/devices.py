@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from idlegrid.core.lifecycle import OwnerAction
@@ -25,9 +25,10 @@ from idlegrid.protocol import (
     RegisterRequest,
 )
 from idlegrid.server import hotpath
+from idlegrid.server.params import Offset, refuse_nul
 from idlegrid.server.state import Signer, StateDep, network_of
 
-router = APIRouter(prefix="/v1/devices", tags=["devices"])
+router = APIRouter(prefix="/v1/devices", tags=["devices"], dependencies=[Depends(refuse_nul)])
 
 
 def _registration_slots(request: Request, size: int) -> asyncio.Semaphore:
@@ -83,7 +84,7 @@ def list_devices(
     model: Annotated[str | None, Query(max_length=64)] = None,
     location: Annotated[str | None, Query(pattern=COUNTRY_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> DeviceList:
     return state.devices.list(
         status=status,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from idlegrid.core.connectivity import tier_name
 from idlegrid.errors import NotYourDevice
@@ -20,9 +20,10 @@ from idlegrid.protocol import (
     ProofView,
     RevealRequest,
 )
+from idlegrid.server.params import refuse_nul
 from idlegrid.server.state import Signer, StateDep
 
-router = APIRouter(tags=["proofs"])
+router = APIRouter(tags=["proofs"], dependencies=[Depends(refuse_nul)])
 
 SPEEDTEST_MAX_BYTES = 32 * 1024 * 1024
 _NOISE = os.urandom(1024 * 1024)  # incompressible, so a proxy cannot flatter the figure

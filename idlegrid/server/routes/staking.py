@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 
 from idlegrid.core.fees import parse_amount
 from idlegrid.errors import PermissionDenied
@@ -29,9 +29,10 @@ from idlegrid.protocol import (
     StakeAmount,
     StakeView,
 )
+from idlegrid.server.params import BlockNumber, refuse_nul
 from idlegrid.server.state import AppState, Signer, StateDep
 
-router = APIRouter(tags=["staking and rewards"])
+router = APIRouter(tags=["staking and rewards"], dependencies=[Depends(refuse_nul)])
 
 DeviceId = Annotated[str, Path(pattern=PUBKEY_PATTERN)]
 
@@ -92,7 +93,7 @@ def list_blocks(state: StateDep, limit: Annotated[int, Query(ge=1, le=1000)] = 5
 
 
 @router.get("/v1/blocks/{number}", response_model=BlockView)
-def get_block(number: int, state: StateDep) -> Response:
+def get_block(number: BlockNumber, state: StateDep) -> Response:
     """A block with its published inputs and outputs: enough to recompute it."""
     return Response(state.blocks.view_json(number), media_type="application/json")
 
@@ -103,7 +104,7 @@ def get_block(number: int, state: StateDep) -> Response:
     responses={200: {"content": {"application/json": {}}}},
 )
 def get_block_document(
-    number: int, document: Literal["inputs", "outputs"], state: StateDep
+    number: BlockNumber, document: Literal["inputs", "outputs"], state: StateDep
 ) -> Response:
     """A block's published inputs or outputs, byte for byte as hashed: their SHA-256 is
     the block's ``inputs_hash`` or ``outputs_hash``."""

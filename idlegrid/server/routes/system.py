@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from idlegrid import __version__
 from idlegrid.protocol import DeviceStatus, Health
+from idlegrid.server.params import refuse_nul
 from idlegrid.server.state import StateDep, network_of
 
-router = APIRouter(tags=["system"])
+router = APIRouter(tags=["system"], dependencies=[Depends(refuse_nul)])
 
 
 @router.get("/healthz", response_model=Health)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Depends, Path
 
 from idlegrid.core.fees import format_amount, parse_amount
 from idlegrid.errors import NotFound, PermissionDenied
@@ -24,10 +24,11 @@ from idlegrid.protocol import (
     WithdrawalView,
     WithdrawRequest,
 )
+from idlegrid.server.params import refuse_nul
 from idlegrid.server.services.ledger import ASSETS, user_account
 from idlegrid.server.state import Signer, StateDep
 
-router = APIRouter(tags=["wallets"])
+router = APIRouter(tags=["wallets"], dependencies=[Depends(refuse_nul)])
 
 WalletKey = Annotated[str, Path(pattern=PUBKEY_PATTERN, description="the wallet's public key")]
 
