@@ -174,7 +174,8 @@ def run_flood(
     work: Path, database_url: str | None, devices: int, connections: int, quiet_s: float
 ) -> dict[str, Any]:
     fleet = Fleet.generate(devices, "the flood")
-    env = {"IDLEGRID_ENVIRONMENT": "development"}
+    # No per-source limit: the worst case, an attacker with as many addresses as devices.
+    env = {"IDLEGRID_ENVIRONMENT": "development", "IDLEGRID_REGISTRATION_RATE_PER_S": "0"}
     if database_url:
         env["IDLEGRID_DATABASE_URL"] = database_url
     net = LocalNetwork(

@@ -42,6 +42,7 @@ class, so callers on both sides catch the same exceptions::
     │   ├── QuoteUsed                   quote_used
     │   ├── ClusterNotActive            cluster_not_active
     │   └── DeviceTerminated (410)      device_terminated
+    ├── RateLimited (429)               rate_limited (details: limit, retry_after_s)
     ├── Unavailable (503)               unavailable (server not ready)
     ├── InternalError (500)             internal (a bug: logged on the server)
     ├── TransportError                  the SDK could not reach the server (no status)
@@ -302,6 +303,13 @@ class DeviceTerminated(Conflict):
 
     code = "device_terminated"
     http_status = 410
+
+
+class RateLimited(IdlegridError):
+    """Too many requests of this kind from this source or owner; retry later."""
+
+    code = "rate_limited"
+    http_status = 429
 
 
 class Unavailable(IdlegridError):

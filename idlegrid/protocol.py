@@ -588,6 +588,9 @@ class BlockSummary(Wire):
     paid: str
     nominated: int
     excluded: int
+    unlisted: int = Field(
+        default=0, description="registered, neither proven nor staked: counted, not published"
+    )
     inputs_hash: str | None
     outputs_hash: str | None
     error: str | None = None

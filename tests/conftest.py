@@ -30,6 +30,8 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # made on the spot), as may every server and CLI process they start; the defaults
 # are production's (tests/test_settings_and_cli.py checks them with this unset).
 os.environ["IDLEGRID_ENVIRONMENT"] = "development"
+# Tests register devices by the dozen from one address; the limit has its own test.
+os.environ["IDLEGRID_REGISTRATION_RATE_PER_S"] = "0"
 
 POSTGRES_URL = os.environ.get("IDLEGRID_TEST_POSTGRES_URL")
 T0 = 1_798_675_200.0  # 2027-01-01T00:00:00Z, an hour boundary

@@ -15,12 +15,14 @@ from idlegrid.errors import (
     InvalidTransition,
     MissingSignature,
     NotYourDevice,
+    RateLimited,
     ReplayedRequest,
     StaleRequest,
     UnknownDevice,
 )
 from idlegrid.protocol import DeviceStatus, RegisterRequest
 from idlegrid.sdk.client import sign_request
+from idlegrid.server.ratelimit import RateLimiter
 from idlegrid.server.settings import ServerSettings
 from tests.conftest import T0, FakeClock, Network, cpu_hardware, gpu_hardware
 
@@ -360,3 +362,43 @@ def test_a_request_signed_for_another_deployment_is_refused(
         assert staging.http.send(request).status_code == 201  # where it was meant for
     finally:
         staging.close()
+
+
+def test_registrations_are_rate_limited_per_source_and_owner(
+    settings: ServerSettings, clock: FakeClock
+) -> None:
+    limited = Network(
+        settings.model_copy(update={"registration_rate_per_s": 1.0, "registration_burst": 3}),
+        clock,
+    )
+    try:
+        for _ in range(3):
+            register(limited)
+        with pytest.raises(RateLimited) as refused:  # a fourth fresh key, same address
+            register(limited)
+        assert refused.value.details["limit"] == "source"
+        assert 0 < refused.value.details["retry_after_s"] <= 1
+        clock.advance(1)
+        register(limited)  # a token is back
+        # A forged attestation is refused before it spends the named owner's tokens.
+        victim, kp = Keypair(), Keypair()
+        clock.advance(10)
+        with pytest.raises(BadSignature):
+            register(
+                limited, kp, owner=str(victim.pubkey()), owner_signature=str(kp.sign_message(b"x"))
+            )
+        limits = limited.app.state.registration_limits
+        assert f"owner:{victim.pubkey()}" not in limits._buckets
+    finally:
+        limited.close()
+
+
+def test_a_rate_limiter_refills_and_forgets_the_oldest_keys() -> None:
+    limits = RateLimiter(rate_per_s=2.0, burst=2, max_keys=3)
+    assert limits.take("a", 0.0) is None and limits.take("a", 0.0) is None
+    assert limits.take("a", 0.0) == pytest.approx(0.5)  # one token in half a second
+    assert limits.take("a", 0.5) is None
+    for key in "bcd":
+        limits.take(key, 1.0)
+    assert len(limits) == 3 and "a" not in limits._buckets
+    assert RateLimiter(rate_per_s=0, burst=1).take("x", 0.0) is None  # 0: unlimited

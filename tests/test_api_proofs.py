@@ -321,6 +321,35 @@ def test_repeated_failures_make_a_device_not_reward_ready(live: Network) -> None
     assert live.client().get_device(device).readiness is Readiness.CLUSTER_READY
 
 
+def test_a_device_that_never_proves_itself_leaves_the_schedule(live: Network) -> None:
+    kp, _ = join(live)
+    device = str(kp.pubkey())
+    give_up = live.settings.proof_give_up_after
+
+    def failed() -> int:
+        items = live.client().proofs(device).items
+        return sum(1 for p in items if p.status is ProofStatus.FAILED)
+
+    for _ in range(4 * give_up):  # it heartbeats, and never answers a challenge
+        if failed() >= give_up:
+            break
+        live.clock.advance(3601)
+        live.client(kp).heartbeat(device)
+        live.state.proofs.tick()
+    assert failed() == give_up
+    for _ in range(3):  # however long it goes on heartbeating: no more challenges
+        live.clock.advance(86_400)
+        live.client(kp).heartbeat(device)
+        live.state.proofs.tick()
+        assert live.client(kp).heartbeat(device).challenge_id is None
+    assert len(live.client().proofs(device).items) == give_up
+    live.client(kp).register_device(RegisterRequest(hardware=cpu_hardware()))  # anew
+    live.state.proofs.tick()
+    challenge = live.client(kp).heartbeat(device).challenge_id or ""
+    result = prove_challenge(live.client(kp), device, challenge, NumpyProver())
+    assert result.status is ProofStatus.VERIFIED
+
+
 def test_hired_devices_are_never_challenged(live: Network) -> None:
     kp = Keypair()
     live.client(kp).register_device(RegisterRequest(hardware=cpu_hardware()))

@@ -393,6 +393,34 @@ def test_idle_use_abuse_is_found_from_heartbeats_and_slashed_once(
     assert all(c.ok for c in audit), [c for c in audit if not c.ok]
 
 
+def test_unproven_unstaked_devices_are_counted_not_published(
+    fleet: Fleet, clock: FakeClock
+) -> None:
+    """Free registrations cost the blocks nothing: a block's documents are the same
+    size with 60 devices that never proved or staked anything as without them."""
+    net = fleet.net
+    device = fleet.add("cpu", cpu_hardware(), tier=2)
+    fleet.client("cpu").stake(device, "200")
+    proven = fleet.add("proven-unstaked", cpu_hardware(), tier=2)
+    net.state.blocks.tick()
+    fleet.hour(clock)
+    clock.advance(5)
+    assert net.state.blocks.tick()
+    (quiet,) = [b for b in net.client().list_blocks().items if b.status == "completed"]
+    for i in range(60):  # the flood: registered and heartbeating, nothing more
+        fleet.add(f"fake-{i}", cpu_hardware(), proof=False)
+    fleet.hour(clock)
+    clock.advance(5)
+    assert net.state.blocks.tick()
+    flooded = net.client().get_block(quiet.number + 1)
+    assert (quiet.unlisted, flooded.unlisted) == (0, 60)
+    assert flooded.inputs is not None and quiet.number + 1 == flooded.number
+    assert sorted(flooded.inputs["devices"]["device_id"]) == sorted([device, proven])
+    sizes = [len(net.client().block_document(n, "inputs")) for n in (quiet.number, flooded.number)]
+    assert abs(sizes[1] - sizes[0]) <= 0.01 * sizes[0], sizes
+    assert flooded.nominated == quiet.nominated == 1 and flooded.excluded == 1
+
+
 def test_racing_claims_pay_once(fleet: Fleet, clock: FakeClock) -> None:
     """Eight claims of one wallet at once: one is paid, the others are told
     nothing_to_claim, and the wallet gets exactly its credits."""

@@ -75,6 +75,9 @@ class ServerSettings(BaseSettings):
         description="after a failure, on a fresh challenge; doubled for each failure in a row",
     )
     proof_retry_max_s: float = Field(default=3600, gt=0, description="the longest retry wait")
+    proof_give_up_after: int = Field(
+        default=12, ge=1, description="failures in a row before a never-proven device is left be"
+    )
     proof_pickup_s: float = Field(default=120, gt=0, description="to fetch an issued challenge")
     proof_target_s: float = Field(default=1.0, gt=0, description="work at the claimed speed")
     proof_min_efficiency: float = Field(
@@ -134,6 +137,10 @@ class ServerSettings(BaseSettings):
     registration_concurrency: int = Field(
         default=2, ge=1, description="registrations served at once; the rest wait in line"
     )
+    registration_rate_per_s: float = Field(
+        default=1.0, ge=0, description="per source address and per owner; 0: unlimited"
+    )
+    registration_burst: int = Field(default=60, ge=1, description="registrations at once")
     max_body_bytes: int = Field(default=64 * 1024, gt=0)
     max_page_size: int = Field(default=1000, gt=0)
 

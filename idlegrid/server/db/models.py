@@ -300,6 +300,7 @@ class Block(Base):
     outputs_hash: Mapped[str | None] = mapped_column(String(64))
     nominated: Mapped[int] = mapped_column(Integer, default=0)
     excluded: Mapped[int] = mapped_column(Integer, default=0)
+    unlisted: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     paid: Mapped[int] = mapped_column(BigInteger, default=0)
     error: Mapped[str | None] = mapped_column(String(512))
     created_at: Mapped[float] = mapped_column(Double)

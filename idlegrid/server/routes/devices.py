@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from idlegrid.core.lifecycle import OwnerAction
-from idlegrid.errors import InvalidRequest
+from idlegrid.errors import InvalidRequest, RateLimited
 from idlegrid.protocol import (
     COUNTRY_PATTERN,
     PUBKEY_PATTERN,
@@ -26,9 +26,20 @@ from idlegrid.protocol import (
 )
 from idlegrid.server import hotpath
 from idlegrid.server.params import Offset, refuse_nul
+from idlegrid.server.ratelimit import RateLimiter
+from idlegrid.server.settings import ServerSettings
 from idlegrid.server.state import Signer, StateDep, network_of
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"], dependencies=[Depends(refuse_nul)])
+
+
+def _registration_limits(request: Request, settings: ServerSettings) -> RateLimiter:
+    """The app's registration buckets, keyed ``source:<address>`` and ``owner:<key>``."""
+    limits: RateLimiter | None = getattr(request.app.state, "registration_limits", None)
+    if limits is None:
+        limits = RateLimiter(settings.registration_rate_per_s, settings.registration_burst)
+        request.app.state.registration_limits = limits
+    return limits
 
 
 def _registration_slots(request: Request, size: int) -> asyncio.Semaphore:
@@ -43,6 +54,22 @@ def _registration_slots(request: Request, size: int) -> asyncio.Semaphore:
 async def register_device(
     req: RegisterRequest, signer: Signer, state: StateDep, request: Request, response: Response
 ) -> DeviceView:
+    # Registration is free, so it is rate-limited per source and per owner (one token
+    # each), before it costs a thread or a transaction; an owner's bucket only once its
+    # attestation verifies, so nobody can spend another owner's registrations.
+    if req.owner is not None and req.owner != signer:
+        state.devices.check_attestation(signer, req, network_of(state))
+    limits = _registration_limits(request, state.settings)
+    source = request.client.host if request.client is not None else "unknown"
+    now = state.clock()
+    for key in (f"source:{source}", f"owner:{req.owner or signer}"):
+        wait = limits.take(key, now)
+        if wait is not None:
+            raise RateLimited(
+                "too many registrations: retry later",
+                limit=key.split(":")[0],
+                retry_after_s=round(wait, 1),
+            )
     # Admission control: a few registrations run at once and the rest wait in line on
     # the event loop, so a flood of them cannot fill the thread pool and starve
     # everyone else's requests of threads and of the interpreter.

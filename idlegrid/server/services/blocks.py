@@ -18,6 +18,13 @@ Paying: the hour's emission is minted into the reward account
 Wallets claim their credits when they like (``ClaimService``): a block of a
 million devices writes one transfer, not one per wallet. A block whose outputs
 were recorded is never computed or credited again.
+
+Listing: a block publishes the devices that could take part, those with a
+passed proof or a stake (either costs its owner something), and only counts
+the rest (``unlisted``): registration is free, so a flood of devices that
+never prove themselves and stake nothing must not grow every block's
+documents for ever. Leaving them out changes no reward: each would be
+excluded for its missing proof and stake.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from collections.abc import Callable, Iterator
 from fractions import Fraction
 from typing import Any
 
-from sqlalchemy import String, cast, func, select
+from sqlalchemy import String, cast, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from idlegrid.catalog import Catalog
@@ -183,8 +190,9 @@ class BlockService:
     # -- inputs --------------------------------------------------------------------------
 
     def gather(self, db: Session, block: Block) -> rewards.BlockInputs:
-        """Every device registered by the window's end, with its facts for the window,
-        as columns (one pass over plain rows: no ORM objects for a million devices)."""
+        """Every device registered by the window's end that has a passed proof or a
+        stake, with its facts for the window, as columns (one pass over plain rows: no
+        ORM objects for a million devices); the others are counted in ``block.unlisted``."""
         start, end = block.starts_at, block.starts_at + block.length_s
         length = block.length_s
         in_window = dict(
@@ -206,12 +214,17 @@ class BlockService:
             )
         )
         stakes = self._stakes(db, end)
+        listed = or_(Device.proof_passed_at.is_not(None), Device.id.in_(select(StakeRow.device_id)))
+        registered = select(func.count()).select_from(Device).where(Device.registered_at < end)
+        block.unlisted = int(db.scalar(registered) or 0) - int(
+            db.scalar(registered.where(listed)) or 0
+        )
         query = (
             select(
                 Device.id, Device.owner, Device.kind, Device.model, Device.processors,
                 Device.proof_passed_at, Device.readiness, Device.tier, Device.status,
                 Device.uptime_s,
-            ).where(Device.registered_at < end)
+            ).where(Device.registered_at < end, listed)
         )  # fmt: skip
         # By code point, whatever the database's collation (Python's sort is linear on
         # rows that arrive in order).
@@ -452,6 +465,7 @@ def _summary(b: Block) -> dict[str, Any]:
         "paid": format_amount(b.paid, "IO"),
         "nominated": b.nominated,
         "excluded": b.excluded,
+        "unlisted": b.unlisted,
         "inputs_hash": b.inputs_hash,
         "outputs_hash": b.outputs_hash,
         "error": b.error,

@@ -76,11 +76,7 @@ class DeviceService:
         attestation must name ``network``, this deployment."""
         owner = req.owner or device_id
         if owner != device_id:
-            message = signing.owner_attestation_message(network, device_id)
-            if not req.owner_signature or not signing.verify_signature(
-                owner, req.owner_signature, message
-            ):
-                raise BadSignature("owner_signature does not verify for this device", owner=owner)
+            self.check_attestation(device_id, req, network)
         now = self.clock()
         cls = self.catalog.classify(req.hardware)
         hardware = req.hardware.model_dump(mode="json")
@@ -151,6 +147,15 @@ class DeviceService:
         # Only once committed does the hot path learn of the device.
         self.liveness.load(device_id, status, now, version)
         return self._view(dev), created
+
+    @staticmethod
+    def check_attestation(device_id: str, req: RegisterRequest, network: str) -> None:
+        """Refuse a registration under ``req.owner`` that the owner did not sign for."""
+        message = signing.owner_attestation_message(network, device_id)
+        if not req.owner_signature or not signing.verify_signature(
+            str(req.owner), req.owner_signature, message
+        ):
+            raise BadSignature("owner_signature does not verify for this device", owner=req.owner)
 
     @staticmethod
     def _proof_open(db: Session, dev: Device) -> bool:

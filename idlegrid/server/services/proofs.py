@@ -321,6 +321,11 @@ class ProofService:
             failures = outcome.standing.failures
             wait = self.settings.proof_retry_s * 2 ** min(failures - 1, 30)
             dev.next_proof_at = now + min(wait, self.settings.proof_retry_max_s)
+            if dev.proof_passed_at is None and failures >= self.settings.proof_give_up_after:
+                # Never proven, and failing every time: a device that is not what it
+                # claims (or not there) stops costing the network challenges. It is
+                # challenged again when its agent registers it anew.
+                dev.next_proof_at = None
             event["failures_in_a_row"] = failures
             event["retry_at"] = dev.next_proof_at
             if outcome.demote and dev.readiness != Readiness.HIRED.value:

@@ -1,0 +1,49 @@
+"""Token buckets, per key, in one process: how registrations (and other free
+requests) are rate-limited per source address and per owner.
+
+Each key has a bucket of ``burst`` tokens refilled at ``rate_per_s``; a request
+takes one or is refused with how long until one is back. Buckets of keys not
+seen for a while are forgotten oldest first, so memory stays bounded
+(``max_keys``) however many sources a flood comes from: a forgotten key starts
+again with a full bucket, which costs an attacker with that many sources
+nothing it did not have already.
+
+The limits hold per control-plane process: several replicas behind a balancer
+each allow the rate, which bounds what one source can do by the number of
+replicas; that is the trade made for keeping the hot path free of a shared store.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+
+class RateLimiter:
+    def __init__(self, rate_per_s: float, burst: float, max_keys: int = 100_000) -> None:
+        """``rate_per_s`` 0 means unlimited (the local network's benchmarks)."""
+        self.rate_per_s = rate_per_s
+        self.burst = max(1.0, burst)
+        self.max_keys = max_keys
+        self._lock = threading.Lock()
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # tokens, at
+
+    def take(self, key: str, now: float) -> float | None:
+        """Take a token for ``key``: None when allowed, else seconds until one is back."""
+        if self.rate_per_s <= 0:
+            return None
+        with self._lock:
+            tokens, at = self._buckets.pop(key, (self.burst, now))
+            tokens = min(self.burst, tokens + max(0.0, now - at) * self.rate_per_s)
+            if tokens >= 1.0:
+                self._buckets[key] = (tokens - 1.0, now)
+                allowed = True
+            else:
+                self._buckets[key] = (tokens, now)
+                allowed = False
+            while len(self._buckets) > self.max_keys:
+                self._buckets.popitem(last=False)
+        return None if allowed else (1.0 - tokens) / self.rate_per_s
+
+    def __len__(self) -> int:
+        return len(self._buckets)
