@@ -87,6 +87,8 @@ def server(
     except ValidationError as exc:
         err_console.print(f"[red]invalid settings[/red]: {exc}")
         raise typer.Exit(2) from None
+    for warning in settings.startup_warnings():
+        err_console.print(f"[yellow]warning[/yellow]: {warning}")
     app_ = create_app(settings)
     uvicorn.run(
         app_,
