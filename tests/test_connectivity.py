@@ -8,7 +8,13 @@ from hypothesis import strategies as st
 from solders.keypair import Keypair
 
 from idlegrid.core.connectivity import mbps, tier, tier_name
-from idlegrid.errors import NotYourDevice, PayloadTooLarge
+from idlegrid.errors import (
+    MissingSignature,
+    NotYourDevice,
+    PayloadTooLarge,
+    RateLimited,
+    UnknownDevice,
+)
 from idlegrid.protocol import ConnectivityReport, RegisterRequest
 from idlegrid.worker.agent import Agent
 from idlegrid.worker.duties import ConnectivityDuty
@@ -61,3 +67,24 @@ def test_only_the_device_reports_its_connectivity_and_uploads_are_bounded(
         network.client(other).report_connectivity(str(kp.pubkey()), report)
     with pytest.raises(PayloadTooLarge):
         network.client(kp).speedtest_upload(bytes(33 * 1024 * 1024))
+
+
+def test_the_speed_test_is_for_registered_devices_and_rate_limited(network: Network) -> None:
+    stranger, kp = Keypair(), Keypair()
+    unsigned = network.http.get("/v1/speedtest", params={"bytes": "1024"})  # no bytes served
+    assert (unsigned.status_code, unsigned.json()["code"]) == (401, MissingSignature.code)
+    with pytest.raises(UnknownDevice):  # a fresh key: refused before its upload is read
+        network.client(stranger).speedtest_upload(bytes(20 * 1024 * 1024))
+    with pytest.raises(UnknownDevice):
+        network.client(stranger).speedtest_download(1024)
+    network.client(kp).register_device(RegisterRequest(hardware=cpu_hardware()))
+    device = network.client(kp)
+    per_hour = network.settings.speedtests_per_hour
+    for _ in range(per_hour // 2):
+        assert device.speedtest_download(1024) == 1024
+        device.speedtest_upload(bytes(1024))
+    with pytest.raises(RateLimited) as refused:
+        device.speedtest_download(1024)
+    assert refused.value.details["retry_after_s"] > 0
+    network.clock.advance(3600 / per_hour)
+    assert device.speedtest_download(1024) == 1024  # one transfer back after its share

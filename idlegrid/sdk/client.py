@@ -212,7 +212,8 @@ class Client:
 
     def speedtest_download(self, nbytes: int) -> int:
         """Download ``nbytes`` of noise; returns how many arrived."""
-        return len(self._raw("GET", "/v1/speedtest", params={"bytes": str(nbytes)}).content)
+        params = {"bytes": str(nbytes)}
+        return len(self._raw("GET", "/v1/speedtest", params=params, signed=True).content)
 
     def speedtest_upload(self, payload: bytes) -> None:
         self._raw("POST", "/v1/speedtest", content=payload, signed=True)

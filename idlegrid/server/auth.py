@@ -50,18 +50,13 @@ class NonceStore:
             del self._seen[key]
 
 
-def authenticate(
-    headers: Mapping[str, str],
-    method: str,
-    path: str,
-    body: bytes,
-    now: float,
-    max_skew_s: float,
-    nonces: NonceStore,
-    network: str,
-) -> str:
-    """The signer's public key, or an AuthenticationError saying what is wrong.
-    ``network`` is this deployment's identifier: every signature covers it."""
+def precheck(
+    headers: Mapping[str, str], now: float, max_skew_s: float, network: str
+) -> tuple[str, str, str, str]:
+    """What can be checked before the body is read: the headers are there and well
+    formed, the timestamp is fresh, the network is this one. Returns (signer,
+    timestamp, nonce, signature), or raises the AuthenticationError that says why not,
+    so that a request that cannot verify costs no body read."""
     values = {h: headers.get(h) for h in signing.SIGNATURE_HEADERS}
     missing = [h for h, v in values.items() if not v]
     if missing:
@@ -77,11 +72,27 @@ def authenticate(
     signed_for = headers.get(signing.HEADER_NETWORK)
     if signed_for is not None and signed_for != network:
         raise WrongNetwork(network=network, signed_for=signed_for[:100])
+    if signing.check_timestamp(timestamp, now, max_skew_s) is None:
+        raise StaleRequest(timestamp=timestamp, server_time=int(now), max_skew_s=max_skew_s)
+    return signer, timestamp, nonce, signature
+
+
+def authenticate(
+    headers: Mapping[str, str],
+    method: str,
+    path: str,
+    body: bytes,
+    now: float,
+    max_skew_s: float,
+    nonces: NonceStore,
+    network: str,
+) -> str:
+    """The signer's public key, or an AuthenticationError saying what is wrong.
+    ``network`` is this deployment's identifier: every signature covers it."""
+    signer, timestamp, nonce, signature = precheck(headers, now, max_skew_s, network)
     message = signing.signing_message(network, method, path, body, timestamp, nonce)
     if not signing.verify_signature(signer, signature, message):
         raise BadSignature(signer=signer, scheme=signing.SCHEME, network=network)
-    if signing.check_timestamp(timestamp, now, max_skew_s) is None:
-        raise StaleRequest(timestamp=timestamp, server_time=int(now), max_skew_s=max_skew_s)
     if not nonces.claim(signer, nonce, now):
         raise ReplayedRequest(nonce=nonce)
     return signer

@@ -141,6 +141,9 @@ class ServerSettings(BaseSettings):
         default=1.0, ge=0, description="per source address and per owner; 0: unlimited"
     )
     registration_burst: int = Field(default=60, ge=1, description="registrations at once")
+    speedtests_per_hour: int = Field(
+        default=12, ge=1, description="speed-test transfers a device may make an hour"
+    )
     max_body_bytes: int = Field(default=64 * 1024, gt=0)
     max_page_size: int = Field(default=1000, gt=0)
 

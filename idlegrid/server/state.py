@@ -10,7 +10,7 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine
 
 from idlegrid.core import signing
-from idlegrid.server.auth import NonceStore, authenticate
+from idlegrid.server.auth import NonceStore, authenticate, precheck
 from idlegrid.server.idle import IdleMonitor
 from idlegrid.server.liveness import LivenessTable
 from idlegrid.server.metrics import Metrics
@@ -65,6 +65,8 @@ StateDep = Annotated[AppState, Depends(get_state)]
 async def signed_by(request: Request) -> str:
     """The public key that signed this request (see core/signing.py)."""
     state = app_state(request)
+    # Headers first: an unsigned, malformed or stale request is refused unread.
+    precheck(request.headers, state.clock(), state.settings.max_clock_skew_s, network_of(state))
     body = await request.body()
     path = request.scope.get("raw_path") or request.url.path.encode()
     query = request.scope.get("query_string", b"")

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from idlegrid.core.connectivity import tier_name
-from idlegrid.errors import NotYourDevice
+from idlegrid.errors import NotYourDevice, RateLimited, UnknownDevice
 from idlegrid.protocol import (
     ChallengeSpec,
     CommitRequest,
@@ -20,8 +20,10 @@ from idlegrid.protocol import (
     ProofView,
     RevealRequest,
 )
+from idlegrid.server.auth import precheck
 from idlegrid.server.params import refuse_nul
-from idlegrid.server.state import Signer, StateDep
+from idlegrid.server.ratelimit import RateLimiter
+from idlegrid.server.state import Signer, StateDep, app_state, network_of, signed_by
 
 router = APIRouter(tags=["proofs"], dependencies=[Depends(refuse_nul)])
 
@@ -71,16 +73,41 @@ def report_connectivity(
     return ConnectivityView(**req.model_dump(), tier=tier, tier_name=tier_name(tier))
 
 
+async def registered_device(request: Request) -> str:
+    """A registered device's signed request, rate-limited per device: the speed test
+    spends the network's bandwidth, so strangers get none of it. Everything that
+    can be checked before the body is read (the headers, the device, its rate) is."""
+    state = app_state(request)
+    now = state.clock()
+    signer, *_ = precheck(request.headers, now, state.settings.max_clock_skew_s, network_of(state))
+    if state.liveness.get(signer) is None:
+        raise UnknownDevice("the speed test is for registered devices", device_id=signer)
+    limits: RateLimiter | None = getattr(request.app.state, "speedtest_limits", None)
+    if limits is None:
+        per_hour = state.settings.speedtests_per_hour
+        limits = request.app.state.speedtest_limits = RateLimiter(per_hour / 3600, per_hour)
+    wait = limits.take(signer, now)
+    if wait is not None:
+        raise RateLimited(
+            "too many speed tests: retry later", limit="speedtest", retry_after_s=round(wait)
+        )
+    return await signed_by(request)
+
+
+SpeedtestDevice = Annotated[str, Depends(registered_device)]
+
+
 @router.get("/v1/speedtest")
 def speedtest_download(
+    device: SpeedtestDevice,
     nbytes: Annotated[int, Query(alias="bytes", ge=1, le=SPEEDTEST_MAX_BYTES)] = 1024 * 1024,
 ) -> Response:
-    """``bytes`` bytes of noise, for the agent's download test."""
+    """``bytes`` bytes of noise, for a registered device's download test."""
     whole, rest = divmod(nbytes, len(_NOISE))
     return Response(_NOISE * whole + _NOISE[:rest], media_type="application/octet-stream")
 
 
 @router.post("/v1/speedtest")
-async def speedtest_upload(request: Request, signer: Signer) -> dict[str, int]:
-    """Takes the agent's upload test (signed, so only devices can spend our bandwidth)."""
+async def speedtest_upload(request: Request, device: SpeedtestDevice) -> dict[str, int]:
+    """Takes a registered device's upload test."""
     return {"received": len(await request.body())}
