@@ -261,7 +261,16 @@ match = ['^x$']
 
 
 @given(
-    names=st.lists(st.text(min_size=1, max_size=128), min_size=1, max_size=4),
+    # Any text a wire model holds (it refuses NUL: docs/protocol.md, Values).
+    names=st.lists(
+        st.text(
+            st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+            min_size=1,
+            max_size=128,
+        ),
+        min_size=1,
+        max_size=4,
+    ),
     vram_mb=st.integers(min_value=0, max_value=10_000_000),
 )
 def test_classify_never_raises(names: list[str], vram_mb: int) -> None:
