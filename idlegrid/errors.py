@@ -43,6 +43,7 @@ class, so callers on both sides catch the same exceptions::
     │   ├── ClusterNotActive            cluster_not_active
     │   └── DeviceTerminated (410)      device_terminated
     ├── RateLimited (429)               rate_limited (details: limit, retry_after_s)
+    ├── RequestTimeout (408)            request_timeout (the body came too slowly)
     ├── Unavailable (503)               unavailable (server not ready)
     ├── InternalError (500)             internal (a bug: logged on the server)
     ├── TransportError                  the SDK could not reach the server (no status)
@@ -310,6 +311,13 @@ class RateLimited(IdlegridError):
 
     code = "rate_limited"
     http_status = 429
+
+
+class RequestTimeout(IdlegridError):
+    """The request's body did not arrive within the server's time limit; send it again."""
+
+    code = "request_timeout"
+    http_status = 408
 
 
 class Unavailable(IdlegridError):

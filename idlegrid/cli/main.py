@@ -72,10 +72,10 @@ def server(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the control plane (settings from IDLEGRID_* variables; see README)."""
-    import uvicorn
     from pydantic import ValidationError
 
     from idlegrid.server.app import create_app
+    from idlegrid.server.serve import serve
     from idlegrid.server.settings import ServerSettings
 
     _logging(verbose)
@@ -89,14 +89,7 @@ def server(
         raise typer.Exit(2) from None
     for warning in settings.startup_warnings():
         err_console.print(f"[yellow]warning[/yellow]: {warning}")
-    app_ = create_app(settings)
-    uvicorn.run(
-        app_,
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        timeout_graceful_shutdown=5,
-    )
+    serve(create_app(settings), settings.host, settings.port)
 
 
 @worker_app.command("start")

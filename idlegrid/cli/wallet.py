@@ -41,8 +41,10 @@ def _client(server: str, keypair: Path) -> tuple[Client, str]:
 
 
 @app.command("new")
-def new(keypair: KeyOpt, as_json: JsonOpt = False) -> None:
-    """Create a wallet keypair file (mode 0600); an existing one is kept."""
+def new(keypair: KeyOpt, server: ServerOpt = DEFAULT_SERVER, as_json: JsonOpt = False) -> None:
+    """Create a wallet keypair file (mode 0600); an existing one is kept. It needs no
+    server: ``--server`` is accepted, and ignored, as its sibling commands take it."""
+    del server
     from idlegrid.worker.keypair import load_or_create_keypair
 
     with local_input():

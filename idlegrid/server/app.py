@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -26,7 +26,14 @@ from idlegrid.server.db import make_engine, migrate, session_factory
 from idlegrid.server.idle import IdleMonitor
 from idlegrid.server.liveness import LivenessTable
 from idlegrid.server.metrics import Metrics
-from idlegrid.server.middleware import BodyLimit
+from idlegrid.server.middleware import (
+    BODY_TIMEOUT_S,
+    BodyLimit,
+    BodyRefused,
+    HeadAsGet,
+    SecurityHeaders,
+)
+from idlegrid.server.openapi import document_errors
 from idlegrid.server.routes import clusters, devices, proofs, staking, system, wallets
 from idlegrid.server.services.blocks import BlockService
 from idlegrid.server.services.claims import ClaimService
@@ -37,7 +44,7 @@ from idlegrid.server.services.proofs import ProofService
 from idlegrid.server.services.seasons import SeasonService
 from idlegrid.server.services.staking import StakingService
 from idlegrid.server.settings import ServerSettings
-from idlegrid.server.state import AppState
+from idlegrid.server.state import AppState, buyer, signed_by
 from idlegrid.worker.keypair import load_or_create_keypair
 
 log = logging.getLogger("idlegrid.server")
@@ -107,9 +114,12 @@ def create_app(
     clock: Callable[[], float] = time.time,
     catalog: Catalog | None = None,
     run_loops: bool = True,
+    body_timeout_s: float = BODY_TIMEOUT_S,
 ) -> FastAPI:
     """Build the app. ``run_loops=False`` leaves reaping and flushing to the caller
-    (tests drive them with ``loops.reap_and_flush`` and an injected clock)."""
+    (tests drive them with ``loops.reap_and_flush`` and an injected clock). A body
+    not received within ``body_timeout_s`` of its request's start (longer for a large
+    one: ``BodyLimit``) is answered 408."""
     settings = settings or ServerSettings()
     state = build_state(settings, clock, catalog)
 
@@ -143,18 +153,26 @@ def create_app(
     app.mount("/explorer/static", explorer.static_files(), name="explorer_static")
     app.router.routes.insert(0, hotpath.route)  # matched before the documented route
     _install_error_handlers(app, state)
+    document_errors(app, signed=(signed_by, buyer, proofs.registered_device, devices.heartbeat))
+    # The last added runs first: security headers on every answer, HEAD as GET,
+    # then the body's bounds.
     app.add_middleware(
         BodyLimit,
         max_bytes=settings.max_body_bytes,
         large={"/reveal": 4 * 1024 * 1024, "/v1/speedtest": proofs.SPEEDTEST_MAX_BYTES},
+        timeout_s=body_timeout_s,
     )
+    app.add_middleware(HeadAsGet)
+    app.add_middleware(SecurityHeaders, prefix="/explorer")
     return app
 
 
 def _install_error_handlers(app: FastAPI, state: AppState) -> None:
-    def respond(status: int, body: dict[str, object]) -> JSONResponse:
+    def respond(
+        status: int, body: dict[str, object], headers: Mapping[str, str] | None = None
+    ) -> JSONResponse:
         state.metrics.errors.labels(code=str(body["code"])).inc()
-        return JSONResponse(body, status_code=status)
+        return JSONResponse(body, status_code=status, headers=headers)
 
     @app.exception_handler(IdlegridError)
     async def _idlegrid_error(_: Request, exc: IdlegridError) -> JSONResponse:
@@ -165,13 +183,28 @@ def _install_error_handlers(app: FastAPI, state: AppState) -> None:
         err = InvalidRequest.from_validation(exc.errors())
         return respond(err.http_status, err.to_body())
 
+    @app.exception_handler(BodyRefused)
+    async def _body_refused(_: Request, exc: BodyRefused) -> JSONResponse:
+        return respond(exc.error.http_status, exc.error.to_body(), exc.headers)
+
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # FastAPI's answer to a body it could not parse (not UTF-8, nested past
+            # Python's recursion limit, a broken form): a malformed request, 422.
+            cause = type(exc.__cause__).__name__ if exc.__cause__ else "unparsable"
+            err = InvalidRequest(
+                "the body could not be parsed",
+                errors=[{"loc": ["body"], "msg": str(exc.detail), "type": cause}],
+            )
+            return respond(err.http_status, err.to_body())
         code = HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
         return respond(exc.status_code, {"code": code, "message": str(exc.detail), "details": {}})
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # The exception goes on to the server, which then drops the connection:
+        # say so, or a keep-alive client sends its next request into a closed socket.
         log.exception("unhandled error", exc_info=exc)
         err = InternalError()
-        return respond(err.http_status, err.to_body())
+        return respond(err.http_status, err.to_body(), {"connection": "close"})

@@ -97,7 +97,18 @@ async def registered_device(request: Request) -> str:
 SpeedtestDevice = Annotated[str, Depends(registered_device)]
 
 
-@router.get("/v1/speedtest")
+@router.get(
+    "/v1/speedtest",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "incompressible bytes",
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        }
+    },
+)
 def speedtest_download(
     device: SpeedtestDevice,
     nbytes: Annotated[int, Query(alias="bytes", ge=1, le=SPEEDTEST_MAX_BYTES)] = 1024 * 1024,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Response
+from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from idlegrid import __version__
@@ -23,7 +24,11 @@ def healthz(state: StateDep) -> Health:
     )
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={200: {"description": "Prometheus' text exposition format"}},
+)
 def metrics(state: StateDep) -> Response:
     counts = state.liveness.counts()
     for status in DeviceStatus:
