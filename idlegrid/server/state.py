@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
 from sqlalchemy import Engine
@@ -23,6 +23,8 @@ from idlegrid.server.services.proofs import ProofService
 from idlegrid.server.services.seasons import SeasonService
 from idlegrid.server.services.staking import StakingService
 from idlegrid.server.settings import ServerSettings
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -47,6 +49,15 @@ class AppState:
 def network_of(state: AppState) -> str:
     """This deployment's network identifier, which every signature covers."""
     return state.settings.network_id or signing.network_id(str(state.ledger.authority.pubkey()))
+
+
+def app_scoped(request: Request, name: str, make: Callable[[], T]) -> T:
+    """One ``make()`` per app, made on first use (inside the event loop) and kept."""
+    found: T | None = getattr(request.app.state, name, None)
+    if found is None:
+        found = make()
+        setattr(request.app.state, name, found)
+    return found
 
 
 def app_state(request: Request) -> AppState:

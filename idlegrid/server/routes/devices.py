@@ -27,27 +27,9 @@ from idlegrid.protocol import (
 from idlegrid.server import hotpath
 from idlegrid.server.params import Offset, refuse_nul
 from idlegrid.server.ratelimit import RateLimiter
-from idlegrid.server.settings import ServerSettings
-from idlegrid.server.state import Signer, StateDep, network_of
+from idlegrid.server.state import Signer, StateDep, app_scoped, network_of
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"], dependencies=[Depends(refuse_nul)])
-
-
-def _registration_limits(request: Request, settings: ServerSettings) -> RateLimiter:
-    """The app's registration buckets, keyed ``source:<address>`` and ``owner:<key>``."""
-    limits: RateLimiter | None = getattr(request.app.state, "registration_limits", None)
-    if limits is None:
-        limits = RateLimiter(settings.registration_rate_per_s, settings.registration_burst)
-        request.app.state.registration_limits = limits
-    return limits
-
-
-def _registration_slots(request: Request, size: int) -> asyncio.Semaphore:
-    """The app's registration line (made on first use, inside the event loop)."""
-    slots: asyncio.Semaphore | None = getattr(request.app.state, "registration_slots", None)
-    if slots is None:
-        slots = request.app.state.registration_slots = asyncio.Semaphore(size)
-    return slots
 
 
 @router.post("", response_model=DeviceView, status_code=201)
@@ -59,7 +41,12 @@ async def register_device(
     # attestation verifies, so nobody can spend another owner's registrations.
     if req.owner is not None and req.owner != signer:
         state.devices.check_attestation(signer, req, network_of(state))
-    limits = _registration_limits(request, state.settings)
+    settings = state.settings
+    limits = app_scoped(
+        request,
+        "registration_limits",
+        lambda: RateLimiter(settings.registration_rate_per_s, settings.registration_burst),
+    )
     source = request.client.host if request.client is not None else "unknown"
     now = state.clock()
     for key in (f"source:{source}", f"owner:{req.owner or signer}"):
@@ -73,7 +60,10 @@ async def register_device(
     # Admission control: a few registrations run at once and the rest wait in line on
     # the event loop, so a flood of them cannot fill the thread pool and starve
     # everyone else's requests of threads and of the interpreter.
-    async with _registration_slots(request, state.settings.registration_concurrency):
+    line = app_scoped(
+        request, "registration_line", lambda: asyncio.Semaphore(settings.registration_concurrency)
+    )
+    async with line:
         view, created = await run_in_threadpool(
             state.devices.register, signer, req, network_of(state)
         )

@@ -23,7 +23,14 @@ from idlegrid.protocol import (
 from idlegrid.server.auth import precheck
 from idlegrid.server.params import refuse_nul
 from idlegrid.server.ratelimit import RateLimiter
-from idlegrid.server.state import Signer, StateDep, app_state, network_of, signed_by
+from idlegrid.server.state import (
+    Signer,
+    StateDep,
+    app_scoped,
+    app_state,
+    network_of,
+    signed_by,
+)
 
 router = APIRouter(tags=["proofs"], dependencies=[Depends(refuse_nul)])
 
@@ -82,10 +89,8 @@ async def registered_device(request: Request) -> str:
     signer, *_ = precheck(request.headers, now, state.settings.max_clock_skew_s, network_of(state))
     if state.liveness.get(signer) is None:
         raise UnknownDevice("the speed test is for registered devices", device_id=signer)
-    limits: RateLimiter | None = getattr(request.app.state, "speedtest_limits", None)
-    if limits is None:
-        per_hour = state.settings.speedtests_per_hour
-        limits = request.app.state.speedtest_limits = RateLimiter(per_hour / 3600, per_hour)
+    per_hour = state.settings.speedtests_per_hour
+    limits = app_scoped(request, "speedtest_limits", lambda: RateLimiter(per_hour / 3600, per_hour))
     wait = limits.take(signer, now)
     if wait is not None:
         raise RateLimited(
