@@ -45,19 +45,16 @@ from typing import Any
 import httpx
 from common import finish, machine, print_table
 from heartbeats import (
-    AGENT_VERSION,
     HOST,
-    LOCATIONS,
     Fleet,
     LoadResult,
     Server,
     cpu_hardware,
     drive,
     progress,
-    raw_request,
     redact,
+    registration_requests,
     run_async,
-    signed_headers,
 )
 from solders.keypair import Keypair
 from sqlalchemy import create_engine, text
@@ -67,7 +64,6 @@ from idlegrid.protocol import RegisterRequest
 from idlegrid.sdk import Client
 from idlegrid.worker.raynode import free_port
 
-REGISTER = "/v1/devices"
 # Registrations are signed in chunks just before they are sent; at a few hundred a
 # second a chunk must be small to be sent well within the 60 s clock-skew window.
 SIGN_CHUNK = 2_000
@@ -196,26 +192,8 @@ def run_flood(
         progress(f"the genuine client alone for {quiet_s:.0f}s (the baseline)")
         time.sleep(quiet_s)
 
-        hardware = cpu_hardware()
-
         def make_chunk(start: int, n: int) -> list[bytes]:
-            ts = str(int(time.time()))
-            chunk = []
-            for i in range(start, start + n):
-                body = (
-                    RegisterRequest(
-                        hardware=hardware,
-                        name=f"flood-{i}",
-                        location=LOCATIONS[i % len(LOCATIONS)],
-                        agent_version=AGENT_VERSION,
-                    )
-                    .model_dump_json()
-                    .encode()
-                )
-                kp, pubkey = fleet.keypairs[i], fleet.ids[i]
-                headers = signed_headers(kp, pubkey, "POST", REGISTER, body, ts, network)
-                chunk.append(raw_request("POST", REGISTER, body, headers, host))
-            return chunk
+            return registration_requests(fleet, start, n, host, network, "flood")
 
         flood_started = time.time()
         for index in range(AGENTS):

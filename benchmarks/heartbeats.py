@@ -100,6 +100,7 @@ SIGN_CHUNK = 25_000  # heartbeats signed at once, then sent (well within the ske
 AGENT_VERSION = "bench"
 MODEL = "cpu-intel-xeon"
 HEARTBEAT_BODY = b"{}"
+REGISTER_PATH = "/v1/devices"
 NETWORK = "idlegrid:bench"  # what the in-process phase signs for (HTTP: the server's own)
 
 _T0 = time.monotonic()
@@ -169,6 +170,32 @@ def raw_request(method: str, path: str, body: bytes, headers: dict[str, str], ho
 
 def heartbeat_path(device_id: str) -> str:
     return f"/v1/devices/{device_id}/heartbeat"
+
+
+def registration_requests(
+    fleet: Fleet, start: int, count: int, host: str, network: str, prefix: str
+) -> list[bytes]:
+    """Signed ``POST /v1/devices`` for devices ``start`` to ``start + count`` of
+    ``fleet`` (named ``{prefix}-{i}``, each signed by its own key, now), as raw bytes."""
+    hardware = cpu_hardware()
+    ts = str(int(time.time()))
+    out = []
+    for i in range(start, start + count):
+        body = (
+            RegisterRequest(
+                hardware=hardware,
+                name=f"{prefix}-{i}",
+                location=LOCATIONS[i % len(LOCATIONS)],
+                agent_version=AGENT_VERSION,
+            )
+            .model_dump_json()
+            .encode()
+        )
+        headers = signed_headers(
+            fleet.keypairs[i], fleet.ids[i], "POST", REGISTER_PATH, body, ts, network
+        )
+        out.append(raw_request("POST", REGISTER_PATH, body, headers, host))
+    return out
 
 
 # -- the database ----------------------------------------------------------------------------
@@ -498,32 +525,13 @@ def bench_registrations(
     data_dir.mkdir()
     if database_url:
         prepare_database(database_url).dispose()
-    hardware = cpu_hardware()
-    path = "/v1/devices"
-
     with running_server(data_dir, database_url) as server:
         host = f"{HOST}:{server.port}"
         network = server.health()["network"]  # what every signature names
         progress(f"  server up in {server.startup_s:.1f}s")
 
         def make_chunk(start: int, n: int) -> list[bytes]:
-            ts = str(int(time.time()))
-            out = []
-            for i in range(start, start + n):
-                body = (
-                    RegisterRequest(
-                        hardware=hardware,
-                        name=f"bench-{i}",
-                        location=LOCATIONS[i % len(LOCATIONS)],
-                        agent_version=AGENT_VERSION,
-                    )
-                    .model_dump_json()
-                    .encode()
-                )
-                kp, pubkey = fleet.keypairs[i], fleet.ids[i]
-                headers = signed_headers(kp, pubkey, "POST", path, body, ts, network)
-                out.append(raw_request("POST", path, body, headers, host))
-            return out
+            return registration_requests(fleet, start, n, host, network, "bench")
 
         result: LoadResult = run_async(
             drive(server, count, make_chunk, connections, 201, "registrations")
