@@ -329,6 +329,9 @@ def running_server(
         IDLEGRID_DATA_DIR=str(data_dir),
         IDLEGRID_PORT=str(port),
         IDLEGRID_HEARTBEAT_INTERVAL_S=str(HEARTBEAT_INTERVAL_S),
+        # The registration phase measures the server, not the per-source limit (all of
+        # its registrations come from this one address: 60 would pass, then 1 a second).
+        IDLEGRID_REGISTRATION_RATE_PER_S="0",
     )
     if database_url:
         env["IDLEGRID_DATABASE_URL"] = database_url
