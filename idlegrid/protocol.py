@@ -384,6 +384,8 @@ class AuditCheckView(Wire):
 class AuditView(Wire):
     ok: bool
     checks: list[AuditCheckView]
+    # When the audit was taken (the public route shares one for ``audit_cache_s``).
+    checked_at: float | None = None
 
 
 # -- IO Cloud: buyers, quotes, clusters ---------------------------------------------------

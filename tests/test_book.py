@@ -10,14 +10,14 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from idlegrid.core.ledger import Transfer
+from idlegrid.core.ledger import GENESIS_HASH, Transfer, chain_hash
 from idlegrid.errors import IdlegridError, InsufficientFunds, TransferExists, UnknownAccount
-from idlegrid.ledger.book import Book, balanced
+from idlegrid.ledger.book import GENESIS, Book, balanced
 from idlegrid.server.db import make_engine, migrate, session_factory
-from idlegrid.server.db.models import LedgerTransfer
+from idlegrid.server.db.models import LedgerHead, LedgerTransfer
 from tests.test_ledger_core import ACCOUNTS, Model, op
 
 
@@ -75,6 +75,75 @@ def test_tampering_shows_in_the_chain(sessions: sessionmaker[Session]) -> None:
     with sessions() as db:
         problem = book.verify_chain(db)
         assert problem is not None and "t2" in problem
+
+
+def test_the_chain_is_checked_from_a_verified_checkpoint(
+    sessions: sessionmaker[Session],
+) -> None:
+    """An audit re-hashes only what is new since its checkpoint, and still notices a
+    rewrite of the verified prefix: a rewrite that keeps the chain whole changes the
+    checkpoint's own hash; one that does not is noticed by the next full walk."""
+    book = Book()
+    with sessions.begin() as db:
+        for i in range(5):
+            book.post(db, Transfer(f"t{i}", "world", "alice", "IO", 10 + i))
+    with sessions() as db:
+        problem, first = book.verify_chain_from(db, GENESIS)
+    assert problem is None and first.seq == 5
+    with sessions.begin() as db:
+        for i in range(5, 8):
+            book.post(db, Transfer(f"t{i}", "world", "alice", "IO", 10 + i))
+    with sessions() as db:
+        problem, second = book.verify_chain_from(db, first)
+        assert problem is None and second.seq == 8
+        assert book.verify_chain_from(db, second) == (None, second)  # nothing new
+        # A forged checkpoint (a hash this chain never had) is refused.
+        forged = dataclasses.replace(second, hash="f" * 64)
+        problem, kept = book.verify_chain_from(db, forged)
+        assert problem is not None and "changed after it was verified" in problem
+        assert kept == forged
+
+    # Rewrite t1 and re-chain every hash after it, head included: the prefix is
+    # consistent again, but transfer 8 no longer carries the hash that was verified.
+    with sessions.begin() as db:
+        rows = list(db.scalars(select(LedgerTransfer).order_by(LedgerTransfer.seq)))
+        previous = GENESIS_HASH
+        for row in rows:
+            if row.id == "t1":
+                row.amount = 999
+            t = Transfer(row.id, row.debit, row.credit, row.asset, row.amount)
+            row.hash = previous = chain_hash(previous, t, row.seq)
+        head = db.get(LedgerHead, 1)
+        assert head is not None
+        head.hash = previous
+    with sessions() as db:
+        problem, _ = book.verify_chain_from(db, second)
+        assert problem is not None and "transfer 8 changed" in problem
+        # A walk from the start cannot tell: the rewrite left a whole chain. This is
+        # what a checkpoint kept outside the database (the auditor's memory) adds.
+        assert book.verify_chain(db) is None
+
+
+def test_a_posting_during_the_walk_is_not_a_broken_chain(
+    sessions: sessionmaker[Session],
+) -> None:
+    """The head is read before the walk, which stops at it: transfers committed in
+    between are left to the next check instead of failing this one."""
+    book = Book()
+    with sessions.begin() as db:
+        for i in range(3):
+            book.post(db, Transfer(f"t{i}", "world", "alice", "IO", 1))
+    with sessions() as db:
+        head = db.get(LedgerHead, 1)  # this session's view of the head, read first
+        assert head is not None and head.seq == 3
+        with sessions.begin() as other:
+            book.post(other, Transfer("late", "world", "alice", "IO", 1))
+        problem, reached = book.verify_chain_from(db, GENESIS)
+        assert problem is None
+        assert reached.seq in (3, 4)  # 3 where the session reads a snapshot
+    with sessions() as db:
+        assert book.verify_chain_from(db, reached)[0] is None
+        assert book.verify_chain_from(db, reached)[1].seq == 4
 
 
 @settings(

@@ -47,17 +47,6 @@ HEADER_TIMEOUT_S = 1.0
 BODY_TIMEOUT_S = 1.0
 SLACK_S = 2.0  # a loaded CI machine's scheduling, on top of a deadline
 
-# A server process as `idlegrid server` runs it (serve.serve), with short deadlines.
-SERVER_SCRIPT = f"""
-import sys
-from idlegrid.server.app import create_app
-from idlegrid.server.middleware import BodyLimit
-from idlegrid.server.serve import serve
-from idlegrid.server.settings import ServerSettings
-app = create_app(ServerSettings(), body_timeout_s={BODY_TIMEOUT_S})
-serve(app, "127.0.0.1", int(sys.argv[1]), header_timeout_s={HEADER_TIMEOUT_S})
-"""
-
 
 def wait_until_serving(url: str, alive: Any, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
@@ -74,7 +63,7 @@ def wait_until_serving(url: str, alive: Any, timeout_s: float = 60.0) -> None:
 
 @pytest.fixture(scope="module")
 def server_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
-    """(url, port) of a control plane in its own process."""
+    """(url, port) of a control plane in its own process, started as users start it."""
     port = free_port()
     data_dir = tmp_path_factory.mktemp("http-server")
     env = {
@@ -82,10 +71,14 @@ def server_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[s
         "IDLEGRID_ENVIRONMENT": "development",
         "IDLEGRID_DATA_DIR": str(data_dir),
         "RAY_USAGE_STATS_ENABLED": "0",
+        # The deadlines, short, through the settings `idlegrid server` reads.
+        "IDLEGRID_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
+        "IDLEGRID_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
     }
     log = (data_dir / "server.log").open("wb")
+    idlegrid = Path(sys.executable).with_name("idlegrid")
     proc = subprocess.Popen(
-        [sys.executable, "-c", SERVER_SCRIPT, str(port)], env=env, stdout=log, stderr=log
+        [str(idlegrid), "server", "--port", str(port)], env=env, stdout=log, stderr=log
     )
     url = f"http://127.0.0.1:{port}"
     try:

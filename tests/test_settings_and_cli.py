@@ -104,6 +104,19 @@ def test_settings_refuse_bad_values() -> None:
         ServerSettings(heartbeat_interval_s=10, heartbeat_ttl_s=5)
     with pytest.raises(ValidationError):
         ServerSettings(port=0)
+    with pytest.raises(ValidationError, match=r"not an IP address or network: 'proxy\.example'"):
+        ServerSettings(trusted_proxies=["10.0.0.5", "proxy.example"])
+
+
+def test_slow_client_limits_and_proxies_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("IDLEGRID_TRUSTED_PROXIES", '["10.0.0.0/8", "::1"]')
+    monkeypatch.setenv("IDLEGRID_HEADER_TIMEOUT_S", "4")
+    monkeypatch.setenv("IDLEGRID_BODY_TIMEOUT_S", "6")
+    s = ServerSettings()
+    assert s.trusted_proxies == ["10.0.0.0/8", "::1"]
+    assert (s.header_timeout_s, s.body_timeout_s) == (4, 6)
 
 
 def test_error_bodies_become_the_same_classes() -> None:

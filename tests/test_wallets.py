@@ -189,3 +189,32 @@ def test_a_payout_the_chain_refuses_for_good_is_refunded(network: Network) -> No
     # A retry with the same id is answered from the record: nothing is sent again.
     _, replayed, again = ledger.withdraw(me, "w-1", Asset.IO, 40 * 10**8)
     assert replayed and again is not None and again.status == "failed"
+
+
+def test_the_public_audit_is_shared_and_walks_only_new_transfers(network: Network) -> None:
+    """Anyone may ask for the audit, so the network takes it at most once per
+    ``audit_cache_s`` for everyone, and each one re-hashes only the transfers since the
+    last: a flood of audit requests costs one audit, and an audit costs what is new."""
+    client = network.client()
+    first = client.ledger_audit()
+    assert first.ok and first.checked_at == network.clock()
+    chain_check = next(c for c in first.checks if c.name == "hash chain intact")
+    genesis_transfers = int(chain_check.detail.split("..")[1].split()[0])
+    assert chain_check.detail == f"ok: transfers 1..{genesis_transfers} checked now"
+
+    ledger = network.state.ledger
+    treasury = ledger.chain.layout.account("treasury", Asset.USDC)
+    ledger.chain.mint_to(Asset.USDC, treasury, 5)  # a discrepancy, not seen yet
+    assert client.ledger_audit() == first  # the same audit, shared
+
+    kp = Keypair()
+    me = str(kp.pubkey())
+    network.client(kp).faucet(me, FaucetRequest(asset="IO", amount="1"))  # new transfers
+    network.clock.advance(network.settings.audit_cache_s)
+    later = client.ledger_audit()
+    assert later.checked_at == network.clock() and not later.ok
+    assert [c.name for c in later.checks if not c.ok] == ["treasury USDC: book = chain"]
+    chain_check = next(c for c in later.checks if c.name == "hash chain intact")
+    assert chain_check.ok and chain_check.detail.endswith(
+        f"checked now, 1..{genesis_transfers} verified before"
+    )

@@ -89,7 +89,13 @@ def server(
         raise typer.Exit(2) from None
     for warning in settings.startup_warnings():
         err_console.print(f"[yellow]warning[/yellow]: {warning}")
-    serve(create_app(settings), settings.host, settings.port)
+    serve(
+        create_app(settings),
+        settings.host,
+        settings.port,
+        header_timeout_s=settings.header_timeout_s,
+        trusted_proxies=settings.trusted_proxies,
+    )
 
 
 @worker_app.command("start")

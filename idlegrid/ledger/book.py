@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -42,6 +42,17 @@ _UPDATE_CLOSED = (
     .where(_TRANSFERS.c.id == bindparam("key"))
     .values(closed_by=bindparam("closed"))
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A verified prefix of the hash chain: transfers ``1..seq``, the last with ``hash``."""
+
+    seq: int
+    hash: str
+
+
+GENESIS = Checkpoint(0, core.GENESIS_HASH)
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,32 +241,55 @@ class Book:
 
     def verify_chain(self, db: Session) -> str | None:
         """None when every transfer's hash follows from the one before; else where not."""
-        previous, seq = core.GENESIS_HASH, 0
-        for row in db.scalars(select(LedgerTransfer).order_by(LedgerTransfer.seq)).yield_per(5000):
+        return self.verify_chain_from(db, GENESIS)[0]
+
+    def verify_chain_from(self, db: Session, since: Checkpoint) -> tuple[str | None, Checkpoint]:
+        """Check the chain from a prefix verified before: the transfer at ``since.seq``
+        must still carry ``since.hash`` (a rewrite of the prefix that recomputed every
+        hash after it shows there), and each later one must follow from the one before,
+        up to the head. Returns (the problem or None, the checkpoint reached).
+
+        The head is read first and the walk stops at it: a posting committed during
+        the walk adds transfers past the head read, which the next check takes."""
+        head = db.get(LedgerHead, 1)
+        end = Checkpoint(head.seq, head.hash) if head is not None else GENESIS
+        if end.seq < since.seq:
+            return f"the chain head ({end.seq}) is behind a verified transfer ({since.seq})", since
+        previous, seq = since.hash, since.seq
+        if since.seq:
+            stored = db.scalar(select(LedgerTransfer.hash).where(LedgerTransfer.seq == since.seq))
+            if stored != since.hash:
+                return f"transfer {since.seq} changed after it was verified", since
+        rows = select(LedgerTransfer).where(
+            LedgerTransfer.seq > since.seq, LedgerTransfer.seq <= end.seq
+        )
+        for row in db.scalars(rows.order_by(LedgerTransfer.seq)).yield_per(5000):
             seq += 1
             if row.seq != seq:
-                return f"transfer {row.id}: sequence {row.seq} where {seq} was expected"
+                return f"transfer {row.id}: sequence {row.seq} where {seq} was expected", since
             expected = core.chain_hash(previous, _transfer(row), seq)
             if row.hash != expected:
-                return f"transfer {row.id} (seq {seq}): hash does not follow from its fields"
+                return f"transfer {row.id} (seq {seq}): hash does not follow from its fields", since
             previous = row.hash
-        head = db.get(LedgerHead, 1)
-        if head is not None and (head.seq, head.hash) != (seq, previous):
-            return f"the chain head ({head.seq}) does not match the last transfer ({seq})"
-        return None
+        if (end.seq, end.hash) != (seq, previous):
+            return f"the chain head ({end.seq}) does not match the last transfer ({seq})", since
+        return None, end
 
     def totals(self, db: Session) -> dict[str, tuple[int, int, int, int]]:
-        """Per asset: (Σ debits pending, Σ credits pending, Σ debits posted, Σ credits posted)."""
-        out: dict[str, tuple[int, int, int, int]] = {}
-        for a in self.accounts(db):
-            dp, cp, dd, cd = out.get(a.asset, (0, 0, 0, 0))
-            out[a.asset] = (
-                dp + a.debits_pending,
-                cp + a.credits_pending,
-                dd + a.debits_posted,
-                cd + a.credits_posted,
-            )
-        return out
+        """Per asset: (Σ debits pending, Σ credits pending, Σ debits posted, Σ credits posted),
+        summed by the database (a million accounts are not loaded to add them up)."""
+        a = LedgerAccount
+        query = select(
+            a.asset,
+            func.sum(a.debits_pending),
+            func.sum(a.credits_pending),
+            func.sum(a.debits_posted),
+            func.sum(a.credits_posted),
+        ).group_by(a.asset)
+        return {
+            asset: (int(dp or 0), int(cp or 0), int(dd or 0), int(cd or 0))
+            for asset, dp, cp, dd, cd in db.execute(query)
+        }
 
 
 def _state(row: LedgerAccount) -> AccountState:

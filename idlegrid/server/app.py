@@ -26,13 +26,7 @@ from idlegrid.server.db import make_engine, migrate, session_factory
 from idlegrid.server.idle import IdleMonitor
 from idlegrid.server.liveness import LivenessTable
 from idlegrid.server.metrics import Metrics
-from idlegrid.server.middleware import (
-    BODY_TIMEOUT_S,
-    BodyLimit,
-    BodyRefused,
-    HeadAsGet,
-    SecurityHeaders,
-)
+from idlegrid.server.middleware import BodyLimit, BodyRefused, HeadAsGet, SecurityHeaders
 from idlegrid.server.openapi import document_errors
 from idlegrid.server.routes import clusters, devices, proofs, staking, system, wallets
 from idlegrid.server.services.blocks import BlockService
@@ -114,12 +108,9 @@ def create_app(
     clock: Callable[[], float] = time.time,
     catalog: Catalog | None = None,
     run_loops: bool = True,
-    body_timeout_s: float = BODY_TIMEOUT_S,
 ) -> FastAPI:
     """Build the app. ``run_loops=False`` leaves reaping and flushing to the caller
-    (tests drive them with ``loops.reap_and_flush`` and an injected clock). A body
-    not received within ``body_timeout_s`` of its request's start (longer for a large
-    one: ``BodyLimit``) is answered 408."""
+    (tests drive them with ``loops.reap_and_flush`` and an injected clock)."""
     settings = settings or ServerSettings()
     state = build_state(settings, clock, catalog)
 
@@ -160,7 +151,8 @@ def create_app(
         BodyLimit,
         max_bytes=settings.max_body_bytes,
         large={"/reveal": 4 * 1024 * 1024, "/v1/speedtest": proofs.SPEEDTEST_MAX_BYTES},
-        timeout_s=body_timeout_s,
+        timeout_s=settings.body_timeout_s,
+        min_rate_bps=settings.body_min_rate_bps,
     )
     app.add_middleware(HeadAsGet)
     app.add_middleware(SecurityHeaders, prefix="/explorer")

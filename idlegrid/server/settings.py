@@ -15,11 +15,12 @@ the Ray token travels in heartbeat replies).
 
 from __future__ import annotations
 
+import ipaddress
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -27,6 +28,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 from sqlalchemy.engine import make_url
+
+from idlegrid.server.middleware import BODY_MIN_RATE_BPS, BODY_TIMEOUT_S
+from idlegrid.server.serve import HEADER_TIMEOUT_S
 
 DEFAULT_DATA_DIR = Path(".idlegrid")
 PLACEHOLDER_SECRETS = frozenset(
@@ -146,6 +150,36 @@ class ServerSettings(BaseSettings):
     )
     max_body_bytes: int = Field(default=64 * 1024, gt=0)
     max_page_size: int = Field(default=1000, gt=0)
+    # Slow clients (server/serve.py, middleware.BodyLimit).
+    header_timeout_s: float = Field(
+        default=HEADER_TIMEOUT_S, gt=0, description="a request's headers, from its first byte"
+    )
+    body_timeout_s: float = Field(
+        default=BODY_TIMEOUT_S, gt=0, description="a body, plus a second per body_min_rate_bps"
+    )
+    body_min_rate_bps: float = Field(default=BODY_MIN_RATE_BPS, gt=0)
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="addresses or networks whose X-Forwarded-For/-Proto are believed "
+        '(JSON list in the environment, e.g. ["10.0.0.5"]); behind a proxy, set it, or '
+        "every client shares the proxy's address and its rate limits",
+    )
+    audit_cache_s: float = Field(
+        default=5.0, ge=0, description="the public ledger audit is taken at most this often"
+    )
+    quotes_per_minute: int = Field(
+        default=60, ge=0, description="quotes an API key may ask for a minute; 0: unlimited"
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_addresses(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"not an IP address or network: {entry!r}") from None
+        return value
 
     @model_validator(mode="after")
     def _fill_derived(self) -> ServerSettings:
