@@ -114,6 +114,48 @@ def fleet(network: Network) -> Fleet:
     return Fleet(network)
 
 
+def test_a_block_page_is_kept_at_publication_and_verified_by_the_loop(
+    fleet: Fleet, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The explorer's block page reads what the block stored when it was published
+    (its first rows, pools and notes), never the documents; the loop, not a page view,
+    recomputes each block from its published inputs and records whether it verified."""
+    from idlegrid.server.services import blocks as block_service
+
+    monkeypatch.setattr(block_service, "PAGE_ROWS", 2)
+    net = fleet.net
+    for i in range(6):  # three proven, three not (staked, so published, and excluded)
+        name = f"cpu-{i}"
+        device = fleet.add(name, cpu_hardware(), proof=i < 3)
+        fleet.client(name).stake(device, "200")
+    net.state.blocks.tick()  # opens block 0
+    fleet.hour(clock)
+    clock.advance(5)
+    assert net.state.blocks.tick() == [0]
+    api = net.client()
+    inputs = json.loads(api.block_document(0, "inputs"))
+    outputs = json.loads(api.block_document(0, "outputs"))
+    paid, excluded = rewards.published_rows(inputs, outputs)
+    assert len(paid) == 3 and len(excluded) == 3
+    shown = net.state.blocks.page(0)
+    assert (shown.paid, shown.excluded) == (paid[:2], excluded[:2])
+    assert shown.pools == outputs["pools"] and shown.notes == outputs["notes"]
+    assert shown.verified is True and net.state.blocks.verified(0) is True
+
+    # Break the stored inputs: the page is unchanged (it never reads them), and the
+    # loop's next check of the block records that it no longer verifies.
+    with net.state.blocks.sessions.begin() as db:
+        block = db.get(Block, 0)
+        assert block is not None
+        block.inputs_json = block.inputs_json.replace(b'"emission_units":', b'"emission_units":1')
+        block.verified = None
+    assert net.state.blocks.page(0).verified is None
+    assert net.state.blocks.page(0).paid == paid[:2]
+    assert net.state.blocks.verify_published(10) == [0]
+    assert net.state.blocks.verified(0) is False
+    assert net.state.blocks.verify_published(10) == []  # checked once, not every pass
+
+
 def test_24_blocks_pay_exactly_and_verify(fleet: Fleet, clock: FakeClock) -> None:
     net = fleet.net
     h100 = gpu_hardware()  # 8 × H100: minimum 16,000 IO

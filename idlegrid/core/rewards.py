@@ -735,21 +735,25 @@ def block_to_dict(block: Block) -> dict[str, Any]:
 
 
 def published_rows(
-    inputs: Mapping[str, Any], outputs: Mapping[str, Any]
+    inputs: Mapping[str, Any], outputs: Mapping[str, Any], limit: int | None = None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """A published block as rows for people: (nominated devices, excluded devices), by
-    id. Nominated: device_id, owner, kind, score ("p/q"), units, owner_units and
-    costakers ([staker, units]); excluded: device_id, reasons."""
+    id, at most ``limit`` of each. Nominated: device_id, owner, kind, score ("p/q"),
+    units, owner_units and costakers ([staker, units]); excluded: device_id, reasons."""
     d, out = inputs["devices"], outputs["devices"]
     denominator = outputs["score_denominator"]
     costakers: dict[int, list[list[Any]]] = {}
     for i, staker, units in outputs["costakers"]:
         costakers.setdefault(i, []).append([staker, units])
-    paid, excluded = [], []
+    paid: list[dict[str, Any]] = []
+    excluded: list[dict[str, Any]] = []
     for i, why in enumerate(out["reasons"]):
+        if limit is not None and len(paid) >= limit and len(excluded) >= limit:
+            break
         if why:
-            excluded.append({"device_id": d["device_id"][i], "reasons": why.split(",")})
-        else:
+            if limit is None or len(excluded) < limit:
+                excluded.append({"device_id": d["device_id"][i], "reasons": why.split(",")})
+        elif limit is None or len(paid) < limit:
             paid.append(
                 {
                     "device_id": d["device_id"][i],

@@ -19,7 +19,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from idlegrid.core import emission, rewards
+from idlegrid.core import emission
 from idlegrid.core.connectivity import tier_name
 from idlegrid.errors import IdlegridError, InvalidRequest
 from idlegrid.explorer import charts, queries
@@ -45,7 +45,6 @@ KEY_COOKIE_MAX_AGE_S = 8 * 3600
 DEVICES_PER_PAGE = 50
 BLOCKS_SHOWN = 50
 DEVICE_REWARDS_SHOWN = 48
-BLOCK_ROWS_SHOWN = 1000  # per table; the published JSON has every device
 DEVICE_PROOFS_SHOWN = 20
 
 
@@ -277,24 +276,21 @@ def blocks(request: Request, state: StateDep) -> HTMLResponse:
 @router.get("/blocks/{number}", response_class=HTMLResponse)
 def block(request: Request, number: BlockNumber, state: StateDep) -> HTMLResponse:
     try:
-        view = state.blocks.view(number)
+        shown = state.blocks.page(number)
     except IdlegridError as exc:
         return _not_found(request, exc)
-    verified = state.blocks.verified(number)
-    outputs = view.outputs or {}
-    paid, excluded = (
-        rewards.published_rows(view.inputs, outputs) if view.inputs and outputs else ([], [])
-    )
     return page(
         request,
         "block.html",
         "blocks",
-        block=view,
-        verified=verified,
-        paid=paid[:BLOCK_ROWS_SHOWN],
-        excluded=excluded[:BLOCK_ROWS_SHOWN],
-        pools=outputs.get("pools", []),
-        notes=outputs.get("notes", []),
+        # A completed block never changes: its page need not reload itself.
+        refresh=shown.block.status != "completed",
+        block=shown.block,
+        verified=shown.verified,
+        paid=shown.paid,
+        excluded=shown.excluded,
+        pools=shown.pools,
+        notes=shown.notes,
     )
 
 

@@ -305,6 +305,10 @@ class Block(Base):
     error: Mapped[str | None] = mapped_column(String(512))
     created_at: Mapped[float] = mapped_column(Double)
     closed_at: Mapped[float | None] = mapped_column(Double)
+    # What its explorer page shows (first rows, pools, notes; written at publication),
+    # and whether the blocks loop recomputed it from its inputs (None: not yet).
+    page_json: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    verified: Mapped[bool | None] = mapped_column(Boolean)
 
     @property
     def inputs(self) -> dict[str, Any] | None:

@@ -36,10 +36,12 @@ import json
 import logging
 import traceback
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from sqlalchemy import String, cast, func, or_, select
+import orjson
+from sqlalchemy import String, cast, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from idlegrid.catalog import Catalog
@@ -50,7 +52,6 @@ from idlegrid.errors import NotFound
 from idlegrid.protocol import (
     BlockList,
     BlockSummary,
-    BlockView,
     Readiness,
     RewardEntry,
     RewardList,
@@ -75,6 +76,8 @@ def _frozen_gc() -> Iterator[None]:
 
 
 HOUR_S = 3600
+PAGE_ROWS = 200  # per table on a block's explorer page; the published JSON has every device
+VERIFY_PER_TICK = 2  # blocks published before, checked per pass of the loop
 _EMPTY = ("[]", "[ ]")  # an empty JSON list as SQLite and PostgreSQL give it back as text
 
 
@@ -95,7 +98,6 @@ class BlockService:
         self.settings = settings
         self.clock = clock
         self.length_s = settings.block_interval_s
-        self._verified: dict[tuple[int, str], bool] = {}
         # Closing waits a little for late heartbeats of the window, then flushes what
         # the liveness table holds (``flush_liveness``, set by the app) and gathers.
         self.grace_s = 2 * settings.flush_interval_s + settings.reaper_interval_s
@@ -125,7 +127,43 @@ class BlockService:
                 closed.append(number)
         if closed and self.seasons is not None:
             self.seasons.finish_due()
+        self.verify_published(VERIFY_PER_TICK + len(closed))
         return closed
+
+    def verify_published(self, limit: int) -> list[int]:
+        """Recompute up to ``limit`` published blocks that have not been checked yet,
+        newest first, from their stored inputs, and record whether each reproduces its
+        outputs hash (what the explorer's badge shows). Here, in the loop, so that no
+        page view ever recomputes a block; older blocks are taken a few per pass."""
+        with self.sessions() as db:
+            todo = list(
+                db.scalars(
+                    select(Block.number)
+                    .where(Block.status == "completed", Block.verified.is_(None))
+                    .order_by(Block.number.desc())
+                    .limit(limit)
+                )
+            )
+        for number in todo:
+            with self.sessions() as db:
+                found = db.execute(
+                    select(Block.inputs_json, Block.outputs_hash).where(Block.number == number)
+                ).one()
+            document, expected = found
+            try:
+                ok = (
+                    document is not None
+                    and expected is not None
+                    and rewards.verify_block(orjson.loads(document), expected)
+                )
+            except Exception:  # a stored document that is not even a block's
+                log.exception("block %d: its published inputs do not parse", number)
+                ok = False
+            if not ok:
+                log.error("block %d does not recompute from its published inputs", number)
+            with self.sessions.begin() as db:
+                db.execute(update(Block).where(Block.number == number).values(verified=ok))
+        return todo
 
     def _open_current(self, db: Session, now: float) -> None:
         start = float(int(now // self.length_s) * self.length_s)
@@ -171,10 +209,11 @@ class BlockService:
                 assert block is not None
                 inputs = self.gather(db, block)
                 gc.freeze()  # a million inputs: keep full collections from walking them
-                document = rewards.canonical_json(rewards.inputs_to_dict(inputs))
+                published = rewards.inputs_to_dict(inputs)
+                document = rewards.canonical_json(published)
                 result = rewards.compute_block(inputs, hashlib.sha256(document).hexdigest())
                 self._credit(db, block, result)
-                self._publish(db, block, document, result)
+                self._publish(db, block, published, document, result)
                 if self.seasons is not None:
                     self.seasons.add_block(db, number, inputs)
             return True
@@ -336,14 +375,23 @@ class BlockService:
         )
 
     def _publish(
-        self, db: Session, block: Block, inputs_document: bytes, result: rewards.Block
+        self,
+        db: Session,
+        block: Block,
+        inputs: dict[str, Any],
+        inputs_document: bytes,
+        result: rewards.Block,
     ) -> None:
-        """Store both documents as hashed, and a row per device for per-device reads."""
-        outputs = rewards.canonical_json(rewards.block_to_dict(result))
+        """Store both documents as hashed, what the block's page shows, and a row per
+        device for per-device reads."""
+        published = rewards.block_to_dict(result)
+        outputs = rewards.canonical_json(published)
         block.inputs_json = inputs_document
         block.inputs_hash = result.inputs_hash
         block.outputs_json = outputs
         block.outputs_hash = hashlib.sha256(outputs).hexdigest()
+        block.page_json = _page_document(inputs, published)
+        block.verified = None
         block.nominated = result.nominated
         block.excluded = len(result.devices) - result.nominated
         block.status = "completed"
@@ -377,18 +425,10 @@ class BlockService:
             rows = db.scalars(select(Block).order_by(Block.number.desc()).limit(limit))
             return BlockList(items=[BlockSummary(**_summary(b)) for b in rows])
 
-    def view(self, number: int) -> BlockView:
-        """A block with its published inputs and outputs: enough to recompute it. The
-        documents are parsed, not validated field by field (they were built here)."""
-        with self.sessions() as db:
-            b = self.get(db, number)
-            summary = _summary(b)
-            inputs, outputs = b.inputs, b.outputs
-        return BlockView.model_construct(**summary, inputs=inputs, outputs=outputs)
-
     def view_json(self, number: int) -> bytes:
-        """``view`` as JSON, with the stored documents spliced in byte for byte: a block
-        of a million devices is served without parsing or encoding 200 MB again."""
+        """A block's summary and its published inputs and outputs (enough to recompute
+        it), as JSON, with the stored documents spliced in byte for byte: a block of a
+        million devices is served without parsing or encoding 200 MB again."""
         with self.sessions() as db:
             b = self.get(db, number)
             head = BlockSummary(**_summary(b)).model_dump_json().encode()
@@ -398,20 +438,33 @@ class BlockService:
         )
 
     def verified(self, number: int) -> bool | None:
-        """Whether a completed block recomputes from its published inputs to its
-        outputs hash (None when it is not completed). Remembered per block and hash:
-        a completed block's documents never change."""
+        """Whether a completed block recomputed from its published inputs to its outputs
+        hash; None while it is not completed or not checked yet (``verify_published``)."""
+        with self.sessions() as db:
+            return self.get(db, number).verified
+
+    def page(self, number: int) -> BlockPage:
+        """What the explorer shows of a block: its summary, whether it verified, and the
+        first rows of its tables, stored at publication; a page view never parses the
+        block's documents (a block of a million devices is hundreds of megabytes)."""
         with self.sessions() as db:
             b = self.get(db, number)
-            key = (number, b.outputs_hash or "")
-            if b.status != "completed" or not b.outputs_hash:
-                return None
-            if key in self._verified:
-                return self._verified[key]
-            inputs = b.inputs
-        ok = inputs is not None and rewards.verify_block(inputs, key[1])
-        self._verified[key] = ok
-        return ok
+            summary = BlockSummary(**_summary(b))
+            stored, verified = b.page_json, b.verified
+            if stored is None and b.status == "completed" and b.inputs_json is not None:
+                # Published before blocks kept their page (migration 0011): once, here.
+                stored = _page_document(orjson.loads(b.inputs_json), b.outputs or {})
+                b.page_json = stored
+                db.commit()
+        shown = orjson.loads(stored) if stored is not None else {}
+        return BlockPage(
+            block=summary,
+            verified=verified,
+            paid=shown.get("paid", []),
+            excluded=shown.get("excluded", []),
+            pools=shown.get("pools", []),
+            notes=shown.get("notes", []),
+        )
 
     def document(self, number: int, which: str) -> bytes:
         """A completed block's published ``inputs`` or ``outputs``: the exact bytes that
@@ -447,6 +500,31 @@ class BlockService:
                 for r in rows
             ],
         )
+
+
+@dataclass(frozen=True, slots=True)
+class BlockPage:
+    """A block as its explorer page shows it (``BlockService.page``)."""
+
+    block: BlockSummary
+    verified: bool | None
+    paid: list[dict[str, Any]]
+    excluded: list[dict[str, Any]]
+    pools: list[dict[str, Any]]
+    notes: list[str]
+
+
+def _page_document(inputs: dict[str, Any], outputs: dict[str, Any]) -> bytes:
+    """The first ``PAGE_ROWS`` nominated and excluded devices, the pools and the notes."""
+    paid, excluded = rewards.published_rows(inputs, outputs, PAGE_ROWS)
+    return orjson.dumps(
+        {
+            "paid": paid,
+            "excluded": excluded,
+            "pools": outputs.get("pools", []),
+            "notes": outputs.get("notes", []),
+        }
+    )
 
 
 def _reduced(score: str) -> str:
