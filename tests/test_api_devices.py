@@ -22,7 +22,7 @@ from idlegrid.errors import (
 )
 from idlegrid.protocol import DeviceStatus, RegisterRequest
 from idlegrid.sdk.client import sign_request
-from idlegrid.server.ratelimit import RateLimiter
+from idlegrid.server.ratelimit import RateLimiter, source_key
 from idlegrid.server.settings import ServerSettings
 from tests.conftest import T0, FakeClock, Network, cpu_hardware, gpu_hardware
 
@@ -391,6 +391,17 @@ def test_registrations_are_rate_limited_per_source_and_owner(
         assert f"owner:{victim.pubkey()}" not in limits._buckets
     finally:
         limited.close()
+
+
+def test_an_ipv6_source_is_its_64_and_a_mapped_ipv4_its_address() -> None:
+    """One IPv6 host is usually given a whole /64: a bucket per address would give it
+    2^64 buckets, so the /64 is the source."""
+    a, b = source_key("2001:db8:1:2::1"), source_key("2001:db8:1:2:ffff:ffff:ffff:fffe")
+    assert a == b == "source:2001:db8:1:2::/64"
+    assert source_key("2001:db8:1:3::1") != a
+    assert source_key("::ffff:192.0.2.7") == source_key("192.0.2.7") == "source:192.0.2.7"
+    assert source_key(None) == "source:unknown"
+    assert source_key("testclient") == "source:testclient"
 
 
 def test_a_rate_limiter_refills_and_forgets_the_oldest_keys() -> None:

@@ -15,6 +15,7 @@ from idlegrid.core.pricing import Market, PriceRequest, Urgency
 from idlegrid.errors import InvalidRequest, NoMatchingDevices, NotYourDevice
 from idlegrid.ledger.chain import Asset
 from idlegrid.protocol import DeployRequest
+from idlegrid.server.settings import ServerSettings
 from tests.conftest import FakeClock, Network, gpu_hardware
 from tests.test_clusters import Fleet
 
@@ -178,3 +179,37 @@ def test_the_price_list_is_served_at_both_paths(fleet: Fleet) -> None:
         ("h100-sxm-80gb", "US"),
         ("h100-sxm-80gb", "*"),
     }
+
+
+def test_quotes_are_rate_limited_per_buyer_whatever_the_key(
+    settings: ServerSettings, clock: FakeClock
+) -> None:
+    """A quote costs the network a match and needs no funds, so a buyer gets
+    ``quotes_per_minute`` of them; every API key of a wallet draws on the wallet's one
+    bucket (minting keys buys nothing), and other buyers are not affected."""
+    from idlegrid.errors import RateLimited
+    from idlegrid.sdk.client import Client
+
+    net = Network(settings.model_copy(update={"quotes_per_minute": 2}), clock)
+    try:
+        fleet = Fleet(net)
+        fleet.add(gpu_hardware())
+        wallet = fleet.buyer_client()
+        keys = [wallet.create_api_key(f"k{i}").key for i in range(2)]
+        by_key = [Client("http://testserver", api_key=k, http=net.http) for k in keys]
+        req = DeployRequest(name="q", hardware="h100-sxm-80gb")
+        by_key[0].quote(req)
+        by_key[1].quote(req)
+        with pytest.raises(RateLimited) as refused:
+            by_key[0].quote(req)
+        assert refused.value.details["limit"] == "buyer"
+        assert 0 < refused.value.details["retry_after_s"] <= 30
+        with pytest.raises(RateLimited):
+            wallet.quote(req)  # signed by the wallet itself: the same bucket
+        other = Fleet(net).buyer_client()
+        assert other.quote(req).devices == 1  # another buyer quotes as before
+        clock.advance(30)  # a token back (two a minute)
+        fleet.heartbeat_all()  # the device is still there
+        assert by_key[1].quote(req).devices == 1
+    finally:
+        net.close()

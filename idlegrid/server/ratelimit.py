@@ -1,5 +1,6 @@
 """Token buckets, per key, in one process: how registrations (and other free
-requests) are rate-limited per source address and per owner.
+requests: speed tests, quotes) are rate-limited per source address, per owner,
+per device or per buyer.
 
 Each key has a bucket of ``burst`` tokens refilled at ``rate_per_s``; a request
 takes one or is refused with how long until one is back. Buckets of keys not
@@ -11,12 +12,36 @@ nothing it did not have already.
 The limits hold per control-plane process: several replicas behind a balancer
 each allow the rate, which bounds what one source can do by the number of
 replicas; that is the trade made for keeping the hot path free of a shared store.
+
+A source is an IPv4 address or an IPv6 /64 (``source_key``): one IPv6 host is
+usually given a whole /64, and one bucket per address would give it 2^64 of them.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 from collections import OrderedDict
+
+from idlegrid.errors import RateLimited
+
+IPV6_PREFIX = 64
+
+
+def source_key(host: str | None) -> str:
+    """The bucket key of a client address: ``source:<IPv4>`` or ``source:<IPv6 /64>``."""
+    if host is None:
+        return "source:unknown"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return f"source:{host}"  # not an address (a test transport's name, say)
+    if isinstance(address, ipaddress.IPv6Address):
+        mapped = address.ipv4_mapped
+        if mapped is not None:
+            return f"source:{mapped}"
+        return f"source:{ipaddress.ip_network((address, IPV6_PREFIX), strict=False)}"
+    return f"source:{address}"
 
 
 class RateLimiter:
@@ -44,6 +69,17 @@ class RateLimiter:
             while len(self._buckets) > self.max_keys:
                 self._buckets.popitem(last=False)
         return None if allowed else (1.0 - tokens) / self.rate_per_s
+
+    def check(self, key: str, now: float, what: str) -> None:
+        """``take``, or raise ``RateLimited`` ("too many <what>") with the wait and the
+        kind of limit (the key's prefix: source, owner, device, buyer)."""
+        wait = self.take(key, now)
+        if wait is not None:
+            raise RateLimited(
+                f"too many {what}: retry later",
+                limit=key.split(":")[0],
+                retry_after_s=round(wait, 1),
+            )
 
     def __len__(self) -> int:
         return len(self._buckets)

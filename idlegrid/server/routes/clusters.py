@@ -26,7 +26,8 @@ from idlegrid.protocol import (
     RayNodeReport,
 )
 from idlegrid.server.params import refuse_nul
-from idlegrid.server.state import Buyer, Signer, StateDep
+from idlegrid.server.ratelimit import RateLimiter
+from idlegrid.server.state import Buyer, Signer, StateDep, app_scoped
 
 router = APIRouter(tags=["clusters"], dependencies=[Depends(refuse_nul)])
 
@@ -53,7 +54,12 @@ def revoke_api_key(key_id: KeyId, signer: Signer, state: StateDep) -> ApiKeyView
 
 
 @router.post("/v1/quotes", response_model=QuoteView, status_code=201)
-def quote(req: DeployRequest, owner: Buyer, state: StateDep) -> QuoteView:
+def quote(req: DeployRequest, owner: Buyer, state: StateDep, request: Request) -> QuoteView:
+    """Rate-limited per buyer (``quotes_per_minute``): a quote needs no funds, and
+    every key of a wallet shares the wallet's bucket, so minting keys buys nothing."""
+    per_minute = state.settings.quotes_per_minute
+    limits = app_scoped(request, "quote_limits", lambda: RateLimiter(per_minute / 60, per_minute))
+    limits.check(f"buyer:{owner}", state.clock(), "quotes")
     return state.clusters.quote(owner, req)
 
 

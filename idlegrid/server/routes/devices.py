@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from idlegrid.core.lifecycle import OwnerAction
-from idlegrid.errors import InvalidRequest, RateLimited
+from idlegrid.errors import InvalidRequest
 from idlegrid.protocol import (
     COUNTRY_PATTERN,
     PUBKEY_PATTERN,
@@ -26,13 +26,18 @@ from idlegrid.protocol import (
 )
 from idlegrid.server import hotpath
 from idlegrid.server.params import Offset, refuse_nul
-from idlegrid.server.ratelimit import RateLimiter
+from idlegrid.server.ratelimit import RateLimiter, source_key
 from idlegrid.server.state import Signer, StateDep, app_scoped, network_of
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"], dependencies=[Depends(refuse_nul)])
 
 
-@router.post("", response_model=DeviceView, status_code=201)
+@router.post(
+    "",
+    response_model=DeviceView,
+    status_code=201,
+    responses={200: {"model": DeviceView, "description": "Already registered: refreshed"}},
+)
 async def register_device(
     req: RegisterRequest, signer: Signer, state: StateDep, request: Request, response: Response
 ) -> DeviceView:
@@ -47,16 +52,10 @@ async def register_device(
         "registration_limits",
         lambda: RateLimiter(settings.registration_rate_per_s, settings.registration_burst),
     )
-    source = request.client.host if request.client is not None else "unknown"
     now = state.clock()
-    for key in (f"source:{source}", f"owner:{req.owner or signer}"):
-        wait = limits.take(key, now)
-        if wait is not None:
-            raise RateLimited(
-                "too many registrations: retry later",
-                limit=key.split(":")[0],
-                retry_after_s=round(wait, 1),
-            )
+    source = source_key(request.client.host if request.client is not None else None)
+    for key in (source, f"owner:{req.owner or signer}"):
+        limits.check(key, now, "registrations")
     # Admission control: a few registrations run at once and the rest wait in line on
     # the event loop, so a flood of them cannot fill the thread pool and starve
     # everyone else's requests of threads and of the interpreter.

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from idlegrid.core.connectivity import tier_name
-from idlegrid.errors import NotYourDevice, RateLimited, UnknownDevice
+from idlegrid.errors import NotYourDevice, UnknownDevice
 from idlegrid.protocol import (
     ChallengeSpec,
     CommitRequest,
@@ -91,11 +91,7 @@ async def registered_device(request: Request) -> str:
         raise UnknownDevice("the speed test is for registered devices", device_id=signer)
     per_hour = state.settings.speedtests_per_hour
     limits = app_scoped(request, "speedtest_limits", lambda: RateLimiter(per_hour / 3600, per_hour))
-    wait = limits.take(signer, now)
-    if wait is not None:
-        raise RateLimited(
-            "too many speed tests: retry later", limit="speedtest", retry_after_s=round(wait)
-        )
+    limits.check(f"device:{signer}", now, "speed tests")
     return await signed_by(request)
 
 
@@ -123,7 +119,17 @@ def speedtest_download(
     return Response(_NOISE * whole + _NOISE[:rest], media_type="application/octet-stream")
 
 
-@router.post("/v1/speedtest")
+@router.post(
+    "/v1/speedtest",
+    openapi_extra={
+        "requestBody": {
+            "description": f"any bytes, up to {SPEEDTEST_MAX_BYTES} (the upload test)",
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        }
+    },
+)
 async def speedtest_upload(request: Request, device: SpeedtestDevice) -> dict[str, int]:
     """Takes a registered device's upload test."""
     return {"received": len(await request.body())}

@@ -175,10 +175,14 @@ class ClusterService:
 
     def quote(self, owner: str, req: DeployRequest) -> QuoteView:
         """Match now and price the request (``core/pricing.py``): dynamic, or an
-        auction when the buyer names a maximum. Nothing is reserved yet."""
+        auction when the buyer names a maximum. Nothing is reserved yet.
+
+        The matching and pricing read outside any write transaction (on SQLite a
+        write transaction holds the database's one write lock); only the quote's row
+        is written, in a transaction of its own."""
         hours = bill.duration_hours(req.duration, DurationUnit(req.duration_unit))
         now = self.clock()
-        with self.sessions.begin() as db:
+        with self.sessions() as db:
             candidates, floors = self.market.candidates(db, renter=owner)
             reqs = self.market.requirements(db, owner, req, (), req.quantity)
             found = self.market.found(candidates, reqs)
@@ -204,19 +208,21 @@ class ClusterService:
                 found = self.market.found(
                     [c for c in candidates if floors[c.device_id] <= cap], reqs
                 )
-            quote = Quote(
-                id=secrets.token_hex(16),
-                owner=owner,
-                request=req.model_dump(mode="json"),
-                currency=req.currency,
-                price=breakdown.per_device_hour,
-                devices=devices,
-                hours=hours,
-                created_at=now,
-                expires_at=now + self.settings.quote_ttl_s,
-            )
+        quote = Quote(
+            id=secrets.token_hex(16),
+            owner=owner,
+            request=req.model_dump(mode="json"),
+            currency=req.currency,
+            price=breakdown.per_device_hour,
+            devices=devices,
+            hours=hours,
+            created_at=now,
+            expires_at=now + self.settings.quote_ttl_s,
+        )
+        view = self._quote_view(quote, breakdown, found.explain.as_dict())
+        with self.sessions.begin() as db:
             db.add(quote)
-            return self._quote_view(quote, breakdown, found.explain.as_dict())
+        return view
 
     def deploy(self, owner: str, quote_id: str) -> ClusterView:
         """Pay the quote into escrow and reserve its devices, atomically."""
