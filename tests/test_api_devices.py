@@ -95,12 +95,30 @@ def test_silent_device_goes_down_then_inactive_and_comes_back(
     clock.advance(5 * 24 * 3600)
     network.tick()
     assert network.client().get_device(device).status is S.INACTIVE
+    # Inactive, and committed: the liveness table lets it go (registration is free:
+    # devices that never come back must not hold memory), and its heartbeat brings
+    # it back from the database.
+    assert network.state.liveness.get(device) is None
+    metrics = network.http.get("/metrics").text
+    assert 'idlegrid_devices{status="inactive"} 1.0' in metrics
     assert network.client(kp).heartbeat(device).status is S.UP
+    assert network.state.liveness.get(device) is not None
     network.tick()
     events = [e.detail.get("to") for e in network.client().get_device(device).events]
     assert events[:3] == ["up", "inactive", "down"]
     # The gap is not uptime.
     assert network.client().get_device(device).uptime_s == 0
+
+    # Inactive again, then a restart: it is not loaded, and still comes back.
+    clock.advance(5 * 24 * 3600 + 2 * ttl)
+    network.tick()
+    network.tick()
+    restarted = Network(network.settings, clock)
+    try:
+        assert len(restarted.state.liveness) == 0
+        assert restarted.client(kp).heartbeat(device).status is S.UP
+    finally:
+        restarted.close()
 
 
 def test_forged_signature_is_refused(network: Network) -> None:

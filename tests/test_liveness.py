@@ -53,6 +53,23 @@ def test_reaper_marks_only_the_silent_and_records_versions() -> None:
     assert [(c.device_id, c.status) for c in t.reap(1021.0)] == [("b", S.INACTIVE)]
 
 
+def test_inactive_devices_are_let_go_once_committed_and_revived_on_return() -> None:
+    t = table("a", "b")
+    t.reap(26.0)
+    changes = t.reap(1001.0)
+    assert {c.status for c in changes} == {S.INACTIVE}
+    t.heartbeat("b", 1002.0)  # back before the change was committed: kept
+    assert t.forget_inactive(changes) == 1
+    assert t.get("a") is None and t.get("b") is not None and len(t) == 1
+    with pytest.raises(UnknownDevice):
+        t.heartbeat("a", 1003.0)
+    t.revive("a", S.INACTIVE, 0.0, changes[0].version)
+    t.revive("a", S.DOWN, 0.0, 0)  # already back: a second revive changes nothing
+    assert t.get("a").status is S.INACTIVE  # type: ignore[union-attr]
+    assert t.heartbeat("a", 1004.0) is S.UP
+    assert t.get("a").version == changes[0].version + 1  # type: ignore[union-attr]
+
+
 def test_requeued_batch_merges_with_newer_work() -> None:
     t = table("a")
     t.heartbeat("a", 10.0)

@@ -12,11 +12,12 @@ OpenAPI schema and delegates here; this route is matched first.
 from __future__ import annotations
 
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from idlegrid.errors import InvalidRequest, NotYourDevice
+from idlegrid.errors import InvalidRequest, NotYourDevice, UnknownDevice
 from idlegrid.protocol import HeartbeatRequest, HeartbeatResponse
 from idlegrid.server.state import app_state, signed_by
 
@@ -34,7 +35,14 @@ async def heartbeat(request: Request) -> Response:
     if signer != device_id:
         raise NotYourDevice("a device may only heartbeat for itself", device_id=device_id)
     now = state.clock()
-    status = state.liveness.heartbeat(device_id, now)
+    try:
+        status = state.liveness.heartbeat(device_id, now)
+    except UnknownDevice:
+        # Back after being inactive (the table lets such devices go): once, from the
+        # database; an id it has never registered stays unknown.
+        if not await run_in_threadpool(state.devices.revive, device_id):
+            raise
+        status = state.liveness.heartbeat(device_id, now)
     state.metrics.heartbeats.inc()
     challenge_id = state.proofs.pending.get(device_id)
     assignment = state.clusters.assignments.get(device_id)

@@ -14,6 +14,12 @@ owner's action (those are written synchronously by the services).
 
 Every status change bumps the device's ``version``; the flusher writes a status
 only over an older version, so a late flush never undoes a newer change.
+
+A device silent long enough to be ``inactive`` (five days by default) leaves the
+table once that change is committed (``forget_inactive``), and is not loaded at
+start: registration is free, so devices that register and never come back must
+not hold memory for ever. One that does come back is loaded again from the
+database by its next heartbeat (``revive``, ``DeviceService.revive``).
 """
 
 from __future__ import annotations
@@ -77,6 +83,32 @@ class LivenessTable:
         with self._lock:
             self._devices[device_id] = LiveDevice(status, last_seen, version)
             self._track(device_id)
+
+    def revive(
+        self, device_id: str, status: DeviceStatus, last_seen: float | None, version: int
+    ) -> None:
+        """``load`` a device the table had let go of, unless it is back already."""
+        with self._lock:
+            if device_id not in self._devices:
+                self._devices[device_id] = LiveDevice(status, last_seen, version)
+                self._track(device_id)
+
+    def forget_inactive(self, committed: list[StatusChange]) -> int:
+        """Let go of the devices whose change to inactive is committed, unless something
+        changed them since (a heartbeat, an owner): the database holds all they are."""
+        forgotten = 0
+        with self._lock:
+            for change in committed:
+                if change.status is not DeviceStatus.INACTIVE:
+                    continue
+                dev = self._devices.get(change.device_id)
+                unchanged = dev is not None and dev.version == change.version
+                if unchanged and dev is not None and dev.status is change.status:
+                    del self._devices[change.device_id]
+                    self._up.pop(change.device_id, None)
+                    self._down.pop(change.device_id, None)
+                    forgotten += 1
+        return forgotten
 
     def get(self, device_id: str) -> LiveDevice | None:
         return self._devices.get(device_id)

@@ -44,6 +44,7 @@ def flush_liveness(state: AppState) -> None:
             state.liveness.requeue(batch)
             state.metrics.flush_failures.inc()
             raise
+        state.liveness.forget_inactive(batch.changes)
 
 
 def buyback_and_burn(state: AppState) -> None:

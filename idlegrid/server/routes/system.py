@@ -31,6 +31,7 @@ def healthz(state: StateDep) -> Health:
 )
 def metrics(state: StateDep) -> Response:
     counts = state.liveness.counts()
+    counts[DeviceStatus.INACTIVE] = state.devices.count_inactive()  # not held in memory
     for status in DeviceStatus:
         state.metrics.devices.labels(status=status.value).set(counts.get(status, 0))
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

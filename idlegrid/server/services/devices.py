@@ -54,11 +54,13 @@ class DeviceService:
     # -- startup -----------------------------------------------------------------
 
     def load_liveness(self) -> int:
-        """Fill the liveness table from the database (oldest heartbeat first)."""
+        """Fill the liveness table from the database (oldest heartbeat first): every
+        device but the terminated and the inactive (``revive`` brings one back)."""
+        gone = (DeviceStatus.TERMINATED.value, DeviceStatus.INACTIVE.value)
         with self.sessions() as db:
             rows = db.execute(
                 select(Device.id, Device.status, Device.last_seen_at, Device.status_version)
-                .where(Device.status != DeviceStatus.TERMINATED.value)
+                .where(Device.status.not_in(gone))
                 .order_by(Device.last_seen_at.asc().nulls_first())
             )
             n = 0
@@ -66,6 +68,26 @@ class DeviceService:
                 self.liveness.load(device_id, DeviceStatus(status), last_seen, version)
                 n += 1
         return n
+
+    def revive(self, device_id: str) -> bool:
+        """Put a device the liveness table let go of (inactive) back into it, as the
+        database has it; False when there is no such device or it is terminated."""
+        with self.sessions() as db:
+            row = db.execute(
+                select(Device.status, Device.last_seen_at, Device.status_version).where(
+                    Device.id == device_id
+                )
+            ).one_or_none()
+        if row is None or row[0] == DeviceStatus.TERMINATED.value:
+            return False
+        self.liveness.revive(device_id, DeviceStatus(row[0]), row[1], row[2])
+        return True
+
+    def count_inactive(self) -> int:
+        """Inactive devices (the liveness table does not hold them)."""
+        with self.sessions() as db:
+            q = select(func.count()).where(Device.status == DeviceStatus.INACTIVE.value)
+            return int(db.scalar(q) or 0)
 
     # -- registration ------------------------------------------------------------
 
