@@ -478,3 +478,63 @@ def test_verify_published_checks_the_bytes_and_the_recomputation() -> None:
     copy["devices"]["uptime_s"][1] += 1
     assert not rw.verify_published(in_bytes, out_bytes, copy)
     assert rw.verify_published(in_bytes, out_bytes, json.loads(in_bytes))
+
+
+# Published bytes -------------------------------------------------------------------------------
+
+
+def test_published_hashes_are_pinned() -> None:
+    """Anyone recomputing a block compares SHA-256s of its canonical JSON, so these bytes
+    must never change by accident: a refactoring that moves a key, a space or a rounding
+    breaks every published block's verification. A deliberate change is a new encoding
+    version (``ENCODING_VERSION``) and new hashes here."""
+    devices = (
+        _device("a"),
+        _device("b", uptime_s=1234, tier=4, costakers=(("s1", 2_500), ("s2", 1_000))),
+        _device(
+            "c",
+            kind=DeviceKind.CPU,
+            multiplier=Fraction(5, 4),
+            processors=1,
+            stake_units=250 * U,
+            minimum_stake_units=250 * U,
+        ),
+        _device(
+            "d",
+            kind=DeviceKind.CPU,
+            multiplier=Fraction(1),
+            processors=1,
+            uptime_s=1799,
+            tier=1,
+            stake_units=200 * U,
+            minimum_stake_units=200 * U,
+        ),
+        _device("e", proof_passed=False, status=DeviceStatus.BLOCKED, tier=0),
+        _device("f", multiplier=Fraction(11, 4), processors=3, cumulative_uptime_s=3600),
+    )
+    inputs = BlockInputs(17, EMISSION + 1, devices)
+    block = rw.compute_block(inputs)
+    assert rw.inputs_hash(inputs) == (
+        "9aa457f017ae51183087139e58b68c8a6f03a8330248a14c6cef3d2859186abe"
+    )
+    assert rw.outputs_hash(block) == (
+        "9ce6d9c0d4c06461a5fb112842f9b95b963ded2c8c824ca23c26757d3032c423"
+    )
+    # Weights beyond 64 bits: the standard library's encoder writes these bytes.
+    huge = Fraction(10**15, 7)
+    big = BlockInputs(
+        0,
+        EMISSION,
+        (
+            _device("a", multiplier=huge),
+            _device("b", multiplier=huge, processors=3, uptime_s=1800),
+            _device("c", multiplier=Fraction(1, 3)),
+        ),
+        gpu_pool_bps=10_000,
+    )
+    assert rw.inputs_hash(big) == (
+        "ce952c9bc857e685d2a4e8d5efa99b484e5e61fea5c35886745409050c9e4083"
+    )
+    assert rw.outputs_hash(rw.compute_block(big)) == (
+        "cc617a4c5b43076656fa34e3c9e040a0af3814f26f755069bf82c221182751ae"
+    )
