@@ -60,6 +60,22 @@ def test_reregistration_is_idempotent_and_notes_hardware_changes(network: Networ
     assert "hardware_changed" in kinds and "registered" in kinds
 
 
+def test_the_schema_documents_both_answers_to_a_registration(network: Network) -> None:
+    # The fuzzer (tests/test_fuzz_openapi.py) found the 200 of a re-registration
+    # undocumented: the schema named only 201.
+    kp = register(network)
+    body = RegisterRequest(hardware=cpu_hardware()).model_dump_json().encode()
+    request = network.http.build_request(
+        "POST", "/v1/devices", content=body, headers={"content-type": "application/json"}
+    )
+    sign_request(request, kp, network.clock(), network.client().network())
+    assert network.http.send(request).status_code == 200
+    responses = network.app.openapi()["paths"]["/v1/devices"]["post"]["responses"]
+    for status in ("200", "201"):
+        schema = responses[status]["content"]["application/json"]["schema"]
+        assert schema == {"$ref": "#/components/schemas/DeviceView"}, status
+
+
 def test_unknown_hardware_is_unsupported_not_guessed(network: Network) -> None:
     kp = register(network, hardware=gpu_hardware("NVIDIA GeForce GTX 9999"))
     view = network.client().get_device(str(kp.pubkey()))

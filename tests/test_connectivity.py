@@ -69,6 +69,12 @@ def test_only_the_device_reports_its_connectivity_and_uploads_are_bounded(
         network.client(kp).speedtest_upload(bytes(33 * 1024 * 1024))
 
 
+def test_the_schema_says_the_upload_takes_bytes(network: Network) -> None:
+    # Undocumented until the fuzzer (tests/test_fuzz_openapi.py) could send it none.
+    upload = network.app.openapi()["paths"]["/v1/speedtest"]["post"]
+    assert "application/octet-stream" in upload["requestBody"]["content"]
+
+
 def test_the_speed_test_is_for_registered_devices_and_rate_limited(network: Network) -> None:
     stranger, kp = Keypair(), Keypair()
     unsigned = network.http.get("/v1/speedtest", params={"bytes": "1024"})  # no bytes served
