@@ -20,7 +20,7 @@ import httpx
 import psutil
 
 from idlegrid.errors import NotFound, TransportError
-from idlegrid.worker.keypair import KeypairFileError, load_keypair
+from idlegrid.identity import KeypairFileError, load_keypair
 from idlegrid.worker.raynode import port_is_free
 
 T = TypeVar("T")

@@ -19,10 +19,10 @@ from typing import Any, TypeVar
 
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from idlegrid.identity import load_keypair
 from idlegrid.localnet import LocalNetwork
 from idlegrid.protocol import ClusterView, FaucetRequest
 from idlegrid.sdk import Client
-from idlegrid.worker.keypair import load_keypair
 from tests.cloud_support import deploy_running, funded_buyer
 
 T = TypeVar("T")

@@ -12,11 +12,11 @@ from types import SimpleNamespace
 import pytest
 from solders.keypair import Keypair
 
+from idlegrid.identity import KeypairFileError, load_keypair, load_or_create_keypair
 from idlegrid.protocol import Assignment, DeviceStatus, RayNodeReport
 from idlegrid.sdk import Client
 from idlegrid.server.settings import ServerSettings
 from idlegrid.worker.agent import Agent, Backoff
-from idlegrid.worker.keypair import KeypairFileError, load_keypair, load_or_create_keypair
 from idlegrid.worker.raynode import RayConfig, RayDuty, RayNode
 from idlegrid.worker.sandbox import Launched, NodeSpec, NoSandbox
 from tests.conftest import FakeClock, Network, cpu_hardware

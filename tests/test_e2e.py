@@ -136,7 +136,7 @@ def test_agents_survive_a_control_plane_restart(net: LocalNetwork, client: Clien
 
 
 def test_wallet_and_audit_from_the_command_line(net: LocalNetwork, tmp_path: Path) -> None:
-    from idlegrid.worker.keypair import load_or_create_keypair
+    from idlegrid.identity import load_or_create_keypair
 
     key = tmp_path / "buyer.json"
     kp, _ = load_or_create_keypair(key)

@@ -61,7 +61,7 @@ def local_input() -> Iterator[None]:
     """A bad keypair or hardware file, or one that cannot be read: one line, exit 2."""
     from pydantic import ValidationError
 
-    from idlegrid.worker.keypair import KeypairFileError
+    from idlegrid.identity import KeypairFileError
 
     try:
         yield
@@ -84,8 +84,8 @@ def fmt_duration(seconds: float) -> str:
 
 def signed_client(server: str, keypair: Path) -> Client:
     """A client that signs with the keypair in ``keypair`` (a bad file: exit 2)."""
+    from idlegrid.identity import load_keypair
     from idlegrid.sdk import Client
-    from idlegrid.worker.keypair import load_keypair
 
     with local_input():
         kp = load_keypair(keypair.expanduser())

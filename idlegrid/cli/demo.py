@@ -26,6 +26,7 @@ from rich.panel import Panel
 from idlegrid.cli.common import console, fmt_duration
 from idlegrid.cli.devices import devices_table
 from idlegrid.core.fees import format_amount, units
+from idlegrid.identity import load_or_create_keypair
 from idlegrid.localnet import LocalNetwork
 from idlegrid.protocol import (
     ClusterView,
@@ -37,7 +38,6 @@ from idlegrid.protocol import (
     WithdrawRequest,
 )
 from idlegrid.sdk import Client
-from idlegrid.worker.keypair import load_or_create_keypair
 
 if TYPE_CHECKING:
     from solders.keypair import Keypair

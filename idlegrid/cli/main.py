@@ -12,7 +12,6 @@ from typing import Annotated
 
 import typer
 
-from idlegrid import __version__
 from idlegrid.cli import clusters, devices, staking, token, wallet
 from idlegrid.cli.catalog import catalog
 from idlegrid.cli.common import (
@@ -22,6 +21,7 @@ from idlegrid.cli.common import (
     local_input,
     reported_errors,
 )
+from idlegrid.version import __version__
 
 app = typer.Typer(
     help="idlegrid: rent out idle GPUs and CPUs as Ray clusters.",
@@ -151,10 +151,10 @@ def worker_start(
     run the Ray node of the buyer's cluster."""
 
     from idlegrid.errors import SandboxUnavailable
+    from idlegrid.identity import load_keypair, load_or_create_keypair
     from idlegrid.sdk import Client
     from idlegrid.worker.agent import Agent
     from idlegrid.worker.hardware import detect_hardware, hardware_from_file
-    from idlegrid.worker.keypair import load_keypair, load_or_create_keypair
     from idlegrid.worker.raynode import RayConfig
     from idlegrid.worker.sandbox import NoSandbox, Sandbox, default_sandbox
 

@@ -45,7 +45,7 @@ def new(keypair: KeyOpt, server: ServerOpt = DEFAULT_SERVER, as_json: JsonOpt = 
     """Create a wallet keypair file (mode 0600); an existing one is kept. It needs no
     server: ``--server`` is accepted, and ignored, as its sibling commands take it."""
     del server
-    from idlegrid.worker.keypair import load_or_create_keypair
+    from idlegrid.identity import load_or_create_keypair
 
     with local_input():
         kp, created = load_or_create_keypair(keypair.expanduser())

@@ -15,8 +15,8 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-from idlegrid import __version__
 from idlegrid.core.emission import to_io
+from idlegrid.version import __version__
 
 REFRESH_S = 15
 """Pages reload themselves this often (a meta refresh: no script needed)."""

@@ -13,11 +13,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from idlegrid import __version__, explorer
+from idlegrid import explorer
 from idlegrid.catalog import Catalog, load_catalog
 from idlegrid.core.idle import IdleRules
 from idlegrid.core.lifecycle import Timing
 from idlegrid.errors import IdlegridError, InternalError, InvalidRequest
+from idlegrid.identity import load_or_create_keypair
 from idlegrid.ledger.chain import make_chain
 from idlegrid.ledger.oracle import FixedOracle
 from idlegrid.server import hotpath, loops
@@ -39,7 +40,7 @@ from idlegrid.server.services.seasons import SeasonService
 from idlegrid.server.services.staking import StakingService
 from idlegrid.server.settings import ServerSettings
 from idlegrid.server.state import AppState, buyer, signed_by
-from idlegrid.worker.keypair import load_or_create_keypair
+from idlegrid.version import __version__
 
 log = logging.getLogger("idlegrid.server")
 

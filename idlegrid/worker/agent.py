@@ -21,7 +21,6 @@ from typing import Protocol
 import psutil
 from solders.keypair import Keypair
 
-from idlegrid import __version__
 from idlegrid.core.signing import owner_attestation_message
 from idlegrid.errors import (
     AuthenticationError,
@@ -39,6 +38,7 @@ from idlegrid.protocol import (
     RegisterRequest,
 )
 from idlegrid.sdk import Client
+from idlegrid.version import __version__
 from idlegrid.worker.duties import ChallengeDuty, ConnectivityDuty
 from idlegrid.worker.hardware import gpu_utilization
 from idlegrid.worker.raynode import RayConfig, RayDuty, sandbox_prefix

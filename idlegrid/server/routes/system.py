@@ -6,10 +6,10 @@ from fastapi import APIRouter, Depends, Response
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from idlegrid import __version__
 from idlegrid.protocol import DeviceStatus, Health
 from idlegrid.server.params import refuse_nul
 from idlegrid.server.state import StateDep, network_of
+from idlegrid.version import __version__
 
 router = APIRouter(tags=["system"], dependencies=[Depends(refuse_nul)])
 

@@ -1,8 +1,12 @@
-"""The device's identity: an Ed25519 keypair in the Solana CLI's JSON format.
+"""Identity: an Ed25519 (Solana) keypair, in the Solana CLI's JSON keypair file.
 
-The file is a JSON array of the 64 secret-key bytes, as ``solana-keygen`` writes
-it, so the same file works with the Solana CLI as the payout wallet. It is
+A device, a wallet, an owner and the control plane's authority are each such a
+keypair. The file is a JSON array of the 64 secret-key bytes, as ``solana-keygen``
+writes it, so the same file works with the Solana CLI as the payout wallet. It is
 created with mode 0600 and refused when others can read it.
+
+The agent's command, the CLI, the server (its authority) and the local network
+all read these files, so they live here, beneath all of them, not in the worker.
 """
 
 from __future__ import annotations
