@@ -77,7 +77,7 @@ from sqlalchemy import create_engine, func, insert, select, text
 from sqlalchemy.engine import make_url
 
 from idlegrid.catalog import HardwareModel, load_catalog
-from idlegrid.core import emission, rewards, staking
+from idlegrid.core import block_columns, block_publication, emission, rewards, staking
 from idlegrid.protocol import DeviceKind as HardwareKind
 from idlegrid.protocol import DeviceStatus
 from idlegrid.server.app import build_state
@@ -92,7 +92,7 @@ GOAL_DEVICES = 1_000_000
 GATHER_HOUR = 10  # --gather: the stored fleet's window is the 10th hour after 1970
 DATABASE_NAME = "idlegrid_bench_blocks"
 HOUR = 0
-HOUR_S = rewards.HOUR_S
+HOUR_S = block_columns.HOUR_S
 SEED = 7
 
 _T0 = time.monotonic()
@@ -130,7 +130,7 @@ SECOND_FAULT_SHARE = 1 / 3
 COSTAKED_SHARE = 0.10
 
 
-def make_inputs(n: int, seed: int = SEED) -> rewards.BlockInputs:
+def make_inputs(n: int, seed: int = SEED) -> block_columns.BlockInputs:
     """The block's inputs for ``n`` devices."""
     rng = random.Random(seed)
     catalog = load_catalog()
@@ -186,10 +186,12 @@ def make_inputs(n: int, seed: int = SEED) -> rewards.BlockInputs:
                 if staker != owner:
                     costakers[staker] = rng.randrange(500, 2501, 100)
         devices.append(
-            rewards.DeviceInput(
+            block_columns.DeviceInput(
                 device_id=wallet(rng),
                 owner=owner,
-                kind=rewards.DeviceKind.CPU if kind is HardwareKind.CPU else rewards.DeviceKind.GPU,
+                kind=block_columns.DeviceKind.CPU
+                if kind is HardwareKind.CPU
+                else block_columns.DeviceKind.GPU,
                 multiplier=Fraction(str(hw.multiplier)) if hw else Fraction(0),
                 processors=processors,
                 uptime_s=uptime,
@@ -203,7 +205,7 @@ def make_inputs(n: int, seed: int = SEED) -> rewards.BlockInputs:
                 costakers=tuple(costakers.items()),
             )
         )
-    return rewards.BlockInputs(
+    return block_columns.BlockInputs(
         hour=HOUR, emission_units=emission.hour_amount(HOUR), devices=tuple(devices)
     )
 
@@ -316,13 +318,14 @@ def bench_size(n: int, admin_url: str | None, profile: bool, gather: bool) -> di
     return out
 
 
-def store_fleet(state: AppState, inputs: rewards.BlockInputs) -> None:
+def store_fleet(state: AppState, inputs: block_columns.BlockInputs) -> None:
     """The fleet's facts as the server keeps them (for ``--gather``): device rows with a
     catalog model of the same multiplier, this window's uptime and the hours before it,
     stakes (co-stakes included)."""
     d, start = inputs.devices, float(GATHER_HOUR * HOUR_S)
     by_multiplier = {
-        rewards.multiplier_text(Fraction(str(m.multiplier))): m.key for m in load_catalog().models
+        block_columns.multiplier_text(Fraction(str(m.multiplier))): m.key
+        for m in load_catalog().models
     }
     shares: dict[int, list[list[Any]]] = defaultdict(list)
     for i, staker, bps in d.costakers:
@@ -356,7 +359,7 @@ def store_fleet(state: AppState, inputs: rewards.BlockInputs) -> None:
             db.execute(insert(StakeRow), list(chunk))
 
 
-def timed_gather(state: AppState, inputs: rewards.BlockInputs) -> float:
+def timed_gather(state: AppState, inputs: block_columns.BlockInputs) -> float:
     """Seconds for ``BlockService.gather`` over the stored fleet (block 1: the window
     ``GATHER_HOUR``); every device must come back."""
     with state.blocks.sessions.begin() as db:
@@ -424,7 +427,7 @@ def run_block(state: AppState, n: int, profile: bool, gather: bool) -> dict[str,
             block = db.get(Block, HOUR, with_for_update=True)
             assert block is not None
             started = time.perf_counter()
-            document = rewards.canonical_json(rewards.inputs_to_dict(inputs))
+            document = block_publication.canonical_json(block_publication.inputs_to_dict(inputs))
             digest = hashlib.sha256(document).hexdigest()
             t["inputs_document_s"] = time.perf_counter() - started
             started = time.perf_counter()
@@ -435,8 +438,8 @@ def run_block(state: AppState, n: int, profile: bool, gather: bool) -> dict[str,
             service._credit(db, block, result)
             t["credit_s"] = time.perf_counter() - started
             watched = {
-                "outputs_doc": (rewards, "block_to_dict"),
-                "encode": (rewards, "canonical_json"),
+                "outputs_doc": (block_publication, "block_to_dict"),
+                "encode": (block_publication, "canonical_json"),
             }
             with clock.watch(watched):
                 started = time.perf_counter()
@@ -468,7 +471,7 @@ def run_block(state: AppState, n: int, profile: bool, gather: bool) -> dict[str,
 
 
 def check_recorded(
-    state: AppState, inputs: rewards.BlockInputs, result: rewards.Block
+    state: AppState, inputs: block_columns.BlockInputs, result: block_columns.Block
 ) -> dict[str, Any]:
     """The block is completed and holds every device; its credits sum to the emission,
     which sits in the unclaimed account; the pool is empty; the stored documents hash
@@ -491,7 +494,7 @@ def check_recorded(
             "outputs_mb": len(outputs) / 1e6,
             "hashes_ok": block.outputs_hash
             == hashlib.sha256(outputs).hexdigest()
-            == rewards.outputs_hash(result)
+            == block_publication.outputs_hash(result)
             and block.inputs_hash == hashlib.sha256(block.inputs_json or b"").hexdigest(),
         }
     ok = (

@@ -18,7 +18,7 @@ import pytest
 from solders.keypair import Keypair
 from sqlalchemy import select
 
-from idlegrid.core import rewards, seasons
+from idlegrid.core import block_publication, rewards, seasons
 from idlegrid.errors import (
     CoStakeLimit,
     InsufficientFunds,
@@ -135,7 +135,7 @@ def test_a_block_page_is_kept_at_publication_and_verified_by_the_loop(
     api = net.client()
     inputs = json.loads(api.block_document(0, "inputs"))
     outputs = json.loads(api.block_document(0, "outputs"))
-    paid, excluded = rewards.published_rows(inputs, outputs)
+    paid, excluded = block_publication.published_rows(inputs, outputs)
     assert len(paid) == 3 and len(excluded) == 3
     shown = net.state.blocks.page(0)
     assert (shown.paid, shown.excluded) == (paid[:2], excluded[:2])
@@ -217,7 +217,7 @@ def test_24_blocks_pay_exactly_and_verify(fleet: Fleet, clock: FakeClock) -> Non
                 assert names["cpu-flaky"] in paid
             # Published, and recomputable by anyone from the inputs alone.
             assert rewards.verify_block(b.inputs, b.outputs_hash)
-            block = rewards.compute_block(rewards.inputs_from_dict(b.inputs))
+            block = rewards.compute_block(block_publication.inputs_from_dict(b.inputs))
             co = next(r for r in block.rewards if r.device_id == names["gpu-costaked"])
             ((staker, co_units),) = co.costakers
             assert staker == backer_id and co.owner_units + co_units == co.units
@@ -236,7 +236,7 @@ def test_24_blocks_pay_exactly_and_verify(fleet: Fleet, clock: FakeClock) -> Non
         # Every wallet received exactly what the blocks say it earned.
         earned: dict[str, int] = {}
         for b in blocks:
-            for r in rewards.compute_block(rewards.inputs_from_dict(b.inputs)).rewards:
+            for r in rewards.compute_block(block_publication.inputs_from_dict(b.inputs)).rewards:
                 earned[r.owner] = earned.get(r.owner, 0) + r.owner_units
                 for s, u in r.costakers:
                     earned[s] = earned.get(s, 0) + u
@@ -555,7 +555,7 @@ def test_a_block_publishes_the_uptime_accounted_even_when_the_flusher_lags(
     with net.state.blocks.sessions() as db:
         block = db.get(Block, 0)
         assert block is not None and block.status == "completed"
-        published = rewards.inputs_from_dict(block.inputs).devices
+        published = block_publication.inputs_from_dict(block.inputs).devices
         uptime = dict(zip(published.device_id, published.uptime_s, strict=True))
         accounted = dict(
             db.execute(

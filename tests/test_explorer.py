@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from solders.keypair import Keypair
 
-from idlegrid.core import emission, rewards
+from idlegrid.core import block_publication, emission, rewards
 from idlegrid.core.connectivity import tier_name
 from idlegrid.core.fees import units
 from idlegrid.explorer.charts import CENTROIDS
@@ -389,7 +389,7 @@ def test_block_rewards_pages_and_verification(scene: Scene, cloud: LocalNetwork)
             if b.status == "completed" and b.nominated:
                 block = api.get_block(b.number)
                 assert block.inputs is not None and block.outputs is not None
-                nominated, _ = rewards.published_rows(block.inputs, block.outputs)
+                nominated, _ = block_publication.published_rows(block.inputs, block.outputs)
                 if any(r["device_id"] == scene.staked and r["units"] for r in nominated):
                     return b.number
         return None
@@ -407,7 +407,7 @@ def test_block_rewards_pages_and_verification(scene: Scene, cloud: LocalNetwork)
     assert text(page, "outputs-hash") == block.outputs_hash
     assert rewards.verify_block(block.inputs, block.outputs_hash)
     assert text(page, "verified") == "verified"
-    nominated, excluded = rewards.published_rows(block.inputs, block.outputs)
+    nominated, excluded = block_publication.published_rows(block.inputs, block.outputs)
     assert table(page, "nominated-table", "data-device", units=dec) == {
         r["device_id"]: (emission.to_io(r["units"]),) for r in nominated
     }

@@ -10,9 +10,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from idlegrid.core import rewards as rw
+from idlegrid.core import rewards
 from idlegrid.core import staking as sk
-from idlegrid.core.rewards import BlockInputs, DeviceInput, DeviceKind, Reason
+from idlegrid.core.block_columns import BlockInputs, DeviceInput, DeviceKind, Devices, Reason
+from idlegrid.core.block_publication import (
+    block_to_dict,
+    canonical_json,
+    inputs_from_dict,
+    inputs_hash,
+    inputs_to_dict,
+    outputs_hash,
+)
 from idlegrid.core.staking import UNITS_PER_IO as U
 from idlegrid.errors import InsufficientFunds, InvalidAmount, InvalidRequest, InvalidTransition
 from idlegrid.protocol import DeviceStatus
@@ -180,11 +188,13 @@ EMISSION = 456_621_000_000
 
 def test_score_formula() -> None:
     d = _device(multiplier=Fraction(5, 4), processors=2, uptime_s=1800, tier=4)
-    assert rw.score(d) == Fraction(5, 4) * 2 * Fraction(1, 2) * Fraction(6, 5) == Fraction(3, 2)
+    assert (
+        rewards.score(d) == Fraction(5, 4) * 2 * Fraction(1, 2) * Fraction(6, 5) == Fraction(3, 2)
+    )
 
 
 def test_a_single_gpu_takes_the_whole_emission_when_no_cpu_is_nominated() -> None:
-    block = rw.compute_block(BlockInputs(7, EMISSION, (_device(),)))
+    block = rewards.compute_block(BlockInputs(7, EMISSION, (_device(),)))
     assert block.reward_of("d1") == EMISSION
     gpu, cpu = block.pools
     assert (gpu.share_units, gpu.paid_units) == (EMISSION * 95 // 100, EMISSION)
@@ -194,9 +204,9 @@ def test_a_single_gpu_takes_the_whole_emission_when_no_cpu_is_nominated() -> Non
 
 def test_pools_split_95_5_and_nothing_is_paid_without_nominees() -> None:
     cpu = _device("c1", kind=DeviceKind.CPU, multiplier=Fraction(1), processors=16)
-    block = rw.compute_block(BlockInputs(0, 1_001, (_device(), cpu)))
+    block = rewards.compute_block(BlockInputs(0, 1_001, (_device(), cpu)))
     assert (block.reward_of("d1"), block.reward_of("c1")) == (950, 51)
-    empty = rw.compute_block(BlockInputs(0, 1_001, (_device(proof_passed=False),)))
+    empty = rewards.compute_block(BlockInputs(0, 1_001, (_device(proof_passed=False),)))
     assert empty.rewards == () and empty.unpaid_units == 1_001
     assert empty.notes == ("no device was nominated: nothing was paid",)
 
@@ -213,33 +223,33 @@ def test_exclusions_list_every_failed_rule() -> None:
         uptime_s=0,
         cumulative_uptime_s=5 * 3600 - 1,
     )
-    block = rw.compute_block(BlockInputs(0, 100, (bad, _device())))
+    block = rewards.compute_block(BlockInputs(0, 100, (bad, _device())))
     (excluded,) = block.excluded
     assert excluded.device_id == "bad" and excluded.reasons == tuple(Reason)
     assert block.reward_of("bad") == 0
     for status in (DeviceStatus.TERMINATED, DeviceStatus.UNSUPPORTED):
-        assert rw.exclusion_reasons(_device(status=status)) == (Reason.STATUS,)
-    assert rw.exclusion_reasons(_device(status=DeviceStatus.PAUSED)) == ()
-    assert rw.exclusion_reasons(_device(cumulative_uptime_s=5 * 3600)) == ()
+        assert rewards.exclusion_reasons(_device(status=status)) == (Reason.STATUS,)
+    assert rewards.exclusion_reasons(_device(status=DeviceStatus.PAUSED)) == ()
+    assert rewards.exclusion_reasons(_device(cumulative_uptime_s=5 * 3600)) == ()
 
 
 def test_ties_go_to_the_smaller_device_id() -> None:
     devices = tuple(_device(i) for i in ("c", "a", "b"))
-    block = rw.compute_block(BlockInputs(0, 100, devices, gpu_pool_bps=10_000))
+    block = rewards.compute_block(BlockInputs(0, 100, devices, gpu_pool_bps=10_000))
     assert [(r.device_id, r.units) for r in block.rewards] == [("a", 34), ("b", 33), ("c", 33)]
 
 
 def test_costaker_split_is_exact_with_ties_to_the_owner() -> None:
     # Owed: owner 1.5, y 0.75, z 0.75 → floors 1, 0, 0; the two left go to y and z.
     d = _device(costakers=(("z", 2_500), ("y", 2_500)))
-    (r,) = rw.compute_block(BlockInputs(0, 3, (d,))).rewards
+    (r,) = rewards.compute_block(BlockInputs(0, 3, (d,))).rewards
     assert (r.units, r.owner_units, r.costakers) == (3, 1, (("y", 1), ("z", 1)))
     # Owed: owner 1, y 0.5, z 0.5 → the one left goes to y (the smaller id).
-    (r,) = rw.compute_block(BlockInputs(0, 2, (d,))).rewards
+    (r,) = rewards.compute_block(BlockInputs(0, 2, (d,))).rewards
     assert (r.owner_units, r.costakers) == (1, (("y", 1), ("z", 0)))
     # Owed: owner 0.5, y 0.5 → the owner wins the tie.
     d = _device(costakers=(("y", 5_000),))
-    (r,) = rw.compute_block(BlockInputs(0, 1, (d,))).rewards
+    (r,) = rewards.compute_block(BlockInputs(0, 1, (d,))).rewards
     assert (r.owner_units, r.costakers) == (1, (("y", 0),))
 
 
@@ -311,7 +321,7 @@ def _inputs(draw: st.DrawFn) -> BlockInputs:
 @settings(max_examples=300, deadline=None)
 @given(_inputs())
 def test_block_pays_exactly_its_emission(inputs: BlockInputs) -> None:
-    block = rw.compute_block(inputs)
+    block = rewards.compute_block(inputs)
     paid = sum(r.units for r in block.rewards)
     assert paid + block.unpaid_units == inputs.emission_units
     assert block.unpaid_units == (0 if block.rewards else inputs.emission_units)
@@ -328,17 +338,17 @@ def test_block_pays_exactly_its_emission(inputs: BlockInputs) -> None:
     # The column-wise rules agree with the one-device statements of them.
     by_id = {d.device_id: d for d in inputs.devices}
     for r in block.rewards:
-        assert r.score == rw.score(by_id[r.device_id])
-        assert rw.exclusion_reasons(by_id[r.device_id]) == ()
+        assert r.score == rewards.score(by_id[r.device_id])
+        assert rewards.exclusion_reasons(by_id[r.device_id]) == ()
     for e in block.excluded:
-        assert rw.exclusion_reasons(by_id[e.device_id]) == e.reasons
+        assert rewards.exclusion_reasons(by_id[e.device_id]) == e.reasons
     assert sum(block.credits().values()) == paid
 
 
 @settings(max_examples=200, deadline=None)
 @given(_inputs())
 def test_more_score_never_earns_less_within_a_pool(inputs: BlockInputs) -> None:
-    block = rw.compute_block(inputs)
+    block = rewards.compute_block(inputs)
     for kind in DeviceKind:
         pool = [r for r in block.rewards if r.kind == kind]
         for a in pool:
@@ -356,9 +366,9 @@ def test_split_exact_sums_and_is_within_one_unit_of_the_exact_share(
 ) -> None:
     if sum(weights) == 0:
         with pytest.raises(ValueError):
-            rw.split_exact(total, weights)
+            rewards.split_exact(total, weights)
         return
-    parts = rw.split_exact(total, weights)
+    parts = rewards.split_exact(total, weights)
     assert sum(parts) == total
     for part, w in zip(parts, weights, strict=True):
         assert abs(part - Fraction(total * w, sum(weights))) < 1
@@ -369,39 +379,41 @@ def test_split_exact_sums_and_is_within_one_unit_of_the_exact_share(
 def test_verify_block_passes_and_catches_any_altered_input(
     inputs: BlockInputs, data: st.DataObject
 ) -> None:
-    block = rw.compute_block(inputs)
-    assert rw.verify_block(inputs, block)
-    assert rw.verify_block(inputs, rw.outputs_hash(block))
+    block = rewards.compute_block(inputs)
+    assert rewards.verify_block(inputs, block)
+    assert rewards.verify_block(inputs, outputs_hash(block))
     # Through the published JSON, as a third party would.
-    published_in = json.loads(rw.canonical_json(rw.inputs_to_dict(inputs)))
-    published_out = json.loads(rw.canonical_json(rw.block_to_dict(block)))
-    assert rw.inputs_from_dict(published_in) == inputs
-    assert rw.verify_block(published_in, published_out)
+    published_in = json.loads(canonical_json(inputs_to_dict(inputs)))
+    published_out = json.loads(canonical_json(block_to_dict(block)))
+    assert inputs_from_dict(published_in) == inputs
+    assert rewards.verify_block(published_in, published_out)
     # Any change to the inputs changes the inputs hash, which the block carries.
-    assert not rw.verify_block(replace(inputs, emission_units=inputs.emission_units + 1), block)
+    assert not rewards.verify_block(
+        replace(inputs, emission_units=inputs.emission_units + 1), block
+    )
     if inputs.devices:
         i = data.draw(st.integers(0, len(inputs.devices) - 1))
         d = inputs.devices[i]
         uptime = d.uptime_s + 1 if d.uptime_s < 3600 else d.uptime_s - 1
         devices = list(inputs.devices)
         devices[i] = replace(d, uptime_s=uptime, cumulative_uptime_s=d.cumulative_uptime_s + 1)
-        assert not rw.verify_block(replace(inputs, devices=tuple(devices)), block)
+        assert not rewards.verify_block(replace(inputs, devices=tuple(devices)), block)
 
 
 def test_verify_block_rejects_a_tampered_reward() -> None:
     inputs = BlockInputs(3, EMISSION, (_device("a"), _device("b", uptime_s=1234)))
-    block = rw.compute_block(inputs)
-    assert rw.verify_block(inputs, block)
+    block = rewards.compute_block(inputs)
+    assert rewards.verify_block(inputs, block)
     a, b = block.units
     forged = replace(block, units=[a + 1, b - 1], owner_units=[a + 1, b - 1])
-    assert sum(forged.units) == EMISSION and not rw.verify_block(inputs, forged)
-    assert not rw.verify_block({"v": 99}, block)
+    assert sum(forged.units) == EMISSION and not rewards.verify_block(inputs, forged)
+    assert not rewards.verify_block({"v": 99}, block)
     # Device order does not matter: inputs are kept sorted by id.
-    assert rw.inputs_hash(replace(inputs, devices=inputs.devices[::-1])) == block.inputs_hash
+    assert inputs_hash(replace(inputs, devices=inputs.devices[::-1])) == block.inputs_hash
 
 
-def _columns(**changes: object) -> rw.Devices:
-    two = rw.Devices.from_rows([_device("a"), _device("b", costakers=(("s", 100),))])
+def _columns(**changes: object) -> Devices:
+    two = Devices.from_rows([_device("a"), _device("b", costakers=(("s", 100),))])
     return replace(two, **changes)  # type: ignore[arg-type]
 
 
@@ -436,14 +448,14 @@ def test_columns_and_rows_agree() -> None:
     devices = _columns()
     assert [d.device_id for d in devices] == ["a", "b"]
     assert devices[1] == _device("b", costakers=(("s", 100),)) and devices[-1] == devices[1]
-    assert rw.Devices.from_rows(list(devices)) == devices
+    assert Devices.from_rows(list(devices)) == devices
 
 
 def test_fast_block_uptime_reads_as_block_hours() -> None:
-    assert rw.block_hour_seconds(3600.0, 3600) == 3600
-    assert rw.block_hour_seconds(5.0, 10) == 1800  # half a 10 s block: half an hour
-    assert rw.block_hour_seconds(10.0, 10) == 3600
-    assert rw.block_hour_seconds(0.0, 60) == 0
+    assert rewards.block_hour_seconds(3600.0, 3600) == 3600
+    assert rewards.block_hour_seconds(5.0, 10) == 1800  # half a 10 s block: half an hour
+    assert rewards.block_hour_seconds(10.0, 10) == 3600
+    assert rewards.block_hour_seconds(0.0, 60) == 0
 
 
 def test_weights_beyond_64_bits_stay_exact() -> None:
@@ -455,29 +467,29 @@ def test_weights_beyond_64_bits_stay_exact() -> None:
         _device("b", multiplier=huge, processors=3, uptime_s=1800),
         _device("c", multiplier=Fraction(1, 3)),
     )
-    block = rw.compute_block(BlockInputs(0, EMISSION, devices, gpu_pool_bps=10_000))
+    block = rewards.compute_block(BlockInputs(0, EMISSION, devices, gpu_pool_bps=10_000))
     assert sum(block.units) == EMISSION
     by_id = {d.device_id: d for d in devices}
     for r in block.rewards:
-        assert r.score == rw.score(by_id[r.device_id])
+        assert r.score == rewards.score(by_id[r.device_id])
     a, b, c = block.units
     assert a > b > c and abs(a / b - Fraction(8, 3) * 2) < Fraction(1, 10**6)
-    assert rw.verify_block(BlockInputs(0, EMISSION, devices, gpu_pool_bps=10_000), block)
+    assert rewards.verify_block(BlockInputs(0, EMISSION, devices, gpu_pool_bps=10_000), block)
 
 
 def test_verify_published_checks_the_bytes_and_the_recomputation() -> None:
     inputs = BlockInputs(2, EMISSION, (_device("a"), _device("b", uptime_s=900)))
-    block = rw.compute_block(inputs)
-    in_bytes = rw.canonical_json(rw.inputs_to_dict(inputs))
-    out_bytes = rw.canonical_json(rw.block_to_dict(block))
-    assert rw.verify_published(in_bytes, out_bytes)
+    block = rewards.compute_block(inputs)
+    in_bytes = canonical_json(inputs_to_dict(inputs))
+    out_bytes = canonical_json(block_to_dict(block))
+    assert rewards.verify_published(in_bytes, out_bytes)
     # Other inputs than the ones the outputs name, even if equivalent JSON.
-    assert not rw.verify_published(in_bytes + b" ", out_bytes)
+    assert not rewards.verify_published(in_bytes + b" ", out_bytes)
     # A copy of the inputs with one fact changed does not recompute to the outputs.
     copy = json.loads(in_bytes)
     copy["devices"]["uptime_s"][1] += 1
-    assert not rw.verify_published(in_bytes, out_bytes, copy)
-    assert rw.verify_published(in_bytes, out_bytes, json.loads(in_bytes))
+    assert not rewards.verify_published(in_bytes, out_bytes, copy)
+    assert rewards.verify_published(in_bytes, out_bytes, json.loads(in_bytes))
 
 
 # Published bytes -------------------------------------------------------------------------------
@@ -513,11 +525,11 @@ def test_published_hashes_are_pinned() -> None:
         _device("f", multiplier=Fraction(11, 4), processors=3, cumulative_uptime_s=3600),
     )
     inputs = BlockInputs(17, EMISSION + 1, devices)
-    block = rw.compute_block(inputs)
-    assert rw.inputs_hash(inputs) == (
+    block = rewards.compute_block(inputs)
+    assert inputs_hash(inputs) == (
         "9aa457f017ae51183087139e58b68c8a6f03a8330248a14c6cef3d2859186abe"
     )
-    assert rw.outputs_hash(block) == (
+    assert outputs_hash(block) == (
         "9ce6d9c0d4c06461a5fb112842f9b95b963ded2c8c824ca23c26757d3032c423"
     )
     # Weights beyond 64 bits: the standard library's encoder writes these bytes.
@@ -532,9 +544,7 @@ def test_published_hashes_are_pinned() -> None:
         ),
         gpu_pool_bps=10_000,
     )
-    assert rw.inputs_hash(big) == (
-        "ce952c9bc857e685d2a4e8d5efa99b484e5e61fea5c35886745409050c9e4083"
-    )
-    assert rw.outputs_hash(rw.compute_block(big)) == (
+    assert inputs_hash(big) == ("ce952c9bc857e685d2a4e8d5efa99b484e5e61fea5c35886745409050c9e4083")
+    assert outputs_hash(rewards.compute_block(big)) == (
         "cc617a4c5b43076656fa34e3c9e040a0af3814f26f755069bf82c221182751ae"
     )

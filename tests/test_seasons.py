@@ -10,10 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from idlegrid.core import rewards as rw
+from idlegrid.core import rewards
 from idlegrid.core import seasons as ss
+from idlegrid.core.block_columns import BlockInputs, DeviceInput, DeviceKind
+from idlegrid.core.block_publication import canonical_json, inputs_hash, inputs_to_dict
 from idlegrid.core.emission import UNITS_PER_IO as U
-from idlegrid.core.rewards import BlockInputs, DeviceInput, DeviceKind
 from idlegrid.core.seasons import MILLI, Season
 from idlegrid.errors import InvalidAmount, InvalidRequest
 from idlegrid.protocol import DeviceStatus
@@ -97,14 +98,14 @@ def test_worked_example() -> None:
         "cpu_awarded_millipoints": 334,
         "io_units": 5_291_111 + 1_587_777 + 900_000,
     }
-    assert [h["inputs_hash"] for h in data["hours"]] == [rw.inputs_hash(b) for b in HOURS]
+    assert [h["inputs_hash"] for h in data["hours"]] == [inputs_hash(b) for b in HOURS]
     assert data["season_hash"] == ss.season_hash(SEASON)
 
 
 def test_verify_from_published_json() -> None:
     results = ss.compute_season(SEASON, HOURS)
     published = json.loads(json.dumps(ss.results_to_dict(results)))
-    inputs = [json.loads(json.dumps(rw.inputs_to_dict(b))) for b in HOURS]
+    inputs = [json.loads(json.dumps(inputs_to_dict(b))) for b in HOURS]
     season = ss.season_from_dict(published["season"])
     assert season == SEASON
     assert ss.verify_season(season, inputs, published)
@@ -166,7 +167,7 @@ def test_hourly_pools_sum_exactly_and_are_even(points: int, start: int, hours: i
     pools = ss.hourly_points(season, GPU)
     assert len(pools) == hours and sum(pools) == points * MILLI
     assert max(pools) - min(pools) <= 1 and pools == sorted(pools, reverse=True)
-    assert pools == rw.split_exact(points * MILLI, [1] * hours)  # the largest-remainder split
+    assert pools == rewards.split_exact(points * MILLI, [1] * hours)  # the largest-remainder split
     assert ss.hourly_points(season, CPU) == [0] * hours
 
 
@@ -197,7 +198,7 @@ def test_an_hour_hands_out_its_pool_exactly(devices: list[DeviceInput], gpu: int
     earned = ss.season_hour(season, inputs)
     assert set(earned) == {d.device_id for d in devices}
     for d in devices:
-        if not d.proof_passed or d.status in rw.EXCLUDED_STATUSES or ss.weight(d) == 0:
+        if not d.proof_passed or d.status in rewards.EXCLUDED_STATUSES or ss.weight(d) == 0:
             assert earned[d.device_id] == 0
         assert earned[d.device_id] >= 0
     for kind in DeviceKind:
@@ -223,7 +224,7 @@ def test_the_column_rules_are_the_one_device_rules(
     for kind in DeviceKind:
         mine = [d for d in inputs.devices if d.kind is kind and ss.qualifies(d)]
         if mine:
-            parts = rw.split_exact(ss.hour_pool(season, kind, 7), [ss.weight(d) for d in mine])
+            parts = rewards.split_exact(ss.hour_pool(season, kind, 7), [ss.weight(d) for d in mine])
             expected.update((d.device_id, p) for d, p in zip(mine, parts, strict=True))
     assert ss.season_hour(season, inputs) == expected
 
@@ -334,7 +335,7 @@ def test_results_hash_changes_with_any_input(
 def test_results_are_canonical() -> None:
     a = ss.results_to_dict(ss.compute_season(SEASON, HOURS))
     b = ss.results_to_dict(ss.compute_season(SEASON, list(reversed(HOURS))))
-    assert rw.canonical_json(a) == rw.canonical_json(b)
+    assert canonical_json(a) == canonical_json(b)
     assert [d["device_id"] for d in a["devices"]] == ["c1", "g1", "g2", "g3"]
     assert [o["owner"] for o in a["owners"]] == ["alice", "bob", "carol"]
     with pytest.raises(InvalidRequest):

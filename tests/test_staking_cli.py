@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from idlegrid.core.rewards import published_rows
+from idlegrid.core.block_publication import published_rows
 from idlegrid.localnet import LocalNetwork
 from idlegrid.sdk import Client
 

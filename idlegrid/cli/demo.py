@@ -221,7 +221,7 @@ def _run(net: LocalNetwork, client: Client) -> None:
 
 def _earn_a_block_reward(net: LocalNetwork, client: Client) -> str:
     """Step 8: stake a device, wait for a block that pays it, verify it, claim."""
-    from idlegrid.core import rewards
+    from idlegrid.core import block_publication, rewards
 
     console.rule("8. staking and hourly reward blocks (docs/rewards.md)")
     owner_key, _ = load_or_create_keypair(net.keypair_path(0))  # the device owns itself
@@ -240,7 +240,7 @@ def _earn_a_block_reward(net: LocalNetwork, client: Client) -> str:
                 if b.status == "completed" and b.starts_at > staked_at:
                     view = client.get_block(b.number)
                     if view.inputs and view.outputs:
-                        nominated, _ = rewards.published_rows(view.inputs, view.outputs)
+                        nominated, _ = block_publication.published_rows(view.inputs, view.outputs)
                         if any(r["device_id"] == device and r["units"] for r in nominated):
                             return b.number
             return None

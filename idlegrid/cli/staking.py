@@ -27,7 +27,7 @@ from idlegrid.cli.common import (
     reported_errors,
     signed_client,
 )
-from idlegrid.core import rewards
+from idlegrid.core import block_publication, rewards
 from idlegrid.protocol import BlockList, BlockView, RewardList, SeasonList, SeasonView, StakeView
 from idlegrid.sdk import Client
 
@@ -194,7 +194,7 @@ def _show_block(view: BlockView) -> None:
         return
     for pool in cast(list[dict[str, Any]], view.outputs["pools"]):
         console.print(f"  pool {pool}")
-    paid, excluded = rewards.published_rows(view.inputs, view.outputs)
+    paid, excluded = block_publication.published_rows(view.inputs, view.outputs)
     for r in paid[:50]:
         console.print(f"  {r['device_id']}: {r['units']} units")
     for x in excluded[:50]:

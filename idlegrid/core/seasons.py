@@ -47,9 +47,10 @@ from typing import Any
 
 import numpy as np
 
-from idlegrid.core import rewards
+from idlegrid.core import block_publication, rewards
+from idlegrid.core.block_columns import HOUR_S, BlockInputs, DeviceInput, DeviceKind
 from idlegrid.core.emission import UNITS_PER_IO
-from idlegrid.core.rewards import EXCLUDED_STATUSES, HOUR_S, BlockInputs, DeviceInput, DeviceKind
+from idlegrid.core.rewards import EXCLUDED_STATUSES
 from idlegrid.errors import InvalidAmount, InvalidRequest
 
 MILLI = 1_000
@@ -195,7 +196,7 @@ def convert(season: Season, points: Mapping[str, int], owners: Mapping[str, str]
 class HourTotal:
     hour: int
     inputs_hash: str
-    """``rewards.inputs_hash`` of the block-hour's published inputs."""
+    """``block_publication.inputs_hash`` of the block-hour's published inputs."""
     gpu_pool: int
     gpu_awarded: int
     """The GPU pool when any GPU qualified, else 0 (the same for CPU)."""
@@ -221,7 +222,7 @@ class SeasonResults:
 
 
 def _as_inputs(inputs: BlockInputs | Mapping[str, Any]) -> BlockInputs:
-    return inputs if isinstance(inputs, BlockInputs) else rewards.inputs_from_dict(inputs)
+    return inputs if isinstance(inputs, BlockInputs) else block_publication.inputs_from_dict(inputs)
 
 
 def compute_season(
@@ -255,7 +256,7 @@ def compute_season(
         hours.append(
             HourTotal(
                 hour=hour,
-                inputs_hash=rewards.inputs_hash(inputs),
+                inputs_hash=block_publication.inputs_hash(inputs),
                 gpu_pool=hour_pool(season, DeviceKind.GPU, hour),
                 gpu_awarded=awarded[DeviceKind.GPU],
                 cpu_pool=hour_pool(season, DeviceKind.CPU, hour),
@@ -311,7 +312,7 @@ def season_from_dict(data: Mapping[str, Any]) -> Season:
 
 
 def season_hash(season: Season) -> str:
-    return hashlib.sha256(rewards.canonical_json(season_to_dict(season))).hexdigest()
+    return hashlib.sha256(block_publication.canonical_json(season_to_dict(season))).hexdigest()
 
 
 def results_to_dict(results: SeasonResults) -> dict[str, Any]:
@@ -343,7 +344,7 @@ def results_to_dict(results: SeasonResults) -> dict[str, Any]:
 
 
 def results_hash(results: SeasonResults) -> str:
-    return hashlib.sha256(rewards.canonical_json(results_to_dict(results))).hexdigest()
+    return hashlib.sha256(block_publication.canonical_json(results_to_dict(results))).hexdigest()
 
 
 def verify_season(
@@ -362,5 +363,5 @@ def verify_season(
     elif isinstance(published, SeasonResults):
         expected = results_hash(published)
     else:
-        expected = hashlib.sha256(rewards.canonical_json(published)).hexdigest()
+        expected = hashlib.sha256(block_publication.canonical_json(published)).hexdigest()
     return results_hash(recomputed) == expected

@@ -45,7 +45,7 @@ from sqlalchemy import String, cast, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from idlegrid.catalog import Catalog
-from idlegrid.core import emission, rewards, staking
+from idlegrid.core import block_columns, block_publication, emission, rewards, staking
 from idlegrid.core.fees import format_amount
 from idlegrid.core.ledger import Transfer
 from idlegrid.errors import NotFound
@@ -209,8 +209,8 @@ class BlockService:
                 assert block is not None
                 inputs = self.gather(db, block)
                 gc.freeze()  # a million inputs: keep full collections from walking them
-                published = rewards.inputs_to_dict(inputs)
-                document = rewards.canonical_json(published)
+                published = block_publication.inputs_to_dict(inputs)
+                document = block_publication.canonical_json(published)
                 result = rewards.compute_block(inputs, hashlib.sha256(document).hexdigest())
                 self._credit(db, block, result)
                 self._publish(db, block, published, document, result)
@@ -228,7 +228,7 @@ class BlockService:
 
     # -- inputs --------------------------------------------------------------------------
 
-    def gather(self, db: Session, block: Block) -> rewards.BlockInputs:
+    def gather(self, db: Session, block: Block) -> block_columns.BlockInputs:
         """Every device registered by the window's end that has a passed proof or a
         stake, with its facts for the window, as columns (one pass over plain rows: no
         ORM objects for a million devices); the others are counted in ``block.unlisted``."""
@@ -283,7 +283,7 @@ class BlockService:
         ]
         unrewarded = Readiness.NOT_REWARD_READY.value
         staked = [stakes.get(d, (0, ())) for d in ids]
-        devices = rewards.Devices(
+        devices = block_columns.Devices(
             device_id=ids,
             owner=owners,
             kind=["cpu" if k == "cpu" else "gpu" for k in kinds],
@@ -302,7 +302,7 @@ class BlockService:
             status=statuses,
             costakers=[(i, s, b) for i, (_, shares) in enumerate(staked) for s, b in shares],
         )
-        return rewards.BlockInputs(
+        return block_columns.BlockInputs(
             hour=block.number,
             emission_units=block.emission,
             devices=devices,
@@ -347,13 +347,15 @@ class BlockService:
         """(multiplier as published, minimum stake) of a model; 0 for unknown models."""
         hw = self.catalog.get(model) if model else None
         if hw is None:
-            return rewards.multiplier_text(Fraction(0)), 0
+            return block_columns.multiplier_text(Fraction(0)), 0
         multiplier = staking.parse_multiplier(hw.multiplier)
-        return rewards.multiplier_text(multiplier), staking.minimum_stake(multiplier, processors)
+        return block_columns.multiplier_text(multiplier), staking.minimum_stake(
+            multiplier, processors
+        )
 
     # -- crediting and publishing ---------------------------------------------------------
 
-    def _credit(self, db: Session, block: Block, result: rewards.Block) -> None:
+    def _credit(self, db: Session, block: Block, result: block_columns.Block) -> None:
         """Move the block's rewards to the unclaimed account and credit each wallet its
         share (claimed later, ``ClaimService``). One transfer per block, whatever its size."""
         owed = result.credits()
@@ -380,12 +382,12 @@ class BlockService:
         block: Block,
         inputs: dict[str, Any],
         inputs_document: bytes,
-        result: rewards.Block,
+        result: block_columns.Block,
     ) -> None:
         """Store both documents as hashed, what the block's page shows, and a row per
         device for per-device reads."""
-        published = rewards.block_to_dict(result)
-        outputs = rewards.canonical_json(published)
+        published = block_publication.block_to_dict(result)
+        outputs = block_publication.canonical_json(published)
         block.inputs_json = inputs_document
         block.inputs_hash = result.inputs_hash
         block.outputs_json = outputs
@@ -516,7 +518,7 @@ class BlockPage:
 
 def _page_document(inputs: dict[str, Any], outputs: dict[str, Any]) -> bytes:
     """The first ``PAGE_ROWS`` nominated and excluded devices, the pools and the notes."""
-    paid, excluded = rewards.published_rows(inputs, outputs, PAGE_ROWS)
+    paid, excluded = block_publication.published_rows(inputs, outputs, PAGE_ROWS)
     return orjson.dumps(
         {
             "paid": paid,

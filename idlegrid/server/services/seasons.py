@@ -19,7 +19,7 @@ from collections.abc import Callable
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from idlegrid.core import rewards
+from idlegrid.core import block_columns
 from idlegrid.core import seasons as rules
 from idlegrid.core.ledger import Transfer
 from idlegrid.errors import NotFound
@@ -65,7 +65,7 @@ class SeasonService:
             db.add(row)
         return season_view(row)
 
-    def add_block(self, db: Session, number: int, inputs: rewards.BlockInputs) -> None:
+    def add_block(self, db: Session, number: int, inputs: block_columns.BlockInputs) -> None:
         """Add the block-hour's points of every season that covers it."""
         covering = list(
             db.scalars(
