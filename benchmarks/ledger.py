@@ -56,9 +56,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from idlegrid.core import fees
 from idlegrid.core.ledger import Transfer, TransferKind
 from idlegrid.ledger.book import SUMS, Book, balanced
+from idlegrid.ledger.tables import LedgerAccount, LedgerHead
+from idlegrid.orm import chunks
 from idlegrid.server.db import make_engine, migrate, session_factory
-from idlegrid.server.db.bulk import chunks
-from idlegrid.server.db.models import LedgerAccount, LedgerHead
 from idlegrid.server.services.ledger import escrow_account, fees_account, onchain, user_account
 
 GOAL_PER_S = 20_000  # transfers per second, batched, on PostgreSQL

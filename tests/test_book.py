@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from idlegrid.core.ledger import GENESIS_HASH, Transfer, chain_hash
 from idlegrid.errors import IdlegridError, InsufficientFunds, TransferExists, UnknownAccount
 from idlegrid.ledger.book import GENESIS, Book, balanced
+from idlegrid.ledger.tables import LedgerHead, LedgerTransfer
 from idlegrid.server.db import make_engine, migrate, session_factory
-from idlegrid.server.db.models import LedgerHead, LedgerTransfer
 from tests.test_ledger_core import ACCOUNTS, Model, op
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
+from idlegrid.ledger.tables import LedgerAccount
 from idlegrid.server.db.engine import make_engine, migrate, session_factory
-from idlegrid.server.db.models import LedgerAccount
 
 
 def test_a_read_does_not_wait_for_a_writer_and_a_second_writer_does(tmp_path: Path) -> None:

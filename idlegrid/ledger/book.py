@@ -22,11 +22,17 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from idlegrid.core import ledger as core
-from idlegrid.core.ledger import AccountState, Transfer, TransferKind
+from idlegrid.core.ledger import (
+    GENESIS_HASH,
+    AccountState,
+    Transfer,
+    TransferKind,
+    apply,
+    chain_hash,
+)
 from idlegrid.errors import TransferExists, UnknownAccount
-from idlegrid.server.db.bulk import chunks
-from idlegrid.server.db.models import LedgerAccount, LedgerHead, LedgerTransfer
+from idlegrid.ledger.tables import LedgerAccount, LedgerHead, LedgerTransfer
+from idlegrid.orm import chunks
 
 SETTLING = (TransferKind.POST_PENDING, TransferKind.VOID_PENDING)
 SUMS = ("debits_pending", "debits_posted", "credits_pending", "credits_posted")
@@ -52,7 +58,7 @@ class Checkpoint:
     hash: str
 
 
-GENESIS = Checkpoint(0, core.GENESIS_HASH)
+GENESIS = Checkpoint(0, GENESIS_HASH)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +127,7 @@ class Book:
         a constant number of statements per batch, not five per transfer."""
         head = db.get(LedgerHead, 1, with_for_update=True)
         if head is None:
-            head = LedgerHead(id=1, seq=0, hash=core.GENESIS_HASH)
+            head = LedgerHead(id=1, seq=0, hash=GENESIS_HASH)
             db.add(head)
         account_ids = sorted({a for t in transfers for a in (t.debit, t.credit)})
         rows: dict[str, LedgerAccount] = {}
@@ -172,7 +178,7 @@ class Book:
             pending, is_open = None, False
             if t.kind in SETTLING and t.pending_id is not None:
                 pending, is_open = pendings.get(t.pending_id, (None, False))
-            debit, credit = core.apply(
+            debit, credit = apply(
                 t, states[t.debit], states[t.credit], pending, pending_open=is_open
             )
             states[t.debit], states[t.credit] = debit, credit
@@ -182,7 +188,7 @@ class Book:
             if t.kind is TransferKind.PENDING:
                 pendings[t.id] = (t, True)
             seq += 1
-            chain = core.chain_hash(chain, t, seq)
+            chain = chain_hash(chain, t, seq)
             new_rows[t.id] = {
                 "seq": seq,
                 "id": t.id,
@@ -267,7 +273,7 @@ class Book:
             seq += 1
             if row.seq != seq:
                 return f"transfer {row.id}: sequence {row.seq} where {seq} was expected", since
-            expected = core.chain_hash(previous, _transfer(row), seq)
+            expected = chain_hash(previous, _transfer(row), seq)
             if row.hash != expected:
                 return f"transfer {row.id} (seq {seq}): hash does not follow from its fields", since
             previous = row.hash

@@ -54,7 +54,7 @@ from idlegrid.ledger.chain import (
     Landed,
     Prepared,
 )
-from idlegrid.server.db.models import ChainOperation
+from idlegrid.ledger.tables import ChainOperation
 
 log = logging.getLogger("idlegrid.ledger.outbox")
 

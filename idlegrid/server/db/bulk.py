@@ -13,27 +13,21 @@ written once for both databases: SQLite (≥ 3.33) and PostgreSQL both speak
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import Select
 from sqlalchemy.orm import Session
 
-T = TypeVar("T")
-
-# Under SQLite's 32,766 bound parameters with three a row.
-CHUNK_ROWS = 5000
+# The ledger chunks its statements too, so the two live beneath both (idlegrid/orm.py).
+from idlegrid.orm import CHUNK_ROWS as CHUNK_ROWS
+from idlegrid.orm import chunks as chunks
 
 
 def _mark(db: Session) -> str:
     """The DBAPI's positional placeholder. Raw DBAPI parameters, because
     SQLAlchemy's per-parameter processing costs more than the statement."""
     return "?" if db.get_bind().dialect.paramstyle == "qmark" else "%s"
-
-
-def chunks(rows: Sequence[T], size: int = CHUNK_ROWS) -> Iterator[Sequence[T]]:
-    for start in range(0, len(rows), size):
-        yield rows[start : start + size]
 
 
 def add_uptime(db: Session, rows: Sequence[tuple[str, int, float]]) -> None:

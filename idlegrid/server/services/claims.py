@@ -26,8 +26,9 @@ from idlegrid.core.fees import format_amount
 from idlegrid.core.ledger import Transfer
 from idlegrid.errors import NothingToClaim
 from idlegrid.ledger.chain import Asset, ChainOp
+from idlegrid.ledger.tables import LedgerAccount
 from idlegrid.protocol import RewardBalance, RewardClaimView
-from idlegrid.server.db.models import LedgerAccount, RewardClaim, RewardCredit
+from idlegrid.server.db.models import RewardClaim, RewardCredit
 from idlegrid.server.services.ledger import UNCLAIMED, LedgerService, onchain, user_account
 
 log = logging.getLogger("idlegrid.server.claims")

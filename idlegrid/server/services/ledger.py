@@ -47,7 +47,8 @@ from idlegrid.ledger.book import GENESIS, Book, Checkpoint, balanced
 from idlegrid.ledger.chain import TREASURY_ROLES, Asset, Chain, ChainOp
 from idlegrid.ledger.oracle import PriceOracle, usdc_to_io_units
 from idlegrid.ledger.outbox import OpStatus, Outbox
-from idlegrid.server.db.models import ChainOperation, LedgerAccount, LedgerTransfer, RewardCredit
+from idlegrid.ledger.tables import ChainOperation, LedgerAccount, LedgerTransfer
+from idlegrid.server.db.models import RewardCredit
 
 log = logging.getLogger("idlegrid.server.ledger")
 
