@@ -23,8 +23,8 @@ from idlegrid.ledger.chain import (
     ChainLayout,
     Snapshottable,
     layout_for,
-    make_chain,
 )
+from idlegrid.ledger.connect import make_chain
 from idlegrid.ledger.litesvm import LiteSvmChain
 from idlegrid.ledger.rpc import RpcChain
 

@@ -10,6 +10,9 @@ adapters implement:
   a file.
 - ``rpc.RpcChain``: a JSON-RPC cluster (localnet, devnet, mainnet).
 
+The adapters import this page; it imports neither. ``connect.make_chain`` picks
+the one a URL names.
+
 Layout. Every address the network holds is derived from the authority's public
 key alone (``Pubkey.create_with_seed``), so ``layout_for(authority)`` is a pure
 function, ``setup()`` is idempotent by construction, and a restarted control
@@ -51,7 +54,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 from typing import Final, Literal, Protocol, runtime_checkable
 
 import spl.token.instructions as spl
@@ -318,20 +320,6 @@ class Snapshottable(Protocol):
     def snapshot(self) -> bytes: ...
 
     def restore(self, data: bytes) -> None: ...
-
-
-def make_chain(url: str, authority: Keypair, state_file: Path | None = None) -> Chain:
-    """The adapter a URL names: ``litesvm`` or ``embedded`` (state in ``state_file``), or
-    ``http(s)://…`` for an RPC cluster."""
-    if url in ("litesvm", "embedded"):
-        from idlegrid.ledger.litesvm import LiteSvmChain
-
-        return LiteSvmChain(authority, state_file)
-    if url.startswith(("http://", "https://")):
-        from idlegrid.ledger.rpc import RpcChain
-
-        return RpcChain(authority, url)
-    raise ValueError(f"unknown chain url {url!r}: use 'litesvm', 'embedded' or http(s)://…")
 
 
 def _amount(amount: int) -> int:

@@ -19,7 +19,7 @@ from idlegrid.core.idle import IdleRules
 from idlegrid.core.lifecycle import Timing
 from idlegrid.errors import IdlegridError, InternalError, InvalidRequest
 from idlegrid.identity import load_or_create_keypair
-from idlegrid.ledger.chain import make_chain
+from idlegrid.ledger.connect import make_chain
 from idlegrid.ledger.oracle import FixedOracle
 from idlegrid.server import hotpath, loops
 from idlegrid.server.auth import NonceStore
