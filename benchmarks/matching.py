@@ -1,4 +1,4 @@
-"""How fast ``MatchIndex`` (``idlegrid/core/matching.py``) picks devices, on this machine::
+"""How fast ``MatchIndex`` (``idlegrid/core/match_index.py``) picks devices, on this machine::
 
     .venv/bin/python benchmarks/matching.py [--sizes 10000,100000,1000000] [--requests 1000]
                                             [--json]
@@ -58,13 +58,8 @@ import psutil
 from common import finish, machine, parse_counts, peak_rss_mb, print_table
 
 from idlegrid.catalog import load_catalog
-from idlegrid.core.matching import (
-    Candidate,
-    MatchIndex,
-    Requirements,
-    device_reputation,
-    match,
-)
+from idlegrid.core.match_index import MatchIndex
+from idlegrid.core.matching import Candidate, Requirements, device_reputation, match
 
 GOAL_P99_MS = 10.0
 GOAL_PLACED_PER_S = 10_000

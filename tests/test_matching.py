@@ -11,11 +11,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from idlegrid.core import matching as mt
+from idlegrid.core import match_index
+from idlegrid.core.match_index import MatchIndex
 from idlegrid.core.matching import (
     STEPS,
     Candidate,
-    MatchIndex,
+    Match,
     Requirements,
     Standing,
     device_reputation,
@@ -39,11 +40,11 @@ def dev(device_id: str, **fields: Any) -> Candidate:
     return Candidate(device_id=device_id, **(base | fields))
 
 
-def ids(m: mt.Match) -> list[str]:
+def ids(m: Match) -> list[str]:
     return [c.device_id for c in m.devices]
 
 
-def both(candidates: list[Candidate], req: Requirements) -> mt.Match:
+def both(candidates: list[Candidate], req: Requirements) -> Match:
     """The reference's answer, after checking that the index gives the same."""
     want = match(candidates, req)
     assert MatchIndex(candidates).match(req) == want
@@ -305,7 +306,7 @@ def requirements(draw: st.DrawFn) -> Requirements:
 
 # A supplier's model-blind tree normally waits for 512 devices; 2 and 4 make the small
 # fleets here build it and drop it again.
-BLIND_FROM = st.sampled_from([2, 4, mt.SUPPLIER_BLIND_FROM])
+BLIND_FROM = st.sampled_from([2, 4, match_index.SUPPLIER_BLIND_FROM])
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -317,7 +318,7 @@ BLIND_FROM = st.sampled_from([2, 4, mt.SUPPLIER_BLIND_FROM])
 def test_index_matches_the_reference(
     fleet: list[Candidate], reqs: list[Requirements], blind_from: int
 ) -> None:
-    with patch.object(mt, "SUPPLIER_BLIND_FROM", blind_from):
+    with patch.object(match_index, "SUPPLIER_BLIND_FROM", blind_from):
         index = MatchIndex(fleet)
     for req in reqs:
         assert index.match(req) == match(fleet, req)
@@ -359,7 +360,7 @@ def test_index_matches_the_reference_when_countries_tie(
 def test_index_stays_equal_to_the_reference_through_changes(
     fleet: list[Candidate], ops: list[tuple[str, Any]], probe: Requirements, blind_from: int
 ) -> None:
-    with patch.object(mt, "SUPPLIER_BLIND_FROM", blind_from):
+    with patch.object(match_index, "SUPPLIER_BLIND_FROM", blind_from):
         index = MatchIndex(fleet)
         _index_stays_equal(index, fleet, ops, probe)
 
