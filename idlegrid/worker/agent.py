@@ -1,11 +1,12 @@
 """The worker agent's main loop: register, then run its duties on their intervals.
 
 Duties are small periodic classes (after SkyPilot's skylet events): each has an
-``interval_s`` and a ``run(agent)``. A duty that fails is logged and tried again
-at its next turn; the agent never dies of one. When the server cannot be
-reached, the agent backs off exponentially (with jitter, capped) and carries on
-where it left off once the server is back. A device the server no longer knows
-(for instance after its database was reset) registers again.
+``interval_s`` and a ``run(agent)`` (the contract is ``duty.py``). A duty that
+fails is logged and tried again at its next turn; the agent never dies of one.
+When the server cannot be reached, the agent backs off exponentially (with
+jitter, capped) and carries on where it left off once the server is back. A
+device the server no longer knows (for instance after its database was reset)
+registers again.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import psutil
 from solders.keypair import Keypair
@@ -40,6 +40,7 @@ from idlegrid.protocol import (
 from idlegrid.sdk import Client
 from idlegrid.version import __version__
 from idlegrid.worker.duties import ChallengeDuty, ConnectivityDuty
+from idlegrid.worker.duty import AgentView, Duty
 from idlegrid.worker.hardware import gpu_utilization
 from idlegrid.worker.raynode import RayConfig, RayDuty, sandbox_prefix
 from idlegrid.worker.sandbox import NoSandbox, Sandbox
@@ -67,20 +68,13 @@ class Backoff:
         self.attempts = 0
 
 
-class Duty(Protocol):
-    name: str
-    interval_s: float
-
-    def run(self, agent: Agent) -> None: ...
-
-
 class HeartbeatDuty:
     name = "heartbeat"
 
     def __init__(self, interval_s: float) -> None:
         self.interval_s = interval_s
 
-    def run(self, agent: Agent) -> None:
+    def run(self, agent: AgentView) -> None:
         gpu = gpu_utilization() if agent.hardware.gpus else None
         req = HeartbeatRequest(cpu_percent=psutil.cpu_percent(interval=None), gpu_percent=gpu)
         resp = agent.client.heartbeat(agent.device_id, req)

@@ -14,7 +14,6 @@ import statistics
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from idlegrid.core import proof as pf
 from idlegrid.core.connectivity import mbps
@@ -26,10 +25,8 @@ from idlegrid.protocol import (
     RevealRequest,
 )
 from idlegrid.sdk import Client
+from idlegrid.worker.duty import AgentView
 from idlegrid.worker.prover import MemoryHold, Prover, choose
-
-if TYPE_CHECKING:
-    from idlegrid.worker.agent import Agent
 
 log = logging.getLogger("idlegrid.worker.duties")
 
@@ -118,7 +115,7 @@ class ChallengeDuty:
         self._thread: threading.Thread | None = None
         self.last_result: ProofView | None = None
 
-    def run(self, agent: Agent) -> None:
+    def run(self, agent: AgentView) -> None:
         challenge_id = agent.pending_challenge
         if challenge_id is None or (self._thread is not None and self._thread.is_alive()):
             return
@@ -134,7 +131,7 @@ class ChallengeDuty:
         )
         self._thread.start()
 
-    def _prove(self, agent: Agent, challenge_id: str, prover: Prover) -> None:
+    def _prove(self, agent: AgentView, challenge_id: str, prover: Prover) -> None:
         if not self._warm:
             # Before the fetch, which starts the server's clock: a cold CUDA start and
             # the public B pool cost an H200 about 0.4 s, a fifth of its proof.
@@ -165,7 +162,7 @@ class ConnectivityDuty:
         self.interval_s = interval_s
         self.nbytes = nbytes
 
-    def run(self, agent: Agent) -> None:
+    def run(self, agent: AgentView) -> None:
         client = agent.client
         rtts = []
         for _ in range(5):

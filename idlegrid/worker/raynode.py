@@ -33,15 +33,13 @@ import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Literal
+from typing import IO, Literal
 
 import psutil
 
 from idlegrid.protocol import Assignment, RayNodeReport
+from idlegrid.worker.duty import AgentView
 from idlegrid.worker.sandbox import Launched, Limits, NodeSpec, NoSandbox, Sandbox
-
-if TYPE_CHECKING:
-    from idlegrid.worker.agent import Agent
 
 log = logging.getLogger("idlegrid.worker.ray")
 
@@ -358,7 +356,7 @@ class RayDuty:
         self._stopping: threading.Thread | None = None
         self._reported_up = False
 
-    def run(self, agent: Agent) -> None:
+    def run(self, agent: AgentView) -> None:
         """Never blocks: starting and stopping Ray happen in the background."""
         want = agent.assignment
         node = self.node
@@ -406,7 +404,7 @@ class RayDuty:
             self._report(agent, node.assignment, "up")
 
     def _report(
-        self, agent: Agent, a: Assignment, state: NodeState, error: str | None = None
+        self, agent: AgentView, a: Assignment, state: NodeState, error: str | None = None
     ) -> None:
         node = self.node
         ports = node.ports if node is not None and node.assignment is a else {}
