@@ -78,8 +78,14 @@ from sqlalchemy.engine import make_url
 
 from idlegrid.catalog import HardwareModel, load_catalog
 from idlegrid.core import block_columns, block_publication, emission, rewards, staking
-from idlegrid.protocol import DeviceKind as HardwareKind
-from idlegrid.protocol import DeviceStatus
+from idlegrid.core.block_columns import (
+    HOUR_S,
+    BlockInputs,
+    DeviceInput,
+    RewardPool,
+    multiplier_text,
+)
+from idlegrid.protocol import DeviceKind, DeviceStatus
 from idlegrid.server.app import build_state
 from idlegrid.server.db.bulk import chunks, insert_rows
 from idlegrid.server.db.models import Block, BlockReward, Device, RewardCredit, StakeRow
@@ -92,7 +98,6 @@ GOAL_DEVICES = 1_000_000
 GATHER_HOUR = 10  # --gather: the stored fleet's window is the 10th hour after 1970
 DATABASE_NAME = "idlegrid_bench_blocks"
 HOUR = 0
-HOUR_S = block_columns.HOUR_S
 SEED = 7
 
 _T0 = time.monotonic()
@@ -130,17 +135,17 @@ SECOND_FAULT_SHARE = 1 / 3
 COSTAKED_SHARE = 0.10
 
 
-def make_inputs(n: int, seed: int = SEED) -> block_columns.BlockInputs:
+def make_inputs(n: int, seed: int = SEED) -> BlockInputs:
     """The block's inputs for ``n`` devices."""
     rng = random.Random(seed)
     catalog = load_catalog()
-    by_kind: dict[HardwareKind, list[HardwareModel]] = {k: [] for k in HardwareKind}
+    by_kind: dict[DeviceKind, list[HardwareModel]] = {k: [] for k in DeviceKind}
     for model in catalog.models:
         by_kind[model.kind].append(model)
     for models in by_kind.values():
         rng.shuffle(models)  # popularity by rank in the shuffled order
     kinds = rng.choices(
-        [HardwareKind.GPU, HardwareKind.APPLE, HardwareKind.CPU], weights=[70, 10, 20], k=n
+        [DeviceKind.GPU, DeviceKind.APPLE, DeviceKind.CPU], weights=[70, 10, 20], k=n
     )
     picked = {
         k: iter(rng.choices(models, weights=zipf_weights(len(models)), k=n))
@@ -154,7 +159,7 @@ def make_inputs(n: int, seed: int = SEED) -> block_columns.BlockInputs:
     for kind in kinds:
         owner = rng.choice(large) if rng.random() < 0.05 else rng.choice(owners)
         hw: HardwareModel | None = next(picked[kind])
-        processors = rng.choice((1, 1, 1, 1, 2, 4, 8)) if kind is HardwareKind.GPU else 1
+        processors = rng.choice((1, 1, 1, 1, 2, 4, 8)) if kind is DeviceKind.GPU else 1
         why: set[str] = set()
         if rng.random() < EXCLUDED_SHARE:
             why.add(rng.choices(faults, fault_weights)[0])
@@ -186,12 +191,10 @@ def make_inputs(n: int, seed: int = SEED) -> block_columns.BlockInputs:
                 if staker != owner:
                     costakers[staker] = rng.randrange(500, 2501, 100)
         devices.append(
-            block_columns.DeviceInput(
+            DeviceInput(
                 device_id=wallet(rng),
                 owner=owner,
-                kind=block_columns.DeviceKind.CPU
-                if kind is HardwareKind.CPU
-                else block_columns.DeviceKind.GPU,
+                kind=RewardPool.CPU if kind is DeviceKind.CPU else RewardPool.GPU,
                 multiplier=Fraction(str(hw.multiplier)) if hw else Fraction(0),
                 processors=processors,
                 uptime_s=uptime,
@@ -205,9 +208,7 @@ def make_inputs(n: int, seed: int = SEED) -> block_columns.BlockInputs:
                 costakers=tuple(costakers.items()),
             )
         )
-    return block_columns.BlockInputs(
-        hour=HOUR, emission_units=emission.hour_amount(HOUR), devices=tuple(devices)
-    )
+    return BlockInputs(hour=HOUR, emission_units=emission.hour_amount(HOUR), devices=tuple(devices))
 
 
 # -- timing calls ----------------------------------------------------------------------------
@@ -318,14 +319,13 @@ def bench_size(n: int, admin_url: str | None, profile: bool, gather: bool) -> di
     return out
 
 
-def store_fleet(state: AppState, inputs: block_columns.BlockInputs) -> None:
+def store_fleet(state: AppState, inputs: BlockInputs) -> None:
     """The fleet's facts as the server keeps them (for ``--gather``): device rows with a
     catalog model of the same multiplier, this window's uptime and the hours before it,
     stakes (co-stakes included)."""
     d, start = inputs.devices, float(GATHER_HOUR * HOUR_S)
     by_multiplier = {
-        block_columns.multiplier_text(Fraction(str(m.multiplier))): m.key
-        for m in load_catalog().models
+        multiplier_text(Fraction(str(m.multiplier))): m.key for m in load_catalog().models
     }
     shares: dict[int, list[list[Any]]] = defaultdict(list)
     for i, staker, bps in d.costakers:
@@ -359,7 +359,7 @@ def store_fleet(state: AppState, inputs: block_columns.BlockInputs) -> None:
             db.execute(insert(StakeRow), list(chunk))
 
 
-def timed_gather(state: AppState, inputs: block_columns.BlockInputs) -> float:
+def timed_gather(state: AppState, inputs: BlockInputs) -> float:
     """Seconds for ``BlockService.gather`` over the stored fleet (block 1: the window
     ``GATHER_HOUR``); every device must come back."""
     with state.blocks.sessions.begin() as db:
@@ -471,7 +471,7 @@ def run_block(state: AppState, n: int, profile: bool, gather: bool) -> dict[str,
 
 
 def check_recorded(
-    state: AppState, inputs: block_columns.BlockInputs, result: block_columns.Block
+    state: AppState, inputs: BlockInputs, result: block_columns.Block
 ) -> dict[str, Any]:
     """The block is completed and holds every device; its credits sum to the emission,
     which sits in the unclaimed account; the pool is empty; the stored documents hash

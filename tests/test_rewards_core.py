@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from idlegrid.core import rewards
 from idlegrid.core import staking as sk
-from idlegrid.core.block_columns import BlockInputs, DeviceInput, DeviceKind, Devices, Reason
+from idlegrid.core.block_columns import BlockInputs, DeviceInput, Devices, Reason, RewardPool
 from idlegrid.core.block_publication import (
     block_to_dict,
     canonical_json,
@@ -168,7 +168,7 @@ def _device(device_id: str = "d1", **changes: object) -> DeviceInput:
     base = DeviceInput(
         device_id=device_id,
         owner=f"owner-{device_id}",
-        kind=DeviceKind.GPU,
+        kind=RewardPool.GPU,
         multiplier=Fraction(10),
         processors=8,
         uptime_s=3600,
@@ -203,7 +203,7 @@ def test_a_single_gpu_takes_the_whole_emission_when_no_cpu_is_nominated() -> Non
 
 
 def test_pools_split_95_5_and_nothing_is_paid_without_nominees() -> None:
-    cpu = _device("c1", kind=DeviceKind.CPU, multiplier=Fraction(1), processors=16)
+    cpu = _device("c1", kind=RewardPool.CPU, multiplier=Fraction(1), processors=16)
     block = rewards.compute_block(BlockInputs(0, 1_001, (_device(), cpu)))
     assert (block.reward_of("d1"), block.reward_of("c1")) == (950, 51)
     empty = rewards.compute_block(BlockInputs(0, 1_001, (_device(proof_passed=False),)))
@@ -279,7 +279,7 @@ def _devices(draw: st.DrawFn, device_id: str) -> DeviceInput:
     device = DeviceInput(
         device_id=device_id,
         owner=f"o-{device_id}",
-        kind=draw(st.sampled_from(DeviceKind)),
+        kind=draw(st.sampled_from(RewardPool)),
         multiplier=sk.parse_multiplier(draw(_multipliers)),
         processors=draw(st.integers(1, 8)),
         uptime_s=uptime,
@@ -349,7 +349,7 @@ def test_block_pays_exactly_its_emission(inputs: BlockInputs) -> None:
 @given(_inputs())
 def test_more_score_never_earns_less_within_a_pool(inputs: BlockInputs) -> None:
     block = rewards.compute_block(inputs)
-    for kind in DeviceKind:
+    for kind in RewardPool:
         pool = [r for r in block.rewards if r.kind == kind]
         for a in pool:
             for b in pool:
@@ -505,7 +505,7 @@ def test_published_hashes_are_pinned() -> None:
         _device("b", uptime_s=1234, tier=4, costakers=(("s1", 2_500), ("s2", 1_000))),
         _device(
             "c",
-            kind=DeviceKind.CPU,
+            kind=RewardPool.CPU,
             multiplier=Fraction(5, 4),
             processors=1,
             stake_units=250 * U,
@@ -513,7 +513,7 @@ def test_published_hashes_are_pinned() -> None:
         ),
         _device(
             "d",
-            kind=DeviceKind.CPU,
+            kind=RewardPool.CPU,
             multiplier=Fraction(1),
             processors=1,
             uptime_s=1799,

@@ -12,20 +12,20 @@ from hypothesis import strategies as st
 
 from idlegrid.core import rewards
 from idlegrid.core import seasons as ss
-from idlegrid.core.block_columns import BlockInputs, DeviceInput, DeviceKind
+from idlegrid.core.block_columns import BlockInputs, DeviceInput, RewardPool
 from idlegrid.core.block_publication import canonical_json, inputs_hash, inputs_to_dict
 from idlegrid.core.emission import UNITS_PER_IO as U
 from idlegrid.core.seasons import MILLI, Season
 from idlegrid.errors import InvalidAmount, InvalidRequest
 from idlegrid.protocol import DeviceStatus
 
-GPU, CPU = DeviceKind.GPU, DeviceKind.CPU
+GPU, CPU = RewardPool.GPU, RewardPool.CPU
 
 
 def _device(
     device_id: str,
     owner: str = "alice",
-    kind: DeviceKind = GPU,
+    kind: RewardPool = GPU,
     multiplier: str | Fraction = "1",
     processors: int = 1,
     uptime_s: int = 3600,
@@ -178,7 +178,7 @@ devices_st = st.lists(
         _device,
         device_id=st.sampled_from([f"d{i}" for i in range(12)]),
         owner=st.sampled_from(["alice", "bob", "carol"]),
-        kind=st.sampled_from(list(DeviceKind)),
+        kind=st.sampled_from(list(RewardPool)),
         multiplier=st.sampled_from(["0", "0.75", "1", "1.25", "2.5", "10"]),
         processors=st.integers(1, 8),
         uptime_s=st.integers(0, 3600),
@@ -201,7 +201,7 @@ def test_an_hour_hands_out_its_pool_exactly(devices: list[DeviceInput], gpu: int
         if not d.proof_passed or d.status in rewards.EXCLUDED_STATUSES or ss.weight(d) == 0:
             assert earned[d.device_id] == 0
         assert earned[d.device_id] >= 0
-    for kind in DeviceKind:
+    for kind in RewardPool:
         mine = [d for d in devices if d.kind is kind]
         total = sum(earned[d.device_id] for d in mine)
         anyone = any(ss.qualifies(d) for d in mine)
@@ -221,7 +221,7 @@ def test_the_column_rules_are_the_one_device_rules(
     season = Season("s", "", 5, 29, gpu, cpu, 90)
     inputs = _block(7, *devices)
     expected = {d.device_id: 0 for d in inputs.devices}
-    for kind in DeviceKind:
+    for kind in RewardPool:
         mine = [d for d in inputs.devices if d.kind is kind and ss.qualifies(d)]
         if mine:
             parts = rewards.split_exact(ss.hour_pool(season, kind, 7), [ss.weight(d) for d in mine])

@@ -32,7 +32,11 @@ DEFAULT_GPU_POOL_BPS = 9_500
 _STATUSES = frozenset(s.value for s in DeviceStatus)
 
 
-class DeviceKind(StrEnum):
+class RewardPool(StrEnum):
+    """Which of a block's two pools a device shares, by its hardware: GPUs and Apple
+    silicon (``protocol.DeviceKind`` gpu and apple) the GPU pool, CPUs the CPU pool.
+    Published as the inputs' ``kind`` column and each pool's ``kind``."""
+
     GPU = "gpu"
     CPU = "cpu"
 
@@ -68,7 +72,7 @@ class DeviceInput:
 
     device_id: str
     owner: str
-    kind: DeviceKind
+    kind: RewardPool
     multiplier: Fraction
     processors: int
     uptime_s: int
@@ -90,7 +94,7 @@ class DeviceInput:
         set_ = object.__setattr__
         set_(self, "multiplier", parse_multiplier(self.multiplier))
         try:
-            set_(self, "kind", DeviceKind(self.kind))
+            set_(self, "kind", RewardPool(self.kind))
             set_(self, "status", DeviceStatus(self.status))
         except ValueError as exc:
             raise InvalidRequest(str(exc), device_id=self.device_id) from None
@@ -160,7 +164,7 @@ class Devices:
             raise InvalidRequest("device ids must be unique text, in increasing order")
         if not set(map(type, self.owner)) <= {str}:
             raise InvalidRequest("owners must be text")
-        if not set(self.kind) <= {k.value for k in DeviceKind}:
+        if not set(self.kind) <= {k.value for k in RewardPool}:
             raise InvalidRequest("unknown device kind", kinds=sorted(map(str, set(self.kind))))
         if not set(self.status) <= _STATUSES:
             raise InvalidRequest("unknown device status")
@@ -220,7 +224,7 @@ class Devices:
 
     def _row(self, i: int, costakers: tuple[tuple[str, int], ...]) -> DeviceInput:
         return DeviceInput(
-            self.device_id[i], self.owner[i], DeviceKind(self.kind[i]),
+            self.device_id[i], self.owner[i], RewardPool(self.kind[i]),
             Fraction(self.multiplier[i]), self.processors[i], self.uptime_s[i],
             self.cumulative_uptime_s[i], self.proof_passed[i], self.stake_units[i],
             self.minimum_stake_units[i], self.has_wallet[i], self.tier[i],
@@ -286,7 +290,7 @@ class BlockInputs:
 @dataclass(frozen=True, slots=True)
 class DeviceReward:
     device_id: str
-    kind: DeviceKind
+    kind: RewardPool
     score: Fraction
     units: int
     owner: str
@@ -303,7 +307,7 @@ class Excluded:
 
 @dataclass(frozen=True, slots=True)
 class PoolTotal:
-    kind: DeviceKind
+    kind: RewardPool
     share_units: int
     """The pool's configured share of the emission."""
     paid_units: int
@@ -343,7 +347,7 @@ class Block:
         return tuple(
             DeviceReward(
                 device_id=d.device_id[i],
-                kind=DeviceKind(d.kind[i]),
+                kind=RewardPool(d.kind[i]),
                 score=Fraction(self.weights[i], self.score_denominator),
                 units=self.units[i],
                 owner=d.owner[i],

@@ -61,10 +61,10 @@ from idlegrid.core.block_columns import (
     Block,
     BlockInputs,
     DeviceInput,
-    DeviceKind,
     Devices,
     PoolTotal,
     Reason,
+    RewardPool,
 )
 from idlegrid.core.block_publication import (
     canonical_json,
@@ -236,30 +236,30 @@ def compute_block(inputs: BlockInputs, inputs_sha256: str | None = None) -> Bloc
     nominated = masks == 0
     weights = np.where(nominated, c.weights(), 0)
     members = {
-        DeviceKind.GPU: np.flatnonzero(nominated & c.gpu),
-        DeviceKind.CPU: np.flatnonzero(nominated & ~c.gpu),
+        RewardPool.GPU: np.flatnonzero(nominated & c.gpu),
+        RewardPool.CPU: np.flatnonzero(nominated & ~c.gpu),
     }
 
     gpu_share = inputs.emission_units * inputs.gpu_pool_bps // BPS
-    shares = {DeviceKind.GPU: gpu_share, DeviceKind.CPU: inputs.emission_units - gpu_share}
+    shares = {RewardPool.GPU: gpu_share, RewardPool.CPU: inputs.emission_units - gpu_share}
     paid = dict(shares)
     notes: list[str] = []
     unpaid = 0
-    gpu_empty, cpu_empty = not members[DeviceKind.GPU].size, not members[DeviceKind.CPU].size
+    gpu_empty, cpu_empty = not members[RewardPool.GPU].size, not members[RewardPool.CPU].size
     if gpu_empty and cpu_empty:
-        paid = {k: 0 for k in DeviceKind}
+        paid = {k: 0 for k in RewardPool}
         unpaid = inputs.emission_units
         notes.append("no device was nominated: nothing was paid")
     elif gpu_empty or cpu_empty:
         empty, other = (
-            (DeviceKind.GPU, DeviceKind.CPU) if gpu_empty else (DeviceKind.CPU, DeviceKind.GPU)
+            (RewardPool.GPU, RewardPool.CPU) if gpu_empty else (RewardPool.CPU, RewardPool.GPU)
         )
         paid = {empty: 0, other: inputs.emission_units}
         notes.append(f"no {empty} device was nominated: its share went to the {other} pool")
 
     units = [0] * c.n
     pools: list[PoolTotal] = []
-    for kind in DeviceKind:
+    for kind in RewardPool:
         index = members[kind]
         pool_weights = weights[index].tolist()
         if pool_weights:

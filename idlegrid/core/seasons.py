@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from idlegrid.core import block_publication, rewards
-from idlegrid.core.block_columns import HOUR_S, BlockInputs, DeviceInput, DeviceKind
+from idlegrid.core.block_columns import HOUR_S, BlockInputs, DeviceInput, RewardPool
 from idlegrid.core.emission import UNITS_PER_IO
 from idlegrid.core.rewards import EXCLUDED_STATUSES
 from idlegrid.errors import InvalidAmount, InvalidRequest
@@ -97,9 +97,9 @@ class Season:
     def covers(self, hour: int) -> bool:
         return self.starts_hour <= hour < self.ends_hour
 
-    def pool_points(self, kind: DeviceKind | str) -> int:
+    def pool_points(self, kind: RewardPool | str) -> int:
         """The kind's pool over the whole season, in whole points."""
-        return self.gpu_points if DeviceKind(kind) is DeviceKind.GPU else self.cpu_points
+        return self.gpu_points if RewardPool(kind) is RewardPool.GPU else self.cpu_points
 
 
 def block_number_at(at_s: int, genesis_at_s: int, block_length_s: int = HOUR_S) -> int:
@@ -118,13 +118,13 @@ def block_number_at(at_s: int, genesis_at_s: int, block_length_s: int = HOUR_S) 
 # The rules ----------------------------------------------------------------------------------
 
 
-def hourly_points(season: Season, kind: DeviceKind | str) -> list[int]:
+def hourly_points(season: Season, kind: RewardPool | str) -> list[int]:
     """The kind's pool in milli-points for each hour of the season, summing exactly to
     ``pool × 1000``: ``⌊pool × 1000 / H⌋`` each, one more for the first ``pool × 1000 mod H``."""
     return [hour_pool(season, kind, h) for h in range(season.starts_hour, season.ends_hour)]
 
 
-def hour_pool(season: Season, kind: DeviceKind | str, hour: int) -> int:
+def hour_pool(season: Season, kind: RewardPool | str, hour: int) -> int:
     """The kind's milli-points for block ``hour`` (one entry of ``hourly_points``)."""
     if not season.covers(hour):
         raise InvalidRequest("the hour is outside the season", season=season.id, hour=hour)
@@ -157,7 +157,7 @@ def season_hour(season: Season, inputs: BlockInputs) -> dict[str, int]:
     qualifying = c.proof & ~c.bad_status & (c.m > 0) & (c.uptime > 0)  # ``qualifies``
     weights = rewards.exact_product((c.m, c.processors, c.uptime))  # ``weight`` × lcd
     points = [0] * len(d)
-    for kind, of_kind in ((DeviceKind.GPU, c.gpu), (DeviceKind.CPU, ~c.gpu)):
+    for kind, of_kind in ((RewardPool.GPU, c.gpu), (RewardPool.CPU, ~c.gpu)):
         index = np.flatnonzero(qualifying & of_kind)
         if index.size:
             # Devices are sorted by id, so the split's ties go to the smaller id.
@@ -248,7 +248,7 @@ def compute_season(
     for hour in range(season.starts_hour, season.ends_hour):
         inputs = by_hour[hour]
         earned = season_hour(season, inputs)
-        awarded = {k: 0 for k in DeviceKind}
+        awarded = {k: 0 for k in RewardPool}
         for d in inputs.devices:
             owners[d.device_id] = d.owner  # the last hour that lists the device wins
             awarded[d.kind] += earned[d.device_id]
@@ -257,10 +257,10 @@ def compute_season(
             HourTotal(
                 hour=hour,
                 inputs_hash=block_publication.inputs_hash(inputs),
-                gpu_pool=hour_pool(season, DeviceKind.GPU, hour),
-                gpu_awarded=awarded[DeviceKind.GPU],
-                cpu_pool=hour_pool(season, DeviceKind.CPU, hour),
-                cpu_awarded=awarded[DeviceKind.CPU],
+                gpu_pool=hour_pool(season, RewardPool.GPU, hour),
+                gpu_awarded=awarded[RewardPool.GPU],
+                cpu_pool=hour_pool(season, RewardPool.CPU, hour),
+                cpu_awarded=awarded[RewardPool.CPU],
             )
         )
     earners = {device_id: mp for device_id, mp in totals.items() if mp}

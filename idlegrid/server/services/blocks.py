@@ -286,7 +286,7 @@ class BlockService:
         devices = block_columns.Devices(
             device_id=ids,
             owner=owners,
-            kind=["cpu" if k == "cpu" else "gpu" for k in kinds],
+            kind=["cpu" if k == "cpu" else "gpu" for k in kinds],  # RewardPool: Apple is a GPU
             multiplier=[h[0] for h in hardware],
             processors=processors,
             uptime_s=up,
