@@ -77,10 +77,11 @@ from sqlalchemy import create_engine, func, insert, select, text
 from sqlalchemy.engine import make_url
 
 from idlegrid.catalog import HardwareModel, load_catalog
-from idlegrid.core import block_columns, block_publication, emission, rewards, staking
+from idlegrid.core import block_publication, emission, rewards, staking
 from idlegrid.core.block_columns import (
     HOUR_S,
     BlockInputs,
+    BlockResult,
     DeviceInput,
     RewardPool,
     multiplier_text,
@@ -470,9 +471,7 @@ def run_block(state: AppState, n: int, profile: bool, gather: bool) -> dict[str,
     }
 
 
-def check_recorded(
-    state: AppState, inputs: BlockInputs, result: block_columns.Block
-) -> dict[str, Any]:
+def check_recorded(state: AppState, inputs: BlockInputs, result: BlockResult) -> dict[str, Any]:
     """The block is completed and holds every device; its credits sum to the emission,
     which sits in the unclaimed account; the pool is empty; the stored documents hash
     to the published hashes."""

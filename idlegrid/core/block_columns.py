@@ -2,10 +2,10 @@
 
 A block holds up to millions of devices, so its inputs are columns (``Devices``:
 entry ``i`` of every column is the ``i``-th device by id, with ``BlockInputs`` the
-hour, emission and pool split around them) and so are its results (``Block``: each
-device's weight, units and reasons, aligned with the inputs' devices). ``DeviceInput``,
-``DeviceReward`` and ``Excluded`` are one device's row, for people, tests and small
-callers.
+hour, emission and pool split around them) and so are its results (``BlockResult``:
+each device's weight, units and reasons, aligned with the inputs' devices).
+``DeviceInput``, ``DeviceReward`` and ``Excluded`` are one device's row, for people,
+tests and small callers.
 
 Every value is checked on construction, so what is computed from these and what is
 published of them can trust them. Neither happens here: this module says what a block
@@ -318,9 +318,10 @@ class PoolTotal:
 
 
 @dataclass(frozen=True, slots=True)
-class Block:
-    """A computed block. Per-device results are columns aligned with the inputs'
-    devices (``devices``); ``rewards`` and ``excluded`` give them as rows."""
+class BlockResult:
+    """A computed block (the server's row for a block is ``server.db.models.Block``).
+    Per-device results are columns aligned with the inputs' devices (``devices``);
+    ``rewards`` and ``excluded`` give them as rows."""
 
     hour: int
     inputs_hash: str

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from idlegrid.core.block_columns import COLUMNS, Block, BlockInputs, Devices, multiplier_text
+from idlegrid.core.block_columns import COLUMNS, BlockInputs, BlockResult, Devices, multiplier_text
 from idlegrid.errors import InvalidRequest
 
 ENCODING_VERSION = 2
@@ -60,7 +60,7 @@ def inputs_from_dict(data: Mapping[str, Any]) -> BlockInputs:
         raise InvalidRequest("malformed block inputs", error=str(exc)) from None
 
 
-def block_to_dict(block: Block) -> dict[str, Any]:
+def block_to_dict(block: BlockResult) -> dict[str, Any]:
     """The canonical, JSON-ready form of a block (what is published); its per-device
     columns are aligned with the inputs' devices."""
     return {
@@ -109,7 +109,7 @@ def inputs_hash(inputs: BlockInputs) -> str:
     return hashlib.sha256(canonical_json(inputs_to_dict(inputs))).hexdigest()
 
 
-def outputs_hash(block: Block) -> str:
+def outputs_hash(block: BlockResult) -> str:
     return hashlib.sha256(canonical_json(block_to_dict(block))).hexdigest()
 
 

@@ -58,8 +58,8 @@ import numpy.typing as npt
 
 from idlegrid.core.block_columns import (
     HOUR_S,
-    Block,
     BlockInputs,
+    BlockResult,
     DeviceInput,
     Devices,
     PoolTotal,
@@ -226,7 +226,7 @@ def _split(total: int, weights: Sequence[int]) -> list[int]:
     return parts
 
 
-def compute_block(inputs: BlockInputs, inputs_sha256: str | None = None) -> Block:
+def compute_block(inputs: BlockInputs, inputs_sha256: str | None = None) -> BlockResult:
     """The block for ``inputs``: deterministic, exact, recomputable by anyone.
     ``inputs_sha256`` is ``inputs_hash(inputs)`` when the caller has it already
     (a publisher that built the inputs document once)."""
@@ -278,7 +278,7 @@ def compute_block(inputs: BlockInputs, inputs_sha256: str | None = None) -> Bloc
         owner_units[i] = split[0] if split else 0
         costaker_units += [(i, s, split[k + 1] if split else 0) for k, (s, _) in enumerate(stakes)]
 
-    return Block(
+    return BlockResult(
         hour=inputs.hour,
         inputs_hash=inputs_sha256 or inputs_hash(inputs),
         emission_units=inputs.emission_units,
@@ -324,10 +324,10 @@ def verify_published(
 
 
 def verify_block(
-    inputs: BlockInputs | Mapping[str, Any], block: Block | Mapping[str, Any] | str
+    inputs: BlockInputs | Mapping[str, Any], block: BlockResult | Mapping[str, Any] | str
 ) -> bool:
     """Recompute the block from its published inputs and compare it with the
-    published block (a ``Block``, its ``block_to_dict`` form, or its ``outputs_hash``)."""
+    published block (a ``BlockResult``, its ``block_to_dict`` form, or its ``outputs_hash``)."""
     try:
         if not isinstance(inputs, BlockInputs):
             inputs = inputs_from_dict(inputs)
@@ -336,7 +336,7 @@ def verify_block(
         return False
     if isinstance(block, str):
         expected = block
-    elif isinstance(block, Block):
+    elif isinstance(block, BlockResult):
         expected = outputs_hash(block)
     else:
         expected = hashlib.sha256(canonical_json(block)).hexdigest()

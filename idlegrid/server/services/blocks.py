@@ -45,7 +45,8 @@ from sqlalchemy import String, cast, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from idlegrid.catalog import Catalog
-from idlegrid.core import block_columns, block_publication, emission, rewards, staking
+from idlegrid.core import block_publication, emission, rewards, staking
+from idlegrid.core.block_columns import BlockInputs, BlockResult, Devices, multiplier_text
 from idlegrid.core.fees import format_amount
 from idlegrid.core.ledger import Transfer
 from idlegrid.errors import NotFound
@@ -228,7 +229,7 @@ class BlockService:
 
     # -- inputs --------------------------------------------------------------------------
 
-    def gather(self, db: Session, block: Block) -> block_columns.BlockInputs:
+    def gather(self, db: Session, block: Block) -> BlockInputs:
         """Every device registered by the window's end that has a passed proof or a
         stake, with its facts for the window, as columns (one pass over plain rows: no
         ORM objects for a million devices); the others are counted in ``block.unlisted``."""
@@ -283,7 +284,7 @@ class BlockService:
         ]
         unrewarded = Readiness.NOT_REWARD_READY.value
         staked = [stakes.get(d, (0, ())) for d in ids]
-        devices = block_columns.Devices(
+        devices = Devices(
             device_id=ids,
             owner=owners,
             kind=["cpu" if k == "cpu" else "gpu" for k in kinds],  # RewardPool: Apple is a GPU
@@ -302,7 +303,7 @@ class BlockService:
             status=statuses,
             costakers=[(i, s, b) for i, (_, shares) in enumerate(staked) for s, b in shares],
         )
-        return block_columns.BlockInputs(
+        return BlockInputs(
             hour=block.number,
             emission_units=block.emission,
             devices=devices,
@@ -347,15 +348,13 @@ class BlockService:
         """(multiplier as published, minimum stake) of a model; 0 for unknown models."""
         hw = self.catalog.get(model) if model else None
         if hw is None:
-            return block_columns.multiplier_text(Fraction(0)), 0
+            return multiplier_text(Fraction(0)), 0
         multiplier = staking.parse_multiplier(hw.multiplier)
-        return block_columns.multiplier_text(multiplier), staking.minimum_stake(
-            multiplier, processors
-        )
+        return multiplier_text(multiplier), staking.minimum_stake(multiplier, processors)
 
     # -- crediting and publishing ---------------------------------------------------------
 
-    def _credit(self, db: Session, block: Block, result: block_columns.Block) -> None:
+    def _credit(self, db: Session, block: Block, result: BlockResult) -> None:
         """Move the block's rewards to the unclaimed account and credit each wallet its
         share (claimed later, ``ClaimService``). One transfer per block, whatever its size."""
         owed = result.credits()
@@ -382,7 +381,7 @@ class BlockService:
         block: Block,
         inputs: dict[str, Any],
         inputs_document: bytes,
-        result: block_columns.Block,
+        result: BlockResult,
     ) -> None:
         """Store both documents as hashed, what the block's page shows, and a row per
         device for per-device reads."""
