@@ -131,7 +131,10 @@ def zipf(n: int, s: float = 1.0) -> list[float]:
 
 
 @dataclass
-class Fleet:
+class RandomFleet:
+    """Random candidates, with the distributions they were drawn from, so that requests
+    ask for kinds, models and countries as popular as the fleet holds them."""
+
     devices: list[Candidate]
     kinds: Picker
     models: dict[str, Picker]  # per kind
@@ -139,7 +142,7 @@ class Fleet:
     large: list[str]
 
 
-def make_fleet(n: int, seed: int = SEED) -> Fleet:
+def make_fleet(n: int, seed: int = SEED) -> RandomFleet:
     rng = random.Random(seed)
     by_kind: dict[str, list[str]] = {}
     for m in load_catalog().models:
@@ -187,40 +190,40 @@ def make_fleet(n: int, seed: int = SEED) -> Fleet:
         for _ in range(size):
             out.append(device(kind, rng.choice(own), country, tier, supplier))
     rng.shuffle(out)
-    return Fleet(out, kinds, models, countries, large)
+    return RandomFleet(out, kinds, models, countries, large)
 
 
 # -- requests --------------------------------------------------------------------------------
 
-Shape = Callable[[random.Random, Fleet, int], Requirements]
+Shape = Callable[[random.Random, RandomFleet, int], Requirements]
 
 
-def by_model(rng: random.Random, f: Fleet, q: int) -> Requirements:
+def by_model(rng: random.Random, f: RandomFleet, q: int) -> Requirements:
     kind = f.kinds(rng)
     return Requirements(model=f.models[kind](rng), kind=kind, quantity=q)
 
 
-def by_model_location(rng: random.Random, f: Fleet, q: int) -> Requirements:
+def by_model_location(rng: random.Random, f: RandomFleet, q: int) -> Requirements:
     kind = f.kinds(rng)
     loc = frozenset({f.countries(rng)})
     return Requirements(model=f.models[kind](rng), kind=kind, quantity=q, locations=loc)
 
 
-def by_kind(rng: random.Random, f: Fleet, q: int) -> Requirements:
+def by_kind(rng: random.Random, f: RandomFleet, q: int) -> Requirements:
     return Requirements(kind=f.kinds(rng), quantity=q)
 
 
-def by_model_tier(rng: random.Random, f: Fleet, q: int) -> Requirements:
+def by_model_tier(rng: random.Random, f: RandomFleet, q: int) -> Requirements:
     kind = f.kinds(rng)
     return Requirements(model=f.models[kind](rng), kind=kind, quantity=q, min_tier=3)
 
 
-def poor_standing(rng: random.Random, f: Fleet, q: int) -> Requirements:
+def poor_standing(rng: random.Random, f: RandomFleet, q: int) -> Requirements:
     kind = f.kinds(rng)
     return Requirements(model=f.models[kind](rng), kind=kind, quantity=q, max_reputation=0.9)
 
 
-def one_supplier(rng: random.Random, f: Fleet, q: int) -> Requirements:
+def one_supplier(rng: random.Random, f: RandomFleet, q: int) -> Requirements:
     supplier = frozenset({rng.choice(f.large)})
     return Requirements(kind=f.kinds(rng), quantity=q, suppliers=supplier)
 
@@ -237,7 +240,7 @@ RARER: dict[str, Shape] = {
 }
 
 
-def mixed(rng: random.Random, f: Fleet, q: int) -> Requirements:
+def mixed(rng: random.Random, f: RandomFleet, q: int) -> Requirements:
     return rng.choice(list(TYPICAL.values()))(rng, f, q)
 
 
@@ -266,7 +269,9 @@ def time_matches(index: MatchIndex, reqs: Sequence[Requirements]) -> dict[str, A
     }
 
 
-def time_takes(index: MatchIndex, rng: random.Random, f: Fleet, q: int, n: int) -> dict[str, Any]:
+def time_takes(
+    index: MatchIndex, rng: random.Random, f: RandomFleet, q: int, n: int
+) -> dict[str, Any]:
     reqs = [mixed(rng, f, q) for _ in range(3 * n // q + 100)]
     placed = requests = 0
     seen: set[str] = set()
@@ -291,7 +296,9 @@ def time_takes(index: MatchIndex, rng: random.Random, f: Fleet, q: int, n: int) 
     }
 
 
-def check_agreement(index: MatchIndex, fleet: Fleet, rng: random.Random, per_shape: int) -> int:
+def check_agreement(
+    index: MatchIndex, fleet: RandomFleet, rng: random.Random, per_shape: int
+) -> int:
     checked = 0
     for shape in (*TYPICAL.values(), *RARER.values()):
         for _ in range(per_shape):

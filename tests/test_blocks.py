@@ -45,7 +45,11 @@ IO = 10**8
 HOUR = 3600
 
 
-class Fleet:
+class RewardFleet:
+    """Devices registered through the API and made ready to earn by hand (a passed proof,
+    a tier, hours of uptime before the first block, IO to stake), that heartbeat an hour
+    at a time. (tests/test_clusters.py's ``Fleet`` makes devices cluster-ready instead.)"""
+
     def __init__(self, net: Network) -> None:
         self.net = net
         self.keys: dict[str, Keypair] = {}
@@ -110,12 +114,12 @@ def settings(database_url: str, tmp_path: Path) -> ServerSettings:
 
 
 @pytest.fixture
-def fleet(network: Network) -> Fleet:
-    return Fleet(network)
+def fleet(network: Network) -> RewardFleet:
+    return RewardFleet(network)
 
 
 def test_a_block_page_is_kept_at_publication_and_verified_by_the_loop(
-    fleet: Fleet, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    fleet: RewardFleet, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The explorer's block page reads what the block stored when it was published
     (its first rows, pools and notes), never the documents; the loop, not a page view,
@@ -156,7 +160,7 @@ def test_a_block_page_is_kept_at_publication_and_verified_by_the_loop(
     assert net.state.blocks.verify_published(10) == []  # checked once, not every pass
 
 
-def test_24_blocks_pay_exactly_and_verify(fleet: Fleet, clock: FakeClock) -> None:
+def test_24_blocks_pay_exactly_and_verify(fleet: RewardFleet, clock: FakeClock) -> None:
     net = fleet.net
     h100 = gpu_hardware()  # 8 × H100: minimum 16,000 IO
     rtx = gpu_hardware("NVIDIA GeForce RTX 4090", 1, 24564)  # 1.25 → 250 IO
@@ -306,7 +310,7 @@ def test_24_blocks_pay_exactly_and_verify(fleet: Fleet, clock: FakeClock) -> Non
     assert len(view.items) == 24 and not view.items[0].excluded_because
 
 
-def test_staking_refusals(fleet: Fleet, clock: FakeClock) -> None:
+def test_staking_refusals(fleet: RewardFleet, clock: FakeClock) -> None:
     cpu = fleet.add("cpu", cpu_hardware())
     owner = fleet.client("cpu")
     with pytest.raises(StakeBelowMinimum) as err:
@@ -337,7 +341,7 @@ def test_staking_refusals(fleet: Fleet, clock: FakeClock) -> None:
     assert all(c.ok for c in fleet.net.state.ledger.audit())
 
 
-def test_slashes_are_shared_appealed_or_burned(fleet: Fleet, clock: FakeClock) -> None:
+def test_slashes_are_shared_appealed_or_burned(fleet: RewardFleet, clock: FakeClock) -> None:
     net = fleet.net
     rtx = fleet.add("rtx", gpu_hardware("NVIDIA GeForce RTX 4090", 1, 24564))
     fleet.client("rtx").stake(rtx, "250")
@@ -371,7 +375,7 @@ def test_slashes_are_shared_appealed_or_burned(fleet: Fleet, clock: FakeClock) -
 
 
 def test_an_accepted_appeal_pays_a_costaker_who_left_its_part(
-    fleet: Fleet, clock: FakeClock
+    fleet: RewardFleet, clock: FakeClock
 ) -> None:
     net = fleet.net
     rtx = fleet.add("rtx", gpu_hardware("NVIDIA GeForce RTX 4090", 1, 24564))
@@ -394,7 +398,7 @@ def test_an_accepted_appeal_pays_a_costaker_who_left_its_part(
     assert all(c.ok for c in audit), [c for c in audit if not c.ok]
 
 
-def test_misconduct_is_slashed_once(fleet: Fleet) -> None:
+def test_misconduct_is_slashed_once(fleet: RewardFleet) -> None:
     """A hardware swap under the same device id is recorded and slashed (50 %), once."""
     net = fleet.net
     device = fleet.add("swapper", gpu_hardware())  # 8 × H100
@@ -411,7 +415,7 @@ def test_misconduct_is_slashed_once(fleet: Fleet) -> None:
 
 
 def test_idle_use_abuse_is_found_from_heartbeats_and_slashed_once(
-    fleet: Fleet, clock: FakeClock
+    fleet: RewardFleet, clock: FakeClock
 ) -> None:
     """Sixteen minutes of 95 % CPU while idle: slashed 25 % (idle_abuse), once. A device
     under the same load while it has a proof to run is left alone."""
@@ -436,7 +440,7 @@ def test_idle_use_abuse_is_found_from_heartbeats_and_slashed_once(
 
 
 def test_unproven_unstaked_devices_are_counted_not_published(
-    fleet: Fleet, clock: FakeClock
+    fleet: RewardFleet, clock: FakeClock
 ) -> None:
     """Free registrations cost the blocks nothing: a block's documents are the same
     size with 60 devices that never proved or staked anything as without them."""
@@ -463,7 +467,7 @@ def test_unproven_unstaked_devices_are_counted_not_published(
     assert flooded.nominated == quiet.nominated == 1 and flooded.excluded == 1
 
 
-def test_racing_claims_pay_once(fleet: Fleet, clock: FakeClock) -> None:
+def test_racing_claims_pay_once(fleet: RewardFleet, clock: FakeClock) -> None:
     """Eight claims of one wallet at once: one is paid, the others are told
     nothing_to_claim, and the wallet gets exactly its credits."""
     net = fleet.net
@@ -493,7 +497,7 @@ def test_racing_claims_pay_once(fleet: Fleet, clock: FakeClock) -> None:
 
 
 def test_a_block_publishes_the_uptime_accounted_even_when_the_flusher_lags(
-    fleet: Fleet, clock: FakeClock
+    fleet: RewardFleet, clock: FakeClock
 ) -> None:
     """Heartbeats accounted in memory and not yet flushed when the block closes (the
     flusher fell behind under load) are in the block: it flushes before it gathers.
