@@ -258,33 +258,3 @@ def _stop_group(proc: subprocess.Popen[bytes], sig: int, grace_s: float = 10.0) 
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-
-
-def run_until_interrupted(*, workers: int, port: int, data_dir: Path) -> int:
-    """``idlegrid up``: keep a local network running until Ctrl-C."""
-    from idlegrid.cli.common import console
-
-    net = LocalNetwork(data_dir, port=port, workers=workers, heartbeat_interval_s=5.0)
-    try:
-        with console.status("starting the control plane…"):
-            net.start_server()
-        for i in range(workers):
-            net.start_worker(i)
-        console.print(
-            f"local network up: control plane at [bold]{net.server_url}[/bold], "
-            f"{workers} worker agents (logs in {net.data_dir / 'logs'})\n"
-            f"try: idlegrid devices list --server {net.server_url}\n"
-            "Ctrl-C stops it."
-        )
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    except RuntimeError as exc:
-        console.print(f"[red]error[/red]: {exc}")
-        return 1
-    finally:
-        with console.status("stopping…"):
-            net.close()
-    return 0

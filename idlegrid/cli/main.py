@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +18,7 @@ from idlegrid.cli.catalog import catalog
 from idlegrid.cli.common import (
     DEFAULT_SERVER,
     ServerOpt,
+    console,
     err_console,
     local_input,
     reported_errors,
@@ -243,9 +245,37 @@ def up(
     data_dir: Annotated[Path, typer.Option(help="state of the local network")] = Path(".idlegrid"),
 ) -> None:
     """Run a local network (control plane + workers) until Ctrl-C."""
-    from idlegrid.localnet import run_until_interrupted
+    sys.exit(_run_local_network(workers=workers, port=port, data_dir=data_dir))
 
-    sys.exit(run_until_interrupted(workers=workers, port=port, data_dir=data_dir))
+
+def _run_local_network(*, workers: int, port: int, data_dir: Path) -> int:
+    """Keep a local network running until Ctrl-C (or SIGTERM); the exit status."""
+    from idlegrid.localnet import LocalNetwork
+
+    net = LocalNetwork(data_dir, port=port, workers=workers, heartbeat_interval_s=5.0)
+    try:
+        with console.status("starting the control plane…"):
+            net.start_server()
+        for i in range(workers):
+            net.start_worker(i)
+        console.print(
+            f"local network up: control plane at [bold]{net.server_url}[/bold], "
+            f"{workers} worker agents (logs in {net.data_dir / 'logs'})\n"
+            f"try: idlegrid devices list --server {net.server_url}\n"
+            "Ctrl-C stops it."
+        )
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    except RuntimeError as exc:
+        console.print(f"[red]error[/red]: {exc}")
+        return 1
+    finally:
+        with console.status("stopping…"):
+            net.close()
+    return 0
 
 
 @app.command()

@@ -1,5 +1,5 @@
-"""The explorer's pages: server-rendered HTML over the same services and route
-functions the JSON API uses, so a page and ``/v1/…`` always agree.
+"""The explorer's pages: server-rendered HTML over the same services the JSON
+API's routes call, so a page and ``/v1/…`` always agree.
 
 Every page is a GET that only reads. The one exception is the buyer's key on
 the clusters page: a form posts it once and it is kept in an HttpOnly,
@@ -33,8 +33,6 @@ from idlegrid.protocol import (
     Readiness,
 )
 from idlegrid.server.params import BlockNumber, Offset, refuse_nul
-from idlegrid.server.routes import proofs as proof_routes
-from idlegrid.server.routes import wallets as wallet_routes
 from idlegrid.server.state import AppState, StateDep
 
 router = APIRouter(prefix="/explorer", include_in_schema=False, dependencies=[Depends(refuse_nul)])
@@ -69,7 +67,7 @@ def home(request: Request, state: StateDep) -> HTMLResponse:
         "home",
         fleet=queries.fleet(state),
         totals=queries.totals(state),
-        supply=wallet_routes.supply(state),
+        supply=state.ledger.supply_view(),
         latest=blocks[0] if blocks else None,
     )
 
@@ -143,7 +141,7 @@ def device(request: Request, device_id: str, state: StateDep) -> HTMLResponse:
         stake = state.staking.view(device_id)
     except IdlegridError as exc:
         return _not_found(request, exc)
-    proofs = proof_routes.proof_history(device_id, state).items[:DEVICE_PROOFS_SHOWN]
+    proofs = state.proofs.history(device_id).items[:DEVICE_PROOFS_SHOWN]
     earned = state.blocks.rewards_of(device_id, DEVICE_REWARDS_SHOWN)
     days = queries.daily_uptime(state, [(h.hour, h.seconds) for h in detail.uptime_hours])
     day_bars = [(f"{i - len(days) + 1}d" if i < len(days) - 1 else "today", s / 3600)
@@ -322,7 +320,7 @@ def token(request: Request, state: StateDep) -> HTMLResponse:
         request,
         "token.html",
         "token",
-        supply=wallet_routes.supply(state),
+        supply=state.ledger.supply_view(),
         years=years,
         hour=hour,
         hour_amount=emission.hour_amount(hour),

@@ -121,9 +121,7 @@ def history(pubkey: WalletKey, state: StateDep) -> HistoryView:
 
 @router.get("/v1/token/supply", response_model=SupplyView)
 def supply(state: StateDep) -> SupplyView:
-    with state.ledger.sessions() as db:
-        s = state.ledger.supply(db)
-    return SupplyView(**{k: format_amount(v, "IO") for k, v in s.items()})
+    return state.ledger.supply_view()
 
 
 @router.get("/v1/ledger/audit", response_model=AuditView)

@@ -48,6 +48,7 @@ from idlegrid.ledger.chain import TREASURY_ROLES, Asset, Chain, ChainOp
 from idlegrid.ledger.oracle import PriceOracle, usdc_to_io_units
 from idlegrid.ledger.outbox import OpStatus, Outbox
 from idlegrid.ledger.tables import ChainOperation, LedgerAccount, LedgerTransfer
+from idlegrid.protocol import SupplyView
 from idlegrid.server.db.models import RewardCredit
 
 log = logging.getLogger("idlegrid.server.ledger")
@@ -411,6 +412,12 @@ class LedgerService:
             "burned": burned,
             "circulating": genesis + emitted - burned,
         }
+
+    def supply_view(self) -> SupplyView:
+        """``supply`` as the API and the explorer show it: decimal IO, in a read of its own."""
+        with self.sessions() as db:
+            units = self.supply(db)
+        return SupplyView(**{k: format_amount(v, "IO") for k, v in units.items()})
 
     def recent_audit(self, max_age_s: float) -> tuple[float, list[AuditCheck]]:
         """The newest audit if it is under ``max_age_s`` old, else a new one, with the
