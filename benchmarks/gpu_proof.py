@@ -37,8 +37,8 @@ to PATH as well as the report):
    now (queued, one copy at the end).
 
 3. **Proofs as the agent makes them**, each planned as ``services/proofs.py`` plans one
-   (``pf.plan`` with the claimed throughput, ``proof_target_s`` 1 s, n =
-   ``size_for("gpu")``, the deadline from ``pf.deadline_s`` at the GPU floor of the
+   (``proof.plan`` with the claimed throughput, ``proof_target_s`` 1 s, n =
+   ``size_for("gpu")``, the deadline from ``proof.deadline_s`` at the GPU floor of the
    default ``ProofRules``) and run in ``worker/duties.prove_challenge``'s order: fill the
    claimed memory (``hold_memory``: ``MEMORY_FRACTION`` of the model's memory), compute
    the fingerprints beside it, commit, release. The timed window is fill + fingerprints +
@@ -82,7 +82,7 @@ import numpy as np
 from common import finish, machine, peak_rss_mb
 
 from idlegrid.catalog import load_catalog
-from idlegrid.core import proof as pf
+from idlegrid.core import proof
 from idlegrid.core.proof_policy import ProofRules, judge
 from idlegrid.protocol import Classification
 from idlegrid.worker.hardware import detect_hardware
@@ -198,7 +198,7 @@ def matrix_by_select(prover: TorchProver, key: tuple[int, int], n: int, device: 
     """The fast generation with the reduction mod p as a select instead of remainder_."""
     torch = prover.torch
     a, b = key
-    p = pf.P
+    p = proof.P
     row_part = (prover._const("rows", device, n) * a).remainder_(p)
     col_part = (prover._const("cols", device, n) * a).add_(b).remainder_(p)
     x = torch.add(row_part[:, None], col_part[None, :])
@@ -215,7 +215,7 @@ def matrix_in_tiles(
     """The fast generation, ``tile`` rows at a time (a 16 MiB int64 tile stays in L2)."""
     torch = prover.torch
     a, b = key
-    p = pf.P
+    p = proof.P
     row_part = (prover._const("rows", device, n) * a).remainder_(p)
     col_part = (prover._const("cols", device, n) * a).add_(b).remainder_(p)
     table = prover._const("table", device, 256)
@@ -239,7 +239,7 @@ def fingerprints_by_gemm(prover: TorchProver, c: Any, w: tuple[Any, Any]) -> Any
     c64 = c.to(torch.float64)
     c64.mul_(c64)
     s = (c64 @ torch.stack(w, dim=1)).to(torch.int64)
-    return (s[:, 1] * 1024 + s[:, 0]) % pf.P
+    return (s[:, 1] * 1024 + s[:, 0]) % proof.P
 
 
 def fill_affine(prover: TorchProver, seed: bytes, megabytes: int) -> list[Any]:
@@ -247,33 +247,33 @@ def fill_affine(prover: TorchProver, seed: bytes, megabytes: int) -> list[Any]:
     up to 2⁴⁹: int64 division's long path), 32 blocks per kernel pair."""
     torch = prover.torch
     device = prover.devices[0]
-    blocks = pf.memory_blocks(megabytes)
-    words = pf.MEMORY_WORDS
+    blocks = proof.memory_blocks(megabytes)
+    words = proof.MEMORY_WORDS
     idx = prover._const("cols", device, words)[None, :]
-    keys = torch.from_numpy(pf.memory_keys(seed, 0, blocks)).to(device)
+    keys = torch.from_numpy(proof.memory_keys(seed, 0, blocks)).to(device)
     held = []
     for s in range(0, blocks, 1024):
         segment = torch.empty((min(1024, blocks - s), words), dtype=torch.int64, device=device)
         for c in range(0, len(segment), 32):
             rows, part = keys[s + c : s + c + 32], segment[c : c + 32]
             torch.addcmul(rows[:, 1:], rows[:, :1], idx, out=part)
-            part.remainder_(pf.P)
+            part.remainder_(proof.P)
         held.append(segment)
     return held
 
 
-def old_loop(prover: TorchProver, challenge: pf.Challenge) -> pf.IntArray:
+def old_loop(prover: TorchProver, challenge: proof.Challenge) -> proof.IntArray:
     """The CUDA prover's loop before this change: general path, a host copy each round."""
     torch = prover.torch
     device = prover.devices[0]
     n = challenge.n
-    w = torch.from_numpy(pf.weights(challenge.seed, n)).to(device)
+    w = torch.from_numpy(proof.weights(challenge.seed, n)).to(device)
     rows = torch.arange(n, dtype=torch.int64, device=device)
     out = np.empty((challenge.rounds, n), dtype=np.int64)
     for r in range(challenge.rounds):
-        a = prover.block(pf.a_key(challenge.seed, r), rows, n).to(torch.float32)
-        c = (a @ prover._b(device, n, pf.pool_index(challenge.seed, r))).to(torch.int64)
-        out[r] = (((c * c) * w).sum(dim=1) % pf.P).cpu().numpy()
+        a = prover.block(proof.a_key(challenge.seed, r), rows, n).to(torch.float32)
+        c = (a @ prover._b(device, n, proof.pool_index(challenge.seed, r))).to(torch.int64)
+        out[r] = (((c * c) * w).sum(dim=1) % proof.P).cpu().numpy()
     return out
 
 
@@ -282,7 +282,7 @@ def profile(torch: Any, n: int, rounds: int) -> dict[str, Any]:
     general = TorchProver([DEVICE], fast=False)
     fast = TorchProver([DEVICE], fast=True)
     seed = os.urandom(32)
-    key = pf.a_key(seed, 0)
+    key = proof.a_key(seed, 0)
     for p in (general, fast):
         p.warm_up(n)
     b = fast._b(device, n, 0)
@@ -322,7 +322,7 @@ def profile(torch: Any, n: int, rounds: int) -> dict[str, Any]:
             torch.equal(fingerprints_by_gemm(fast, c, w_fast), fast.row_fingerprints(c, w_fast))
         ),
     }
-    challenge = pf.Challenge(seed, n, rounds)
+    challenge = proof.Challenge(seed, n, rounds)
     t0 = time.perf_counter()
     by_old = old_loop(general, challenge)
     old_s = time.perf_counter() - t0
@@ -371,13 +371,13 @@ def agent_proof(
     claim: str,
     claimed: float,
     memory_mb: int,
-    challenge: pf.Challenge,
+    challenge: proof.Challenge,
     rules: ProofRules,
-) -> tuple[dict[str, Any], pf.IntArray | None, pf.MerkleTree | None]:
+) -> tuple[dict[str, Any], proof.IntArray | None, proof.MerkleTree | None]:
     """One challenge in prove_challenge's order (fill, compute beside it, commit), judged
     as the server judges it."""
     floor = rules.efficiency_floor(KIND)
-    deadline = pf.deadline_s(challenge, claimed, floor, rules.allowance_s)
+    deadline = proof.deadline_s(challenge, claimed, floor, rules.allowance_s)
     fps = tree = None
     note = ""
     memory = "ok"
@@ -398,7 +398,7 @@ def agent_proof(
     try:
         fps = prover.fingerprints(challenge, start + deadline)
         t_fps = time.monotonic()
-        tree = pf.commit(challenge, fps)
+        tree = proof.commit(challenge, fps)
     except ProofTimeout as exc:
         t_fps = time.monotonic()
         timed_out = True
@@ -414,7 +414,7 @@ def agent_proof(
     elapsed = end - start
     reason, measured = judge(elapsed, deadline, challenge.work_flop, claimed, rules, KIND)
     old_rules = dataclasses.replace(rules, gpu_min_efficiency=OLD_FLOOR)
-    old_deadline = pf.deadline_s(challenge, claimed, OLD_FLOOR, rules.allowance_s)
+    old_deadline = proof.deadline_s(challenge, claimed, OLD_FLOOR, rules.allowance_s)
     old_reason, _ = judge(elapsed, old_deadline, challenge.work_flop, claimed, old_rules, KIND)
     if fps is None:
         measured = math.nan  # it stopped: there is no throughput to state
@@ -471,48 +471,48 @@ def parse_cheats(text: str) -> list[tuple[str, int]]:
 
 
 def check(
-    challenge: pf.Challenge,
-    tree: pf.MerkleTree,
-    fps: pf.IntArray,
+    challenge: proof.Challenge,
+    tree: proof.MerkleTree,
+    fps: proof.IntArray,
     repeats: int,
     compare_rounds: int,
 ) -> dict[str, Any]:
-    def opened() -> tuple[list[tuple[int, int]], list[pf.Opening]]:
-        checks = pf.select_checks(challenge, os.urandom(32), pf.DEFAULT_CHECKS)
-        return checks, [pf.open_check(challenge, tree, fps, r, row) for r, row in checks]
+    def opened() -> tuple[list[tuple[int, int]], list[proof.Opening]]:
+        checks = proof.select_checks(challenge, os.urandom(32), proof.DEFAULT_CHECKS)
+        return checks, [proof.open_check(challenge, tree, fps, r, row) for r, row in checks]
 
-    pf.clear_pool()
+    proof.clear_pool()
     checks, openings = opened()
     t0 = time.perf_counter()
-    cold_problem = pf.verify(challenge, tree.root, checks, openings)
+    cold_problem = proof.verify(challenge, tree.root, checks, openings)
     cold_s = time.perf_counter() - t0
     warm, problems = [], [cold_problem]
     for _ in range(repeats):
         checks, openings = opened()
         t0 = time.perf_counter()
-        problems.append(pf.verify(challenge, tree.root, checks, openings))
+        problems.append(proof.verify(challenge, tree.root, checks, openings))
         warm.append(time.perf_counter() - t0)
     progress(f"verify: cold {1000 * cold_s:.0f} ms, warm {1000 * statistics.median(warm):.1f} ms")
 
-    checks = pf.select_checks(challenge, os.urandom(32), pf.DEFAULT_CHECKS)
+    checks = proof.select_checks(challenge, os.urandom(32), proof.DEFAULT_CHECKS)
     forged = fps.copy()
     r, row = checks[0]
-    forged[r, row] = (forged[r, row] + 1) % pf.P
-    forged_tree = pf.commit(challenge, forged)
-    forged_openings = [pf.open_check(challenge, forged_tree, forged, r, i) for r, i in checks]
-    forgery = pf.verify(challenge, forged_tree.root, checks, forged_openings)
+    forged[r, row] = (forged[r, row] + 1) % proof.P
+    forged_tree = proof.commit(challenge, forged)
+    forged_openings = [proof.open_check(challenge, forged_tree, forged, r, i) for r, i in checks]
+    forgery = proof.verify(challenge, forged_tree.root, checks, forged_openings)
 
     rounds = min(compare_rounds, challenge.rounds)
     progress(f"numpy: proving the first {rounds} rounds on the CPU")
     t0 = time.perf_counter()
     by_numpy = NumpyProver().fingerprints(
-        pf.Challenge(challenge.seed, challenge.n, rounds), math.inf
+        proof.Challenge(challenge.seed, challenge.n, rounds), math.inf
     )
     numpy_s = time.perf_counter() - t0
     identical = bool(np.array_equal(by_numpy, fps[:rounds]))
     progress(f"numpy: {numpy_s:.1f} s, identical to CUDA: {identical}")
     return {
-        "k": pf.DEFAULT_CHECKS,
+        "k": proof.DEFAULT_CHECKS,
         "honest_problems": [p for p in problems if p is not None],
         "verified": all(p is None for p in problems),
         "cold_ms": round(1000 * cold_s, 1),
@@ -537,7 +537,7 @@ def probes_agree(seed: bytes, blocks: int, answer: Callable[[int, bytes], str]) 
     ]
     for index in indices:
         nonce = os.urandom(16)
-        expected = pf.memory_answer(pf.memory_block(seed, index).tobytes(), nonce)
+        expected = proof.memory_answer(proof.memory_block(seed, index).tobytes(), nonce)
         if answer(index, nonce) != expected:
             return False
     return True
@@ -546,7 +546,7 @@ def probes_agree(seed: bytes, blocks: int, answer: Callable[[int, bytes], str]) 
 def memory(torch: Any, megabytes: int, server_mb: int) -> dict[str, Any]:
     out: dict[str, Any] = {"server_mb": server_mb, "old_mb": megabytes}
     t0 = time.perf_counter()
-    pf.memory_keys(os.urandom(32), 0, pf.memory_blocks(server_mb))
+    proof.memory_keys(os.urandom(32), 0, proof.memory_blocks(server_mb))
     out["keys_s"] = round(time.perf_counter() - t0, 3)
     for chunk in (32, 256, 0):  # 0: the affine variant, (a·t + b) mod p in one go
         prover = TorchProver([DEVICE])
@@ -563,7 +563,7 @@ def memory(torch: Any, megabytes: int, server_mb: int) -> dict[str, Any]:
             hold = prover._hold([segments])
         synchronize(torch)
         fill_s = time.perf_counter() - t0
-        right = probes_agree(seed, pf.memory_blocks(server_mb), hold.answer)
+        right = probes_agree(seed, proof.memory_blocks(server_mb), hold.answer)
         peak = torch.cuda.max_memory_allocated() // MIB if is_cuda() else None
         if not chunk:
             del segments
@@ -587,7 +587,7 @@ def memory(torch: Any, megabytes: int, server_mb: int) -> dict[str, Any]:
     hold = old.hold_memory(seed, megabytes)
     synchronize(torch)
     old_s = time.perf_counter() - t0
-    right = probes_agree(seed, pf.memory_blocks(megabytes), hold.answer)
+    right = probes_agree(seed, proof.memory_blocks(megabytes), hold.answer)
     hold.release()
     out["old"] = {
         "s": round(old_s, 3),
@@ -605,8 +605,8 @@ def memory(torch: Any, megabytes: int, server_mb: int) -> dict[str, Any]:
 def other_paths(torch: Any, n: int) -> dict[str, Any]:
     device = torch.device(DEVICE)
     prover = TorchProver([DEVICE])
-    a = prover.matrix(pf.a_key(os.urandom(32), 0), n, device)
-    b = prover.matrix(pf.b_key(n, 0), n, device)
+    a = prover.matrix(proof.a_key(os.urandom(32), 0), n, device)
+    b = prover.matrix(proof.b_key(n, 0), n, device)
     exact = a @ b
     fp32_ms = per_call_ms(torch, lambda: a @ b, 8)
     flop = 2.0 * n**3
@@ -763,7 +763,7 @@ def print_report(results: dict[str, Any]) -> None:
     if c:
         forgery = f"refused ({c['forgery_reason']})" if c["forgery_refused"] else "ACCEPTED"
         console.print(
-            f"Verifier (pf.verify, k = {c['k']}, on the CPU): cold {c['cold_ms']:,.0f} ms, warm "
+            f"Verifier (proof.verify, k = {c['k']}, on the CPU): cold {c['cold_ms']:,.0f} ms, warm "
             f"{_num(c['warm_ms'])} ms (median of {c['warm_runs']}); honest proof "
             f"{'verified' if c['verified'] else 'REFUSED: ' + '; '.join(c['honest_problems'])}; "
             f"forged row {forgery}. NumpyProver, first {c['compare_rounds']} rounds in "
@@ -888,7 +888,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rules = ProofRules()
     if args.target_s:
         rules = dataclasses.replace(rules, target_s=args.target_s)
-    n = args.n or pf.size_for(KIND)
+    n = args.n or proof.size_for(KIND)
     results["rules"] = {
         "gpu_min_efficiency": rules.gpu_min_efficiency,
         "allowance_s": rules.allowance_s,
@@ -915,7 +915,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     proofs = []
     fps = tree = challenge = None
     for _ in range(args.repeats):
-        planned = pf.plan(os.urandom(32), KIND, claimed, rules.target_s, n=n)
+        planned = proof.plan(os.urandom(32), KIND, claimed, rules.target_s, n=n)
         row, f, t = agent_proof(
             prover, "honest", claim, claimed, memory_ask(model.vram_gb), planned, rules
         )
@@ -928,7 +928,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             cheat = catalog.get(key)
             cheat_claimed, vram_gb = cheat.fp32_tflops * gpus, cheat.vram_gb
-        planned = pf.plan(os.urandom(32), KIND, cheat_claimed, rules.target_s, n=n)
+        planned = proof.plan(os.urandom(32), KIND, cheat_claimed, rules.target_s, n=n)
         row, _, _ = agent_proof(
             prover,
             "cheat",

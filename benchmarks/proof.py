@@ -10,10 +10,10 @@ It prints four kinds of figure (``idlegrid/core/proof.py`` has the protocol):
 
 1. **Prover time per challenge, for the CPU sizes** (n = 512 and 1024 by default; 1024 is
    what the server gives a CPU). Each challenge is planned as the server plans one for
-   this machine: ``pf.plan(seed, kind, claimed, target_s, n=n)`` with the claimed
+   this machine: ``proof.plan(seed, kind, claimed, target_s, n=n)`` with the claimed
    throughput ``catalog.device_fp32_tflops(catalog.classify(detect_hardware()), ...)``
    and ``target_s`` = ``ProofRules().target_s`` (1 s). The prover time is
-   ``NumpyProver.fingerprints`` + ``pf.commit``, with the public B pool already generated
+   ``NumpyProver.fingerprints`` + ``proof.commit``, with the public B pool already generated
    (a worker keeps it between challenges; its one-off generation time is shown beside
    the verifier). The measured throughput is ``work_flop`` / prover time, and the
    server's timing verdict is ``proof_policy.judge`` under the default ``ProofRules``
@@ -22,8 +22,8 @@ It prints four kinds of figure (``idlegrid/core/proof.py`` has the protocol):
    untimed warm-up run first, which builds its B pool), and its fingerprints are
    compared with numpy's.
 
-2. **Verifier time per challenge**, for k = ``DEFAULT_CHECKS`` checks: ``pf.verify`` on
-   openings from ``pf.open_check`` (checks from ``pf.select_checks`` with fresh
+2. **Verifier time per challenge**, for k = ``DEFAULT_CHECKS`` checks: ``proof.verify`` on
+   openings from ``proof.open_check`` (checks from ``proof.select_checks`` with fresh
    ``os.urandom`` entropy; drawing the checks and building the openings is not timed).
    *Cold* is the first verify after ``clear_pool()``: it regenerates the
    public Bs the checks touch. *Warm* repeats it (``--repeats``, fresh checks each time)
@@ -44,14 +44,14 @@ It prints four kinds of figure (``idlegrid/core/proof.py`` has the protocol):
    - a challenge planned as the server plans one for a GPU of the catalog
      (``--gpu-model``, H100 SXM by default: about 60 rounds). Proving it on a CPU would
      take minutes, so only the leaves that the drawn checks open are computed, with the
-     prover's own arithmetic (``pf.block``, ``pool_matrix``, ``pf.fingerprints``); every
+     prover's own arithmetic (``proof.block``, ``pool_matrix``, ``proof.fingerprints``); every
      other leaf is committed as zeros. The openings are genuine (``verify`` accepts
      them), and the verifier's work is exactly what an honest full proof would cost it,
      since it only ever looks at the opened leaves. Its checks are spread over many
      rounds, which is the real GPU workload. Its cold figure is not measured (it would
      regenerate all four 256 MiB Bs a second time); the pool's generation time is
      shown instead;
-   - eight such planned challenges verified together by ``pf.verify_many``, as
+   - eight such planned challenges verified together by ``proof.verify_many``, as
      the server verifies reveals that arrive together (``server/group_verify.py``):
      CPU per challenge is the batch's CPU over eight.
 
@@ -63,9 +63,9 @@ It prints four kinds of figure (``idlegrid/core/proof.py`` has the protocol):
    set of computed rows (exactly round(f × rows) of them, uniformly at random; with
    ``--bernoulli``, each row independently with probability f instead), gives every
    other row a uniformly random fake fingerprint in [0, p), builds a fresh Merkle tree
-   over that table (``pf.commit``: no tree is reused), draws fresh checks
-   (``pf.select_checks`` with ``os.urandom(32)``), opens them and runs the real
-   ``pf.verify``. A trial is a detection when ``verify`` returns a reason. Exact
+   over that table (``proof.commit``: no tree is reused), draws fresh checks
+   (``proof.select_checks`` with ``os.urandom(32)``), opens them and runs the real
+   ``proof.verify``. A trial is a detection when ``verify`` returns a reason. Exact
    fractions are the default because the bound is about a prover that computed a
    fraction f: with independent rows the computed fraction varies from trial to trial,
    and as x ↦ x^k is convex, the pass rate is then a little above f^k.
@@ -97,7 +97,7 @@ import numpy as np
 from common import finish
 
 from idlegrid.catalog import load_catalog
-from idlegrid.core import proof as pf
+from idlegrid.core import proof
 from idlegrid.core.proof_policy import ProofRules, judge
 from idlegrid.worker.hardware import detect_hardware
 from idlegrid.worker.prover import NumpyProver, TorchProver
@@ -107,7 +107,7 @@ GOAL_SKIP = 0.9  # a prover computing 90% of the rows ...
 GOAL_DETECTION = 0.99  # ... is caught in at least 99% of challenges
 CONSISTENCY_P = 0.001
 BATCH = 8  # challenges verified together in the batched row (server/group_verify.py)
-GPU_SIZE = pf.size_for("gpu")
+GPU_SIZE = proof.size_for("gpu")
 SIM_N = 128
 SIM_ROUNDS = 25
 MIB = 1024 * 1024
@@ -183,7 +183,7 @@ def blas_threads(count: int) -> Iterator[bool]:
 
 
 def pool_mib(n: int) -> float:
-    return pf.POOL_SIZE * n * n * 4 / MIB
+    return proof.POOL_SIZE * n * n * 4 / MIB
 
 
 def peak_rss_mib() -> float:
@@ -193,32 +193,32 @@ def peak_rss_mib() -> float:
 
 
 def opened(
-    challenge: pf.Challenge, tree: pf.MerkleTree, fps: pf.IntArray, k: int
-) -> tuple[list[tuple[int, int]], list[pf.Opening]]:
+    challenge: proof.Challenge, tree: proof.MerkleTree, fps: proof.IntArray, k: int
+) -> tuple[list[tuple[int, int]], list[proof.Opening]]:
     """Fresh checks, and the prover's openings of them."""
-    checks = pf.select_checks(challenge, os.urandom(32), k)
-    return checks, [pf.open_check(challenge, tree, fps, r, row) for r, row in checks]
+    checks = proof.select_checks(challenge, os.urandom(32), k)
+    return checks, [proof.open_check(challenge, tree, fps, r, row) for r, row in checks]
 
 
 def generate_pool(n: int, indices: Sequence[int]) -> float:
     """Seconds to generate (and cache) the public Bs ``indices`` of size n."""
     started = time.perf_counter()
     for index in indices:
-        pf.pool_matrix(n, index)
+        proof.pool_matrix(n, index)
     return time.perf_counter() - started
 
 
-Instance = tuple[list[tuple[int, int]], list[pf.Opening]]
+Instance = tuple[list[tuple[int, int]], list[proof.Opening]]
 
 
 def time_verify(
-    challenge: pf.Challenge,
+    challenge: proof.Challenge,
     root: bytes,
     instances: Sequence[Instance],
     repeats: int,
     budget_s: float,
 ) -> dict[str, Any]:
-    """Warm ``pf.verify`` over ``instances`` (cycled), with default and with one BLAS
+    """Warm ``proof.verify`` over ``instances`` (cycled), with default and with one BLAS
     thread: at least 3 runs each, at most ``repeats``, stopping after ``budget_s``."""
 
     def runs() -> tuple[list[float], list[float]]:
@@ -227,7 +227,7 @@ def time_verify(
         for i in range(repeats):
             checks, openings = instances[i % len(instances)]
             t0, c0 = time.perf_counter(), time.process_time()
-            problem = pf.verify(challenge, root, checks, openings)
+            problem = proof.verify(challenge, root, checks, openings)
             walls.append(time.perf_counter() - t0)
             cpus.append(time.process_time() - c0)
             if problem is not None:
@@ -253,22 +253,22 @@ def time_verify(
     }
 
 
-def cold_verify(challenge: pf.Challenge, root: bytes, instance: Instance) -> dict[str, float]:
+def cold_verify(challenge: proof.Challenge, root: bytes, instance: Instance) -> dict[str, float]:
     """The first verify with an empty pool cache (it regenerates the Bs it needs)."""
-    pf.clear_pool()
+    proof.clear_pool()
     checks, openings = instance
     t0, c0 = time.perf_counter(), time.process_time()
-    problem = pf.verify(challenge, root, checks, openings)
+    problem = proof.verify(challenge, root, checks, openings)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     if problem is not None:
         raise AssertionError(f"an honest proof failed to verify: {problem}")
-    used = len({pf.pool_index(challenge.seed, r) for r, _ in checks})
+    used = len({proof.pool_index(challenge.seed, r) for r, _ in checks})
     return {"cold_ms": round(1000 * wall, 2), "cold_cpu_ms": round(1000 * cpu, 2), "cold_bs": used}
 
 
 def prover_row(
     name: str,
-    challenge: pf.Challenge,
+    challenge: proof.Challenge,
     fingerprint_s: float,
     commit_s: float,
     claimed: float,
@@ -278,7 +278,7 @@ def prover_row(
 ) -> dict[str, Any]:
     total = fingerprint_s + commit_s
     floor = rules.efficiency_floor(kind)
-    deadline = pf.deadline_s(challenge, claimed, floor, rules.allowance_s)
+    deadline = proof.deadline_s(challenge, claimed, floor, rules.allowance_s)
     reason, measured = judge(total, deadline, challenge.work_flop, claimed, rules, kind)
     return {
         "prover": name,
@@ -303,19 +303,19 @@ def prover_row(
 def bench_cpu_size(
     n: int, kind: str, claimed: float, rules: ProofRules, k: int, repeats: int, torch: bool
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    challenge = pf.plan(os.urandom(32), kind, claimed, rules.target_s, n=n)
+    challenge = proof.plan(os.urandom(32), kind, claimed, rules.target_s, n=n)
     progress(
         f"n={n}: {challenge.rounds} rounds ({challenge.work_flop / 1e9:.1f} GFLOP) planned "
         f"for {claimed:.3f} TFLOPS in {rules.target_s:g} s"
     )
-    pf.clear_pool()
-    pool_s = generate_pool(n, range(pf.POOL_SIZE))
+    proof.clear_pool()
+    pool_s = generate_pool(n, range(proof.POOL_SIZE))
     prover = NumpyProver()
-    prover.fingerprints(pf.Challenge(challenge.seed, n, 1), math.inf)  # warm BLAS up
+    prover.fingerprints(proof.Challenge(challenge.seed, n, 1), math.inf)  # warm BLAS up
     t0 = time.perf_counter()
     fps = prover.fingerprints(challenge, math.inf)
     t1 = time.perf_counter()
-    tree = pf.commit(challenge, fps)
+    tree = proof.commit(challenge, fps)
     t2 = time.perf_counter()
     rows = [prover_row("numpy", challenge, t1 - t0, t2 - t1, claimed, rules, "", kind)]
     progress(
@@ -329,7 +329,7 @@ def bench_cpu_size(
         t0 = time.perf_counter()
         tfps = tp.fingerprints(challenge, math.inf)
         t1 = time.perf_counter()
-        ttree = pf.commit(challenge, tfps)
+        ttree = proof.commit(challenge, tfps)
         t2 = time.perf_counter()
         same = bool(np.array_equal(tfps, fps) and ttree.root == tree.root)
         threads = tp.torch.get_num_threads()
@@ -371,24 +371,24 @@ def bench_cpu_size(
 # -- 2: the GPU size -------------------------------------------------------------------------
 
 
-def partial_table(challenge: pf.Challenge, check_sets: Sequence[list[tuple[int, int]]]) -> Any:
+def partial_table(challenge: proof.Challenge, check_sets: Sequence[list[tuple[int, int]]]) -> Any:
     """Fingerprints of just the leaves the checks open (the prover's arithmetic); zeros
     elsewhere. Returns the table and the number of rows computed."""
     n = challenge.n
-    w = pf.weights(challenge.seed, n)
+    w = proof.weights(challenge.seed, n)
     fps = np.zeros((challenge.rounds, n), dtype=np.int64)
     leaves: dict[int, set[int]] = {}
     for checks in check_sets:
         for r, row in checks:
-            leaves.setdefault(r, set()).add(row // pf.LEAF_ROWS)
+            leaves.setdefault(r, set()).add(row // proof.LEAF_ROWS)
     computed = 0
     for r, wanted in sorted(leaves.items()):
         rows = np.concatenate(
-            [np.arange(j * pf.LEAF_ROWS, (j + 1) * pf.LEAF_ROWS) for j in sorted(wanted)]
+            [np.arange(j * proof.LEAF_ROWS, (j + 1) * proof.LEAF_ROWS) for j in sorted(wanted)]
         ).astype(np.int64)
-        a = pf.block(pf.a_key(challenge.seed, r), rows, n).astype(np.float32)
-        b = pf.pool_matrix(n, pf.pool_index(challenge.seed, r))
-        fps[r, rows] = pf.fingerprints(a @ b, w)
+        a = proof.block(proof.a_key(challenge.seed, r), rows, n).astype(np.float32)
+        b = proof.pool_matrix(n, proof.pool_index(challenge.seed, r))
+        fps[r, rows] = proof.fingerprints(a @ b, w)
         computed += len(rows)
     return fps, computed
 
@@ -400,18 +400,18 @@ def bench_gpu_size(
     catalog = load_catalog()
     model = catalog.get(gpu_model)
     claimed_gpu = model.fp32_tflops
-    pf.clear_pool()
+    proof.clear_pool()
 
     # (a) one round, proved in full.
-    one = pf.Challenge(os.urandom(32), n, 1)
-    first = pf.pool_index(one.seed, 0)
+    one = proof.Challenge(os.urandom(32), n, 1)
+    first = proof.pool_index(one.seed, 0)
     progress(f"n={n}: generating public B #{first} ({n * n * 4 / MIB:.0f} MiB)")
     gen_first_s = generate_pool(n, [first])
     progress(f"  {gen_first_s:.1f} s; proving one round with NumpyProver")
     t0 = time.perf_counter()
     fps = NumpyProver().fingerprints(one, math.inf)
     t1 = time.perf_counter()
-    tree = pf.commit(one, fps)
+    tree = proof.commit(one, fps)
     t2 = time.perf_counter()
     one_prover = prover_row(
         "numpy",
@@ -440,23 +440,23 @@ def bench_gpu_size(
     progress(f"  verify: cold {cold['cold_ms']:.0f} ms, warm {warm['warm_ms']:.1f} ms")
 
     # (b) planned for a GPU; only the opened leaves computed.
-    others = [i for i in range(pf.POOL_SIZE) if i != first]
+    others = [i for i in range(proof.POOL_SIZE) if i != first]
     progress(f"  generating the other {len(others)} public Bs")
     gen_rest_s = generate_pool(n, others)
     pool_s = gen_first_s + gen_rest_s
-    planned = pf.plan(os.urandom(32), "gpu", claimed_gpu, rules.target_s)
+    planned = proof.plan(os.urandom(32), "gpu", claimed_gpu, rules.target_s)
     sets = max(1, min(repeats, 3))
-    check_sets = [pf.select_checks(planned, os.urandom(32), k) for _ in range(sets)]
+    check_sets = [proof.select_checks(planned, os.urandom(32), k) for _ in range(sets)]
     progress(
         f"  {planned.rounds} rounds planned for {gpu_model} ({claimed_gpu} TFLOPS); computing "
         f"the leaves that {sets} sets of {k} checks open"
     )
     t0 = time.perf_counter()
     table, computed = partial_table(planned, check_sets)
-    ptree = pf.commit(planned, table)
+    ptree = proof.commit(planned, table)
     openings_s = time.perf_counter() - t0
     instances = [
-        (checks, [pf.open_check(planned, ptree, table, r, row) for r, row in checks])
+        (checks, [proof.open_check(planned, ptree, table, r, row) for r, row in checks])
         for checks in check_sets
     ]
     warm = time_verify(planned, ptree.root, instances, repeats, budget_s=10.0)
@@ -483,7 +483,7 @@ def bench_gpu_size(
     batched = time_verify_batch(planned_batch(claimed_gpu, rules, k, BATCH), BATCH, repeats)
     batched_verifier = {
         **{key: planned_verifier[key] for key in ("n", "rounds", "k", "pool_mib")},
-        "label": f"{n}, planned, {BATCH} at a time (pf.verify_many)",
+        "label": f"{n}, planned, {BATCH} at a time (proof.verify_many)",
         "pool_generation_s": None,
         "cold_ms": None,
         "cold_cpu_ms": None,
@@ -498,37 +498,37 @@ def bench_gpu_size(
         "model": gpu_model,
         "claimed_tflops": claimed_gpu,
         "pool_generation_s": round(pool_s, 2),
-        "pool_generation_s_per_matrix": round(pool_s / pf.POOL_SIZE, 2),
+        "pool_generation_s_per_matrix": round(pool_s / proof.POOL_SIZE, 2),
         "peak_rss_mib": round(peak_rss_mib()),
         "prover": one_prover,
     }
-    pf.clear_pool()  # give the memory back
+    proof.clear_pool()  # give the memory back
     return gpu, [one_verifier, planned_verifier, batched_verifier]
 
 
-def planned_batch(claimed: float, rules: ProofRules, k: int, count: int) -> list[pf.Claim]:
+def planned_batch(claimed: float, rules: ProofRules, k: int, count: int) -> list[proof.Claim]:
     """``count`` GPU challenges as the server plans them, each with honest openings of
     fresh checks (only the opened leaves computed, as for the planned row)."""
-    claims: list[pf.Claim] = []
+    claims: list[proof.Claim] = []
     for _ in range(count):
-        challenge = pf.plan(os.urandom(32), "gpu", claimed, rules.target_s)
-        checks = pf.select_checks(challenge, os.urandom(32), k)
+        challenge = proof.plan(os.urandom(32), "gpu", claimed, rules.target_s)
+        checks = proof.select_checks(challenge, os.urandom(32), k)
         table, _ = partial_table(challenge, [checks])
-        tree = pf.commit(challenge, table)
-        openings = [pf.open_check(challenge, tree, table, r, row) for r, row in checks]
+        tree = proof.commit(challenge, table)
+        openings = [proof.open_check(challenge, tree, table, r, row) for r, row in checks]
         claims.append((challenge, tree.root, checks, openings))
     return claims
 
 
-def time_verify_batch(claims: list[pf.Claim], count: int, repeats: int) -> dict[str, Any]:
-    """``pf.verify_many`` over the batch, per challenge: wall with the default BLAS
+def time_verify_batch(claims: list[proof.Claim], count: int, repeats: int) -> dict[str, Any]:
+    """``proof.verify_many`` over the batch, per challenge: wall with the default BLAS
     threads, CPU with one (as ``time_verify``)."""
 
     def runs() -> tuple[list[float], list[float]]:
         walls, cpus = [], []
         for _ in range(max(3, repeats)):
             t0, c0 = time.perf_counter(), time.process_time()
-            problems = pf.verify_many(claims)
+            problems = proof.verify_many(claims)
             walls.append((time.perf_counter() - t0) / count)
             cpus.append((time.process_time() - c0) / count)
             if any(p is not None for p in problems):
@@ -589,8 +589,8 @@ def bench_detection(
     rng = np.random.default_rng(int.from_bytes(os.urandom(16), "big"))
     out = []
     for f in [*fractions, 1.0]:
-        challenge = pf.Challenge(os.urandom(32), n, rounds)
-        _, honest = pf.prove(challenge)  # once per f
+        challenge = proof.Challenge(os.urandom(32), n, rounds)
+        _, honest = proof.prove(challenge)  # once per f
         flat = honest.reshape(-1)
         total = flat.size
         keep = round(f * total)
@@ -606,15 +606,15 @@ def bench_detection(
                 mask = np.zeros(total, dtype=bool)
                 mask[rng.choice(total, size=keep, replace=False)] = True
             computed_sum += int(mask.sum())
-            fake = rng.integers(0, pf.P, size=total, dtype=np.int64)
+            fake = rng.integers(0, proof.P, size=total, dtype=np.int64)
             table = np.where(mask, flat, fake).reshape(rounds, n)
-            tree = pf.commit(challenge, table)
+            tree = proof.commit(challenge, table)
             checks, openings = opened(challenge, tree, table, k)
-            if pf.verify(challenge, tree.root, checks, openings) is not None:
+            if proof.verify(challenge, tree.root, checks, openings) is not None:
                 detected += 1
         seconds = time.perf_counter() - started
         passed = trials - detected
-        q = pf.pass_probability(f, k)
+        q = proof.pass_probability(f, k)
         low, high = wilson(detected, trials)
         tail = upper_tail(passed, trials, q)
         row: dict[str, Any] = {
@@ -642,8 +642,8 @@ def bench_detection(
 
 
 def goal_line(detection: list[dict[str, Any]], k: int) -> dict[str, Any]:
-    needed = pf.checks_needed(GOAL_SKIP, GOAL_DETECTION)
-    bound = 1 - pf.pass_probability(GOAL_SKIP, k)
+    needed = proof.checks_needed(GOAL_SKIP, GOAL_DETECTION)
+    bound = 1 - proof.pass_probability(GOAL_SKIP, k)
     row = next((r for r in detection if math.isclose(r["f"], GOAL_SKIP)), None)
     consistent = row["consistent"] if row else None
     ok = bound >= GOAL_DETECTION and needed <= k and consistent is not False
@@ -717,7 +717,7 @@ def print_report(results: dict[str, Any]) -> None:
 
     one_thread = all(v["cpu_ms_one_thread"] for v in results["verifiers"])
     verifier = Table(
-        title=f"Verifier, per challenge: pf.verify of k = {results['k']} openings "
+        title=f"Verifier, per challenge: proof.verify of k = {results['k']} openings "
         f"(wall with {m['blas_threads']} BLAS threads; CPU with "
         f"{'1 BLAS thread' if one_thread else 'default BLAS threads'})",
         title_justify="left",
@@ -763,7 +763,7 @@ def print_report(results: dict[str, Any]) -> None:
     console.print(
         "Verifier pool memory, POOL_SIZE × n² × 4 bytes: "
         + ", ".join(f"n={n}: {pool_mib(n):,.0f} MiB" for n in sizes)
-        + f" (the verifier keeps the pools of three sizes, {3 * pf.POOL_SIZE} matrices).",
+        + f" (the verifier keeps the pools of three sizes, {3 * proof.POOL_SIZE} matrices).",
         highlight=False,
     )
 
@@ -820,14 +820,14 @@ def print_report(results: dict[str, Any]) -> None:
     )
     console.print(
         f"checks_needed({GOAL_SKIP}, {GOAL_DETECTION}) = {g['checks_needed']}; DEFAULT_CHECKS = "
-        f"{pf.DEFAULT_CHECKS}. Goal, a prover skipping 10% of the rows caught in ≥ 99% of "
+        f"{proof.DEFAULT_CHECKS}. Goal, a prover skipping 10% of the rows caught in ≥ 99% of "
         f"challenges with k = {g['k']}: [bold]{g['verdict']}[/bold] (bound "
         f"{100 * g['bound']:.2f}%; {measured}).",
         highlight=False,
     )
     cpu_rows = results["verifiers"][: len(results["sizes"])]
     if cpu_rows:
-        cpu = next((v for v in cpu_rows if v["n"] == pf.size_for("cpu")), cpu_rows[-1])
+        cpu = next((v for v in cpu_rows if v["n"] == proof.size_for("cpu")), cpu_rows[-1])
         line = (
             f"Goal, ≥ {GOAL_DEVICES_PER_HOUR:,} devices verified per core per hour: at n = "
             f"{cpu['n']} (CPU) {cpu['devices_per_hour_per_core']:,}/h: "
@@ -895,7 +895,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="cheaters compute each row with probability f (default: exactly f of the rows)",
     )
-    parser.add_argument("--checks", type=int, default=pf.DEFAULT_CHECKS, help="k")
+    parser.add_argument("--checks", type=int, default=proof.DEFAULT_CHECKS, help="k")
     parser.add_argument(
         "--repeats", type=int, default=20, help="warm verifies per size (GPU size: at most 5)"
     )
@@ -906,8 +906,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("fractions must be in (0, 1)")
     if args.trials < 1 or args.checks < 1 or args.repeats < 1:
         parser.error("--trials, --checks and --repeats must be positive")
-    if any(not pf.LEAF_ROWS <= n <= pf.MAX_N or n % pf.LEAF_ROWS for n in args.sizes):
-        parser.error(f"sizes must be multiples of {pf.LEAF_ROWS} up to {pf.MAX_N}")
+    if any(not proof.LEAF_ROWS <= n <= proof.MAX_N or n % proof.LEAF_ROWS for n in args.sizes):
+        parser.error(f"sizes must be multiples of {proof.LEAF_ROWS} up to {proof.MAX_N}")
 
     hw = detect_hardware()
     catalog = load_catalog()
@@ -954,7 +954,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rules,
                 args.checks,
                 args.repeats,
-                torch=torch_version is not None and n == pf.size_for("cpu"),
+                torch=torch_version is not None and n == proof.size_for("cpu"),
             )
             results["provers"].extend(rows)
             results["verifiers"].append(verifier)

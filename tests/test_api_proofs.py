@@ -12,7 +12,7 @@ import pytest
 from solders.keypair import Keypair
 
 from idlegrid.catalog import load_catalog, parse_catalog
-from idlegrid.core import proof as pf
+from idlegrid.core import proof
 from idlegrid.core.proof_policy import ProofRules
 from idlegrid.errors import ChallengeClosed, NotYourDevice, UnknownChallenge
 from idlegrid.protocol import (
@@ -76,7 +76,7 @@ def live(database_url: str, tmp_path: Path) -> Iterator[Network]:
 
 def _xeon_and_4090() -> str:
     """The real catalog's entries for this machine's CPU and an RTX 4090, as TOML."""
-    text = (Path(pf.__file__).parents[1] / "catalog" / "hardware.toml").read_text()
+    text = (Path(proof.__file__).parents[1] / "catalog" / "hardware.toml").read_text()
     tables = text.split("[[model]]")
     keep = [t for t in tables if 'key = "cpu-intel-xeon"' in t or 'key = "rtx-4090"' in t]
     assert len(keep) == 2
@@ -161,8 +161,8 @@ def test_a_cpu_claiming_an_rtx_4090_fails(live: Network) -> None:
         live.state.proofs.expire()
     else:
         assert result.status is ProofStatus.FAILED
-    (proof,) = live.client().proofs(device).items
-    assert proof.status is ProofStatus.FAILED and proof.reason in ("timeout", "underperforms_claim")
+    (view,) = live.client().proofs(device).items
+    assert view.status is ProofStatus.FAILED and view.reason in ("timeout", "underperforms_claim")
     assert live.client().get_device(device).readiness is Readiness.PENDING
 
 
@@ -170,16 +170,16 @@ def forged_reveal(net: Network, kp: Keypair, challenge: str) -> ProofView:
     """Commit to fingerprints with one row forged in every leaf, then open honestly."""
     device = str(kp.pubkey())
     spec = net.client(kp).fetch_challenge(device, challenge)
-    c = pf.Challenge(bytes.fromhex(spec.seed), spec.n, spec.rounds)
-    _, fps = pf.prove(c)
-    fps[:, :: pf.LEAF_ROWS] = (fps[:, :: pf.LEAF_ROWS] + 1) % pf.P
-    fps[:, :] = (fps + 1) % pf.P  # every row wrong: any check catches it
-    tree = pf.commit(c, fps)
+    c = proof.Challenge(bytes.fromhex(spec.seed), spec.n, spec.rounds)
+    _, fps = proof.prove(c)
+    fps[:, :: proof.LEAF_ROWS] = (fps[:, :: proof.LEAF_ROWS] + 1) % proof.P
+    fps[:, :] = (fps + 1) % proof.P  # every row wrong: any check catches it
+    tree = proof.commit(c, fps)
     answer = net.client(kp).commit_challenge(
         device, challenge, CommitRequest(root=tree.root.hex(), prover="forger", elapsed_s=0.1)
     )
     assert isinstance(answer, CommitResponse)
-    openings = [pf.open_check(c, tree, fps, r, i) for r, i in answer.checks]
+    openings = [proof.open_check(c, tree, fps, r, i) for r, i in answer.checks]
     return net.client(kp).reveal_challenge(
         device,
         challenge,
@@ -224,8 +224,8 @@ def test_replays_and_steps_out_of_order_are_refused(live: Network) -> None:
         client.fetch_challenge(device, challenge)
     with pytest.raises(ChallengeClosed):
         client.reveal_challenge(device, challenge, RevealRequest(openings=[]))
-    (proof,) = live.client().proofs(device).items
-    assert proof.status is ProofStatus.VERIFIED  # untouched by the replays
+    (view,) = live.client().proofs(device).items
+    assert view.status is ProofStatus.VERIFIED  # untouched by the replays
 
 
 def test_another_devices_challenge_cannot_be_answered(live: Network) -> None:
@@ -254,13 +254,13 @@ def test_malformed_reveals_fail_with_a_reason(live: Network, mangle, expected: s
     device = str(kp.pubkey())
     client = live.client(kp)
     spec = client.fetch_challenge(device, challenge)
-    c = pf.Challenge(bytes.fromhex(spec.seed), spec.n, spec.rounds)
-    tree, fps = pf.prove(c)
+    c = proof.Challenge(bytes.fromhex(spec.seed), spec.n, spec.rounds)
+    tree, fps = proof.prove(c)
     answer = client.commit_challenge(
         device, challenge, CommitRequest(root=tree.root.hex(), prover="t", elapsed_s=0.1)
     )
     assert isinstance(answer, CommitResponse)
-    ops = [pf.open_check(c, tree, fps, r, i) for r, i in answer.checks]
+    ops = [proof.open_check(c, tree, fps, r, i) for r, i in answer.checks]
     wire = [
         OpeningWire(round=o.round, row=o.row, leaf=list(o.leaf_fps), path=[h.hex() for h in o.path])
         for o in ops
@@ -376,5 +376,5 @@ def test_the_real_catalog_plans_cpu_proofs_of_about_a_second() -> None:
 
     cls = Classification(kind=DeviceKind.CPU, model="cpu-intel-xeon", processors=1)
     claimed = catalog.device_fp32_tflops(cls, cpu_hardware())
-    c = pf.plan(b"s", "cpu", claimed, 1.0)
+    c = proof.plan(b"s", "cpu", claimed, 1.0)
     assert c.n == 1024 and c.work_flop / (claimed * 1e12) == pytest.approx(1.0, rel=0.1)

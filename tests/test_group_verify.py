@@ -10,19 +10,19 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from idlegrid.core import proof as pf
+from idlegrid.core import proof
 from idlegrid.server.group_verify import GroupVerifier
 
 
-def _claim(i: int) -> pf.Claim:
-    return (pf.Challenge(bytes([i]) * 32, 64, 1), b"root", [(0, i)], [])
+def _claim(i: int) -> proof.Claim:
+    return (proof.Challenge(bytes([i]) * 32, 64, 1), b"root", [(0, i)], [])
 
 
 def test_concurrent_claims_share_batches_and_keep_their_own_verdicts() -> None:
     seen: list[int] = []
     first = threading.Event()
 
-    def slow_many(claims: Sequence[pf.Claim]) -> list[str | None]:
+    def slow_many(claims: Sequence[proof.Claim]) -> list[str | None]:
         seen.append(len(claims))
         first.set()
         time.sleep(0.05)  # while this batch runs, the others queue
@@ -40,14 +40,14 @@ def test_concurrent_claims_share_batches_and_keep_their_own_verdicts() -> None:
 
 def test_a_lone_claim_is_verified_at_once_and_errors_reach_the_batch() -> None:
     verifier = GroupVerifier()
-    challenge = pf.Challenge(b"\x05" * 32, 128, 2)
-    tree, fps = pf.prove(challenge)
-    checks = pf.select_checks(challenge, b"entropy", 8)
-    ops = [pf.open_check(challenge, tree, fps, r, row) for r, row in checks]
+    challenge = proof.Challenge(b"\x05" * 32, 128, 2)
+    tree, fps = proof.prove(challenge)
+    checks = proof.select_checks(challenge, b"entropy", 8)
+    ops = [proof.open_check(challenge, tree, fps, r, row) for r, row in checks]
     assert verifier.verify((challenge, tree.root, checks, ops)) is None
     assert verifier.batches == [1]
 
-    def broken(claims: Sequence[pf.Claim]) -> list[str | None]:
+    def broken(claims: Sequence[proof.Claim]) -> list[str | None]:
         raise RuntimeError("the verifier broke")
 
     with pytest.raises(RuntimeError, match="broke"):

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from idlegrid.core import proof as pf
+from idlegrid.core import proof
 from idlegrid.protocol import (
     ChallengeSpec,
     CommitRequest,
@@ -47,13 +47,13 @@ class ScriptedServer:
 
     def reveal_challenge(self, device_id: str, challenge_id: str, req: RevealRequest) -> ProofView:
         self.reveal = req
-        challenge = pf.Challenge(SEED, self.spec.n, self.spec.rounds)
+        challenge = proof.Challenge(SEED, self.spec.n, self.spec.rounds)
         assert self.commit is not None
         openings = [
-            pf.Opening(o.round, o.row, tuple(o.leaf), tuple(bytes.fromhex(h) for h in o.path))
+            proof.Opening(o.round, o.row, tuple(o.leaf), tuple(bytes.fromhex(h) for h in o.path))
             for o in req.openings
         ]
-        problem = pf.verify(
+        problem = proof.verify(
             challenge, bytes.fromhex(self.commit.root), [(0, 5), (1, 100)], openings
         )
         return ProofView.model_construct(
@@ -81,7 +81,7 @@ class RecordingProver(TorchProver):
 
         return MemoryHold(hold.read, release)
 
-    def fingerprints(self, challenge: pf.Challenge, deadline: float) -> Any:
+    def fingerprints(self, challenge: proof.Challenge, deadline: float) -> Any:
         self.log.append("compute" + (" beside memory" if self.holding else ""))
         if self.fail_compute_beside_memory and self.holding:
             raise MemoryError("out of memory beside the fill")
@@ -96,7 +96,7 @@ def test_memory_is_filled_first_held_through_the_probes_and_given_back() -> None
     assert prover.log == ["fill", "compute beside memory", "release"]
     assert server.commit is not None and server.commit.memory == "ok"
     assert server.reveal is not None
-    expected = pf.memory_answer(pf.memory_block(SEED, 1).tobytes(), bytes.fromhex("ab" * 16))
+    expected = proof.memory_answer(proof.memory_block(SEED, 1).tobytes(), bytes.fromhex("ab" * 16))
     assert server.reveal.memory_answers == [expected]
 
 
@@ -115,5 +115,5 @@ def test_no_memory_asked_means_no_fill() -> None:
     assert server.commit is not None and server.commit.memory == "ok"
     assert np.array_equal(
         np.array(server.reveal.openings[0].leaf if server.reveal else []),
-        pf.prove(pf.Challenge(SEED, 128, 2))[1][0, :64],
+        proof.prove(proof.Challenge(SEED, 128, 2))[1][0, :64],
     )

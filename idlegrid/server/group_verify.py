@@ -2,7 +2,7 @@
 verified together.
 
 At the GPU size the verifier's cost is reading each public 4096 × 4096 B from
-memory; ``pf.verify_many`` reads it once for a whole batch. The verifier does
+memory; ``proof.verify_many`` reads it once for a whole batch. The verifier does
 not wait to fill a batch (that would slow every reveal when the network is
 quiet): the first reveal verifies at once, and reveals that arrive while it
 runs are verified together next, as a database's group commit does. So under
@@ -16,12 +16,12 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from idlegrid.core import proof as pf
+from idlegrid.core import proof
 
 
 @dataclass(slots=True)
 class _Job:
-    claim: pf.Claim
+    claim: proof.Claim
     done: bool = False
     result: str | None = None
     error: BaseException | None = field(default=None)
@@ -29,7 +29,7 @@ class _Job:
 
 class GroupVerifier:
     def __init__(
-        self, verify_many: Callable[[Sequence[pf.Claim]], list[str | None]] = pf.verify_many
+        self, verify_many: Callable[[Sequence[proof.Claim]], list[str | None]] = proof.verify_many
     ) -> None:
         self._verify_many = verify_many
         self._cond = threading.Condition()
@@ -38,8 +38,8 @@ class GroupVerifier:
         self.batches: list[int] = []
         """Sizes of the last batches (at most 1,000), for tests and metrics."""
 
-    def verify(self, claim: pf.Claim) -> str | None:
-        """``pf.verify(*claim)``, batched with whatever other claims are waiting."""
+    def verify(self, claim: proof.Claim) -> str | None:
+        """``proof.verify(*claim)``, batched with whatever other claims are waiting."""
         job = _Job(claim)
         with self._cond:
             self._pending.append(job)

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from idlegrid.core import proof as pf
+from idlegrid.core import proof
 from idlegrid.core.connectivity import mbps
 from idlegrid.protocol import (
     CommitRequest,
@@ -47,7 +47,7 @@ def prove_challenge(
     fast rather than credited (docs/proof-of-compute.md, "Memory")."""
     spec = client.fetch_challenge(device_id, challenge_id)
     start = clock()
-    challenge = pf.Challenge(bytes.fromhex(spec.seed), spec.n, spec.rounds)
+    challenge = proof.Challenge(bytes.fromhex(spec.seed), spec.n, spec.rounds)
     hold: MemoryHold | None = None
     memory = "ok"
     try:
@@ -68,7 +68,7 @@ def prove_challenge(
             hold.release()
             hold, memory = None, "out_of_memory"
             fps = prover.fingerprints(challenge, start + spec.deadline_s)
-        tree = pf.commit(challenge, fps)
+        tree = proof.commit(challenge, fps)
         answer = client.commit_challenge(
             device_id,
             challenge_id,
@@ -83,7 +83,7 @@ def prove_challenge(
             return answer  # refused at the commitment (late, out of memory)
         openings = []
         for round_, row in answer.checks:
-            op = pf.open_check(challenge, tree, fps, round_, row)
+            op = proof.open_check(challenge, tree, fps, round_, row)
             openings.append(
                 OpeningWire(
                     round=op.round,
@@ -137,7 +137,7 @@ class ChallengeDuty:
             # the public B pool cost an H200 about 0.4 s, a fifth of its proof.
             self._warm = True
             try:
-                prover.warm_up(pf.size_for(prover.kind))
+                prover.warm_up(proof.size_for(prover.kind))
             except Exception as exc:  # the proof itself will say what is wrong
                 log.warning("prover warm-up failed: %s", exc)
         try:

@@ -50,7 +50,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from idlegrid.core import proof as pf
+from idlegrid.core import proof
 
 log = logging.getLogger("idlegrid.worker.prover")
 
@@ -65,7 +65,7 @@ class Prover(Protocol):
 
     def warm_up(self, n: int) -> None: ...
 
-    def fingerprints(self, challenge: pf.Challenge, deadline: float) -> pf.IntArray: ...
+    def fingerprints(self, challenge: proof.Challenge, deadline: float) -> proof.IntArray: ...
 
     def hold_memory(self, seed: bytes, megabytes: int) -> MemoryHold: ...
 
@@ -80,22 +80,22 @@ class NumpyProver:
 
     def warm_up(self, n: int) -> None:
         """Generate the public B pool for size ``n`` (it is kept between challenges)."""
-        for index in range(pf.POOL_SIZE):
-            pf.pool_matrix(n, index)
+        for index in range(proof.POOL_SIZE):
+            proof.pool_matrix(n, index)
 
-    def fingerprints(self, challenge: pf.Challenge, deadline: float) -> pf.IntArray:
+    def fingerprints(self, challenge: proof.Challenge, deadline: float) -> proof.IntArray:
         n = challenge.n
-        w = pf.weights(challenge.seed, n)
+        w = proof.weights(challenge.seed, n)
         out = np.empty((challenge.rounds, n), dtype=np.int64)
         for r in range(challenge.rounds):
-            key = pf.a_key(challenge.seed, r)
-            b = pf.pool_matrix(n, pf.pool_index(challenge.seed, r))
+            key = proof.a_key(challenge.seed, r)
+            b = proof.pool_matrix(n, proof.pool_index(challenge.seed, r))
             for start in range(0, n, self.chunk_rows):
                 if self.clock() > deadline:
                     raise ProofTimeout(f"stopped in round {r} of {challenge.rounds}")
                 rows = np.arange(start, min(n, start + self.chunk_rows), dtype=np.int64)
-                a = pf.block(key, rows, n).astype(np.float32)
-                out[r, rows] = pf.fingerprints(a @ b, w)
+                a = proof.block(key, rows, n).astype(np.float32)
+                out[r, rows] = proof.fingerprints(a @ b, w)
         return out
 
     def hold_memory(self, seed: bytes, megabytes: int) -> MemoryHold:
@@ -147,7 +147,7 @@ class TorchProver:
         """``core.proof.block`` in torch (int64 on the rows' device)."""
         torch = self.torch
         a, b = key
-        p = pf.P
+        p = proof.P
         row_part = (a * ((rows * n) % p)) % p
         col_part = (a * torch.arange(n, dtype=torch.int64, device=rows.device) + b) % p
         x = row_part[:, None] + col_part[None, :]
@@ -162,7 +162,7 @@ class TorchProver:
             torch = self.torch
             idx = torch.arange(n, dtype=torch.int64, device=device)
             if what == "rows":  # (i·n) mod p: the row part of the affine map before ·a
-                self._consts[key] = (idx * n) % pf.P
+                self._consts[key] = (idx * n) % proof.P
             elif what == "table":  # ((k·5) >> 8) − 2 for k = y & 255
                 self._consts[key] = (((idx * 5) >> 8) - 2).to(torch.float32)
             else:
@@ -176,7 +176,7 @@ class TorchProver:
             rows = self._const("cols", device, n)
             return self.block(key, rows, n).to(torch.float32)
         a, b = key
-        p = pf.P
+        p = proof.P
         # The same integers as core.proof.block, in fewer passes over n² int64 words:
         # x = (row part + column part) in [0, 2p), reduced once; y = x² >> 31 (x < 2³¹,
         # so x² < 2⁶²); the last two steps, ((y & 255)·5 >> 8) − 2, are a 256-entry table.
@@ -192,7 +192,7 @@ class TorchProver:
     def _b(self, device: Any, n: int, index: int) -> Any:
         key = (str(device), n, index)
         if key not in self._pool:
-            self._pool[key] = self.matrix(pf.b_key(n, index), n, device)
+            self._pool[key] = self.matrix(proof.b_key(n, index), n, device)
         return self._pool[key]
 
     # -- fingerprints ----------------------------------------------------------------
@@ -201,7 +201,7 @@ class TorchProver:
         """The fingerprint weights on ``device``: int64 (n), or with ``fast`` two float64
         vectors, w mod 2¹⁰ and w >> 10, for ``_fingerprints_fast``."""
         torch = self.torch
-        w = torch.from_numpy(pf.weights(seed, n)).to(device)
+        w = torch.from_numpy(proof.weights(seed, n)).to(device)
         if not self.fast:
             return w
         return (w & 1023).to(torch.float64), (w >> 10).to(torch.float64)
@@ -213,7 +213,7 @@ class TorchProver:
             return self._fingerprints_fast(c, w)
         c = c.to(torch.int64)
         # Elementwise then sum: int64 matmul is not available on every device.
-        return ((c * c) * w).sum(dim=1) % pf.P
+        return ((c * c) * w).sum(dim=1) % proof.P
 
     def _fingerprints_fast(self, c: Any, w: tuple[Any, Any]) -> Any:
         """The fingerprints as two float64 matrix-vector products, exactly: |c| ≤ 4n, so
@@ -227,12 +227,12 @@ class TorchProver:
         c64.mul_(c64)
         lo = torch.mv(c64, w_lo).to(torch.int64)
         hi = torch.mv(c64, w_hi).to(torch.int64)
-        return (hi * 1024 + lo) % pf.P
+        return (hi * 1024 + lo) % proof.P
 
     def _round(self, device: Any, seed: bytes, r: int, n: int, w: Any) -> Any:
         """Round r's fingerprints (int64 on the device, not waited for)."""
-        a = self.matrix(pf.a_key(seed, r), n, device)
-        c = a @ self._b(device, n, pf.pool_index(seed, r))
+        a = self.matrix(proof.a_key(seed, r), n, device)
+        c = a @ self._b(device, n, proof.pool_index(seed, r))
         return self.row_fingerprints(c, w)
 
     def _synchronize(self, device: Any) -> None:
@@ -242,7 +242,12 @@ class TorchProver:
             self.torch.mps.synchronize()
 
     def _rounds(
-        self, device: Any, challenge: pf.Challenge, rounds: range, deadline: float, out: pf.IntArray
+        self,
+        device: Any,
+        challenge: proof.Challenge,
+        rounds: range,
+        deadline: float,
+        out: proof.IntArray,
     ) -> None:
         torch = self.torch
         n = challenge.n
@@ -265,7 +270,7 @@ class TorchProver:
                 self._synchronize(device)
         out[np.arange(rounds.start, rounds.stop, rounds.step)] = fps.cpu().numpy()
 
-    def fingerprints(self, challenge: pf.Challenge, deadline: float) -> pf.IntArray:
+    def fingerprints(self, challenge: proof.Challenge, deadline: float) -> proof.IntArray:
         """MemoryError when a device runs out of memory (it may be holding a fill)."""
         out = np.empty((challenge.rounds, challenge.n), dtype=np.int64)
         g = len(self.devices)
@@ -293,14 +298,14 @@ class TorchProver:
         for device in self.devices:
             w = self.weights(b"warm-up", n, device)
             self._round(device, b"warm-up", 0, n, w).cpu()
-            for index in range(pf.POOL_SIZE):
+            for index in range(proof.POOL_SIZE):
                 self._b(device, n, index)
             self._synchronize(device)
 
     # -- memory ----------------------------------------------------------------------
 
     def fill(self, seed: bytes, megabytes: int) -> list[list[Any]]:
-        """The memory image ``pf.memory_block(seed, i)`` for every block, on every device:
+        """The memory image ``proof.memory_block(seed, i)`` for every block, on every device:
         per device a list of (≤ ``segment_blocks`` × words) int64 segments. All memory is
         allocated first (torch.OutOfMemoryError before any work). With ``fast`` each block
         is generated where it is held, while the CPU derives the next batch's keys:
@@ -309,9 +314,9 @@ class TorchProver:
         of a value below 2p < 2³² (int64 division's short path). Otherwise numpy's
         blocks are copied over."""
         torch = self.torch
-        blocks = pf.memory_blocks(megabytes)
+        blocks = proof.memory_blocks(megabytes)
         seg = self.segment_blocks
-        words = pf.MEMORY_WORDS
+        words = proof.MEMORY_WORDS
         held = [
             [
                 torch.empty((min(seg, blocks - s), words), dtype=torch.int64, device=d)
@@ -322,7 +327,7 @@ class TorchProver:
         if not self.fast:
             for segments in held:
                 for i in range(blocks):
-                    segments[i // seg][i % seg].copy_(torch.from_numpy(pf.memory_block(seed, i)))
+                    segments[i // seg][i % seg].copy_(torch.from_numpy(proof.memory_block(seed, i)))
             return held
         split = self.fill_split
         lows = [self._const("cols", d, split)[None, :] for d in self.devices]
@@ -330,21 +335,21 @@ class TorchProver:
         batch = max(seg, self.fill_batch_blocks // seg * seg)  # batches hold whole segments
         chunk = self.fill_chunk_blocks
         for start in range(0, blocks, batch):
-            keys = torch.from_numpy(pf.memory_keys(seed, start, min(batch, blocks - start)))
+            keys = torch.from_numpy(proof.memory_keys(seed, start, min(batch, blocks - start)))
             if self.devices[0].type == "cuda":
                 keys = keys.pin_memory()  # copied without waiting; the GPU fills meanwhile
             for d, device in enumerate(self.devices):
                 k = keys.to(device, non_blocking=True)
                 a, b = k[:, :1], k[:, 1:]
-                low = (a * lows[d] + b).remainder_(pf.P)[:, None, :]  # (a·lo + b) mod p
-                high = (a * highs[d]).remainder_(pf.P)[:, :, None]  # (a·hi·S) mod p
+                low = (a * lows[d] + b).remainder_(proof.P)[:, None, :]  # (a·lo + b) mod p
+                high = (a * highs[d]).remainder_(proof.P)[:, :, None]  # (a·hi·S) mod p
                 for s in range(0, len(k), seg):
                     segment = held[d][(start + s) // seg]
                     for c in range(0, len(segment), chunk):
                         e = min(c + chunk, len(segment))
                         part = segment[c:e].view(e - c, words // split, split)
                         torch.add(high[s + c : s + e], low[s + c : s + e], out=part)
-                        part.remainder_(pf.P)
+                        part.remainder_(proof.P)
         for device in self.devices:
             self._synchronize(device)
         return held
@@ -420,7 +425,7 @@ class MemoryHold:
         self._release = release
 
     def answer(self, index: int, nonce: bytes) -> str:
-        return pf.memory_answer(self.read(index), nonce)
+        return proof.memory_answer(self.read(index), nonce)
 
     def release(self) -> None:
         """Free the memory (a GPU's goes back to the device, not to torch's cache)."""

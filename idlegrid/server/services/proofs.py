@@ -19,7 +19,16 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from idlegrid.catalog import Catalog
 from idlegrid.core import lifecycle
-from idlegrid.core import proof as pf
+from idlegrid.core.proof import (
+    Challenge,
+    Opening,
+    deadline_s,
+    memory_answer,
+    memory_block,
+    memory_blocks,
+    plan,
+    select_checks,
+)
 from idlegrid.core.proof_policy import FailReason, ProofRules, Standing, after_result, judge
 from idlegrid.errors import ChallengeClosed, NotYourDevice, UnknownChallenge, UnknownDevice
 from idlegrid.protocol import (
@@ -125,7 +134,7 @@ class ProofService:
         cls = Classification(kind=DeviceKind(dev.kind), model=dev.model, processors=dev.processors)
         claimed = self.catalog.device_fp32_tflops(cls, hardware)
         seed = secrets.token_bytes(32)
-        challenge = pf.plan(
+        challenge = plan(
             seed, dev.kind, claimed, self.settings.proof_target_s, n=self.settings.proof_n
         )
         memory_mb = 0
@@ -142,7 +151,7 @@ class ProofService:
             checks_k=self.settings.proof_checks,
             work_flop=challenge.work_flop,
             claimed_tflops=claimed,
-            deadline_s=pf.deadline_s(
+            deadline_s=deadline_s(
                 challenge, claimed, self.rules.efficiency_floor(dev.kind), self.rules.allowance_s
             ),
             memory_mb=memory_mb,
@@ -205,9 +214,9 @@ class ProofService:
                     f"could not hold {proof.memory_mb} MiB",
                     now,
                 )
-            challenge = pf.Challenge(bytes.fromhex(proof.seed), proof.n, proof.rounds)
-            checks = pf.select_checks(challenge, secrets.token_bytes(32), proof.checks_k)
-            blocks = pf.memory_blocks(proof.memory_mb)
+            challenge = Challenge(bytes.fromhex(proof.seed), proof.n, proof.rounds)
+            checks = select_checks(challenge, secrets.token_bytes(32), proof.checks_k)
+            blocks = memory_blocks(proof.memory_mb)
             probes = (
                 [
                     MemoryProbe(index=secrets.randbelow(blocks), nonce=secrets.token_hex(16))
@@ -254,10 +263,10 @@ class ProofService:
             return self._finish(db, proof, reason, measured, detail, now)
 
     def _check_openings(self, proof: Proof, req: RevealRequest) -> str | None:
-        challenge = pf.Challenge(bytes.fromhex(proof.seed), proof.n, proof.rounds)
+        challenge = Challenge(bytes.fromhex(proof.seed), proof.n, proof.rounds)
         try:
             openings = [
-                pf.Opening(o.round, o.row, tuple(o.leaf), tuple(bytes.fromhex(h) for h in o.path))
+                Opening(o.round, o.row, tuple(o.leaf), tuple(bytes.fromhex(h) for h in o.path))
                 for o in req.openings
             ]
         except ValueError:
@@ -273,8 +282,8 @@ class ProofService:
             return f"expected {len(probes)} memory answers, got {len(req.memory_answers)}"
         seed = bytes.fromhex(proof.seed)
         for probe, answer in zip(probes, req.memory_answers, strict=True):
-            block = pf.memory_block(seed, int(probe["index"])).tobytes()
-            if answer != pf.memory_answer(block, bytes.fromhex(probe["nonce"])):
+            block = memory_block(seed, int(probe["index"])).tobytes()
+            if answer != memory_answer(block, bytes.fromhex(probe["nonce"])):
                 return f"memory probe of block {probe['index']} answered wrongly"
         return None
 
