@@ -15,39 +15,39 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from idlegrid.cli.main import app
-from idlegrid.core import emission as em
+from idlegrid.core import emission
 from idlegrid.core.emission import UNITS_PER_IO as U
 
 
 def test_schedule_sums_to_exactly_300m_io() -> None:
-    s = em.schedule()
-    assert len(s) == em.EPOCHS == 175_319
-    assert sum(s) == 300_000_000 * U == em.EMISSION_TOTAL_UNITS
-    assert em.cumulative(em.EPOCHS - 1) == em.EMISSION_TOTAL_UNITS
+    s = emission.schedule()
+    assert len(s) == emission.EPOCHS == 175_319
+    assert sum(s) == 300_000_000 * U == emission.EMISSION_TOTAL_UNITS
+    assert emission.cumulative(emission.EPOCHS - 1) == emission.EMISSION_TOTAL_UNITS
 
 
 def test_first_hour_is_4566_21_io() -> None:
-    assert em.hour_amount(0) == 456_621_000_000 == em.FIRST_HOUR_UNITS
-    assert em.to_io(em.hour_amount(0)) == Decimal("4566.21")
+    assert emission.hour_amount(0) == 456_621_000_000 == emission.FIRST_HOUR_UNITS
+    assert emission.to_io(emission.hour_amount(0)) == Decimal("4566.21")
 
 
 def test_year_one_is_about_37_66m_io() -> None:
-    year_one = em.cumulative(em.HOURS_PER_YEAR - 1)
+    year_one = emission.cumulative(emission.HOURS_PER_YEAR - 1)
     assert year_one == 3_766_298_035_067_494  # 37,662,980.35067494 IO
     assert abs(year_one - 37_660_000 * U) < 10_000 * U  # within 0.01M of 37.66M
-    assert em.by_period("year")[0][1] == year_one
+    assert emission.by_period("year")[0][1] == year_one
 
 
 def test_every_hour_is_less_than_the_one_before() -> None:
-    s = np.array(em.schedule(), dtype=np.int64)
+    s = np.array(emission.schedule(), dtype=np.int64)
     assert (s > 0).all()
     assert (np.diff(s) < 0).all()
 
 
 def test_last_epoch_is_the_remainder_and_below_the_hour_before() -> None:
-    s = em.schedule()
+    s = emission.schedule()
     last, previous = s[-1], s[-2]
-    assert last == em.EMISSION_TOTAL_UNITS - sum(s[:-1])
+    assert last == emission.EMISSION_TOTAL_UNITS - sum(s[:-1])
     assert 0 <= last < previous
     # The plain geometric sum overshoots by about 3.55 IO, so the last epoch is trimmed.
     assert last == 39_657_542_325  # 396.57542325 IO
@@ -56,94 +56,96 @@ def test_last_epoch_is_the_remainder_and_below_the_hour_before() -> None:
 
 def test_the_geometric_sum_overshoots_only_in_the_last_epoch() -> None:
     # Decimal's 28 digits are plenty for the closed form a·(1 − rⁿ)/(1 − r).
-    r = Decimal(em.DECAY.numerator) / Decimal(em.DECAY.denominator)
-    full = em.FIRST_HOUR * (1 - r**em.EPOCHS) / (1 - r)
-    but_last = em.FIRST_HOUR * (1 - r ** (em.EPOCHS - 1)) / (1 - r)
-    assert Decimal("3.55") < full - em.EMISSION_TOTAL < Decimal("3.56")
-    assert Decimal("396.57") < em.EMISSION_TOTAL - but_last < Decimal("396.58")
+    r = Decimal(emission.DECAY.numerator) / Decimal(emission.DECAY.denominator)
+    full = emission.FIRST_HOUR * (1 - r**emission.EPOCHS) / (1 - r)
+    but_last = emission.FIRST_HOUR * (1 - r ** (emission.EPOCHS - 1)) / (1 - r)
+    assert Decimal("3.55") < full - emission.EMISSION_TOTAL < Decimal("3.56")
+    assert Decimal("396.57") < emission.EMISSION_TOTAL - but_last < Decimal("396.58")
 
 
 def test_cumulative_never_exceeds_the_cap_and_rises() -> None:
-    c = np.cumsum(np.array(em.schedule(), dtype=np.int64))
-    assert c[-1] == em.EMISSION_TOTAL_UNITS
-    assert (c <= em.EMISSION_TOTAL_UNITS).all()
-    assert em.cumulative(-1) == 0
-    assert em.cumulative(10**9) == em.EMISSION_TOTAL_UNITS
-    assert em.cumulative(1) == em.hour_amount(0) + em.hour_amount(1)
-    assert em.hour_amount(em.EPOCHS) == 0
+    c = np.cumsum(np.array(emission.schedule(), dtype=np.int64))
+    assert c[-1] == emission.EMISSION_TOTAL_UNITS
+    assert (c <= emission.EMISSION_TOTAL_UNITS).all()
+    assert emission.cumulative(-1) == 0
+    assert emission.cumulative(10**9) == emission.EMISSION_TOTAL_UNITS
+    assert emission.cumulative(1) == emission.hour_amount(0) + emission.hour_amount(1)
+    assert emission.hour_amount(emission.EPOCHS) == 0
     with pytest.raises(ValueError):
-        em.hour_amount(-1)
+        emission.hour_amount(-1)
 
 
 def test_hours_are_exactly_rounded() -> None:
     """Spot checks against exact rationals; no exact value is near a rounding boundary."""
     for h in (0, 1, 2, 8_759, 60_000):
-        exact = em.FIRST_HOUR_UNITS * em.DECAY**h
-        assert em.hour_amount(h) == int(exact + Fraction(1, 2))
-    assert em.nearest_half_distance() > Fraction(1, 10**6)
+        exact = emission.FIRST_HOUR_UNITS * emission.DECAY**h
+        assert emission.hour_amount(h) == int(exact + Fraction(1, 2))
+    assert emission.nearest_half_distance() > Fraction(1, 10**6)
 
 
 @pytest.mark.parametrize(
     ("period", "count", "size"), [("hour", 175_319, 1), ("month", 241, 730), ("year", 21, 8_760)]
 )
-def test_by_period_sums_agree_with_the_total(period: em.Period, count: int, size: int) -> None:
-    rows = em.by_period(period)
+def test_by_period_sums_agree_with_the_total(
+    period: emission.Period, count: int, size: int
+) -> None:
+    rows = emission.by_period(period)
     assert len(rows) == count
     assert [i for i, _, _ in rows] == list(range(count))
-    assert sum(a for _, a, _ in rows) == em.EMISSION_TOTAL_UNITS
-    assert rows[-1][2] == em.EMISSION_TOTAL_UNITS
+    assert sum(a for _, a, _ in rows) == emission.EMISSION_TOTAL_UNITS
+    assert rows[-1][2] == emission.EMISSION_TOTAL_UNITS
     for index, _, total in rows:
-        assert total == em.cumulative(min((index + 1) * size, em.EPOCHS) - 1)
+        assert total == emission.cumulative(min((index + 1) * size, emission.EPOCHS) - 1)
 
 
 def test_build_schedule_caps_the_cumulative_when_the_sum_overshoots() -> None:
-    s = em.build_schedule(100, Fraction(9, 10), 6, 300)
+    s = emission.build_schedule(100, Fraction(9, 10), 6, 300)
     assert s == [100, 90, 81, 29, 0, 0]
     nonzero = [x for x in s if x]
     assert all(a > b for a, b in pairwise(nonzero))
-    with pytest.raises(em.ScheduleError) as exc:  # undershoot: the rest would grow
-        em.build_schedule(100, Fraction(1, 2), 3, 1_000)
+    with pytest.raises(emission.ScheduleError) as exc:  # undershoot: the rest would grow
+        emission.build_schedule(100, Fraction(1, 2), 3, 1_000)
     assert (exc.value.last, exc.value.previous) == (850, 50)
 
 
 def test_io_formatting_is_exact() -> None:
-    assert em.to_io(1) == Decimal("0.00000001")
-    assert f"{em.to_io(0):f}" == "0.00000000"
-    assert em.to_io(-150_000_000) == Decimal("-1.5")
-    assert em.format_io(em.EMISSION_TOTAL_UNITS) == "300,000,000.00000000"
-    assert em.format_io(456_621_000_000) == "4,566.21000000"
+    assert emission.to_io(1) == Decimal("0.00000001")
+    assert f"{emission.to_io(0):f}" == "0.00000000"
+    assert emission.to_io(-150_000_000) == Decimal("-1.5")
+    assert emission.format_io(emission.EMISSION_TOTAL_UNITS) == "300,000,000.00000000"
+    assert emission.format_io(456_621_000_000) == "4,566.21000000"
 
 
 def test_genesis_validates_and_supply_adds_up() -> None:
-    em.validate_genesis(em.GENESIS_ALLOCATION)
-    assert sum(a.amount for a in em.GENESIS_ALLOCATION) == 500_000_000 * U
-    assert em.GENESIS_SUPPLY + em.EMISSION_TOTAL == em.MAX_SUPPLY == 800_000_000
-    bad = (replace(em.GENESIS_ALLOCATION[0], amount=1), *em.GENESIS_ALLOCATION[1:])
-    with pytest.raises(em.GenesisError) as exc:
-        em.validate_genesis(bad)
-    assert exc.value.expected == em.GENESIS_SUPPLY_UNITS
+    emission.validate_genesis(emission.GENESIS_ALLOCATION)
+    assert sum(a.amount for a in emission.GENESIS_ALLOCATION) == 500_000_000 * U
+    assert emission.GENESIS_SUPPLY + emission.EMISSION_TOTAL == emission.MAX_SUPPLY == 800_000_000
+    bad = (replace(emission.GENESIS_ALLOCATION[0], amount=1), *emission.GENESIS_ALLOCATION[1:])
+    with pytest.raises(emission.GenesisError) as exc:
+        emission.validate_genesis(bad)
+    assert exc.value.expected == emission.GENESIS_SUPPLY_UNITS
     with pytest.raises(ValueError):
-        em.validate_genesis((*em.GENESIS_ALLOCATION, em.GENESIS_ALLOCATION[0]))
+        emission.validate_genesis((*emission.GENESIS_ALLOCATION, emission.GENESIS_ALLOCATION[0]))
 
 
 def test_vesting_follows_the_tranches() -> None:
-    seed, _, core, rnd, community = em.GENESIS_ALLOCATION
-    assert em.vested(seed, 12) == 0
-    assert em.vested(seed, 13) == seed.amount // 24
-    assert em.vested(seed, 36) == seed.amount
-    assert em.vested(core, 47) < core.amount == em.vested(core, 48)
-    assert em.vested(rnd, 1) == rnd.amount // 48
-    assert em.vested(community, 0) == community.amount
-    assert em.vested(community, -1) == 0
+    seed, _, core, rnd, community = emission.GENESIS_ALLOCATION
+    assert emission.vested(seed, 12) == 0
+    assert emission.vested(seed, 13) == seed.amount // 24
+    assert emission.vested(seed, 36) == seed.amount
+    assert emission.vested(core, 47) < core.amount == emission.vested(core, 48)
+    assert emission.vested(rnd, 1) == rnd.amount // 48
+    assert emission.vested(community, 0) == community.amount
+    assert emission.vested(community, -1) == 0
 
 
 @given(
-    st.sampled_from(em.GENESIS_ALLOCATION),
+    st.sampled_from(emission.GENESIS_ALLOCATION),
     st.integers(-24, 120),
     st.integers(0, 120),
 )
-def test_vesting_is_monotone_and_bounded(category: em.Allocation, m: int, step: int) -> None:
-    before, after = em.vested(category, m), em.vested(category, m + step)
+def test_vesting_is_monotone_and_bounded(category: emission.Allocation, m: int, step: int) -> None:
+    before, after = emission.vested(category, m), emission.vested(category, m + step)
     assert 0 <= before <= after <= category.amount
 
 
@@ -157,10 +159,10 @@ def test_vesting_is_monotone_and_bounded(category: em.Allocation, m: int, step: 
 def test_vesting_is_monotone_for_any_terms(
     amount: int, cliff: int, linear: int, m: int, step: int
 ) -> None:
-    category = em.Allocation("x", amount, cliff, linear)
-    before, after = em.vested(category, m), em.vested(category, m + step)
+    category = emission.Allocation("x", amount, cliff, linear)
+    before, after = emission.vested(category, m), emission.vested(category, m + step)
     assert 0 <= before <= after <= amount
-    assert em.vested(category, cliff + linear) == amount
+    assert emission.vested(category, cliff + linear) == amount
 
 
 def test_cli_schedule_by_year_json_sums_to_300m() -> None:

@@ -10,8 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from idlegrid.core import rewards
-from idlegrid.core import staking as sk
+from idlegrid.core import rewards, staking
 from idlegrid.core.block_columns import BlockInputs, DeviceInput, Devices, Reason, RewardPool
 from idlegrid.core.block_publication import (
     block_to_dict,
@@ -32,133 +31,133 @@ NOW = 1_700_000_000.0
 
 
 def test_minimum_stake_examples() -> None:
-    assert sk.minimum_stake(10, 8) == 16_000 * U  # 8×H100
-    assert sk.minimum_stake("1", 1) == 200 * U  # a CPU
-    assert sk.minimum_stake("0.75", 1) == 200 * U  # below 1 counts as 1
-    assert sk.minimum_stake(0, 4) == 800 * U  # unsupported: still the floor
-    assert sk.minimum_stake("1.25", 1) == 250 * U
-    assert sk.minimum_stake(Fraction(11, 4), 3) == 1_650 * U
-    assert sk.minimum_stake(2.75, 1) == 550 * U  # a catalog float, read by its text
-    assert sk.minimum_stake("1.0000000000001", 1) == 200 * U + 1  # rounded up, never down
+    assert staking.minimum_stake(10, 8) == 16_000 * U  # 8×H100
+    assert staking.minimum_stake("1", 1) == 200 * U  # a CPU
+    assert staking.minimum_stake("0.75", 1) == 200 * U  # below 1 counts as 1
+    assert staking.minimum_stake(0, 4) == 800 * U  # unsupported: still the floor
+    assert staking.minimum_stake("1.25", 1) == 250 * U
+    assert staking.minimum_stake(Fraction(11, 4), 3) == 1_650 * U
+    assert staking.minimum_stake(2.75, 1) == 550 * U  # a catalog float, read by its text
+    assert staking.minimum_stake("1.0000000000001", 1) == 200 * U + 1  # rounded up, never down
 
 
 @pytest.mark.parametrize(("multiplier", "processors"), [("-1", 1), ("x", 1), ("1", 0), (1, True)])
 def test_minimum_stake_refuses_nonsense(multiplier: str | int, processors: int) -> None:
     with pytest.raises(InvalidAmount):
-        sk.minimum_stake(multiplier, processors)
+        staking.minimum_stake(multiplier, processors)
 
 
 # Staking rules -------------------------------------------------------------------------------
 
 
-def _stake(active: int = 1_000 * U) -> sk.Stake:
-    return sk.Stake("dev-1", "alice", active=active)
+def _stake(active: int = 1_000 * U) -> staking.Stake:
+    return staking.Stake("dev-1", "alice", active=active)
 
 
 def test_unstake_cools_down_14_days_and_does_not_count() -> None:
-    stake = sk.unstake(_stake(), 400 * U, hired=False, now=NOW)
+    stake = staking.unstake(_stake(), 400 * U, hired=False, now=NOW)
     assert stake.active == 600 * U
-    assert sk.effective_stake(stake, NOW) == 600 * U
-    assert stake.cooling == (sk.Cooldown(400 * U, NOW + 14 * DAY),)
-    assert sk.withdraw_unlocked(stake, NOW + 14 * DAY - 1) == (stake, 0)
-    left, released = sk.withdraw_unlocked(stake, NOW + 14 * DAY)
+    assert staking.effective_stake(stake, NOW) == 600 * U
+    assert stake.cooling == (staking.Cooldown(400 * U, NOW + 14 * DAY),)
+    assert staking.withdraw_unlocked(stake, NOW + 14 * DAY - 1) == (stake, 0)
+    left, released = staking.withdraw_unlocked(stake, NOW + 14 * DAY)
     assert released == 400 * U and left.cooling == ()
 
 
 def test_hired_device_cannot_unstake() -> None:
     with pytest.raises(InvalidTransition) as err:
-        sk.unstake(_stake(), 1, hired=True, now=NOW)
+        staking.unstake(_stake(), 1, hired=True, now=NOW)
     assert err.value.details["reason"] == "hired"
 
 
 def test_unstake_more_than_active_or_nonpositive_raises() -> None:
     with pytest.raises(InsufficientFunds) as err:
-        sk.check_unstake(_stake(10), 11, hired=False)
+        staking.check_unstake(_stake(10), 11, hired=False)
     assert err.value.details == {"account": "dev-1", "needed": 11, "available": 10}
     for bad in (0, -1):
         with pytest.raises(InvalidAmount):
-            sk.check_unstake(_stake(), bad, hired=False)
+            staking.check_unstake(_stake(), bad, hired=False)
         with pytest.raises(InvalidAmount):
-            sk.check_stake(_stake(), bad)
+            staking.check_stake(_stake(), bad)
 
 
 def test_costakes_cover_at_most_half() -> None:
-    stake = sk.add_costake(_stake(1_000 * U), "bob", 600 * U, 1_000, NOW)
-    stake = sk.add_costake(stake, "carol", 400 * U, 500, NOW)  # exactly half of 2,000
-    assert sk.effective_stake(stake, NOW) == 2_000 * U
-    with pytest.raises(sk.CoStakeLimit) as err:
-        sk.add_costake(stake, "dave", 10 * U, 0, NOW)
+    stake = staking.add_costake(_stake(1_000 * U), "bob", 600 * U, 1_000, NOW)
+    stake = staking.add_costake(stake, "carol", 400 * U, 500, NOW)  # exactly half of 2,000
+    assert staking.effective_stake(stake, NOW) == 2_000 * U
+    with pytest.raises(staking.CoStakeLimit) as err:
+        staking.add_costake(stake, "dave", 10 * U, 0, NOW)
     assert err.value.details["allowed"] == 1_000 * U and err.value.code == "costake_limit"
-    with pytest.raises(sk.CoStakeExists):
-        sk.add_costake(_stake(), "alice", 10 * U, 0, NOW)
-    with pytest.raises(sk.CoStakeExists):
-        sk.add_costake(stake, "bob", 10 * U, 0, NOW)
+    with pytest.raises(staking.CoStakeExists):
+        staking.add_costake(_stake(), "alice", 10 * U, 0, NOW)
+    with pytest.raises(staking.CoStakeExists):
+        staking.add_costake(stake, "bob", 10 * U, 0, NOW)
 
 
 def test_a_costakers_share_follows_what_it_staked() -> None:
     owner = _stake(16_000 * U)  # 8×H100; the owner offers 20 % for a full co-stake
     dusty = owner
     with pytest.raises(InvalidAmount) as dust:  # 10⁻⁸ IO buys nothing
-        sk.add_costake(owner, "dust", 1, 2_000, NOW)
-    assert dust.value.details["minimum"] == sk.MIN_COSTAKE_UNITS
+        staking.add_costake(owner, "dust", 1, 2_000, NOW)
+    assert dust.value.details["minimum"] == staking.MIN_COSTAKE_UNITS
     for i in range(5):  # five minimal co-stakes
-        dusty = sk.add_costake(dusty, f"d{i}", sk.MIN_COSTAKE_UNITS, 2_000, NOW)
-    assert all(bps == 1 for _, bps in sk.reward_shares(dusty, NOW))  # 10/16,000 of 20 %
-    real = sk.add_costake(dusty, "real", 8_000 * U, 2_000, NOW)  # not locked out
-    shares = dict(sk.reward_shares(real, NOW))
+        dusty = staking.add_costake(dusty, f"d{i}", staking.MIN_COSTAKE_UNITS, 2_000, NOW)
+    assert all(bps == 1 for _, bps in staking.reward_shares(dusty, NOW))  # 10/16,000 of 20 %
+    real = staking.add_costake(dusty, "real", 8_000 * U, 2_000, NOW)  # not locked out
+    shares = dict(staking.reward_shares(real, NOW))
     assert shares["real"] == 1_000  # half the most co-stakes may cover: half the offer
     assert sum(shares.values()) <= 2_000
-    full = sk.add_costake(owner, "full", 16_000 * U, 2_000, NOW)
-    assert sk.reward_shares(full, NOW) == (("full", 2_000),)
+    full = staking.add_costake(owner, "full", 16_000 * U, 2_000, NOW)
+    assert staking.reward_shares(full, NOW) == (("full", 2_000),)
 
 
 def test_a_device_takes_a_bounded_number_of_costakers() -> None:
     stake = _stake(1_000_000 * U)
-    for i in range(sk.MAX_COSTAKERS):
-        stake = sk.add_costake(stake, f"s{i:02}", 10 * U, 100, NOW)
-    with pytest.raises(sk.CoStakeLimit) as err:
-        sk.add_costake(stake, "one-more", 10 * U, 100, NOW)
-    assert err.value.details["max_costakers"] == sk.MAX_COSTAKERS
+    for i in range(staking.MAX_COSTAKERS):
+        stake = staking.add_costake(stake, f"s{i:02}", 10 * U, 100, NOW)
+    with pytest.raises(staking.CoStakeLimit) as err:
+        staking.add_costake(stake, "one-more", 10 * U, 100, NOW)
+    assert err.value.details["max_costakers"] == staking.MAX_COSTAKERS
     with pytest.raises(InvalidAmount):
-        sk.add_costake(_stake(), "bob", 10 * U, 10_001, NOW)
+        staking.add_costake(_stake(), "bob", 10 * U, 10_001, NOW)
 
 
 def test_an_accepted_appeal_pays_a_departed_costaker_its_part() -> None:
-    stake = sk.add_costake(_stake(1_000 * U), "bob", 500 * U, 0, NOW)
-    slashed, shares = sk.slash(stake, 1_000)
+    stake = staking.add_costake(_stake(1_000 * U), "bob", 500 * U, 0, NOW)
+    slashed, shares = staking.slash(stake, 1_000)
     assert dict(shares) == {"alice": 100 * U, "bob": 50 * U}
-    slashed = sk.request_costake_exit(slashed, "bob", NOW)
-    gone, units = sk.withdraw_costake(slashed, "bob", NOW + 21 * DAY)
+    slashed = staking.request_costake_exit(slashed, "bob", NOW)
+    gone, units = staking.withdraw_costake(slashed, "bob", NOW + 21 * DAY)
     assert units == 450 * U
-    restored, paid_out = sk.restore(gone, shares)
+    restored, paid_out = staking.restore(gone, shares)
     assert restored.active == 1_000 * U and paid_out == (("bob", 50 * U),)
-    kept, nobody = sk.restore(slashed, shares)  # still there: back on the device
+    kept, nobody = staking.restore(slashed, shares)  # still there: back on the device
     assert kept.costakes[0].amount == 500 * U and nobody == ()
 
 
 def test_owner_unstaking_below_costakes_caps_their_credit() -> None:
-    stake = sk.add_costake(_stake(1_000 * U), "bob", 1_000 * U, 0, NOW)
-    stake = sk.unstake(stake, 600 * U, hired=False, now=NOW)
-    assert sk.effective_stake(stake, NOW) == 800 * U  # 400 owner + 400 of bob's 1,000
+    stake = staking.add_costake(_stake(1_000 * U), "bob", 1_000 * U, 0, NOW)
+    stake = staking.unstake(stake, 600 * U, hired=False, now=NOW)
+    assert staking.effective_stake(stake, NOW) == 800 * U  # 400 owner + 400 of bob's 1,000
 
 
 def test_costaker_exit_is_7_days_notice_then_14_days_cooldown() -> None:
-    stake = sk.add_costake(_stake(1_000 * U), "bob", 1_000 * U, 2_000, NOW)
-    stake = sk.request_costake_exit(stake, "bob", NOW)
+    stake = staking.add_costake(_stake(1_000 * U), "bob", 1_000 * U, 2_000, NOW)
+    stake = staking.request_costake_exit(stake, "bob", NOW)
     with pytest.raises(InvalidTransition):
-        sk.request_costake_exit(stake, "bob", NOW + 1)
+        staking.request_costake_exit(stake, "bob", NOW + 1)
     # Notice: still counts and earns.
-    assert sk.effective_stake(stake, NOW + 7 * DAY - 1) == 2_000 * U
-    assert sk.reward_shares(stake, NOW + 7 * DAY - 1) == (("bob", 2_000),)
+    assert staking.effective_stake(stake, NOW + 7 * DAY - 1) == 2_000 * U
+    assert staking.reward_shares(stake, NOW + 7 * DAY - 1) == (("bob", 2_000),)
     # Cooldown: counts for nothing, earns nothing, still locked.
-    assert sk.effective_stake(stake, NOW + 7 * DAY) == 1_000 * U
-    assert sk.reward_shares(stake, NOW + 7 * DAY) == ()
+    assert staking.effective_stake(stake, NOW + 7 * DAY) == 1_000 * U
+    assert staking.reward_shares(stake, NOW + 7 * DAY) == ()
     with pytest.raises(InvalidTransition):
-        sk.withdraw_costake(stake, "bob", NOW + 21 * DAY - 1)
-    left, units = sk.withdraw_costake(stake, "bob", NOW + 21 * DAY)
+        staking.withdraw_costake(stake, "bob", NOW + 21 * DAY - 1)
+    left, units = staking.withdraw_costake(stake, "bob", NOW + 21 * DAY)
     assert units == 1_000 * U and left.costakes == ()
     with pytest.raises(InvalidTransition):
-        sk.withdraw_costake(_stake(), "nobody", NOW)
+        staking.withdraw_costake(_stake(), "nobody", NOW)
 
 
 # Blocks ---------------------------------------------------------------------------------------
@@ -280,7 +279,7 @@ def _devices(draw: st.DrawFn, device_id: str) -> DeviceInput:
         device_id=device_id,
         owner=f"o-{device_id}",
         kind=draw(st.sampled_from(RewardPool)),
-        multiplier=sk.parse_multiplier(draw(_multipliers)),
+        multiplier=staking.parse_multiplier(draw(_multipliers)),
         processors=draw(st.integers(1, 8)),
         uptime_s=uptime,
         cumulative_uptime_s=uptime + draw(st.sampled_from([0, 4 * 3600, 5 * 3600, 10**6])),

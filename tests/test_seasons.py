@@ -10,8 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from idlegrid.core import rewards
-from idlegrid.core import seasons as ss
+from idlegrid.core import rewards, seasons
 from idlegrid.core.block_columns import BlockInputs, DeviceInput, RewardPool
 from idlegrid.core.block_publication import canonical_json, inputs_hash, inputs_to_dict
 from idlegrid.core.emission import UNITS_PER_IO as U
@@ -77,46 +76,46 @@ HOURS = (
 
 
 def test_worked_example() -> None:
-    assert ss.hourly_points(SEASON, GPU) == [3_334, 3_333, 3_333]  # 10,000 milli-points / 3
-    assert ss.hourly_points(SEASON, "cpu") == [334, 333, 333]
+    assert seasons.hourly_points(SEASON, GPU) == [3_334, 3_333, 3_333]  # 10,000 milli-points / 3
+    assert seasons.hourly_points(SEASON, "cpu") == [334, 333, 333]
     # Hour 10, GPU: 3,334 split 7,200 : 5,400 = 4 : 3 → 1,905 1/7 and 1,428 6/7; the unit
     # left over goes to the larger remainder (g2).
-    assert ss.season_hour(SEASON, HOURS[0]) == {"c1": 334, "g1": 1_905, "g2": 1_429, "g3": 0}
+    assert seasons.season_hour(SEASON, HOURS[0]) == {"c1": 334, "g1": 1_905, "g2": 1_429, "g3": 0}
     # Hour 11, GPU: 3,333 split 7,200 : 1,200 = 6 : 1 → 2,856 6/7 and 476 1/7.
-    assert ss.season_hour(SEASON, HOURS[1]) == {"c1": 0, "g1": 2_857, "g2": 0, "g3": 476}
-    assert ss.season_hour(SEASON, HOURS[2]) == {"g1": 0}
+    assert seasons.season_hour(SEASON, HOURS[1]) == {"c1": 0, "g1": 2_857, "g2": 0, "g3": 476}
+    assert seasons.season_hour(SEASON, HOURS[2]) == {"g1": 0}
 
-    results = ss.compute_season(SEASON, reversed(HOURS))  # any order
+    results = seasons.compute_season(SEASON, reversed(HOURS))  # any order
     assert results.device_points() == {"c1": 334, "g1": 4_762, "g2": 1_429, "g3": 476}
     # 90 points per IO: units = ⌊millipoints × 10⁸ / 90,000⌋ = ⌊millipoints × 10,000 / 9⌋.
     # Carol's 476 + 334 = 810 convert together to exactly 0.009 IO; one at a time they
     # would lose a unit (528,888 + 371,111).
     assert results.owner_units() == {"alice": 5_291_111, "bob": 1_587_777, "carol": 900_000}
-    data = ss.results_to_dict(results)
+    data = seasons.results_to_dict(results)
     assert data["totals"] == {
         "gpu_awarded_millipoints": 3_334 + 3_333,
         "cpu_awarded_millipoints": 334,
         "io_units": 5_291_111 + 1_587_777 + 900_000,
     }
     assert [h["inputs_hash"] for h in data["hours"]] == [inputs_hash(b) for b in HOURS]
-    assert data["season_hash"] == ss.season_hash(SEASON)
+    assert data["season_hash"] == seasons.season_hash(SEASON)
 
 
 def test_verify_from_published_json() -> None:
-    results = ss.compute_season(SEASON, HOURS)
-    published = json.loads(json.dumps(ss.results_to_dict(results)))
+    results = seasons.compute_season(SEASON, HOURS)
+    published = json.loads(json.dumps(seasons.results_to_dict(results)))
     inputs = [json.loads(json.dumps(inputs_to_dict(b))) for b in HOURS]
-    season = ss.season_from_dict(published["season"])
+    season = seasons.season_from_dict(published["season"])
     assert season == SEASON
-    assert ss.verify_season(season, inputs, published)
-    assert ss.verify_season(SEASON, HOURS, results)
-    assert ss.verify_season(SEASON, HOURS, ss.results_hash(results))
-    assert not ss.verify_season(SEASON, HOURS[:2], results)  # an hour missing
-    assert not ss.verify_season(SEASON, [*HOURS, HOURS[0]], results)  # an hour twice
-    assert not ss.verify_season(SEASON, [*HOURS, _block(13)], results)  # outside
+    assert seasons.verify_season(season, inputs, published)
+    assert seasons.verify_season(SEASON, HOURS, results)
+    assert seasons.verify_season(SEASON, HOURS, seasons.results_hash(results))
+    assert not seasons.verify_season(SEASON, HOURS[:2], results)  # an hour missing
+    assert not seasons.verify_season(SEASON, [*HOURS, HOURS[0]], results)  # an hour twice
+    assert not seasons.verify_season(SEASON, [*HOURS, _block(13)], results)  # outside
     c1 = _device("c1", "carol", kind=CPU, uptime_s=3599)  # one second less
     later = replace(HOURS[0], devices=(c1, *HOURS[0].devices[1:]))
-    assert not ss.verify_season(SEASON, [later, *HOURS[1:]], results)
+    assert not seasons.verify_season(SEASON, [later, *HOURS[1:]], results)
 
 
 # Season rules --------------------------------------------------------------------------------
@@ -141,19 +140,19 @@ def test_season_refuses_nonsense(bad: dict[str, object]) -> None:
 
 def test_block_number_at() -> None:
     genesis = 1_798_675_200
-    assert ss.block_number_at(genesis, genesis) == 0
-    assert ss.block_number_at(genesis + 30 * 24 * 3600, genesis) == 720
-    assert ss.block_number_at(genesis + 600, genesis, block_length_s=60) == 10
+    assert seasons.block_number_at(genesis, genesis) == 0
+    assert seasons.block_number_at(genesis + 30 * 24 * 3600, genesis) == 720
+    assert seasons.block_number_at(genesis + 600, genesis, block_length_s=60) == 10
     for bad in (genesis + 1, genesis - 3600):
         with pytest.raises(InvalidRequest):
-            ss.block_number_at(bad, genesis)
+            seasons.block_number_at(bad, genesis)
 
 
 def test_hour_outside_the_season_is_refused() -> None:
     with pytest.raises(InvalidRequest):
-        ss.season_hour(SEASON, _block(13, _device("g1")))
+        seasons.season_hour(SEASON, _block(13, _device("g1")))
     with pytest.raises(InvalidRequest):
-        ss.hour_pool(SEASON, GPU, 9)
+        seasons.hour_pool(SEASON, GPU, 9)
 
 
 @settings(max_examples=200, deadline=None)
@@ -164,11 +163,11 @@ def test_hour_outside_the_season_is_refused() -> None:
 )
 def test_hourly_pools_sum_exactly_and_are_even(points: int, start: int, hours: int) -> None:
     season = Season("s", "", start, start + hours, points, 0, 100)
-    pools = ss.hourly_points(season, GPU)
+    pools = seasons.hourly_points(season, GPU)
     assert len(pools) == hours and sum(pools) == points * MILLI
     assert max(pools) - min(pools) <= 1 and pools == sorted(pools, reverse=True)
     assert pools == rewards.split_exact(points * MILLI, [1] * hours)  # the largest-remainder split
-    assert ss.hourly_points(season, CPU) == [0] * hours
+    assert seasons.hourly_points(season, CPU) == [0] * hours
 
 
 # Earning within an hour ----------------------------------------------------------------------
@@ -195,19 +194,21 @@ devices_st = st.lists(
 def test_an_hour_hands_out_its_pool_exactly(devices: list[DeviceInput], gpu: int, cpu: int) -> None:
     season = Season("s", "", 5, 29, gpu, cpu, 90)
     inputs = _block(7, *devices)
-    earned = ss.season_hour(season, inputs)
+    earned = seasons.season_hour(season, inputs)
     assert set(earned) == {d.device_id for d in devices}
     for d in devices:
-        if not d.proof_passed or d.status in rewards.EXCLUDED_STATUSES or ss.weight(d) == 0:
+        if not d.proof_passed or d.status in rewards.EXCLUDED_STATUSES or seasons.weight(d) == 0:
             assert earned[d.device_id] == 0
         assert earned[d.device_id] >= 0
     for kind in RewardPool:
         mine = [d for d in devices if d.kind is kind]
         total = sum(earned[d.device_id] for d in mine)
-        anyone = any(ss.qualifies(d) for d in mine)
-        assert total == (ss.hour_pool(season, kind, 7) if anyone else 0)
+        anyone = any(seasons.qualifies(d) for d in mine)
+        assert total == (seasons.hour_pool(season, kind, 7) if anyone else 0)
         # More uptime × multiplier × processors never earns fewer points within an hour.
-        paid = sorted((ss.weight(d), earned[d.device_id]) for d in mine if ss.qualifies(d))
+        paid = sorted(
+            (seasons.weight(d), earned[d.device_id]) for d in mine if seasons.qualifies(d)
+        )
         assert [p for _, p in paid] == sorted(p for _, p in paid)
 
 
@@ -222,11 +223,13 @@ def test_the_column_rules_are_the_one_device_rules(
     inputs = _block(7, *devices)
     expected = {d.device_id: 0 for d in inputs.devices}
     for kind in RewardPool:
-        mine = [d for d in inputs.devices if d.kind is kind and ss.qualifies(d)]
+        mine = [d for d in inputs.devices if d.kind is kind and seasons.qualifies(d)]
         if mine:
-            parts = rewards.split_exact(ss.hour_pool(season, kind, 7), [ss.weight(d) for d in mine])
+            parts = rewards.split_exact(
+                seasons.hour_pool(season, kind, 7), [seasons.weight(d) for d in mine]
+            )
             expected.update((d.device_id, p) for d, p in zip(mine, parts, strict=True))
-    assert ss.season_hour(season, inputs) == expected
+    assert seasons.season_hour(season, inputs) == expected
 
 
 @settings(max_examples=200, deadline=None)
@@ -234,7 +237,7 @@ def test_the_column_rules_are_the_one_device_rules(
 def test_more_weight_never_earns_less(devices: list[DeviceInput], data: st.DataObject) -> None:
     """Raising one qualifying device's uptime never lowers its own points."""
     season = Season("s", "", 0, 1, 1_000, 1_000, 90)
-    qualified = [i for i, d in enumerate(devices) if ss.qualifies(d)]
+    qualified = [i for i, d in enumerate(devices) if seasons.qualifies(d)]
     if not qualified:
         return
     i = data.draw(st.sampled_from(qualified))
@@ -244,8 +247,8 @@ def test_more_weight_never_earns_less(devices: list[DeviceInput], data: st.DataO
         replace(devices[i], uptime_s=more, cumulative_uptime_s=more),
         *devices[i + 1 :],
     ]
-    before = ss.season_hour(season, _block(0, *devices))
-    after = ss.season_hour(season, _block(0, *raised))
+    before = seasons.season_hour(season, _block(0, *devices))
+    after = seasons.season_hour(season, _block(0, *raised))
     assert after[devices[i].device_id] >= before[devices[i].device_id]
 
 
@@ -261,7 +264,7 @@ owners_map = {f"d{i}": ["alice", "bob", "carol"][i % 3] for i in range(8)}
 @given(points=points_st, ratio=st.integers(1, 1_000))
 def test_conversion_is_exact(points: dict[str, int], ratio: int) -> None:
     season = replace(SEASON, points_per_io=ratio)
-    units = ss.convert(season, points, owners_map)
+    units = seasons.convert(season, points, owners_map)
     for owner, got in units.items():
         mp = sum(p for d, p in points.items() if owners_map[d] == owner)
         assert mp > 0
@@ -274,8 +277,8 @@ def test_conversion_is_exact(points: dict[str, int], ratio: int) -> None:
 @settings(max_examples=300, deadline=None)
 @given(points=points_st, device=st.sampled_from(sorted(owners_map)), more=st.integers(0, 10**9))
 def test_conversion_is_monotone(points: dict[str, int], device: str, more: int) -> None:
-    before = ss.convert(SEASON, points, owners_map)
-    after = ss.convert(SEASON, {**points, device: points.get(device, 0) + more}, owners_map)
+    before = seasons.convert(SEASON, points, owners_map)
+    after = seasons.convert(SEASON, {**points, device: points.get(device, 0) + more}, owners_map)
     for owner, got in after.items():
         if owner == owners_map[device]:
             assert got >= before.get(owner, 0)
@@ -284,15 +287,15 @@ def test_conversion_is_monotone(points: dict[str, int], device: str, more: int) 
 
 
 def test_conversion_examples_and_refusals() -> None:
-    assert ss.convert(replace(SEASON, points_per_io=100), {"a": 100 * MILLI}, {"a": "x"}) == {
+    assert seasons.convert(replace(SEASON, points_per_io=100), {"a": 100 * MILLI}, {"a": "x"}) == {
         "x": U
     }
-    assert ss.convert(SEASON, {"a": 90 * MILLI, "b": 0}, {"a": "x"}) == {"x": U}  # b: no owner
-    assert ss.convert(SEASON, {"a": 1}, {"a": "x"}) == {"x": 1_111}  # 1/90,000 IO
+    assert seasons.convert(SEASON, {"a": 90 * MILLI, "b": 0}, {"a": "x"}) == {"x": U}  # b: no owner
+    assert seasons.convert(SEASON, {"a": 1}, {"a": "x"}) == {"x": 1_111}  # 1/90,000 IO
     with pytest.raises(InvalidRequest):
-        ss.convert(SEASON, {"a": 5}, {})
+        seasons.convert(SEASON, {"a": 5}, {})
     with pytest.raises(InvalidAmount):
-        ss.convert(SEASON, {"a": -1}, {"a": "x"})
+        seasons.convert(SEASON, {"a": -1}, {"a": "x"})
 
 
 # Publication ---------------------------------------------------------------------------------
@@ -326,19 +329,19 @@ def _mutations() -> list[tuple[str, Season, tuple[BlockInputs, ...]]]:
 def test_results_hash_changes_with_any_input(
     what: str, season: Season, hours: tuple[BlockInputs, ...]
 ) -> None:
-    published = ss.results_hash(ss.compute_season(SEASON, HOURS))
-    assert ss.results_hash(ss.compute_season(season, hours)) != published
-    assert not ss.verify_season(season, hours, published)
-    assert ss.verify_season(season, hours, ss.compute_season(season, hours))
+    published = seasons.results_hash(seasons.compute_season(SEASON, HOURS))
+    assert seasons.results_hash(seasons.compute_season(season, hours)) != published
+    assert not seasons.verify_season(season, hours, published)
+    assert seasons.verify_season(season, hours, seasons.compute_season(season, hours))
 
 
 def test_results_are_canonical() -> None:
-    a = ss.results_to_dict(ss.compute_season(SEASON, HOURS))
-    b = ss.results_to_dict(ss.compute_season(SEASON, list(reversed(HOURS))))
+    a = seasons.results_to_dict(seasons.compute_season(SEASON, HOURS))
+    b = seasons.results_to_dict(seasons.compute_season(SEASON, list(reversed(HOURS))))
     assert canonical_json(a) == canonical_json(b)
     assert [d["device_id"] for d in a["devices"]] == ["c1", "g1", "g2", "g3"]
     assert [o["owner"] for o in a["owners"]] == ["alice", "bob", "carol"]
     with pytest.raises(InvalidRequest):
-        ss.season_from_dict({**ss.season_to_dict(SEASON), "v": 2})
+        seasons.season_from_dict({**seasons.season_to_dict(SEASON), "v": 2})
     with pytest.raises(InvalidRequest):
-        ss.season_from_dict({**ss.season_to_dict(SEASON), "id": None})
+        seasons.season_from_dict({**seasons.season_to_dict(SEASON), "id": None})

@@ -19,8 +19,7 @@ from collections.abc import Callable
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from idlegrid.core import block_columns
-from idlegrid.core import seasons as rules
+from idlegrid.core import block_columns, seasons
 from idlegrid.core.ledger import Transfer
 from idlegrid.errors import NotFound
 from idlegrid.protocol import SeasonCreate, SeasonList, SeasonStanding, SeasonView
@@ -37,8 +36,8 @@ SEASON_FUNDS = genesis_account("community")
 FIELDS = ("id", "name", "starts_hour", "ends_hour", "gpu_points", "cpu_points", "points_per_io")
 
 
-def to_core(row: Season) -> rules.Season:
-    return rules.Season(**{f: getattr(row, f) for f in FIELDS})
+def to_core(row: Season) -> seasons.Season:
+    return seasons.Season(**{f: getattr(row, f) for f in FIELDS})
 
 
 class SeasonService:
@@ -51,7 +50,7 @@ class SeasonService:
 
     def create(self, req: SeasonCreate) -> SeasonView:
         """Announce a season; ``core.seasons.Season`` checks its rules."""
-        season = rules.Season(
+        season = seasons.Season(
             id=secrets.token_hex(8),
             name=req.name,
             starts_hour=req.starts_block,
@@ -77,7 +76,7 @@ class SeasonService:
         d = inputs.devices
         for row in covering:
             row.status = "running"
-            earned = rules.season_hour(to_core(row), inputs)
+            earned = seasons.season_hour(to_core(row), inputs)
             add_season_points(
                 db,
                 [
@@ -126,9 +125,9 @@ class SeasonService:
             )
             if any(b.status != "completed" or b.inputs is None for b in blocks):
                 return False
-            results = rules.compute_season(season, [b.inputs for b in blocks if b.inputs])
-            row.results = rules.results_to_dict(results)
-            row.results_hash = rules.results_hash(results)
+            results = seasons.compute_season(season, [b.inputs for b in blocks if b.inputs])
+            row.results = seasons.results_to_dict(results)
+            row.results_hash = seasons.results_hash(results)
             transfers = []
             for owner, units in sorted(results.owner_units().items()):
                 if units:
@@ -167,7 +166,7 @@ class SeasonService:
                     device_id=p.device_id,
                     owner=p.owner,
                     kind=p.kind,
-                    points=f"{p.points / rules.MILLI:.3f}",
+                    points=f"{p.points / seasons.MILLI:.3f}",
                 )
                 for p in points
             ]
@@ -190,7 +189,7 @@ def season_view(row: Season, standings: list[SeasonStanding] | None = None) -> S
         cpu_points=row.cpu_points,
         points_per_io=row.points_per_io,
         status=row.status,  # type: ignore[arg-type]
-        rules_hash=rules.season_hash(to_core(row)),
+        rules_hash=seasons.season_hash(to_core(row)),
         results_hash=row.results_hash if done else None,
         results=row.results,
         standings=standings or [],
