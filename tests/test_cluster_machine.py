@@ -13,7 +13,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from idlegrid.core import clusters as billing
 from idlegrid.core.cluster_machine import (
     AddNode,
     ClusterMachine,
@@ -43,7 +42,7 @@ from idlegrid.core.cluster_machine import (
     ms,
     problems,
 )
-from idlegrid.core.clusters import ClusterStatus
+from idlegrid.core.clusters import ClusterStatus, gross, prepayment, slot_refund
 from idlegrid.core.fees import fee
 from idlegrid.errors import ClusterNotActive
 
@@ -57,7 +56,7 @@ HEAD_ADDRESS = HeadAddress("10.0.0.1", 6379, 8265, 10001)
 
 def cluster(devices: int = 2, hours: int = HOURS) -> ClusterMachine:
     """A cluster just deployed: paid for, its devices reserved, nothing started."""
-    pay = billing.prepayment(PRICE, devices, hours, "IO")
+    pay = prepayment(PRICE, devices, hours, "IO")
     nodes = [
         Node(f"d{i}", f"owner{i}", NodeRole.HEAD if i == 0 else NodeRole.WORKER, 0, assigned_at=T0)
         for i in range(devices)
@@ -96,8 +95,8 @@ def running(devices: int = 2) -> ClusterMachine:
 
 
 def slice_of(seconds: float) -> tuple[int, int, int]:
-    gross = billing.gross(PRICE, 0, ms(seconds))
-    return gross, gross - fee(gross, "IO"), fee(gross, "IO")
+    earned = gross(PRICE, 0, ms(seconds))
+    return earned, earned - fee(earned, "IO"), fee(earned, "IO")
 
 
 def alive(*devices: str) -> frozenset[str]:
@@ -202,7 +201,7 @@ def test_extending_takes_the_prepayment_and_moves_the_end() -> None:
     m = running()
     expires = m.state.expires_at
     assert expires is not None
-    total = billing.prepayment(PRICE, 2, 3, "IO").total
+    total = prepayment(PRICE, 2, 3, "IO").total
     assert step(m, Extended(3)) == [TakePayment(total)]
     assert (m.state.hours, m.state.expires_at) == (HOURS + 3, expires + 3 * 3600)
 
@@ -232,9 +231,7 @@ def test_no_replacement_refunds_the_slots_unused_time() -> None:
     step(m, Tick(last + 30, alive("d0"), {"d1": last}))
     expires = m.state.expires_at
     assert expires is not None
-    assert step(m, NoReplacement()) == [
-        RefundSlot("d1", billing.slot_refund(PRICE, ms(last), ms(expires)))
-    ]
+    assert step(m, NoReplacement()) == [RefundSlot("d1", slot_refund(PRICE, ms(last), ms(expires)))]
     assert m.state.quantity == 1 and m.state.status is S.RUNNING
 
 
@@ -291,7 +288,7 @@ def test_two_losses_in_one_tick_are_healed_one_after_the_other() -> None:
         Reserve(frozenset({"d0", "d1", "d2", "d3"})),
     ]
     assert step(m, NoReplacement())[0] == RefundSlot(
-        "d2", billing.slot_refund(PRICE, ms(at - 20), ms(m.state.expires_at or 0))
+        "d2", slot_refund(PRICE, ms(at - 20), ms(m.state.expires_at or 0))
     )
     assert {n.device_id for n in m.state.open_nodes()} == {"d0", "d3"}
 

@@ -46,8 +46,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from idlegrid.core import clusters as billing
-from idlegrid.core.clusters import ACTIVE, ClusterStatus
+from idlegrid.core.clusters import (
+    ACTIVE,
+    ClusterStatus,
+    close,
+    gross,
+    join_overdue,
+    prepayment,
+    settle_slice,
+    slot_refund,
+)
 from idlegrid.errors import ClusterNotActive
 
 SECONDS_PER_HOUR = 3600
@@ -327,7 +335,7 @@ class ClusterMachine:
                 self._settle(at_ms, out)
             case Extended(hours=hours):
                 self._require_active()
-                pay = billing.prepayment(s.price, s.quantity, hours, s.currency)
+                pay = prepayment(s.price, s.quantity, hours, s.currency)
                 out.append(TakePayment(pay.total))
                 s.paid += pay.total
                 s.hours += hours
@@ -408,7 +416,7 @@ class ClusterMachine:
             if node.device_id not in tick.alive:
                 last = tick.last_seen.get(node.device_id) or tick.at
                 self._losses.append(_Loss(node.device_id, min(tick.at, last), "device down"))
-            elif billing.join_overdue(
+            elif join_overdue(
                 s.running_at is not None,
                 node.state is NodeState.UP,
                 node.assigned_at,
@@ -484,7 +492,7 @@ class ClusterMachine:
         s = self.state
         if s.expires_at is None or node.left_ms is None:
             return  # not running yet: nothing was charged, the end refunds it all
-        refund = min(billing.slot_refund(s.price, node.left_ms, ms(s.expires_at)), s.escrow_left)
+        refund = min(slot_refund(s.price, node.left_ms, ms(s.expires_at)), s.escrow_left)
         if refund > 0:
             s.refunded += refund
             out.append(RefundSlot(node.device_id, refund))
@@ -503,7 +511,7 @@ class ClusterMachine:
                 continue
             ends = node.left_ms if node.left_ms is not None else now_ms
             until = min(now_ms, expires_ms, ends)
-            cut = billing.settle_slice(s.price, node.joined_ms, until, node.paid_gross, s.currency)
+            cut = settle_slice(s.price, node.joined_ms, until, node.paid_gross, s.currency)
             if cut.gross > 0:
                 out.append(
                     PayNode(node.device_id, node.payee, until, cut.gross, cut.provider, cut.fee)
@@ -525,7 +533,7 @@ class ClusterMachine:
             node.state = NodeState.STOPPED
             out.append(Release(node.device_id))
         self._settle(at_ms, out)
-        closing = billing.close(s.escrow_left, s.charged, s.currency)
+        closing = close(s.escrow_left, s.charged, s.currency)
         if closing.buyer_fee:
             s.buyer_fee += closing.buyer_fee
             out.append(TakeBuyerFee(closing.buyer_fee))
@@ -572,7 +580,7 @@ def problems(state: ClusterState) -> list[str]:
             out.append(f"node {n.device_id} paid without joining")
         if n.joined_ms is not None:
             ends = [t for t in (n.left_ms, expires_ms) if t is not None]
-            if ends and n.paid_gross > billing.gross(s.price, n.joined_ms, min(ends)):
+            if ends and n.paid_gross > gross(s.price, n.joined_ms, min(ends)):
                 out.append(f"node {n.device_id} paid past the time it served")
     heads = [n for n in s.open_nodes() if n.role is NodeRole.HEAD]
     if len(heads) > 1:

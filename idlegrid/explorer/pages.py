@@ -185,7 +185,7 @@ def _buyer(state: AppState, key: str | None) -> tuple[str | None, str | None]:
     if not key:
         return None, None
     try:
-        return state.clusters.owner_of_key(key), None
+        return state.api_keys.owner_of(key), None
     except IdlegridError:
         return None, "That API key is not recognised (revoked, or mistyped)."
 

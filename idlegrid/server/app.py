@@ -30,12 +30,15 @@ from idlegrid.server.metrics import Metrics
 from idlegrid.server.middleware import BodyLimit, BodyRefused, HeadAsGet, SecurityHeaders
 from idlegrid.server.openapi import document_errors
 from idlegrid.server.routes import clusters, devices, proofs, staking, system, wallets
+from idlegrid.server.services.api_keys import ApiKeyService
 from idlegrid.server.services.blocks import BlockService
 from idlegrid.server.services.claims import ClaimService
 from idlegrid.server.services.clusters import ClusterService
 from idlegrid.server.services.devices import DeviceService
 from idlegrid.server.services.ledger import LedgerService
+from idlegrid.server.services.market import Marketplace
 from idlegrid.server.services.proofs import ProofService
+from idlegrid.server.services.quotes import QuoteService
 from idlegrid.server.services.seasons import SeasonService
 from idlegrid.server.services.staking import StakingService
 from idlegrid.server.settings import ServerSettings
@@ -69,8 +72,9 @@ def build_state(
     oracle = FixedOracle(settings.io_usd_price)
     ledger = LedgerService(session_factory(engine), chain, authority, oracle, clock)
     ledger.genesis()
+    market = Marketplace(session_factory(engine), liveness, catalog, oracle, clock)
     cluster_service = ClusterService(
-        session_factory(engine), ledger, liveness, catalog, settings, clock
+        session_factory(engine), ledger, liveness, market, settings, clock
     )
     cluster_service.load()
     seasons = SeasonService(session_factory(engine), ledger, clock)
@@ -93,6 +97,8 @@ def build_state(
         proofs=proof_service,
         ledger=ledger,
         clusters=cluster_service,
+        quotes=QuoteService(session_factory(engine), market, settings, clock),
+        api_keys=ApiKeyService(session_factory(engine), clock),
         staking=StakingService(session_factory(engine), ledger, catalog, settings, clock, idle),
         blocks=BlockService(session_factory(engine), ledger, catalog, settings, clock, seasons),
         seasons=seasons,

@@ -14,12 +14,14 @@ from idlegrid.server.auth import NonceStore, authenticate, precheck
 from idlegrid.server.idle import IdleMonitor
 from idlegrid.server.liveness import LivenessTable
 from idlegrid.server.metrics import Metrics
+from idlegrid.server.services.api_keys import ApiKeyService
 from idlegrid.server.services.blocks import BlockService
 from idlegrid.server.services.claims import ClaimService
 from idlegrid.server.services.clusters import ClusterService
 from idlegrid.server.services.devices import DeviceService
 from idlegrid.server.services.ledger import LedgerService
 from idlegrid.server.services.proofs import ProofService
+from idlegrid.server.services.quotes import QuoteService
 from idlegrid.server.services.seasons import SeasonService
 from idlegrid.server.services.staking import StakingService
 from idlegrid.server.settings import ServerSettings
@@ -39,6 +41,8 @@ class AppState:
     proofs: ProofService
     ledger: LedgerService
     clusters: ClusterService
+    quotes: QuoteService
+    api_keys: ApiKeyService
     staking: StakingService
     blocks: BlockService
     seasons: SeasonService
@@ -103,7 +107,7 @@ async def buyer(request: Request) -> str:
     auth = request.headers.get("authorization", "")
     scheme, _, key = auth.partition(" ")
     if scheme.lower() == "bearer" and key:
-        return app_state(request).clusters.owner_of_key(key.strip())
+        return app_state(request).api_keys.owner_of(key.strip())
     return await signed_by(request)
 
 

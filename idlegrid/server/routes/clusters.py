@@ -38,19 +38,19 @@ KeyId = Annotated[str, Path(pattern=r"^[0-9a-f]{8}$")]
 @router.post("/v1/api-keys", response_model=ApiKeyView, status_code=201)
 def create_api_key(req: ApiKeyCreate, signer: Signer, state: StateDep) -> ApiKeyView:
     """Signed by the buyer's wallet key; the key is shown once and stored hashed."""
-    return state.clusters.create_api_key(signer, req.name)
+    return state.api_keys.create(signer, req.name)
 
 
 @router.get("/v1/api-keys", response_model=ApiKeyList)
 def list_api_keys(signer: Signer, state: StateDep) -> ApiKeyList:
     """The signer's keys (signed by the wallet key, as creating one is)."""
-    return ApiKeyList(items=state.clusters.api_keys(signer))
+    return ApiKeyList(items=state.api_keys.list(signer))
 
 
 @router.delete("/v1/api-keys/{key_id}", response_model=ApiKeyView)
 def revoke_api_key(key_id: KeyId, signer: Signer, state: StateDep) -> ApiKeyView:
     """Revoke one of the signer's keys: refused from the next request on."""
-    return state.clusters.revoke_api_key(signer, key_id)
+    return state.api_keys.revoke(signer, key_id)
 
 
 @router.post("/v1/quotes", response_model=QuoteView, status_code=201)
@@ -60,7 +60,7 @@ def quote(req: DeployRequest, owner: Buyer, state: StateDep, request: Request) -
     per_minute = state.settings.quotes_per_minute
     limits = app_scoped(request, "quote_limits", lambda: RateLimiter(per_minute / 60, per_minute))
     limits.check(f"buyer:{owner}", state.clock(), "quotes")
-    return state.clusters.quote(owner, req)
+    return state.quotes.quote(owner, req)
 
 
 @router.post("/v1/clusters", response_model=ClusterView, status_code=201)

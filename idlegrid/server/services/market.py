@@ -1,11 +1,19 @@
 """The marketplace side of IO Cloud: which devices could serve a request, what
 the request costs, and the price list.
 
-``ClusterService`` (``services/clusters.py``) asks this for candidates and
-matches while it quotes, reserves and heals; the rules are pure
-(``core/matching.py`` ranks and filters, ``core/pricing.py`` prices). Reads
-only, except a provider's floor; each method works inside the caller's session
-where it takes one.
+``QuoteService`` and ``ClusterService`` ask this for candidates and matches
+while they quote, deploy and heal; the rules are pure (``core/matching.py``
+ranks and filters, ``core/pricing.py`` prices). Reads only, except a provider's
+floor and a reservation; each method works inside the caller's session where it
+takes one.
+
+Reservation (``reserve``): a device is taken by ``UPDATE devices SET cluster_id
+= :c WHERE id = :d AND cluster_id IS NULL``, so no device is ever in two
+clusters. On PostgreSQL the chosen rows are first locked with ``SELECT … FOR
+UPDATE SKIP LOCKED``: a racing deploy never waits on (or deadlocks with)
+another, it just matches again without the devices it could not lock. On SQLite
+every write transaction holds the database's write lock from its first
+statement (``BEGIN IMMEDIATE``), which serialises deploys.
 """
 
 from __future__ import annotations
@@ -14,13 +22,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from decimal import ROUND_CEILING, Decimal
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from idlegrid.catalog import Catalog
-from idlegrid.core import clusters as bill
 from idlegrid.core import matching, pricing
-from idlegrid.core.clusters import ClusterStatus
+from idlegrid.core.clusters import ClusterStatus, list_price_usd
 from idlegrid.core.fees import DECIMALS
 from idlegrid.errors import InvalidRequest, NoMatchingDevices, NotYourDevice, UnknownDevice
 from idlegrid.ledger.oracle import PriceOracle
@@ -36,6 +43,8 @@ from idlegrid.protocol import (
 from idlegrid.server.db.bulk import chunks
 from idlegrid.server.db.models import Cluster, Device, PricePoint, Proof
 from idlegrid.server.liveness import LivenessTable
+
+RESERVE_ATTEMPTS = 8  # matches a deploy tries when racing deploys take its picks
 
 
 class Marketplace:
@@ -149,7 +158,7 @@ class Marketplace:
         out = []
         for model, location in sorted(set(idle) | set(busy)):
             hw = self.catalog.get(model)
-            base = bill.list_price_usd(hw.multiplier, 1, hw.kind.value)
+            base = list_price_usd(hw.multiplier, 1, hw.kind.value)
             market = pricing.Market(idle.get((model, location), 0), busy.get((model, location), 0))
             # Priced in USDC at 1 USD: its smallest unit is a millionth of a USD.
             bd = pricing.price(
@@ -352,7 +361,63 @@ class Marketplace:
     def base_usd(self, req: DeployRequest, devices: Iterable[matching.Candidate]) -> Decimal:
         """The list price of one device-hour (``core/clusters.list_price_usd``)."""
         if req.hardware == "cpu":
-            return bill.list_price_usd(0.0, 1, "cpu")
+            return list_price_usd(0.0, 1, "cpu")
         hw = self.catalog.get(req.hardware)
         processors = max((c.processors for c in devices), default=1)
-        return bill.list_price_usd(hw.multiplier, processors, hw.kind.value)
+        return list_price_usd(hw.multiplier, processors, hw.kind.value)
+
+    # -- reservation ------------------------------------------------------------------------
+    def reserve(
+        self,
+        db: Session,
+        owner: str,
+        req: DeployRequest,
+        cluster_id: str,
+        wanted: int,
+        exclude: set[str],
+        cap_micro_usd: int | None = None,
+    ) -> list[Device]:
+        """Take up to ``wanted`` matching devices for ``cluster_id`` (none whose
+        floor is above ``cap_micro_usd``), as the module's docstring says."""
+        taken: list[Device] = []
+        skip = set(exclude)
+        for _ in range(RESERVE_ATTEMPTS):
+            need = wanted - len(taken)
+            if need <= 0:
+                break
+            try:
+                found = self.match(db, owner, req, skip, need, cap_micro_usd)
+            except NoMatchingDevices:
+                break
+            ids = [c.device_id for c in found.devices][:need]
+            skip.update(ids)
+            if db.get_bind().dialect.name == "postgresql":
+                locked = set(
+                    db.scalars(
+                        select(Device.id)
+                        .where(Device.id.in_(ids), Device.cluster_id.is_(None))
+                        .with_for_update(skip_locked=True)
+                    )
+                )
+                ids = [i for i in ids if i in locked]
+            for device_id in ids:
+                result = db.execute(
+                    update(Device)
+                    .where(Device.id == device_id, Device.cluster_id.is_(None))
+                    .values(cluster_id=cluster_id, readiness=Readiness.HIRED.value)
+                    .execution_options(synchronize_session=False)
+                )
+                if result.rowcount == 1:  # type: ignore[attr-defined]
+                    dev = db.get(Device, device_id)
+                    assert dev is not None
+                    db.refresh(dev)
+                    taken.append(dev)
+        return taken
+
+    def release(self, db: Session, device_id: str, cluster_id: str) -> None:
+        db.execute(
+            update(Device)
+            .where(Device.id == device_id, Device.cluster_id == cluster_id)
+            .values(cluster_id=None, readiness=Readiness.CLUSTER_READY.value)
+            .execution_options(synchronize_session=False)
+        )
