@@ -581,11 +581,37 @@ class StakeView(Wire):
     meets_minimum: bool
 
 
+class BlockStatus(StrEnum):
+    """A reward block's life: ``in_progress`` while its window is open, ``processing``
+    while its inputs are gathered and it is computed and paid (one transaction),
+    ``completed``, or ``failed`` (its error kept; the next pass retries)::
+
+        in_progress ──window closed──▶ processing ──▶ completed
+                                           │  ▲
+                                           ▼  └── retried
+                                         failed
+    """
+
+    IN_PROGRESS = "in_progress"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class SeasonStatus(StrEnum):
+    """A season is ``announced`` with its rules, ``running`` from its first block, and
+    ``completed`` once its last block has (its results then published)."""
+
+    ANNOUNCED = "announced"
+    RUNNING = "running"
+    COMPLETED = "completed"
+
+
 class BlockSummary(Wire):
     number: int
     starts_at: float
     length_s: int
-    status: Literal["in_progress", "processing", "completed", "failed"]
+    status: BlockStatus
     emission: str
     paid: str
     nominated: int
@@ -702,7 +728,7 @@ class SeasonView(Wire):
     gpu_points: int
     cpu_points: int
     points_per_io: int
-    status: Literal["announced", "running", "completed"]
+    status: SeasonStatus
     rules_hash: str = Field(description="sha256 of the season's rules (core.seasons.season_hash)")
     results_hash: str | None = None
     results: dict[str, object] | None = None

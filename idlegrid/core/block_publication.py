@@ -105,12 +105,17 @@ def canonical_json(data: Mapping[str, Any]) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
+def document_hash(document: bytes) -> str:
+    """The hash a published document is known by: SHA-256 of its exact bytes."""
+    return hashlib.sha256(document).hexdigest()
+
+
 def inputs_hash(inputs: BlockInputs) -> str:
-    return hashlib.sha256(canonical_json(inputs_to_dict(inputs))).hexdigest()
+    return document_hash(canonical_json(inputs_to_dict(inputs)))
 
 
 def outputs_hash(block: BlockResult) -> str:
-    return hashlib.sha256(canonical_json(block_to_dict(block))).hexdigest()
+    return document_hash(canonical_json(block_to_dict(block)))
 
 
 def published_rows(

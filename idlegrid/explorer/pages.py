@@ -27,6 +27,7 @@ from idlegrid.explorer.render import page
 from idlegrid.protocol import (
     COUNTRY_PATTERN,
     PUBKEY_PATTERN,
+    BlockStatus,
     ClusterView,
     DeviceKind,
     DeviceStatus,
@@ -282,7 +283,7 @@ def block(request: Request, number: BlockNumber, state: StateDep) -> HTMLRespons
         "block.html",
         "blocks",
         # A completed block never changes: its page need not reload itself.
-        refresh=shown.block.status != "completed",
+        refresh=shown.block.status is not BlockStatus.COMPLETED,
         block=shown.block,
         verified=shown.verified,
         paid=shown.paid,

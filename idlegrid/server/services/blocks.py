@@ -6,9 +6,7 @@ fast blocks (``IDLEGRID_BLOCK_INTERVAL_S``, for demos and tests): uptime is
 then accounted per block-length bucket and scaled to an hour, so the rules
 (5 h of uptime, the score) read the same in block-hours.
 
-Statuses: ``in_progress`` while the window is open; ``processing`` while its
-inputs are gathered and it is computed and paid (one transaction);
-``completed``; ``failed`` (the error is kept, and the next pass retries).
+Statuses: ``protocol.BlockStatus``, drawn there.
 
 Paying: the hour's emission is minted into the reward account
 (``LedgerService.emit``); the block then moves what it pays from
@@ -31,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import hashlib
 import json
 import logging
 import traceback
@@ -52,6 +49,7 @@ from idlegrid.core.ledger import Transfer
 from idlegrid.errors import NotFound
 from idlegrid.protocol import (
     BlockList,
+    BlockStatus,
     BlockSummary,
     Readiness,
     RewardEntry,
@@ -117,7 +115,7 @@ class BlockService:
                 db.scalars(
                     select(Block.number)
                     .where(
-                        Block.status.in_(["in_progress", "failed"]),
+                        Block.status.in_([BlockStatus.IN_PROGRESS, BlockStatus.FAILED]),
                         Block.starts_at + Block.length_s + self.grace_s <= now,
                     )
                     .order_by(Block.number)
@@ -140,7 +138,7 @@ class BlockService:
             todo = list(
                 db.scalars(
                     select(Block.number)
-                    .where(Block.status == "completed", Block.verified.is_(None))
+                    .where(Block.status == BlockStatus.COMPLETED, Block.verified.is_(None))
                     .order_by(Block.number.desc())
                     .limit(limit)
                 )
@@ -180,7 +178,7 @@ class BlockService:
                     number=number,
                     starts_at=begin,
                     length_s=self.length_s,
-                    status="in_progress",
+                    status=BlockStatus.IN_PROGRESS.value,
                     emission=emission.hour_amount(number),
                     created_at=now,
                 )
@@ -192,13 +190,13 @@ class BlockService:
         """Gather, compute, credit and publish block ``number``; False if it failed."""
         with self.sessions.begin() as db:
             block = db.get(Block, number, with_for_update=True)
-            if block is None or block.status == "completed":
+            if block is None or block.status == BlockStatus.COMPLETED:
                 return False
             if block.outputs_hash is not None:
                 # Computed and credited before (only its status was lost): never again.
-                block.status, block.error = "completed", None
+                block.status, block.error = BlockStatus.COMPLETED.value, None
                 return True
-            block.status = "processing"
+            block.status = BlockStatus.PROCESSING.value
         try:
             self.ledger.emit(number)  # once per block: the transfer id is the block's
             if self.flush_liveness is not None:
@@ -212,7 +210,7 @@ class BlockService:
                 gc.freeze()  # a million inputs: keep full collections from walking them
                 published = block_publication.inputs_to_dict(inputs)
                 document = block_publication.canonical_json(published)
-                result = rewards.compute_block(inputs, hashlib.sha256(document).hexdigest())
+                result = rewards.compute_block(inputs, block_publication.document_hash(document))
                 self._credit(db, block, result)
                 self._publish(db, block, published, document, result)
                 if self.seasons is not None:
@@ -223,7 +221,7 @@ class BlockService:
             with self.sessions.begin() as db:
                 block = db.get(Block, number)
                 assert block is not None
-                block.status = "failed"
+                block.status = BlockStatus.FAILED.value
                 block.error = "".join(traceback.format_exception_only(exc)).strip()[:512]
             return False
 
@@ -390,12 +388,12 @@ class BlockService:
         block.inputs_json = inputs_document
         block.inputs_hash = result.inputs_hash
         block.outputs_json = outputs
-        block.outputs_hash = hashlib.sha256(outputs).hexdigest()
+        block.outputs_hash = block_publication.document_hash(outputs)
         block.page_json = _page_document(inputs, published)
         block.verified = None
         block.nominated = result.nominated
         block.excluded = len(result.devices) - result.nominated
-        block.status = "completed"
+        block.status = BlockStatus.COMPLETED.value
         block.closed_at = self.clock()
         block.error = None
         number, denominator = block.number, result.score_denominator
@@ -452,7 +450,7 @@ class BlockService:
             b = self.get(db, number)
             summary = BlockSummary(**_summary(b))
             stored, verified = b.page_json, b.verified
-            if stored is None and b.status == "completed" and b.inputs_json is not None:
+            if stored is None and b.status == BlockStatus.COMPLETED and b.inputs_json is not None:
                 # Published before blocks kept their page (migration 0011): once, here.
                 stored = _page_document(orjson.loads(b.inputs_json), b.outputs or {})
                 b.page_json = stored

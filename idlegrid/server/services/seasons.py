@@ -22,7 +22,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from idlegrid.core import block_columns, seasons
 from idlegrid.core.ledger import Transfer
 from idlegrid.errors import NotFound
-from idlegrid.protocol import SeasonCreate, SeasonList, SeasonStanding, SeasonView
+from idlegrid.protocol import (
+    BlockStatus,
+    SeasonCreate,
+    SeasonList,
+    SeasonStanding,
+    SeasonStatus,
+    SeasonView,
+)
 from idlegrid.server.db.bulk import add_season_points
 from idlegrid.server.db.models import Block, Season, SeasonPoints
 from idlegrid.server.services.ledger import LedgerService, genesis_account, user_account
@@ -59,7 +66,8 @@ class SeasonService:
             cpu_points=req.cpu_points,
             points_per_io=req.points_per_io,
         )
-        row = Season(**{f: getattr(season, f) for f in FIELDS}, status="announced")
+        fields = {f: getattr(season, f) for f in FIELDS}
+        row = Season(**fields, status=SeasonStatus.ANNOUNCED.value)
         with self.sessions.begin() as db:
             db.add(row)
         return season_view(row)
@@ -75,7 +83,7 @@ class SeasonService:
             return
         d = inputs.devices
         for row in covering:
-            row.status = "running"
+            row.status = SeasonStatus.RUNNING.value
             earned = seasons.season_hour(to_core(row), inputs)
             add_season_points(
                 db,
@@ -92,7 +100,7 @@ class SeasonService:
         with self.sessions() as db:
             done = db.scalar(
                 select(Block.number)
-                .where(Block.status == "completed")
+                .where(Block.status == BlockStatus.COMPLETED)
                 .order_by(Block.number.desc())
                 .limit(1)
             )
@@ -101,7 +109,8 @@ class SeasonService:
             due = list(
                 db.scalars(
                     select(Season.id).where(
-                        Season.status.in_(["announced", "running"]), Season.ends_hour <= done + 1
+                        Season.status.in_([SeasonStatus.ANNOUNCED, SeasonStatus.RUNNING]),
+                        Season.ends_hour <= done + 1,
                     )
                 )
             )
@@ -113,7 +122,7 @@ class SeasonService:
     def finish(self, season_id: str) -> bool:
         with self.sessions.begin() as db:
             row = db.get(Season, season_id, with_for_update=True)
-            if row is None or row.status == "completed":
+            if row is None or row.status == SeasonStatus.COMPLETED:
                 return False
             season = to_core(row)
             blocks = list(
@@ -123,7 +132,7 @@ class SeasonService:
                     )
                 )
             )
-            if any(b.status != "completed" or b.inputs is None for b in blocks):
+            if any(b.status != BlockStatus.COMPLETED or b.inputs is None for b in blocks):
                 return False
             results = seasons.compute_season(season, [b.inputs for b in blocks if b.inputs])
             row.results = seasons.results_to_dict(results)
@@ -145,7 +154,7 @@ class SeasonService:
                     )
             if transfers:
                 self.ledger.book.post_batch(db, transfers)
-            row.status = "completed"
+            row.status = SeasonStatus.COMPLETED.value
             log.info("season %s finished: %d owners paid", row.name, len(transfers))
             return True
 
@@ -179,7 +188,7 @@ class SeasonService:
 
 
 def season_view(row: Season, standings: list[SeasonStanding] | None = None) -> SeasonView:
-    done = row.status == "completed"
+    done = row.status == SeasonStatus.COMPLETED
     return SeasonView(
         id=row.id,
         name=row.name,
@@ -188,7 +197,7 @@ def season_view(row: Season, standings: list[SeasonStanding] | None = None) -> S
         gpu_points=row.gpu_points,
         cpu_points=row.cpu_points,
         points_per_io=row.points_per_io,
-        status=row.status,  # type: ignore[arg-type]
+        status=SeasonStatus(row.status),
         rules_hash=seasons.season_hash(to_core(row)),
         results_hash=row.results_hash if done else None,
         results=row.results,
