@@ -424,7 +424,7 @@ def test_idle_use_abuse_is_found_from_heartbeats_and_slashed_once(
     prover = fleet.add("prover", cpu_hardware())
     for name, device in (("miner", miner), ("prover", prover)):
         fleet.client(name).stake(device, "400")
-    net.state.proofs.pending[prover] = "a-proof-to-run"  # busy: the load is ours
+    net.state.mailbox.set_challenge(prover, "a-proof-to-run")  # busy: the load is ours
     for _ in range(17):
         clock.advance(60)
         for name, device in (("miner", miner), ("prover", prover)):

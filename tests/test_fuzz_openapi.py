@@ -206,7 +206,8 @@ def _prepare(net: Network) -> Fuzzed:
     )
     agent.heartbeat(device_id, HeartbeatRequest())
     state.proofs.schedule()
-    proof_id = state.proofs.pending[device_id]
+    proof_id = state.mailbox.challenge(device_id)
+    assert proof_id is not None
 
     owners = net.client(owner)
     owners.faucet(owner_id, FaucetRequest(asset="IO", amount="100000"))

@@ -26,6 +26,7 @@ from idlegrid.server.auth import NonceStore
 from idlegrid.server.db import make_engine, migrate, session_factory
 from idlegrid.server.idle import IdleMonitor
 from idlegrid.server.liveness import LivenessTable
+from idlegrid.server.mailbox import Mailbox
 from idlegrid.server.metrics import Metrics
 from idlegrid.server.middleware import BodyLimit, BodyRefused, HeadAsGet, SecurityHeaders
 from idlegrid.server.openapi import document_errors
@@ -63,7 +64,10 @@ def build_state(
     )
     service = DeviceService(session_factory(engine), liveness, catalog, settings, clock)
     service.load_liveness()
-    proof_service = ProofService(session_factory(engine), liveness, catalog, settings, clock)
+    mailbox = Mailbox()
+    proof_service = ProofService(
+        session_factory(engine), liveness, mailbox, catalog, settings, clock
+    )
     proof_service.load_pending()
     authority, _ = load_or_create_keypair(
         settings.authority_keypair or settings.data_dir / "keys" / "authority.json"
@@ -74,7 +78,7 @@ def build_state(
     ledger.genesis()
     market = Marketplace(session_factory(engine), liveness, catalog, oracle, clock)
     cluster_service = ClusterService(
-        session_factory(engine), ledger, liveness, market, settings, clock
+        session_factory(engine), ledger, liveness, mailbox, market, settings, clock
     )
     cluster_service.load()
     seasons = SeasonService(session_factory(engine), ledger, clock)
@@ -91,6 +95,7 @@ def build_state(
         engine=engine,
         clock=clock,
         liveness=liveness,
+        mailbox=mailbox,
         nonces=NonceStore(retention_s=2 * settings.max_clock_skew_s),
         metrics=Metrics(),
         devices=service,

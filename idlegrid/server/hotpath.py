@@ -44,16 +44,14 @@ async def heartbeat(request: Request) -> Response:
             raise
         status = state.liveness.heartbeat(device_id, now)
     state.metrics.heartbeats.inc()
-    challenge_id = state.proofs.pending.get(device_id)
-    assignment = state.clusters.assignments.get(device_id)
-    busy = challenge_id is not None or assignment is not None
-    state.idle.heartbeat(device_id, req.cpu_percent, req.gpu_percent, busy, now)
+    box = state.mailbox.get(device_id)
+    state.idle.heartbeat(device_id, req.cpu_percent, req.gpu_percent, box.busy, now)
     reply = HeartbeatResponse(
         status=status,
         interval_s=state.settings.heartbeat_interval_s,
         server_time=now,
-        challenge_id=challenge_id,
-        assignment=assignment,
+        challenge_id=box.challenge_id,
+        assignment=box.assignment,
     )
     return Response(reply.model_dump_json(), media_type="application/json")
 

@@ -13,6 +13,7 @@ from idlegrid.core import signing
 from idlegrid.server.auth import NonceStore, authenticate, precheck
 from idlegrid.server.idle import IdleMonitor
 from idlegrid.server.liveness import LivenessTable
+from idlegrid.server.mailbox import Mailbox
 from idlegrid.server.metrics import Metrics
 from idlegrid.server.services.api_keys import ApiKeyService
 from idlegrid.server.services.blocks import BlockService
@@ -35,6 +36,7 @@ class AppState:
     engine: Engine
     clock: Callable[[], float]
     liveness: LivenessTable
+    mailbox: Mailbox
     nonces: NonceStore
     metrics: Metrics
     devices: DeviceService

@@ -23,9 +23,9 @@ at the device's last heartbeat, its device released, and a replacement reserved
 here with the same requirements when one exists; a lost head re-forms the
 cluster; with no replacement the slot's unused prepaid time goes back at once.
 
-Heartbeat replies read assignments from memory (``assignments``), rebuilt for
-a cluster after each change; one control-plane process owns them (see
-docs/architecture.md on replicas).
+Heartbeat replies read assignments from the mailbox (``server/mailbox.py``),
+rewritten for a cluster after each change; one control-plane process owns it
+(see docs/architecture.md on replicas).
 """
 
 from __future__ import annotations
@@ -84,6 +84,7 @@ from idlegrid.protocol import (
 )
 from idlegrid.server.db.models import Cluster, ClusterNode, Quote
 from idlegrid.server.liveness import LivenessTable
+from idlegrid.server.mailbox import Mailbox
 from idlegrid.server.services import cluster_money
 from idlegrid.server.services.cluster_rows import (
     assignments_of,
@@ -108,6 +109,7 @@ class ClusterService:
         sessions: sessionmaker[Session],
         ledger: LedgerService,
         liveness: LivenessTable,
+        mailbox: Mailbox,
         market: Marketplace,
         settings: ServerSettings,
         clock: Callable[[], float],
@@ -118,7 +120,7 @@ class ClusterService:
         self.market = market
         self.settings = settings
         self.clock = clock
-        self.assignments: dict[str, Assignment] = {}
+        self.mailbox = mailbox  # each device's assignment, for its heartbeat replies
         self._last_settle = clock()
         self._tick_lock = threading.Lock()
 
@@ -247,7 +249,8 @@ class ClusterService:
                         source=source,
                         reason=problem,
                     )
-            if rep.state in ("failed", "stopped") and current:
+            state = NodeState(rep.state)
+            if state in (NodeState.FAILED, NodeState.STOPPED) and current:
                 log.warning(
                     "cluster %s: node %s %s: %s", cluster.id, device_id, rep.state, rep.error
                 )
@@ -256,10 +259,10 @@ class ClusterService:
                 if rep.gcs_port
                 else None
             )
-            event = NodeReported(device_id, rep.generation, NodeState(rep.state), now, head)
+            event = NodeReported(device_id, rep.generation, state, now, head)
             self._run(db, cluster, event, rows)
         self._refresh_assignments(rep.cluster_id)
-        return self.assignments.get(device_id)
+        return self.mailbox.assignment(device_id)
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -390,8 +393,7 @@ class ClusterService:
             if cluster is None:
                 return
             for device_id, assignment in assignments_of(cluster, node_rows(db, cluster_id)):
-                current = self.assignments.get(device_id)
                 if assignment is not None:
-                    self.assignments[device_id] = assignment
-                elif current is not None and current.cluster_id == cluster_id:
-                    del self.assignments[device_id]
+                    self.mailbox.set_assignment(device_id, assignment)
+                else:
+                    self.mailbox.drop_assignment(device_id, cluster_id)

@@ -49,6 +49,7 @@ from idlegrid.protocol import (
 from idlegrid.server.db.models import Device, DeviceEvent, Proof
 from idlegrid.server.group_verify import GroupVerifier
 from idlegrid.server.liveness import LivenessTable
+from idlegrid.server.mailbox import Mailbox
 from idlegrid.server.settings import ServerSettings
 
 log = logging.getLogger("idlegrid.server.proofs")
@@ -79,6 +80,7 @@ class ProofService:
         self,
         sessions: sessionmaker[Session],
         liveness: LivenessTable,
+        mailbox: Mailbox,
         catalog: Catalog,
         settings: ServerSettings,
         clock: Callable[[], float],
@@ -90,8 +92,7 @@ class ProofService:
         self.settings = settings
         self.clock = clock
         self.rules = rules_from(settings)
-        # Device → open challenge, read by the heartbeat hot path.
-        self.pending: dict[str, str] = {}
+        self.mailbox = mailbox  # each device's open challenge, for its heartbeat replies
 
     def load_pending(self) -> None:
         with self.sessions() as db:
@@ -100,7 +101,7 @@ class ProofService:
                     Proof.status.in_([ProofStatus.ISSUED.value, ProofStatus.FETCHED.value])
                 )
             )
-            self.pending = {device_id: proof_id for device_id, proof_id in rows}
+            self.mailbox.load_challenges({device_id: proof_id for device_id, proof_id in rows})
 
     # -- scheduling ------------------------------------------------------------------
 
@@ -125,7 +126,7 @@ class ProofService:
                 proof = self._new_proof(dev, now)
                 db.add(proof)
                 dev.next_proof_at = None
-                self.pending[dev.id] = proof.id
+                self.mailbox.set_challenge(dev.id, proof.id)
                 issued += 1
         return issued
 
@@ -167,7 +168,7 @@ class ProofService:
             if proof.status == ProofStatus.ISSUED.value:
                 proof.status = ProofStatus.FETCHED.value
                 proof.fetched_at = now
-                self.pending.pop(device_id, None)
+                self.mailbox.set_challenge(device_id, None)
             elif proof.status != ProofStatus.FETCHED.value:
                 raise ChallengeClosed(status=proof.status)
             return ChallengeSpec(
@@ -303,7 +304,7 @@ class ProofService:
         proof.detail = detail[:256]
         proof.measured_tflops = measured
         proof.finished_at = now
-        self.pending.pop(proof.device_id, None)
+        self.mailbox.set_challenge(proof.device_id, None)
         dev = db.get(Device, proof.device_id, with_for_update=True)
         assert dev is not None
         outcome = after_result(
