@@ -12,12 +12,16 @@ Compatibility rules (version 1 of the wire):
   text cannot), and request integers have bounds within 64 bits (``INT64_MAX``).
 - Amounts are decimal strings in one spelling: ASCII digits with at most one
   ``.`` between digits ("12", "12.5"; ``core/fees.py``).
+- A number is a JSON number: ``true`` and ``false`` are refused where an integer
+  or a float is expected (Python would take them as 1 and 0).
 """
 
 from __future__ import annotations
 
+import types
+import typing
 from enum import StrEnum
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -46,12 +50,40 @@ class Wire(BaseModel):
 
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers_are_not_booleans(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name in _numeric_fields(cls):
+                if isinstance(data.get(name), bool):
+                    raise ValueError(f"{name}: a number is expected, not true or false")
+        return data
+
     @model_validator(mode="after")
     def _no_nul(self) -> Self:
         for name, value in self.__dict__.items():
             if holds_nul(value):
                 raise ValueError(f"{name}: text may not contain NUL (\\x00)")
         return self
+
+
+_NUMERIC: dict[type, frozenset[str]] = {}
+
+
+def _numeric_fields(model: type[BaseModel]) -> frozenset[str]:
+    """The fields of ``model`` that hold an int or a float (optional or not)."""
+    found = _NUMERIC.get(model)
+    if found is None:
+        names = set()
+        for name, field in model.model_fields.items():
+            kinds = {field.annotation}
+            origin = typing.get_origin(field.annotation)
+            if origin is typing.Union or origin is types.UnionType:
+                kinds = set(typing.get_args(field.annotation))
+            if kinds & {int, float} and bool not in kinds:
+                names.add(field.alias or name)
+        found = _NUMERIC[model] = frozenset(names)
+    return found
 
 
 class DeviceKind(StrEnum):

@@ -271,6 +271,26 @@ def test_every_wire_model_refuses_non_finite_floats() -> None:
         )
 
 
+@pytest.mark.parametrize("value", ["true", "false"])
+def test_a_boolean_is_not_a_number(network: Network, value: str) -> None:
+    """JSON ``true`` where a number belongs was taken as 1 (a co-stake share of 1 bps,
+    a heartbeat's GPU load); found by the schema fuzzer's negative-data check."""
+    kp = Keypair()
+    device = str(kp.pubkey())
+    network.client(kp).register_device(RegisterRequest(hardware=cpu_hardware()))
+    resp = signed(
+        network, kp, "POST", f"/v1/devices/{device}/heartbeat", f'{{"gpu_percent": {value}}}'
+    )
+    assert code_of(resp) == (422, "invalid_request")
+    body = registration(ram_mb=value == "true")  # a bool where an int belongs
+    assert code_of(signed(network, Keypair(), "POST", "/v1/devices", body)) == (
+        422,
+        "invalid_request",
+    )
+    ok = signed(network, kp, "POST", f"/v1/devices/{device}/heartbeat", '{"gpu_percent": 1}')
+    assert ok.status_code == 200
+
+
 # -- 15: no NUL in text ------------------------------------------------------------------------
 
 
