@@ -244,6 +244,15 @@ def test_season_fields_are_bounded(network: Network, field: str, value: int) -> 
     assert network.client().seasons().items == []
 
 
+def test_a_season_that_ends_before_it_starts_is_named_in_wire_terms(network: Network) -> None:
+    """Was 422 ``invalid_amount`` naming the core's ``ends_hour`` (the schema fuzzer)."""
+    season = {"name": "s1", "starts_block": 5, "ends_block": 5, "gpu_points": 1,
+              "cpu_points": 1, "points_per_io": 90}  # fmt: skip
+    resp = signed(network, network.state.ledger.authority, "POST", "/v1/seasons", season)
+    assert code_of(resp) == (422, "invalid_request")
+    assert resp.json()["details"] == {"starts_block": 5, "ends_block": 5}
+
+
 # -- 14: floats are finite ---------------------------------------------------------------------
 
 

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from idlegrid.core import block_columns, seasons
 from idlegrid.core.ledger import Transfer
-from idlegrid.errors import NotFound
+from idlegrid.errors import InvalidRequest, NotFound
 from idlegrid.protocol import (
     BlockStatus,
     SeasonCreate,
@@ -57,6 +57,12 @@ class SeasonService:
 
     def create(self, req: SeasonCreate) -> SeasonView:
         """Announce a season; ``core.seasons.Season`` checks its rules."""
+        if req.ends_block <= req.starts_block:
+            raise InvalidRequest(
+                "a season ends after it starts: ends_block must be above starts_block",
+                starts_block=req.starts_block,
+                ends_block=req.ends_block,
+            )
         season = seasons.Season(
             id=secrets.token_hex(8),
             name=req.name,
