@@ -345,10 +345,13 @@ class Marketplace:
         cap_micro_usd: int | None = None,
     ) -> matching.Match:
         reqs = self.requirements(db, owner, req, exclude, quantity or req.quantity)
-        return self.found(self.candidates(db, cap_micro_usd, owner)[0], reqs)
+        return self.match_or_refuse(self.candidates(db, cap_micro_usd, owner)[0], reqs)
 
     @staticmethod
-    def found(candidates: list[matching.Candidate], reqs: matching.Requirements) -> matching.Match:
+    def match_or_refuse(
+        candidates: list[matching.Candidate], reqs: matching.Requirements
+    ) -> matching.Match:
+        """``matching.match``, or ``NoMatchingDevices`` (with its explanation) if too few."""
         found = matching.match(candidates, reqs)
         if not found.ok:
             raise NoMatchingDevices(

@@ -48,7 +48,7 @@ class QuoteService:
         with self.sessions() as db:
             candidates, floors = self.market.candidates(db, renter=owner)
             reqs = self.market.requirements(db, owner, req, (), req.quantity)
-            found = self.market.found(candidates, reqs)
+            found = self.market.match_or_refuse(candidates, reqs)
             devices = len(found.devices) if req.product == "mega-ray" else req.quantity
             if req.max_price_usd is not None:
                 breakdown = self.market.auction(req, reqs, candidates, floors, devices, hours)
@@ -68,7 +68,7 @@ class QuoteService:
                     self.market.oracle.io_usd(),
                 )
                 cap = self.market.micro_usd(breakdown.per_device_hour, req.currency)
-                found = self.market.found(
+                found = self.market.match_or_refuse(
                     [c for c in candidates if floors[c.device_id] <= cap], reqs
                 )
         quote = Quote(
