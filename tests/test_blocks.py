@@ -48,7 +48,8 @@ HOUR = 3600
 class RewardFleet:
     """Devices registered through the API and made ready to earn by hand (a passed proof,
     a tier, hours of uptime before the first block, IO to stake), that heartbeat an hour
-    at a time. (tests/test_clusters.py's ``Fleet`` makes devices cluster-ready instead.)"""
+    at a time. (tests/test_clusters.py's ``HireableFleet`` makes devices cluster-ready
+    instead.)"""
 
     def __init__(self, net: Network) -> None:
         self.net = net

@@ -46,7 +46,7 @@ IO = 10**8
 SANDBOXED = SandboxInfo(backend="bubblewrap", enforces=["user", "pid", "filesystem", "network"])
 
 
-class Fleet:
+class HireableFleet:
     """Devices made cluster-ready by hand, and a funded buyer."""
 
     def __init__(self, net: Network) -> None:
@@ -111,11 +111,11 @@ class Fleet:
 
 
 @pytest.fixture
-def fleet(network: Network) -> Fleet:
-    return Fleet(network)
+def fleet(network: Network) -> HireableFleet:
+    return HireableFleet(network)
 
 
-def deploy(fleet: Fleet, **kw: object) -> tuple[str, int]:
+def deploy(fleet: HireableFleet, **kw: object) -> tuple[str, int]:
     req = DeployRequest(name="job", **kw)  # type: ignore[arg-type]
     client = fleet.buyer_client()
     quote = client.quote(req)
@@ -129,7 +129,7 @@ def transfers(net: Network, code: str) -> list[LedgerTransfer]:
 
 
 def test_deploy_forms_the_cluster_and_the_bill_follows_the_fee_rules(
-    fleet: Fleet, clock: FakeClock
+    fleet: HireableFleet, clock: FakeClock
 ) -> None:
     gpus = [fleet.add(gpu_hardware()) for _ in range(3)]
     fleet.fund(1_000_000 * IO)
@@ -190,7 +190,9 @@ def test_deploy_forms_the_cluster_and_the_bill_follows_the_fee_rules(
         assert all(db.get(Device, d).readiness == "cluster_ready" for d in hired)
 
 
-def test_impossible_requests_explain_and_charge_nothing(fleet: Fleet, clock: FakeClock) -> None:
+def test_impossible_requests_explain_and_charge_nothing(
+    fleet: HireableFleet, clock: FakeClock
+) -> None:
     fleet.add(gpu_hardware(), location="DE")
     fleet.add(gpu_hardware(), location="US", tier=1)
     fleet.add(cpu_hardware(), location="DE")
@@ -239,7 +241,7 @@ def test_impossible_requests_explain_and_charge_nothing(fleet: Fleet, clock: Fak
         client.deploy(quote.id)
 
 
-def test_an_unsandboxed_device_is_rented_only_by_its_owner(fleet: Fleet) -> None:
+def test_an_unsandboxed_device_is_rented_only_by_its_owner(fleet: HireableFleet) -> None:
     mine = fleet.add(cpu_hardware(), sandboxed=False)
     stranger = fleet.buyer_client()
     with pytest.raises(NoMatchingDevices) as err:
@@ -272,7 +274,7 @@ def test_an_unsandboxed_device_is_rented_only_by_its_owner(fleet: Fleet) -> None
     assert fleet.agent(other).get_device(other).sandbox.backend == "bubblewrap"
 
 
-def test_a_head_cannot_send_its_workers_or_buyer_anywhere(fleet: Fleet) -> None:
+def test_a_head_cannot_send_its_workers_or_buyer_anywhere(fleet: HireableFleet) -> None:
     for _ in range(2):
         fleet.add(cpu_hardware())
     fleet.fund(100 * IO)
@@ -294,7 +296,7 @@ def test_a_head_cannot_send_its_workers_or_buyer_anywhere(fleet: Fleet) -> None:
     assert client.get_cluster(cluster.id).status == "deployment_requested"
 
 
-def test_api_keys_and_ownership(fleet: Fleet) -> None:
+def test_api_keys_and_ownership(fleet: HireableFleet) -> None:
     fleet.add(cpu_hardware())
     fleet.fund(100 * IO)
     key = fleet.buyer_client().create_api_key("ci").key
@@ -313,7 +315,7 @@ def test_api_keys_and_ownership(fleet: Fleet) -> None:
         stranger.terminate_cluster(cluster.id)
 
 
-def test_a_revoked_api_key_is_refused_at_once(fleet: Fleet) -> None:
+def test_a_revoked_api_key_is_refused_at_once(fleet: HireableFleet) -> None:
     owner = fleet.buyer_client()
     created = owner.create_api_key("leaked")
     other = owner.create_api_key("kept")
@@ -333,7 +335,7 @@ def test_a_revoked_api_key_is_refused_at_once(fleet: Fleet) -> None:
     assert kept.list_clusters().items == []
 
 
-def _kill(fleet: Fleet, clock: FakeClock, dead: str, seconds: float) -> float:
+def _kill(fleet: HireableFleet, clock: FakeClock, dead: str, seconds: float) -> float:
     """Let ``dead`` fall silent while the others heartbeat; returns its last heartbeat."""
     last = clock()
     step = fleet.net.settings.heartbeat_interval_s
@@ -346,7 +348,7 @@ def _kill(fleet: Fleet, clock: FakeClock, dead: str, seconds: float) -> float:
 
 
 def test_a_dead_worker_is_replaced_and_not_paid_for_its_downtime(
-    fleet: Fleet, clock: FakeClock
+    fleet: HireableFleet, clock: FakeClock
 ) -> None:
     devices = [fleet.add(gpu_hardware()) for _ in range(3)]
     fleet.fund(1_000_000 * IO)
@@ -386,7 +388,7 @@ def test_a_dead_worker_is_replaced_and_not_paid_for_its_downtime(
 
 
 def test_without_a_replacement_the_slot_is_refunded_pro_rata(
-    fleet: Fleet, clock: FakeClock
+    fleet: HireableFleet, clock: FakeClock
 ) -> None:
     [fleet.add(gpu_hardware()) for _ in range(2)]
     fleet.fund(1_000_000 * IO)
@@ -406,7 +408,9 @@ def test_without_a_replacement_the_slot_is_refunded_pro_rata(
     )
 
 
-def test_a_replacement_that_never_joins_is_given_up_on(fleet: Fleet, clock: FakeClock) -> None:
+def test_a_replacement_that_never_joins_is_given_up_on(
+    fleet: HireableFleet, clock: FakeClock
+) -> None:
     """The spare's agent heartbeats but never starts its node: after the deploy timeout
     it is let go unpaid and the next spare is hired (the slot refund when none is left
     is the lost-device path, tested above)."""
@@ -449,20 +453,20 @@ def test_a_replacement_that_never_joins_is_given_up_on(fleet: Fleet, clock: Fake
     assert all(c.ok for c in fleet.net.state.ledger.audit())
 
 
-def _heartbeat_except(fleet: Fleet, dead: str) -> None:
+def _heartbeat_except(fleet: HireableFleet, dead: str) -> None:
     for d in fleet.keys:
         if d != dead:
             fleet.agent(d).heartbeat(d)
     reap_and_flush(fleet.net.state)
 
 
-def _price(fleet: Fleet, cluster_id: str, asset: str = "IO") -> int:
+def _price(fleet: HireableFleet, cluster_id: str, asset: str = "IO") -> int:
     """The cluster's price per device-hour, in units (fixed by its quote)."""
     return units(fleet.buyer_client().get_cluster(cluster_id).price_per_device_hour, asset)
 
 
 def test_a_dead_head_reforms_the_cluster_under_a_new_generation(
-    fleet: Fleet, clock: FakeClock
+    fleet: HireableFleet, clock: FakeClock
 ) -> None:
     [fleet.add(cpu_hardware()) for _ in range(3)]
     fleet.fund(1_000 * IO)
@@ -484,7 +488,7 @@ def test_a_dead_head_reforms_the_cluster_under_a_new_generation(
 
 
 def test_expiry_completes_and_hourly_settlement_pays_exactly(
-    fleet: Fleet, clock: FakeClock
+    fleet: HireableFleet, clock: FakeClock
 ) -> None:
     device = fleet.add(cpu_hardware())
     fleet.fund(1_000 * IO, Asset.USDC)
@@ -509,7 +513,7 @@ def test_expiry_completes_and_hourly_settlement_pays_exactly(
         fleet.buyer_client().extend_cluster(cluster_id, ExtendRequest(duration=1))
 
 
-def test_extend_pays_again_and_moves_the_end(fleet: Fleet, clock: FakeClock) -> None:
+def test_extend_pays_again_and_moves_the_end(fleet: HireableFleet, clock: FakeClock) -> None:
     fleet.add(cpu_hardware())
     fleet.fund(1_000 * IO)
     cluster_id, _ = deploy(fleet, hardware="cpu")
@@ -525,7 +529,7 @@ def test_extend_pays_again_and_moves_the_end(fleet: Fleet, clock: FakeClock) -> 
 
 
 def test_racing_deploys_never_double_book_and_losers_pay_nothing(
-    fleet: Fleet, clock: FakeClock
+    fleet: HireableFleet, clock: FakeClock
 ) -> None:
     devices = [fleet.add(cpu_hardware()) for _ in range(10)]
     buyers = [Keypair() for _ in range(50)]

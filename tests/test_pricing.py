@@ -17,7 +17,7 @@ from idlegrid.ledger.chain import Asset
 from idlegrid.protocol import DeployRequest
 from idlegrid.server.settings import ServerSettings
 from tests.conftest import FakeClock, Network, gpu_hardware
-from tests.test_clusters import Fleet
+from tests.test_clusters import HireableFleet
 
 IO_USD = Decimal("1.5")
 markets = st.builds(Market, idle=st.integers(0, 500), hired=st.integers(0, 500))
@@ -115,11 +115,11 @@ def test_floors_and_the_auction() -> None:
 
 
 @pytest.fixture
-def fleet(network: Network) -> Fleet:
-    return Fleet(network)
+def fleet(network: Network) -> HireableFleet:
+    return HireableFleet(network)
 
 
-def test_quotes_are_itemised_and_sum_to_the_total(fleet: Fleet) -> None:
+def test_quotes_are_itemised_and_sum_to_the_total(fleet: HireableFleet) -> None:
     for _ in range(3):
         fleet.add(gpu_hardware())
     client = fleet.buyer_client()
@@ -136,7 +136,7 @@ def test_quotes_are_itemised_and_sum_to_the_total(fleet: Fleet) -> None:
     assert prices[("h100-sxm-80gb", "*")].idle == 3
 
 
-def test_a_device_is_never_matched_below_its_floor(fleet: Fleet, clock: FakeClock) -> None:
+def test_a_device_is_never_matched_below_its_floor(fleet: HireableFleet, clock: FakeClock) -> None:
     cheap, dear = fleet.add(gpu_hardware()), fleet.add(gpu_hardware())
     owner = fleet.agent(dear)  # a device without an owner owns itself
     owner.set_floor(dear, "1000")
@@ -150,7 +150,7 @@ def test_a_device_is_never_matched_below_its_floor(fleet: Fleet, clock: FakeCloc
     assert [n.device_id for n in view.nodes] == [cheap]
 
 
-def test_auction_mode_takes_the_lowest_asks(fleet: Fleet) -> None:
+def test_auction_mode_takes_the_lowest_asks(fleet: HireableFleet) -> None:
     devices = [fleet.add(gpu_hardware()) for _ in range(3)]
     for device, usd in zip(devices, ("30", "10", "20"), strict=True):
         fleet.agent(device).set_floor(device, usd)
@@ -171,7 +171,7 @@ def test_auction_mode_takes_the_lowest_asks(fleet: Fleet) -> None:
         client.quote(DeployRequest(name="a", hardware="h100-sxm-80gb", max_price_usd="lots"))
 
 
-def test_the_price_list_is_served_at_both_paths(fleet: Fleet) -> None:
+def test_the_price_list_is_served_at_both_paths(fleet: HireableFleet) -> None:
     fleet.add(gpu_hardware(), location="US")
     short = fleet.net.http.get("/prices").json()["items"]
     assert short == fleet.net.http.get("/v1/prices").json()["items"]
@@ -192,7 +192,7 @@ def test_quotes_are_rate_limited_per_buyer_whatever_the_key(
 
     net = Network(settings.model_copy(update={"quotes_per_minute": 2}), clock)
     try:
-        fleet = Fleet(net)
+        fleet = HireableFleet(net)
         fleet.add(gpu_hardware())
         wallet = fleet.buyer_client()
         keys = [wallet.create_api_key(f"k{i}").key for i in range(2)]
@@ -206,7 +206,7 @@ def test_quotes_are_rate_limited_per_buyer_whatever_the_key(
         assert 0 < refused.value.details["retry_after_s"] <= 30
         with pytest.raises(RateLimited):
             wallet.quote(req)  # signed by the wallet itself: the same bucket
-        other = Fleet(net).buyer_client()
+        other = HireableFleet(net).buyer_client()
         assert other.quote(req).devices == 1  # another buyer quotes as before
         clock.advance(30)  # a token back (two a minute)
         fleet.heartbeat_all()  # the device is still there
