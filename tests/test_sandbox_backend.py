@@ -133,10 +133,17 @@ def test_a_killed_agent_takes_its_sandbox_with_it_and_its_successor_sweeps(
         time.sleep(0.1)
     assert pidfile.exists()
     (left,) = Cgroups.with_prefix("ig-killtest-", bubblewrap.cgroup_root)
-    assert (left.dirs["memory"] / "cgroup.procs").read_text().split()  # bwrap, the node
+    procs = left.dirs["memory"] / "cgroup.procs"
+    # Kill the agent once its node runs (the node's `sleep` is in the cgroup). Killed
+    # while bwrap is still setting up, the agent can leave a sandbox behind: bwrap's
+    # child sets its parent-death signal after its clone, too late if the parent has
+    # gone; the next agent's sweep kills that one (the end of this test).
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and "sleep" not in _names(procs.read_text().split()):
+        time.sleep(0.05)
+    assert "sleep" in _names(procs.read_text().split())  # bwrap, and the node inside
     os.killpg(agent.pid, signal.SIGKILL)
     agent.wait()
-    procs = left.dirs["memory"] / "cgroup.procs"
     deadline = time.monotonic() + 30  # a loaded CI machine is slow to tear a namespace down
     while time.monotonic() < deadline and procs.read_text():
         time.sleep(0.1)
@@ -181,3 +188,7 @@ def _proc_state(pid: str) -> str:
         return fields[0].split("(", 1)[1] + " " + fields[1].split()[0]
     except (OSError, IndexError):
         return "gone"
+
+
+def _names(pids: list[str]) -> list[str]:
+    return [_proc_state(pid).rsplit(" ", 1)[0] for pid in pids]
