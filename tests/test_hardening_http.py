@@ -36,6 +36,7 @@ from typer.testing import CliRunner
 
 from idlegrid.cli.main import app as cli_app
 from idlegrid.sdk import Client
+from idlegrid.sdk.client import sign_request
 from idlegrid.sdk.inprocess import InProcessTransport
 from idlegrid.server.app import create_app
 from idlegrid.server.middleware import BodyLimit
@@ -298,6 +299,24 @@ def test_head_is_answered_wherever_get_is(server_process: tuple[str, int]) -> No
         assert head.headers["content-type"] == get.headers["content-type"]
         assert http.head("/explorer").status_code == 200
         assert http.head("/v1/rewards/claim").status_code == 405  # POST only
+
+
+def test_a_signed_head_is_checked_as_the_head_it_was_signed_as(
+    inprocess: tuple[FastAPI, httpx.Client],
+) -> None:
+    """HEAD is served as GET, but its signature covers HEAD, the method the client
+    sent (it was refused 401); a GET's signature does not pass for a HEAD."""
+    _, http = inprocess
+    network = Client("http://testserver", http=http).network()
+    wallet = Keypair()
+    head = http.build_request("HEAD", "/v1/api-keys")
+    sign_request(head, wallet, time.time(), network)
+    answer = http.send(head)
+    assert answer.status_code == 200 and answer.content == b""
+    as_get = http.build_request("GET", "/v1/api-keys")
+    sign_request(as_get, wallet, time.time(), network)
+    replayed = http.build_request("HEAD", "/v1/api-keys", headers=as_get.headers)
+    assert http.send(replayed).status_code == 401
 
 
 def test_the_openapi_schema_documents_every_error_as_the_error_body(

@@ -133,6 +133,9 @@ async def _send_error(
     await send({"type": "http.response.body", "body": body})
 
 
+SIGNED_METHOD = "idlegrid.signed_method"  # scope key: the method as the client sent it
+
+
 class HeadAsGet:
     """Answer ``HEAD`` as the app answers ``GET``, without the body (RFC 9110 §9.3.2).
     FastAPI routes accept only the methods they name, so ``HEAD /healthz`` would be
@@ -153,7 +156,8 @@ class HeadAsGet:
                 message = {"type": "http.response.body", "body": b""}
             await send(message)
 
-        await self.app({**scope, "method": "GET"}, receive, headers_only)
+        # The signed method stays HEAD: a signature covers the method the client sent.
+        await self.app({**scope, "method": "GET", SIGNED_METHOD: "HEAD"}, receive, headers_only)
 
 
 # The explorer's pages load only their own stylesheet: no script, no inline style,

@@ -15,6 +15,7 @@ from idlegrid.server.idle import IdleMonitor
 from idlegrid.server.liveness import LivenessTable
 from idlegrid.server.mailbox import Mailbox
 from idlegrid.server.metrics import Metrics
+from idlegrid.server.middleware import SIGNED_METHOD
 from idlegrid.server.services.api_keys import ApiKeyService
 from idlegrid.server.services.blocks import BlockService
 from idlegrid.server.services.claims import ClaimService
@@ -90,7 +91,7 @@ async def signed_by(request: Request) -> str:
     target = path.decode("latin-1") + (("?" + query.decode("latin-1")) if query else "")
     return authenticate(
         request.headers,
-        request.method,
+        request.scope.get(SIGNED_METHOD, request.method),
         target,
         body,
         state.clock(),
