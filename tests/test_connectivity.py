@@ -7,8 +7,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from solders.keypair import Keypair
 
+from idlegrid.core import signing
 from idlegrid.core.connectivity import mbps, tier, tier_name
 from idlegrid.errors import (
+    BadSignature,
     MissingSignature,
     NotYourDevice,
     PayloadTooLarge,
@@ -94,3 +96,32 @@ def test_the_speed_test_is_for_registered_devices_and_rate_limited(network: Netw
     assert refused.value.details["retry_after_s"] > 0
     network.clock.advance(3600 / per_hour)
     assert device.speedtest_download(1024) == 1024  # one transfer back after its share
+
+
+def test_a_forged_speed_test_spends_nothing_of_the_device_it_names(network: Network) -> None:
+    """A device's public key is public: a request that names it with a signature that
+    does not verify is refused, and spends none of the device's allowance (it did:
+    twelve of them locked the device out for an hour; benchmarks/abuse.py). The upload
+    is hashed as it streams in, and it checks out only against the whole body."""
+    from idlegrid.sdk.client import sign_request
+
+    kp, forger = Keypair(), Keypair()
+    device_id = str(kp.pubkey())
+    network.client(kp).register_device(RegisterRequest(hardware=cpu_hardware()))
+    net_id = network.client().network()
+    for _ in range(2 * network.settings.speedtests_per_hour):
+        request = network.http.build_request("POST", "/v1/speedtest", content=bytes(4096))
+        sign_request(request, forger, network.clock(), net_id)
+        request.headers[signing.HEADER_KEY] = device_id  # claims to be the device
+        answer = network.http.send(request)
+        assert (answer.status_code, answer.json()["code"]) == (401, BadSignature.code)
+    # A genuine signature over other bytes than those sent does not pass either.
+    request = network.http.build_request("POST", "/v1/speedtest", content=b"signed bytes")
+    sign_request(request, kp, network.clock(), net_id)
+    tampered = network.http.build_request(
+        "POST", "/v1/speedtest", content=b"other bytes!", headers=request.headers
+    )
+    assert network.http.send(tampered).status_code == 401
+    device = network.client(kp)
+    device.speedtest_upload(bytes(1024))  # its allowance is intact
+    assert device.speedtest_download(1024) == 1024

@@ -44,8 +44,15 @@ def signing_message(
     network: str, method: str, path: str, body: bytes, timestamp: str, nonce: str
 ) -> bytes:
     """The exact bytes a request's signature covers."""
-    digest = hashlib.sha256(body).hexdigest()
-    return "\n".join([SCHEME, network, method.upper(), path, digest, timestamp, nonce]).encode()
+    return digest_message(network, method, path, hashlib.sha256(body).hexdigest(), timestamp, nonce)
+
+
+def digest_message(
+    network: str, method: str, path: str, body_sha256: str, timestamp: str, nonce: str
+) -> bytes:
+    """``signing_message`` from the body's SHA-256 (hex): for a body checked as it streams."""
+    fields = [SCHEME, network, method.upper(), path, body_sha256, timestamp, nonce]
+    return "\n".join(fields).encode()
 
 
 def owner_attestation_message(network: str, device_id: str) -> bytes:

@@ -8,6 +8,7 @@ across processes shards the store with them (see docs/architecture.md).
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -89,8 +90,25 @@ def authenticate(
 ) -> str:
     """The signer's public key, or an AuthenticationError saying what is wrong.
     ``network`` is this deployment's identifier: every signature covers it."""
+    return authenticate_digest(
+        headers, method, path, hashlib.sha256(body).hexdigest(), now, max_skew_s, nonces, network
+    )
+
+
+def authenticate_digest(
+    headers: Mapping[str, str],
+    method: str,
+    path: str,
+    body_sha256: str,
+    now: float,
+    max_skew_s: float,
+    nonces: NonceStore,
+    network: str,
+) -> str:
+    """``authenticate`` given the body's SHA-256 (hex), for a body hashed as it streams
+    in rather than held (the speed test's upload)."""
     signer, timestamp, nonce, signature = precheck(headers, now, max_skew_s, network)
-    message = signing.signing_message(network, method, path, body, timestamp, nonce)
+    message = signing.digest_message(network, method, path, body_sha256, timestamp, nonce)
     if not signing.verify_signature(signer, signature, message):
         raise BadSignature(signer=signer, scheme=signing.SCHEME, network=network)
     if not nonces.claim(signer, nonce, now):

@@ -70,10 +70,20 @@ class RateLimiter:
                 self._buckets.popitem(last=False)
         return None if allowed else (1.0 - tokens) / self.rate_per_s
 
-    def check(self, key: str, now: float, what: str) -> None:
-        """``take``, or raise ``RateLimited`` ("too many <what>") with the wait and the
-        kind of limit (the key's prefix: source, owner, device, buyer)."""
-        wait = self.take(key, now)
+    def peek(self, key: str, now: float) -> float | None:
+        """``take`` without taking: None when a token is there, else the wait."""
+        if self.rate_per_s <= 0:
+            return None
+        with self._lock:
+            tokens, at = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + max(0.0, now - at) * self.rate_per_s)
+        return None if tokens >= 1.0 else (1.0 - tokens) / self.rate_per_s
+
+    def check(self, key: str, now: float, what: str, take: bool = True) -> None:
+        """``take`` (or with ``take=False`` only ``peek``), else raise ``RateLimited``
+        ("too many <what>") with the wait and the kind of limit (the key's prefix:
+        source, owner, device, buyer)."""
+        wait = self.take(key, now) if take else self.peek(key, now)
         if wait is not None:
             raise RateLimited(
                 f"too many {what}: retry later",

@@ -80,19 +80,29 @@ async def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
+def signed_method(request: Request) -> str:
+    """The method the client sent and signed (HEAD is served as GET)."""
+    method: str = request.scope.get(SIGNED_METHOD, request.method)
+    return method
+
+
+def signed_target(request: Request) -> str:
+    """The path and query exactly as sent: what a signature covers."""
+    path = request.scope.get("raw_path") or request.url.path.encode()
+    query = request.scope.get("query_string", b"")
+    return str(path.decode("latin-1") + (("?" + query.decode("latin-1")) if query else ""))
+
+
 async def signed_by(request: Request) -> str:
     """The public key that signed this request (see core/signing.py)."""
     state = app_state(request)
     # Headers first: an unsigned, malformed or stale request is refused unread.
     precheck(request.headers, state.clock(), state.settings.max_clock_skew_s, network_of(state))
     body = await request.body()
-    path = request.scope.get("raw_path") or request.url.path.encode()
-    query = request.scope.get("query_string", b"")
-    target = path.decode("latin-1") + (("?" + query.decode("latin-1")) if query else "")
     return authenticate(
         request.headers,
-        request.scope.get(SIGNED_METHOD, request.method),
-        target,
+        signed_method(request),
+        signed_target(request),
         body,
         state.clock(),
         state.settings.max_clock_skew_s,

@@ -3,6 +3,8 @@ device; proof history is public."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import os
 from typing import Annotated
 
@@ -20,7 +22,7 @@ from idlegrid.protocol import (
     ProofView,
     RevealRequest,
 )
-from idlegrid.server.auth import precheck
+from idlegrid.server.auth import authenticate_digest, precheck
 from idlegrid.server.params import refuse_nul
 from idlegrid.server.ratelimit import RateLimiter
 from idlegrid.server.state import (
@@ -30,11 +32,14 @@ from idlegrid.server.state import (
     app_state,
     network_of,
     signed_by,
+    signed_method,
+    signed_target,
 )
 
 router = APIRouter(tags=["proofs"], dependencies=[Depends(refuse_nul)])
 
 SPEEDTEST_MAX_BYTES = 32 * 1024 * 1024
+SPEEDTEST_UPLOADS = 4  # uploads read at once; the rest wait
 _NOISE = os.urandom(1024 * 1024)  # incompressible, so a proxy cannot flatter the figure
 
 
@@ -80,19 +85,30 @@ def report_connectivity(
     return ConnectivityView(**req.model_dump(), tier=tier, tier_name=tier_name(tier))
 
 
-async def registered_device(request: Request) -> str:
-    """A registered device's signed request, rate-limited per device: the speed test
-    spends the network's bandwidth, so strangers get none of it. Everything that
-    can be checked before the body is read (the headers, the device, its rate) is."""
+def registered_device(request: Request) -> str:
+    """The device a speed-test request claims to come from, if it is registered and
+    has a transfer left: the speed test spends the network's bandwidth, so strangers
+    get none of it. Everything that can be checked before the body (the headers, the
+    device, its allowance) is; the signature is checked by the route, and only a
+    request whose signature verifies spends the device's allowance (``spend``), so a
+    stranger who names a device's public key cannot use it up."""
     state = app_state(request)
-    now = state.clock()
-    signer, *_ = precheck(request.headers, now, state.settings.max_clock_skew_s, network_of(state))
+    signer, *_ = precheck(
+        request.headers, state.clock(), state.settings.max_clock_skew_s, network_of(state)
+    )
     if state.liveness.get(signer) is None:
         raise UnknownDevice("the speed test is for registered devices", device_id=signer)
-    per_hour = state.settings.speedtests_per_hour
-    limits = app_scoped(request, "speedtest_limits", lambda: RateLimiter(per_hour / 3600, per_hour))
-    limits.check(f"device:{signer}", now, "speed tests")
-    return await signed_by(request)
+    _speedtest_limits(request).check(f"device:{signer}", state.clock(), "speed tests", take=False)
+    return signer
+
+
+def _speedtest_limits(request: Request) -> RateLimiter:
+    per_hour = app_state(request).settings.speedtests_per_hour
+    return app_scoped(request, "speedtest_limits", lambda: RateLimiter(per_hour / 3600, per_hour))
+
+
+def _spend(request: Request, signer: str) -> None:
+    _speedtest_limits(request).check(f"device:{signer}", app_state(request).clock(), "speed tests")
 
 
 SpeedtestDevice = Annotated[str, Depends(registered_device)]
@@ -110,11 +126,13 @@ SpeedtestDevice = Annotated[str, Depends(registered_device)]
         }
     },
 )
-def speedtest_download(
+async def speedtest_download(
+    request: Request,
     device: SpeedtestDevice,
     nbytes: Annotated[int, Query(alias="bytes", ge=1, le=SPEEDTEST_MAX_BYTES)] = 1024 * 1024,
 ) -> Response:
     """``bytes`` bytes of noise, for a registered device's download test."""
+    _spend(request, await signed_by(request))
     whole, rest = divmod(nbytes, len(_NOISE))
     return Response(_NOISE * whole + _NOISE[:rest], media_type="application/octet-stream")
 
@@ -131,5 +149,25 @@ def speedtest_download(
     },
 )
 async def speedtest_upload(request: Request, device: SpeedtestDevice) -> dict[str, int]:
-    """Takes a registered device's upload test."""
-    return {"received": len(await request.body())}
+    """Takes a registered device's upload test. The body is hashed as it streams in,
+    never held (32 MiB × every client otherwise, whatever its signature), a few uploads
+    at a time; the signature is checked against the hash at the end."""
+    state = app_state(request)
+    line = app_scoped(request, "speedtest_line", lambda: asyncio.Semaphore(SPEEDTEST_UPLOADS))
+    async with line:
+        digest, received = hashlib.sha256(), 0
+        async for chunk in request.stream():
+            digest.update(chunk)
+            received += len(chunk)
+    signer = authenticate_digest(
+        request.headers,
+        signed_method(request),
+        signed_target(request),
+        digest.hexdigest(),
+        state.clock(),
+        state.settings.max_clock_skew_s,
+        state.nonces,
+        network_of(state),
+    )
+    _spend(request, signer)
+    return {"received": received}
