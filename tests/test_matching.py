@@ -324,6 +324,22 @@ def test_index_matches_the_reference(
         assert index.match(req) == match(fleet, req)
 
 
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(candidates(), min_size=4, max_size=30),
+    st.lists(requirements(), min_size=1, max_size=4),
+    st.frozensets(st.sampled_from([*IDS, "absent"]), max_size=10),
+)
+def test_hidden_devices_are_as_if_absent(
+    fleet: list[Candidate], reqs: list[Requirements], hidden: frozenset[str]
+) -> None:
+    """``match(req, hidden)`` answers as the reference does without those devices."""
+    index = MatchIndex(fleet)
+    rest = [c for c in {c.device_id: c for c in fleet}.values() if c.device_id not in hidden]
+    for req in reqs:
+        assert index.match(req, hidden) == match(rest, req)
+
+
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(candidates(), min_size=2, max_size=15),

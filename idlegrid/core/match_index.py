@@ -17,7 +17,7 @@ from __future__ import annotations
 import heapq
 import math
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from typing import NamedTuple
 
 from idlegrid.core.matching import (
@@ -277,8 +277,16 @@ class MatchIndex:
             self.remove(c.device_id)
         return found
 
-    def match(self, req: Requirements) -> Match:
-        """What ``match(candidates, req)`` returns over this index's devices."""
+    def match(self, req: Requirements, hidden: Collection[str] = ()) -> Match:
+        """What ``match(candidates, req)`` returns over this index's devices, less the
+        ``hidden`` ones: as if they were not here, counts included. The caller hides
+        what it cannot file by rank (a device silent past its TTL, a floor above a
+        price cap, an unsandboxed device of someone else); it costs one look-up each."""
+        if hidden:
+            return self._match(req, {d for d in hidden if d in self._devices})
+        return self._match(req, set())
+
+    def _match(self, req: Requirements, hidden: set[str]) -> Match:
         main = self._all.walk(req)
         if req.suppliers:
             walks = [
@@ -302,9 +310,19 @@ class MatchIndex:
             over = sum(1 for d in excluded if self._devices[d].reputation > limit)
             n_reputation = sum(bisect_right(s.reps, limit) for s in shelves)
             n_reputation -= len(excluded) - over
-        counts = (len(self), main.kind, main.model, main.location, main.tier)
-        counts_after = (n_supplier, n_excluded, n_reputation)
-        explain = Explain(tuple(zip(STEPS, (*counts, *counts_after), strict=True)))
+        counts = [len(self), main.kind, main.model, main.location, main.tier]
+        counts += (n_supplier, n_excluded, n_reputation)
+        # A hidden device leaves every step it would have reached: step i counts the
+        # devices that pass the first i filters.
+        for device_id in hidden:
+            c = self._devices[device_id]
+            failed = (i for i, (_, keep) in enumerate(FILTERS) if not keep(req, c))
+            reached = next(failed, len(FILTERS))
+            for i in range(reached + 1):
+                counts[i] -= 1
+        explain = Explain(tuple(zip(STEPS, counts, strict=True)))
+        n_reputation = counts[-1]
+        excluded |= hidden
 
         quantity = req.quantity
         if n_reputation == 0 or (quantity is not None and n_reputation < quantity):

@@ -38,6 +38,7 @@ from idlegrid.server.services.clusters import ClusterService
 from idlegrid.server.services.devices import DeviceService
 from idlegrid.server.services.ledger import LedgerService
 from idlegrid.server.services.market import Marketplace
+from idlegrid.server.services.match_index import MarketIndex
 from idlegrid.server.services.proofs import ProofService
 from idlegrid.server.services.quotes import QuoteService
 from idlegrid.server.services.seasons import SeasonService
@@ -76,7 +77,8 @@ def build_state(
     oracle = FixedOracle(settings.io_usd_price)
     ledger = LedgerService(session_factory(engine), chain, authority, oracle, clock)
     ledger.genesis()
-    market = Marketplace(session_factory(engine), liveness, catalog, oracle, clock)
+    index = MarketIndex(session_factory(engine), liveness, clock)
+    market = Marketplace(session_factory(engine), liveness, catalog, oracle, clock, index)
     cluster_service = ClusterService(
         session_factory(engine), ledger, liveness, mailbox, market, settings, clock
     )
@@ -111,6 +113,10 @@ def build_state(
         idle=idle,
     )
     state.blocks.flush_liveness = lambda: loops.flush_liveness(state)
+    # Every service that writes devices or proofs tells the match index what it wrote.
+    for writer in (service, proof_service, market, cluster_service, state.staking, state.blocks):
+        index.watch(writer.sessions)
+    index.reload()
     return state
 
 

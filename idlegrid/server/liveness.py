@@ -148,6 +148,16 @@ class LivenessTable:
         dev = self._devices.get(device_id)
         return dev is not None and lifecycle.is_live(dev.last_seen, now, self.timing)
 
+    def lapsed(self, now: float) -> list[str]:
+        """Up devices silent past the TTL that the reaper has not marked down yet."""
+        out: list[str] = []
+        with self._lock:
+            for device_id in self._up:
+                if lifecycle.is_live(self._devices[device_id].last_seen, now, self.timing):
+                    break  # every later entry was heard from later still
+                out.append(device_id)
+        return out
+
     def reap(self, now: float) -> list[StatusChange]:
         """Mark silent devices down (past the TTL) and down ones inactive (past inactive_after)."""
         changes: list[StatusChange] = []

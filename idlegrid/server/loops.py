@@ -79,6 +79,7 @@ def background(state: AppState) -> list[Coroutine[Any, Any, None]]:
         every(s.outbox_interval_s, "chain outbox", state.ledger.outbox.drain),
         every(s.cluster_tick_s, "clusters", state.clusters.tick),
         every(s.price_interval_s, "prices", state.clusters.market.record_prices),
+        every(s.match_index_reload_s, "match index", state.clusters.market.reload_index),
         every(min(60.0, s.block_interval_s / 4), "blocks", state.blocks.tick),
         every(min(60.0, s.block_interval_s), "slashes", state.staking.tick),
     ]

@@ -120,6 +120,9 @@ class ServerSettings(BaseSettings):
     cluster_tick_s: float = Field(default=1.0, gt=0, description="heal, expire, deploy watch")
     settle_interval_s: float = Field(default=3600, gt=0, description="pay providers")
     price_interval_s: float = Field(default=300, gt=0, description="record the price history")
+    match_index_reload_s: float = Field(
+        default=600, gt=0, description="re-read every hireable device into the match index"
+    )
 
     # Staking and block rewards (services/staking.py, services/blocks.py).
     block_interval_s: int = Field(

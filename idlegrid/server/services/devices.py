@@ -29,6 +29,7 @@ from idlegrid.protocol import (
 from idlegrid.server.db.bulk import add_uptime, touch_devices
 from idlegrid.server.db.models import Device, DeviceEvent, DeviceUptime, Proof
 from idlegrid.server.liveness import FlushBatch, LivenessTable
+from idlegrid.server.services.match_index import mark_changed
 from idlegrid.server.services.proofs import OPEN, misconduct
 from idlegrid.server.settings import ServerSettings
 
@@ -316,6 +317,7 @@ class DeviceService:
                 db,
                 [(d, seen, per_device.get(d, 0.0)) for d, seen in sorted(batch.last_seen.items())],
             )
+            mark_changed(db, (c.device_id for c in batch.changes))  # bulk: the index re-reads
             # Device rows in id order, as every multi-device transaction takes them.
             for change in sorted(batch.changes, key=lambda c: (c.device_id, c.version)):
                 result = db.execute(

@@ -37,12 +37,11 @@ from idlegrid.protocol import (
     DeviceStatus,
     PriceEntry,
     PriceList,
-    ProofStatus,
     Readiness,
 )
-from idlegrid.server.db.bulk import chunks
-from idlegrid.server.db.models import Cluster, Device, PricePoint, Proof
+from idlegrid.server.db.models import Cluster, Device, PricePoint
 from idlegrid.server.liveness import LivenessTable
+from idlegrid.server.services.match_index import MarketIndex, mark_changed, proof_history
 
 RESERVE_ATTEMPTS = 8  # matches a deploy tries when racing deploys take its picks
 
@@ -55,12 +54,15 @@ class Marketplace:
         catalog: Catalog,
         oracle: PriceOracle,
         clock: Callable[[], float],
+        index: MarketIndex | None = None,
     ) -> None:
         self.sessions = sessions
         self.liveness = liveness
         self.catalog = catalog
         self.oracle = oracle
         self.clock = clock
+        # Matches come from the index when there is one, else from a scan (``candidates``).
+        self.index = index
 
     def auction(
         self,
@@ -94,16 +96,11 @@ class Marketplace:
         return pricing.Breakdown(req.currency, (item,), devices, hours)
 
     def market_of(
-        self, db: Session, reqs: matching.Requirements, candidates: list[matching.Candidate]
+        self, db: Session, reqs: matching.Requirements, explain: matching.Explain
     ) -> pricing.Market:
-        """Idle and hired devices of the requested hardware in the requested regions."""
-        idle = sum(
-            1
-            for c in candidates
-            if (reqs.kind is None or c.kind == reqs.kind)
-            and (reqs.model is None or c.model == reqs.model)
-            and (not reqs.locations or c.location in reqs.locations)
-        )
+        """Idle and hired devices of the requested hardware in the requested regions:
+        the idle ones are those a match of ``reqs`` counted after its location filter."""
+        idle = explain.as_dict()["location"]
         q = select(func.count()).select_from(Device).where(Device.cluster_id.is_not(None))
         if reqs.model is not None:
             q = q.where(Device.model == reqs.model)
@@ -141,7 +138,7 @@ class Marketplace:
         hired devices, per region and over all regions ("*"); rows not yet saved."""
         now = self.clock()
         with self.sessions() as db:
-            candidates, _ = self.candidates(db)
+            candidates, _ = self.hireable(db)
             hired = db.execute(
                 select(Device.model, Device.location, func.count())
                 .where(Device.cluster_id.is_not(None), Device.model.is_not(None))
@@ -293,7 +290,7 @@ class Marketplace:
             and (cap_micro_usd is None or d.floor_micro_usd <= cap_micro_usd)
         ]
         floors = {d.id: d.floor_micro_usd for d in live}
-        history = self.proof_history(db, [d.id for d in live])
+        history = proof_history(db, [d.id for d in live])
         out = []
         for d in live:
             passed, failed = history.get(d.id, (0, 0))
@@ -313,28 +310,6 @@ class Marketplace:
             )
         return out, floors
 
-    @staticmethod
-    def proof_history(db: Session, device_ids: list[str]) -> dict[str, tuple[int, int]]:
-        """(proofs passed, proofs failed) per device."""
-        out: dict[str, tuple[int, int]] = {}
-        for chunk in chunks(device_ids, 5_000):
-            rows = db.execute(
-                select(Proof.device_id, Proof.status, func.count())
-                .where(
-                    Proof.device_id.in_(chunk),
-                    Proof.status.in_([ProofStatus.VERIFIED.value, ProofStatus.FAILED.value]),
-                )
-                .group_by(Proof.device_id, Proof.status)
-            ).all()
-            for device_id, status, n in rows:
-                passed, failed = out.get(device_id, (0, 0))
-                if status == ProofStatus.VERIFIED.value:
-                    passed += int(n)
-                else:
-                    failed += int(n)
-                out[device_id] = (passed, failed)
-        return out
-
     def match(
         self,
         db: Session,
@@ -345,7 +320,40 @@ class Marketplace:
         cap_micro_usd: int | None = None,
     ) -> matching.Match:
         reqs = self.requirements(db, owner, req, exclude, quantity or req.quantity)
-        return self.match_or_refuse(self.candidates(db, cap_micro_usd, owner)[0], reqs)
+        return self.find(db, owner, reqs, cap_micro_usd)
+
+    def reload_index(self) -> None:
+        """Re-read every hireable device into the index (its loop)."""
+        if self.index is not None:
+            self.index.reload()
+
+    def hireable(
+        self, db: Session, renter: str | None = None, cap_micro_usd: int | None = None
+    ) -> tuple[list[matching.Candidate], dict[str, int]]:
+        """``candidates``, from the index when there is one."""
+        if self.index is None:
+            return self.candidates(db, cap_micro_usd, renter)
+        return self.index.candidates(db, renter, cap_micro_usd)
+
+    def find(
+        self,
+        db: Session,
+        owner: str,
+        reqs: matching.Requirements,
+        cap_micro_usd: int | None = None,
+    ) -> matching.Match:
+        """The match of ``reqs`` among the devices ``owner`` may hire under the cap (from
+        the index when there is one), or ``NoMatchingDevices``."""
+        if self.index is None:
+            return self.match_or_refuse(self.candidates(db, cap_micro_usd, owner)[0], reqs)
+        found = self.index.match(db, reqs, owner, cap_micro_usd)
+        if not found.ok:
+            raise NoMatchingDevices(
+                "no devices match the request",
+                wanted=reqs.quantity or 1,
+                explain=found.explain.as_dict(),
+            )
+        return found
 
     @staticmethod
     def match_or_refuse(
@@ -411,6 +419,7 @@ class Marketplace:
                     .execution_options(synchronize_session=False)
                 )
                 if result.rowcount == 1:  # type: ignore[attr-defined]
+                    mark_changed(db, [device_id])
                     dev = db.get(Device, device_id)
                     assert dev is not None
                     db.refresh(dev)
@@ -418,6 +427,7 @@ class Marketplace:
         return taken
 
     def release(self, db: Session, device_id: str, cluster_id: str) -> None:
+        mark_changed(db, [device_id])
         db.execute(
             update(Device)
             .where(Device.id == device_id, Device.cluster_id == cluster_id)

@@ -46,11 +46,11 @@ class QuoteService:
         hours = duration_hours(req.duration, DurationUnit(req.duration_unit))
         now = self.clock()
         with self.sessions() as db:
-            candidates, floors = self.market.candidates(db, renter=owner)
             reqs = self.market.requirements(db, owner, req, (), req.quantity)
-            found = self.market.match_or_refuse(candidates, reqs)
+            found = self.market.find(db, owner, reqs)
             devices = len(found.devices) if req.product == "mega-ray" else req.quantity
             if req.max_price_usd is not None:
+                candidates, floors = self.market.hireable(db, owner)
                 breakdown = self.market.auction(req, reqs, candidates, floors, devices, hours)
             else:
                 breakdown = pricing.price(
@@ -58,7 +58,7 @@ class QuoteService:
                         base_usd=self.market.base_usd(req, found.devices),
                         devices=devices,
                         hours=hours,
-                        market=self.market.market_of(db, reqs, candidates),
+                        market=self.market.market_of(db, reqs, found.explain),
                         urgency=pricing.Urgency(req.start),
                         min_tier=req.min_tier,
                         location_constrained=bool(req.locations),
@@ -68,9 +68,7 @@ class QuoteService:
                     self.market.oracle.io_usd(),
                 )
                 cap = self.market.micro_usd(breakdown.per_device_hour, req.currency)
-                found = self.market.match_or_refuse(
-                    [c for c in candidates if floors[c.device_id] <= cap], reqs
-                )
+                found = self.market.find(db, owner, reqs, cap)
         quote = Quote(
             id=secrets.token_hex(16),
             owner=owner,
