@@ -87,7 +87,7 @@ from flood import (
 from heartbeats import (
     HOST,
     REGISTER_PATH,
-    Fleet,
+    DeviceKeys,
     LoadResult,
     Server,
     cpu_hardware,
@@ -523,7 +523,7 @@ def blocks_after(api: Client, after: float, count: int, timeout_s: float) -> lis
 
 
 def run_flood(
-    work: Path, postgres: str | None, fleet: Fleet, staked: int, block_s: int
+    work: Path, postgres: str | None, fleet: DeviceKeys, staked: int, block_s: int
 ) -> dict[str, Any]:
     devices = len(fleet.ids)
     progress(
@@ -629,7 +629,7 @@ def run_flood(
     return out
 
 
-def run_rate_limited(work: Path, postgres: str | None, fleet: Fleet) -> dict[str, Any]:
+def run_rate_limited(work: Path, postgres: str | None, fleet: DeviceKeys) -> dict[str, Any]:
     devices = len(fleet.ids)
     progress(f"2b. the same {devices:,} registrations against the default per-source limit")
     with network(work, postgres, env={}) as (_, server):
@@ -809,7 +809,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="idlegrid-abuse-") as tmp:
             work = Path(tmp)
             results["uploads"] = run_uploads(work / "uploads", args.postgres, args.clients)
-            fleet = Fleet.generate(args.devices, "the flood")
+            fleet = DeviceKeys.generate(args.devices, "the flood")
             results["rate_limited"] = run_rate_limited(work / "limited", args.postgres, fleet)
             results["flood"] = run_flood(
                 work / "flood", args.postgres, fleet, args.staked, args.block_s

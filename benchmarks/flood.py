@@ -46,7 +46,7 @@ import httpx
 from common import finish, machine, print_table
 from heartbeats import (
     HOST,
-    Fleet,
+    DeviceKeys,
     LoadResult,
     Server,
     cpu_hardware,
@@ -170,7 +170,7 @@ def proof_history(url: str, device_id: str) -> list[str]:
 def run_flood(
     work: Path, database_url: str | None, devices: int, connections: int, quiet_s: float
 ) -> dict[str, Any]:
-    fleet = Fleet.generate(devices, "the flood")
+    fleet = DeviceKeys.generate(devices, "the flood")
     # No per-source limit: the worst case, an attacker with as many addresses as devices.
     env = {"IDLEGRID_ENVIRONMENT": "development", "IDLEGRID_REGISTRATION_RATE_PER_S": "0"}
     if database_url:

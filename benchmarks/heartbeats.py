@@ -131,12 +131,12 @@ def cpu_hardware() -> HardwareInfo:
 
 
 @dataclass
-class Fleet:
+class DeviceKeys:
     keypairs: list[Keypair]
     ids: list[str]
 
     @classmethod
-    def generate(cls, n: int, what: str) -> Fleet:
+    def generate(cls, n: int, what: str) -> DeviceKeys:
         progress(f"generating {n:,} Ed25519 keypairs for {what}")
         keypairs = [Keypair() for _ in range(n)]
         return cls(keypairs, [str(kp.pubkey()) for kp in keypairs])
@@ -173,7 +173,7 @@ def heartbeat_path(device_id: str) -> str:
 
 
 def registration_requests(
-    fleet: Fleet, start: int, count: int, host: str, network: str, prefix: str
+    fleet: DeviceKeys, start: int, count: int, host: str, network: str, prefix: str
 ) -> list[bytes]:
     """Signed ``POST /v1/devices`` for devices ``start`` to ``start + count`` of
     ``fleet`` (named ``{prefix}-{i}``, each signed by its own key, now), as raw bytes."""
@@ -523,7 +523,7 @@ def bench_registrations(
     work: Path, database_url: str | None, count: int, connections: int
 ) -> dict[str, Any]:
     progress(f"registrations: {count:,} fresh devices over {connections} connections")
-    fleet = Fleet.generate(count, "registrations")
+    fleet = DeviceKeys.generate(count, "registrations")
     data_dir = work / "registrations"
     data_dir.mkdir()
     if database_url:
@@ -550,7 +550,12 @@ def bench_registrations(
 
 
 def bench_heartbeats(
-    work: Path, database_url: str | None, fleet: Fleet, n: int, heartbeats: int, connections: int
+    work: Path,
+    database_url: str | None,
+    fleet: DeviceKeys,
+    n: int,
+    heartbeats: int,
+    connections: int,
 ) -> dict[str, Any]:
     ids, keypairs = fleet.ids[:n], fleet.keypairs[:n]
     sent = min(n, heartbeats)
@@ -616,7 +621,7 @@ def _rate(count: int, seconds: float) -> dict[str, float]:
     return {"per_s": round(count / seconds, 1), "us_each": round(1e6 * seconds / count, 2)}
 
 
-def bench_in_process(fleet: Fleet, n: int, heartbeats: int) -> dict[str, Any]:
+def bench_in_process(fleet: DeviceKeys, n: int, heartbeats: int) -> dict[str, Any]:
     """authenticate + liveness.heartbeat in this process: no HTTP, no ASGI, one core."""
     ids, keypairs = fleet.ids[:n], fleet.keypairs[:n]
     count = min(heartbeats, 50_000)
@@ -863,7 +868,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             results["registrations"] = bench_registrations(
                 work, args.database_url, args.registrations, args.registration_connections
             )
-            fleet = Fleet.generate(max(sizes), "the seeded fleets")
+            fleet = DeviceKeys.generate(max(sizes), "the seeded fleets")
             results["heartbeats_http"] = [
                 bench_heartbeats(
                     work, args.database_url, fleet, n, args.heartbeats, args.connections
