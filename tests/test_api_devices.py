@@ -244,6 +244,26 @@ def test_owner_attestation_must_verify(network: Network) -> None:
     assert network.client().list_devices().total == 0
 
 
+def test_one_flush_writes_every_queued_change_of_many_devices(
+    network: Network, clock: FakeClock
+) -> None:
+    """A flush holding two changes per device (down, then inactive, as after a long
+    partition) writes each device's newest status in one statement and an event for
+    each change, in order."""
+    devices = [str(register(network).pubkey()) for _ in range(3)]
+    network.tick()
+    clock.advance(network.settings.heartbeat_ttl_s + 1)
+    network.state.liveness.reap(clock.now)  # up → down, queued
+    clock.advance(5 * 24 * 3600)
+    network.state.liveness.reap(clock.now)  # down → inactive, queued
+    network.tick()
+    for device in devices:
+        view = network.client().get_device(device)
+        assert view.status is S.INACTIVE
+        trail = [e.detail.get("to") for e in view.events if e.kind == "status"]
+        assert trail[:2] == ["inactive", "down"]  # newest first
+
+
 def test_a_late_flush_never_undoes_an_owner_action(network: Network, clock: FakeClock) -> None:
     kp = register(network)
     device = str(kp.pubkey())

@@ -76,6 +76,25 @@ def touch_devices(db: Session, rows: Sequence[tuple[str, float, float]]) -> None
         conn.exec_driver_sql(sql, tuple(x for r in chunk for x in r))
 
 
+def set_statuses(db: Session, rows: Sequence[tuple[str, str, int]]) -> set[str]:
+    """Set each (device id, status, version) where the device's stored version is
+    older (a late flush never undoes a newer change); returns the ids it changed."""
+    conn = db.connection()
+    mark = _mark(db)
+    changed: set[str] = set()
+    for chunk in chunks(rows):
+        row = f"({mark}, {mark}, CAST({mark} AS BIGINT))"
+        sql = (
+            f"WITH v(id, status, version) AS (VALUES {', '.join([row] * len(chunk))}) "
+            "UPDATE devices SET status = v.status, status_version = v.version "
+            "FROM v WHERE devices.id = v.id AND devices.status_version < v.version "
+            "RETURNING devices.id"
+        )
+        result = conn.exec_driver_sql(sql, tuple(x for r in chunk for x in r))
+        changed.update(str(r[0]) for r in result)
+    return changed
+
+
 def insert_rows(
     db: Session, table: str, columns: Sequence[str], rows: Sequence[Sequence[object]]
 ) -> None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from idlegrid.catalog import Catalog
@@ -26,9 +27,16 @@ from idlegrid.protocol import (
     SandboxInfo,
     UptimeHour,
 )
-from idlegrid.server.db.bulk import add_uptime, touch_devices
+from idlegrid.server.db.bulk import (
+    add_uptime,
+    chunks,
+    fetch_rows,
+    insert_rows,
+    set_statuses,
+    touch_devices,
+)
 from idlegrid.server.db.models import Device, DeviceEvent, DeviceUptime, Proof
-from idlegrid.server.liveness import FlushBatch, LivenessTable
+from idlegrid.server.liveness import FlushBatch, LivenessTable, StatusChange
 from idlegrid.server.services.match_index import mark_changed
 from idlegrid.server.services.proofs import OPEN, misconduct
 from idlegrid.server.settings import ServerSettings
@@ -318,25 +326,37 @@ class DeviceService:
                 [(d, seen, per_device.get(d, 0.0)) for d, seen in sorted(batch.last_seen.items())],
             )
             mark_changed(db, (c.device_id for c in batch.changes))  # bulk: the index re-reads
-            # Device rows in id order, as every multi-device transaction takes them.
-            for change in sorted(batch.changes, key=lambda c: (c.device_id, c.version)):
-                result = db.execute(
-                    update(Device)
-                    .where(Device.id == change.device_id, Device.status_version < change.version)
-                    .values(status=change.status.value, status_version=change.version)
-                )
-                if result.rowcount:  # type: ignore[attr-defined]
-                    self._event(
-                        db,
-                        change.device_id,
-                        change.at,
-                        "status",
-                        {
-                            "from": change.previous.value,
-                            "to": change.status.value,
-                            "reason": change.reason,
-                        },
-                    )
+            self._write_changes(db, batch.changes)
+
+    @staticmethod
+    def _write_changes(db: Session, changes: Sequence[StatusChange]) -> None:
+        """Each device's newest status change, where the row holds an older version
+        (one multi-row UPDATE: a partition that silences 100,000 devices at once is
+        one statement per chunk, not 100,000), and an event for every change that
+        was newer than the row."""
+        if not changes:
+            return
+        newest: dict[str, StatusChange] = {}
+        for c in changes:
+            if c.device_id not in newest or c.version > newest[c.device_id].version:
+                newest[c.device_id] = c
+        ids = sorted(newest)  # device rows in id order, as every multi-device transaction
+        stored: dict[str, int] = {}
+        for chunk in chunks(ids):
+            q = select(Device.id, Device.status_version).where(Device.id.in_(chunk))
+            stored.update((str(i), int(v)) for i, v in fetch_rows(db, q))
+        applied = set_statuses(db, [(d, newest[d].status.value, newest[d].version) for d in ids])
+        events = [
+            (
+                c.device_id,
+                c.at,
+                "status",
+                json.dumps({"from": c.previous.value, "to": c.status.value, "reason": c.reason}),
+            )
+            for c in sorted(changes, key=lambda c: (c.device_id, c.version))
+            if c.device_id in applied and c.version > stored.get(c.device_id, 0)
+        ]
+        insert_rows(db, "device_events", ("device_id", "at", "kind", "detail"), events)
 
     # -- helpers -----------------------------------------------------------------
 
