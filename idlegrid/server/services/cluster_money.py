@@ -20,8 +20,6 @@ from idlegrid.core.ledger import Transfer
 from idlegrid.server.db.models import Cluster, ClusterNode
 from idlegrid.server.services.ledger import fees_account, user_account
 
-MONEY = (TakePayment, PayNode, RefundSlot, TakeBuyerFee, RefundRest)
-
 
 def cluster_escrow(cluster_id: str, asset: str) -> str:
     return f"escrow:cluster:{cluster_id}:{asset}"
