@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from decimal import ROUND_CEILING, Decimal
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from idlegrid.catalog import Catalog
@@ -34,14 +34,19 @@ from idlegrid.ledger.oracle import PriceOracle
 from idlegrid.protocol import (
     DeployRequest,
     DeviceFloor,
-    DeviceStatus,
     PriceEntry,
     PriceList,
     Readiness,
 )
 from idlegrid.server.db.models import Cluster, Device, PricePoint
 from idlegrid.server.liveness import LivenessTable
-from idlegrid.server.services.match_index import MarketIndex, mark_changed, proof_history
+from idlegrid.server.services.match_index import (
+    MarketIndex,
+    candidate,
+    hireable_rows,
+    mark_changed,
+    proof_history,
+)
 
 RESERVE_ATTEMPTS = 8  # matches a deploy tries when racing deploys take its picks
 
@@ -261,54 +266,16 @@ class Marketplace:
         or no backend on its machine) is a candidate only for its own owner (``renter``);
         the public view (``renter`` None, as for prices) has only sandboxed devices."""
         now = self.clock()
-        sandboxed = Device.sandbox_backend != "none"
-        rentable = sandboxed if renter is None else or_(sandboxed, Device.owner == renter)
-        rows = db.execute(
-            select(
-                Device.id,
-                Device.kind,
-                Device.model,
-                Device.location,
-                Device.tier,
-                Device.owner,
-                Device.processors,
-                Device.uptime_s,
-                Device.registered_at,
-                Device.floor_micro_usd,
-            ).where(
-                Device.status == DeviceStatus.UP.value,
-                Device.readiness == Readiness.CLUSTER_READY.value,
-                Device.cluster_id.is_(None),
-                Device.model.is_not(None),
-                rentable,
-            )
-        ).all()  # plain rows: a hundred thousand ORM objects per quote cost seconds
         live = [
             d
-            for d in rows
-            if self.liveness.is_live(d.id, now)
+            for d in hireable_rows(db)  # plain rows: ORM objects per quote cost seconds
+            if (d.sandbox_backend != "none" or (renter is not None and d.owner == renter))
+            and self.liveness.is_live(d.id, now)
             and (cap_micro_usd is None or d.floor_micro_usd <= cap_micro_usd)
         ]
-        floors = {d.id: d.floor_micro_usd for d in live}
         history = proof_history(db, [d.id for d in live])
-        out = []
-        for d in live:
-            passed, failed = history.get(d.id, (0, 0))
-            out.append(
-                matching.Candidate(
-                    device_id=d.id,
-                    kind=d.kind,
-                    model=d.model or "",
-                    location=d.location,
-                    tier=d.tier or 0,
-                    supplier=d.owner,
-                    processors=d.processors,
-                    reputation=matching.device_reputation(
-                        min(1.0, d.uptime_s / max(1.0, now - d.registered_at)), passed, failed
-                    ),
-                )
-            )
-        return out, floors
+        floors = {d.id: d.floor_micro_usd for d in live}
+        return [candidate(d, history, now) for d in live], floors
 
     def match(
         self,
@@ -346,28 +313,14 @@ class Marketplace:
         the index when there is one), or ``NoMatchingDevices``."""
         if self.index is None:
             return self.match_or_refuse(self.candidates(db, cap_micro_usd, owner)[0], reqs)
-        found = self.index.match(db, reqs, owner, cap_micro_usd)
-        if not found.ok:
-            raise NoMatchingDevices(
-                "no devices match the request",
-                wanted=reqs.quantity or 1,
-                explain=found.explain.as_dict(),
-            )
-        return found
+        return _found_or_refuse(self.index.match(db, reqs, owner, cap_micro_usd), reqs)
 
     @staticmethod
     def match_or_refuse(
         candidates: list[matching.Candidate], reqs: matching.Requirements
     ) -> matching.Match:
         """``matching.match``, or ``NoMatchingDevices`` (with its explanation) if too few."""
-        found = matching.match(candidates, reqs)
-        if not found.ok:
-            raise NoMatchingDevices(
-                "no devices match the request",
-                wanted=reqs.quantity or 1,
-                explain=found.explain.as_dict(),
-            )
-        return found
+        return _found_or_refuse(matching.match(candidates, reqs), reqs)
 
     def base_usd(self, req: DeployRequest, devices: Iterable[matching.Candidate]) -> Decimal:
         """The list price of one device-hour (``core/clusters.list_price_usd``)."""
@@ -434,3 +387,13 @@ class Marketplace:
             .values(cluster_id=None, readiness=Readiness.CLUSTER_READY.value)
             .execution_options(synchronize_session=False)
         )
+
+
+def _found_or_refuse(found: matching.Match, reqs: matching.Requirements) -> matching.Match:
+    if not found.ok:
+        raise NoMatchingDevices(
+            "no devices match the request",
+            wanted=reqs.quantity or 1,
+            explain=found.explain.as_dict(),
+        )
+    return found
