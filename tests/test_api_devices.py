@@ -460,7 +460,9 @@ def test_an_ipv6_source_is_its_64_and_a_mapped_ipv4_its_address() -> None:
 
 def test_a_rate_limiter_refills_and_forgets_the_oldest_keys() -> None:
     limits = RateLimiter(rate_per_s=2.0, burst=2, max_keys=3)
+    assert limits.take("a", 0.0, spend=False) is None and len(limits) == 0  # only a look
     assert limits.take("a", 0.0) is None and limits.take("a", 0.0) is None
+    assert limits.take("a", 0.0, spend=False) == pytest.approx(0.5)  # looking takes nothing
     assert limits.take("a", 0.0) == pytest.approx(0.5)  # one token in half a second
     assert limits.take("a", 0.5) is None
     for key in "bcd":

@@ -53,37 +53,26 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # tokens, at
 
-    def take(self, key: str, now: float) -> float | None:
-        """Take a token for ``key``: None when allowed, else seconds until one is back."""
-        if self.rate_per_s <= 0:
-            return None
-        with self._lock:
-            tokens, at = self._buckets.pop(key, (self.burst, now))
-            tokens = min(self.burst, tokens + max(0.0, now - at) * self.rate_per_s)
-            if tokens >= 1.0:
-                self._buckets[key] = (tokens - 1.0, now)
-                allowed = True
-            else:
-                self._buckets[key] = (tokens, now)
-                allowed = False
-            while len(self._buckets) > self.max_keys:
-                self._buckets.popitem(last=False)
-        return None if allowed else (1.0 - tokens) / self.rate_per_s
-
-    def peek(self, key: str, now: float) -> float | None:
-        """``take`` without taking: None when a token is there, else the wait."""
+    def take(self, key: str, now: float, spend: bool = True) -> float | None:
+        """Take a token for ``key`` (with ``spend=False`` only look): None when there is
+        one, else seconds until one is back."""
         if self.rate_per_s <= 0:
             return None
         with self._lock:
             tokens, at = self._buckets.get(key, (self.burst, now))
-        tokens = min(self.burst, tokens + max(0.0, now - at) * self.rate_per_s)
-        return None if tokens >= 1.0 else (1.0 - tokens) / self.rate_per_s
+            tokens = min(self.burst, tokens + max(0.0, now - at) * self.rate_per_s)
+            allowed = tokens >= 1.0
+            if spend:
+                self._buckets.pop(key, None)
+                self._buckets[key] = (tokens - 1.0 if allowed else tokens, now)
+                while len(self._buckets) > self.max_keys:
+                    self._buckets.popitem(last=False)
+        return None if allowed else (1.0 - tokens) / self.rate_per_s
 
-    def check(self, key: str, now: float, what: str, take: bool = True) -> None:
-        """``take`` (or with ``take=False`` only ``peek``), else raise ``RateLimited``
-        ("too many <what>") with the wait and the kind of limit (the key's prefix:
-        source, owner, device, buyer)."""
-        wait = self.take(key, now) if take else self.peek(key, now)
+    def check(self, key: str, now: float, what: str, spend: bool = True) -> None:
+        """``take``, else raise ``RateLimited`` ("too many <what>") with the wait and the
+        kind of limit (the key's prefix: source, owner, device, buyer)."""
+        wait = self.take(key, now, spend)
         if wait is not None:
             raise RateLimited(
                 f"too many {what}: retry later",

@@ -98,7 +98,7 @@ def registered_device(request: Request) -> str:
     )
     if state.liveness.get(signer) is None:
         raise UnknownDevice("the speed test is for registered devices", device_id=signer)
-    _speedtest_limits(request).check(f"device:{signer}", state.clock(), "speed tests", take=False)
+    _speedtest_limits(request).check(f"device:{signer}", state.clock(), "speed tests", spend=False)
     return signer
 
 
