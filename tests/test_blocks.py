@@ -156,9 +156,9 @@ def test_a_block_page_is_kept_at_publication_and_verified_by_the_loop(
         block.verified = None
     assert net.state.blocks.page(0).verified is None
     assert net.state.blocks.page(0).paid == paid[:2]
-    assert net.state.blocks.verify_published(10) == [0]
+    assert net.state.blocks.check_published(10) == [0]
     assert net.state.blocks.verified(0) is False
-    assert net.state.blocks.verify_published(10) == []  # checked once, not every pass
+    assert net.state.blocks.check_published(10) == []  # checked once, not every pass
 
 
 def test_24_blocks_pay_exactly_and_verify(fleet: RewardFleet, clock: FakeClock) -> None:
