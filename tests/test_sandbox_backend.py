@@ -3,6 +3,7 @@ left after it stops or its agent is killed, and the cgroup files the limits writ
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from idlegrid.errors import SandboxUnavailable
@@ -182,13 +184,17 @@ def test_no_sandbox_is_said_and_enforces_nothing() -> None:
 
 
 def _proc_state(pid: str) -> str:
-    """``comm state`` of a process, from /proc (for a failure's message)."""
+    """``name status`` of a process (for a failure's message)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)
-        return fields[0].split("(", 1)[1] + " " + fields[1].split()[0]
-    except (OSError, IndexError):
+        proc = psutil.Process(int(pid))
+        return f"{proc.name()} {proc.status()}"
+    except psutil.Error:
         return "gone"
 
 
 def _names(pids: list[str]) -> list[str]:
-    return [_proc_state(pid).rsplit(" ", 1)[0] for pid in pids]
+    names = []
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            names.append(psutil.Process(int(pid)).name())
+    return names
