@@ -58,6 +58,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import json
 import multiprocessing as mp
 import os
@@ -100,7 +101,7 @@ from heartbeats import (
 )
 from solders.keypair import Keypair
 
-from idlegrid.core import rewards
+from idlegrid.core import rewards, signing
 from idlegrid.localnet import LocalNetwork
 from idlegrid.protocol import FaucetRequest, RegisterRequest
 from idlegrid.sdk import Client
@@ -263,6 +264,8 @@ def attack_head(attack: Attack, network_id: str, host: str, claimed: str | None)
         headers = signed_headers(
             signer, key, "POST", attack.path, b"", str(int(time.time())), network_id
         )
+        # The digest an upload declares: the empty body's, which the signature covers.
+        headers[signing.HEADER_CONTENT_SHA256] = hashlib.sha256(b"").hexdigest()
     framing = "Transfer-Encoding: chunked" if attack.chunked else f"Content-Length: {attack.size}"
     lines = [
         f"POST {attack.path} HTTP/1.1",

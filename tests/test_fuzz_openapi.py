@@ -25,6 +25,7 @@ failure may not happen again when Hypothesis replays it to shrink: it then repor
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import secrets
 import time
@@ -137,6 +138,8 @@ class SignAs(requests.auth.AuthBase):
         request.headers[signing.HEADER_TIMESTAMP] = timestamp
         request.headers[signing.HEADER_NONCE] = nonce
         request.headers[signing.HEADER_SIGNATURE] = str(self.keypair.sign_message(message))
+        # What an upload declares (the speed test's; other routes ignore it).
+        request.headers[signing.HEADER_CONTENT_SHA256] = hashlib.sha256(body).hexdigest()
         return request
 
 

@@ -32,6 +32,11 @@ HEADER_TIMESTAMP = "X-Idlegrid-Timestamp"
 HEADER_NONCE = "X-Idlegrid-Nonce"
 HEADER_SIGNATURE = "X-Idlegrid-Signature"
 HEADER_NETWORK = "X-Idlegrid-Network"
+# A large upload declares its body's SHA-256 here, so that its signature is checked
+# against the declared digest before the body is read, and the body against the
+# digest as it streams in (the speed test's upload).
+HEADER_CONTENT_SHA256 = "X-Idlegrid-Content-Sha256"
+SHA256_HEX_RE = re.compile(r"[0-9a-f]{64}")
 SIGNATURE_HEADERS = (HEADER_KEY, HEADER_TIMESTAMP, HEADER_NONCE, HEADER_SIGNATURE)
 
 NONCE_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")

@@ -10,6 +10,7 @@ exception classes (``idlegrid.errors``); a server that cannot be reached raises
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
 from collections.abc import Callable, Generator
@@ -216,7 +217,8 @@ class Client:
         return len(self._raw("GET", "/v1/speedtest", params=params, signed=True).content)
 
     def speedtest_upload(self, payload: bytes) -> None:
-        self._raw("POST", "/v1/speedtest", content=payload, signed=True)
+        digest = {signing.HEADER_CONTENT_SHA256: hashlib.sha256(payload).hexdigest()}
+        self._raw("POST", "/v1/speedtest", content=payload, headers=digest, signed=True)
 
     # -- wallets (money moves only when signed by the wallet's key) --------------------
 

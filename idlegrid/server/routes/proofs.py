@@ -10,8 +10,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
+from idlegrid.core import signing
 from idlegrid.core.connectivity import tier_name
-from idlegrid.errors import NotYourDevice, UnknownDevice
+from idlegrid.errors import BadSignature, InvalidRequest, NotYourDevice, UnknownDevice
 from idlegrid.protocol import (
     ChallengeSpec,
     CommitRequest,
@@ -140,34 +141,58 @@ async def speedtest_download(
 @router.post(
     "/v1/speedtest",
     openapi_extra={
+        "parameters": [
+            {
+                "name": signing.HEADER_CONTENT_SHA256,
+                "in": "header",
+                "required": True,
+                "description": "the body's SHA-256, which the signature covers",
+                "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+            }
+        ],
         "requestBody": {
             "description": f"any bytes, up to {SPEEDTEST_MAX_BYTES} (the upload test)",
             "content": {
                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
             },
-        }
+        },
     },
 )
 async def speedtest_upload(request: Request, device: SpeedtestDevice) -> dict[str, int]:
-    """Takes a registered device's upload test. The body is hashed as it streams in,
-    never held (32 MiB × every client otherwise, whatever its signature), a few uploads
-    at a time; the signature is checked against the hash at the end."""
+    """Takes a registered device's upload test. The request declares its body's SHA-256
+    (``X-Idlegrid-Content-Sha256``), so the signature is checked against it before a
+    byte of the body is read: nobody but the device can make the server read an
+    upload or spend its allowance. The body is then hashed as it streams in, never
+    held, a few uploads at a time, and must be the one declared."""
     state = app_state(request)
-    line = app_scoped(request, "speedtest_line", lambda: asyncio.Semaphore(SPEEDTEST_UPLOADS))
-    async with line:
-        digest, received = hashlib.sha256(), 0
-        async for chunk in request.stream():
-            digest.update(chunk)
-            received += len(chunk)
+    declared = request.headers.get(signing.HEADER_CONTENT_SHA256, "")
+    if not signing.SHA256_HEX_RE.fullmatch(declared):
+        raise InvalidRequest(
+            f"an upload declares its body's SHA-256 (lower-case hex) in "
+            f"{signing.HEADER_CONTENT_SHA256}",
+            header=signing.HEADER_CONTENT_SHA256,
+        )
     signer = authenticate_digest(
         request.headers,
         signed_method(request),
         signed_target(request),
-        digest.hexdigest(),
+        declared,
         state.clock(),
         state.settings.max_clock_skew_s,
         state.nonces,
         network_of(state),
     )
     _spend(request, signer)
+    line = app_scoped(request, "speedtest_line", lambda: asyncio.Semaphore(SPEEDTEST_UPLOADS))
+    async with line:
+        digest, received = hashlib.sha256(), 0
+        async for chunk in request.stream():
+            digest.update(chunk)
+            received += len(chunk)
+    if digest.hexdigest() != declared:
+        raise BadSignature(
+            "the body is not the one whose SHA-256 was declared and signed",
+            signer=signer,
+            declared=declared,
+        )
     return {"received": received}
