@@ -112,13 +112,21 @@ def probe() -> dict[str, object]:
     for path in left:
         with open(path, "w") as f:
             f.write("left behind")
+    # The agents' PID numbers, signalled from inside. In a PID namespace of its own a
+    # number may be taken by one of the sandbox's own processes or threads (Ray has
+    # hundreds): say what the signal reached, so that only an agent counts.
     kills = {}
     for pid in t["agent_pids"]:
         try:
             os.kill(pid, 0)
-            kills[pid] = "VISIBLE"
         except OSError as exc:
             kills[pid] = type(exc).__name__
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                kills[pid] = "REACHED " + f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError as exc:
+            kills[pid] = f"REACHED unreadable ({type(exc).__name__})"
     visible = processes()
     environ = ""
     for p in visible:
@@ -142,6 +150,7 @@ def probe() -> dict[str, object]:
         "others": [p for p in visible if p["uid"] != os.getuid()],
         "agents_visible": [p for p in visible if "idlegrid.cli.main" in str(p["cmdline"])],
         "signals": kills,
+        "pid_namespace": os.readlink("/proc/self/ns/pid"),
         "tokens": sorted(tokens_in_proc() | tokens_in_files(["/"])),
         "left": left,
         "home": home,

@@ -124,6 +124,7 @@ def test_hostile_jobs_find_nothing_of_the_host_the_agents_or_other_buyers(
                               tmp_path)  # fmt: skip
         assert status == "SUCCEEDED", logs
         report = result(logs)
+        host_namespaces = {os.readlink(f"/proc/{pid}/ns/pid") for pid in targets["agent_pids"]}
         probes = [report["driver"], *report["tasks"]]  # type: ignore[list-item]
         assert report["nodes"] == 2 and len({p["node"] for p in probes}) == 2
         for p in probes:
@@ -139,8 +140,11 @@ def test_hostile_jobs_find_nothing_of_the_host_the_agents_or_other_buyers(
             # Of other users' processes it sees only the namespace's init (bwrap's reaper).
             assert [(o["pid"], o["cmdline"].split()[0]) for o in p["others"]] == [(1, "bwrap")]
             assert p["agents_visible"] == []
-            # A PID namespace of its own: the agents' and the server's PIDs are not there.
-            assert "VISIBLE" not in p["signals"].values(), p["signals"]
+            # A PID namespace of its own: the agents' and the server's PIDs are not there
+            # (a number reused by the sandbox's own processes reaches only those).
+            assert p["pid_namespace"] not in host_namespaces, (p["pid_namespace"], host_namespaces)
+            reached = [v for v in p["signals"].values() if v.startswith("REACHED")]
+            assert not [v for v in reached if "idlegrid.cli.main" in v], p["signals"]
             assert victim.ray_token not in p["tokens"]
             assert view.ray_token in p["tokens"]  # its own cluster's, in its own environment
         # Nothing was written where the host keeps things.
