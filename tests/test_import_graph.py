@@ -17,6 +17,7 @@ to the layer of the longest prefix that names it::
     protocol    the wire models                 over base
     catalog     hardware catalog                over protocol
     core        PURE rules                      over catalog
+    relay       the overlay's relay             over core
     identity    keypair files                   over base
     orm         the declarative Base, chunks    over base
     sim         the market simulator            over core
@@ -31,7 +32,7 @@ to the layer of the longest prefix that names it::
     explorer    the HTML pages                  over state   (beside routes)
     app         the composition root            over routes, explorer
     localnet    a network of subprocesses       over worker, identity
-    cli         the commands                    over localnet, sdk
+    cli         the commands                    over localnet, sdk, relay
     cli.main    the entry point                 over cli, app, worker
     package     ``idlegrid.Client``             over sdk
 
@@ -82,6 +83,7 @@ LAYERS: tuple[Layer, ...] = (
     Layer("protocol", ("idlegrid.protocol",), ("base",)),
     Layer("catalog", ("idlegrid.catalog",), ("protocol",)),
     Layer("core", ("idlegrid.core",), ("catalog",)),
+    Layer("relay", ("idlegrid.relay",), ("core",)),
     Layer("identity", ("idlegrid.identity",), ("base",)),
     Layer("orm", ("idlegrid.orm",), ("base",)),
     Layer("sim", ("idlegrid.sim",), ("core",)),
@@ -100,7 +102,7 @@ LAYERS: tuple[Layer, ...] = (
     Layer("explorer", ("idlegrid.explorer",), ("state",)),
     Layer("app", ("idlegrid.server.app",), ("routes", "explorer")),
     Layer("localnet", ("idlegrid.localnet",), ("worker", "identity")),
-    Layer("cli", ("idlegrid.cli",), ("localnet", "sdk")),
+    Layer("cli", ("idlegrid.cli",), ("localnet", "sdk", "relay")),
     Layer("cli.main", ("idlegrid.cli.main",), ("cli", "app", "worker")),
     Layer("package", ("idlegrid",), ("sdk",)),
 )

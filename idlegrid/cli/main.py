@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from idlegrid.cli import clusters, devices, staking, token, wallet
+from idlegrid.cli import clusters, devices, relay, staking, token, wallet
 from idlegrid.cli.catalog import catalog
 from idlegrid.cli.common import (
     DEFAULT_SERVER,
@@ -50,6 +50,7 @@ app.command()(staking.earnings)
 app.command()(clusters.prices)
 devices.app.command("floor")(clusters.floor)
 app.command()(catalog)
+app.command()(relay.relay)
 
 
 def _logging(verbose: bool) -> None:
