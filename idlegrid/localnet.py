@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, TypeVar
 
@@ -72,13 +72,23 @@ class LocalNetwork:
         heartbeat_interval_s: float = 2.0,
         min_uptime_s: float | None = None,
         env: dict[str, str] | None = None,
+        host: str = "127.0.0.1",
+        wrap: Callable[[str], list[str]] | None = None,
+        worker_ips: Sequence[str] | None = None,
     ) -> None:
+        """``host``, ``wrap`` and ``worker_ips`` place the processes elsewhere than on
+        this host's loopback (the overlay's tests: ``wrap(name)`` prefixes a process's
+        command, e.g. ``ip netns exec home-1``, and ``worker_ips`` are the agents'
+        own addresses there)."""
         self.data_dir = data_dir.resolve()
+        self.host = host
+        self.wrap = wrap
+        self.worker_ips = list(worker_ips) if worker_ips is not None else None
         self.port = port
         self.workers = workers
         self.heartbeat_interval_s = heartbeat_interval_s
         self.min_uptime_s = min_uptime_s
-        self.server_url = f"http://127.0.0.1:{port}"
+        self.server_url = f"http://{host}:{port}"
         self.env = {**os.environ, "IDLEGRID_SERVER": self.server_url, **(env or {})}
         self.server: subprocess.Popen[bytes] | None = None
         self.agents: dict[int, subprocess.Popen[bytes]] = {}
@@ -105,8 +115,9 @@ class LocalNetwork:
         logs.mkdir(parents=True, exist_ok=True)
         log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - closed in close()
         self._logs.append(log)
+        prefix = self.wrap(name) if self.wrap is not None else []
         return subprocess.Popen(
-            [sys.executable, "-m", "idlegrid.cli.main", *args],
+            [*prefix, sys.executable, "-m", "idlegrid.cli.main", *args],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -114,7 +125,7 @@ class LocalNetwork:
         )
 
     def start_server(self, timeout_s: float = 30.0) -> None:
-        if not port_is_free(self.port):
+        if self.wrap is None and not port_is_free(self.port):
             raise RuntimeError(f"port {self.port} is in use: pick another with --port")
         env = {
             # A local network is for trying things: the faucet, SQLite and an authority
@@ -123,6 +134,7 @@ class LocalNetwork:
             **self.env,
             "IDLEGRID_DATA_DIR": str(self.data_dir),
             "IDLEGRID_PORT": str(self.port),
+            "IDLEGRID_HOST": self.host,
             "IDLEGRID_HEARTBEAT_INTERVAL_S": str(self.heartbeat_interval_s),
         }
         if self.min_uptime_s is not None:
@@ -149,6 +161,8 @@ class LocalNetwork:
         return str(load_keypair(self.keypair_path(index)).pubkey())
 
     def worker_ip(self, index: int) -> str:
+        if self.worker_ips is not None:
+            return self.worker_ips[index]
         return local_address(index) if self.sandboxed else "127.0.0.1"
 
     def cores_each(self) -> int:
@@ -159,7 +173,8 @@ class LocalNetwork:
     def start_worker(self, index: int, *extra: str) -> subprocess.Popen[bytes]:
         ip = self.worker_ip(index)
         if self.sandboxed:
-            add_local_address(ip)
+            if self.worker_ips is None:
+                add_local_address(ip)
             isolation = ["--ray-peer-network", PEER_NETWORK, "--ray-memory-mb", str(NODE_MEMORY_MB)]
         else:
             isolation = ["--no-sandbox"]

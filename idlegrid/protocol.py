@@ -554,6 +554,50 @@ class ClusterList(Wire):
     items: list[ClusterView]
 
 
+class OverlayPeer(Wire):
+    """Another member of the cluster's overlay (``core/overlay.py``)."""
+
+    name: str = Field(description="device id, or buyer:<wallet>")
+    key: str = Field(description="WireGuard public key (base64)")
+    address: str = Field(description="overlay IPv4 address")
+    endpoint: str | None = Field(default=None, description="ip:port as the rendezvous saw it")
+    nat: Literal["unknown", "easy", "hard"] = "unknown"
+
+
+class OverlayAssignment(Wire):
+    """This node's place in its cluster's overlay: its address, the control plane's
+    ticket for its WireGuard key (once reported), where the rendezvous and the relays
+    listen, and the peers known so far."""
+
+    address: str
+    prefix: int = 24
+    key: str | None = Field(default=None, description="the WireGuard key the ticket is for")
+    nat: Literal["unknown", "easy", "hard"] = Field(
+        default="unknown", description="this member's NAT, as the rendezvous saw it"
+    )
+    ticket: str | None = Field(default=None, description="control plane signature (base64)")
+    expires: int | None = None
+    authority: str = Field(description="the key that signs tickets (base58)")
+    network: str
+    rendezvous: list[str] = Field(default_factory=list, description="host:port, two ports")
+    relays: list[str] = Field(default_factory=list, description="host:port, preferred first")
+    peers: list[OverlayPeer] = Field(default_factory=list)
+
+
+class OverlayPeerRequest(Wire):
+    key: str = Field(min_length=44, max_length=44, description="the buyer's WireGuard public key")
+
+
+class OverlayInfo(Wire):
+    """The network's overlay services (public: relays need the ticket key)."""
+
+    enabled: bool
+    network: str
+    authority: str = Field(description="the key that signs overlay tickets (base58)")
+    rendezvous: list[str]
+    relays: list[str]
+
+
 class Assignment(Wire):
     """What a hired device must run, sent in heartbeat replies: the agent dials
     out and learns its cluster; nothing dials in to it."""
@@ -563,6 +607,9 @@ class Assignment(Wire):
     role: Literal["head", "worker"]
     token: str
     head_address: str | None = Field(default=None, description="GCS ip:port, once the head is up")
+    overlay: OverlayAssignment | None = Field(
+        default=None, description="the cluster's overlay; None: nodes reach each other directly"
+    )
 
 
 class RayNodeReport(Wire):
@@ -578,6 +625,9 @@ class RayNodeReport(Wire):
     error: str | None = Field(default=None, max_length=512)
     oom_kills: int = Field(
         default=0, ge=0, le=INT64_MAX, description="processes killed at the memory limit"
+    )
+    overlay_key: str | None = Field(
+        default=None, min_length=44, max_length=44, description="this node's WireGuard public key"
     )
 
 

@@ -256,6 +256,18 @@ class NetLab:
 
     # -- building -------------------------------------------------------------------
 
+    def link_root(self, ip: str = "203.0.113.254") -> str:
+        """Plug this (the test's own, root) namespace into the public network at ``ip``,
+        so the test can drive what runs there; the link goes with the lab. One lab at a
+        time may do this (the public /24's route is the root namespace's)."""
+        name = f"{self.prefix}r"
+        self._check(["ip", "link", "add", name, "type", "veth", "peer", "name", "root",
+                     "netns", self.switch])  # fmt: skip
+        self._ip(self.switch, "link", "set", "root", "master", "br0", "up")
+        self._check(["ip", "addr", "add", f"{ip}/{PUBLIC_PREFIXLEN}", "dev", name])
+        self._check(["ip", "link", "set", name, "up"])
+        return ip
+
     def add_host(self, name: str) -> Host:
         """A plain namespace directly on the public /24 (``eth0``, 203.0.113.10+)."""
         ns = self._ns_name(name)

@@ -108,6 +108,7 @@ ACTORS = {
     "GET /v1/clusters/{cluster_id}": "BUYER",
     "POST /v1/clusters/{cluster_id}/extend": "BUYER",
     "POST /v1/clusters/{cluster_id}/terminate": "BUYER",
+    "POST /v1/clusters/{cluster_id}/peers": "BUYER",
     "POST /v1/slashes": "AUTHORITY",
     "POST /v1/slashes/{slash_id}/decision": "AUTHORITY",
     "POST /v1/seasons": "AUTHORITY",

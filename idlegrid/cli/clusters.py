@@ -5,7 +5,9 @@ by a wallet ``--keypair`` that signs each request."""
 
 from __future__ import annotations
 
+import json
 import time
+import uuid
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -408,3 +410,69 @@ def floor(
         lambda c: c.set_floor(device, usd),
         lambda v: console.print(f"floor of {device}: {v.usd} USD/h"),
     )
+
+
+@app.command("connect")
+def connect(
+    cluster_id: str,
+    keypair: KeyOpt = None,
+    server: ServerOpt = DEFAULT_SERVER,
+    as_json: JsonOpt = False,
+    refresh_s: Annotated[float, typer.Option(help="how often to ask for peers' endpoints")] = 2.0,
+) -> None:
+    """Join the cluster's overlay as a peer of your own, and stay until interrupted.
+
+    Makes a WireGuard interface here (root and wireguard-go needed) with a fresh key
+    pair; the cluster's dashboard, Jobs API and Ray client are then at the head's
+    overlay address, printed once it is up. Hellos are signed by your wallet
+    (``--keypair``), the cluster's owner.
+    """
+    from idlegrid.worker.overlay import OverlayMember  # makes interfaces: only here
+    from idlegrid.worker.wireguard import WireGuardError
+
+    if keypair is None:
+        err_console.print("[red]error[/red]: connect signs with your wallet: give --keypair")
+        raise typer.Exit(2)
+    client = signed_client(server, keypair)
+    assert client.keypair is not None
+    try:
+        member = OverlayMember(f"igb{uuid.uuid4().hex[:8]}", client.keypair)
+    except WireGuardError as exc:
+        err_console.print(f"[red]error[/red]: {exc}")
+        raise typer.Exit(1) from None
+    shown = False
+    try:
+        with reported_errors(as_json), client:
+            place = client.join_overlay(cluster_id, member.public_key)
+            member.attach(place.address, place.prefix)
+            last = 0.0
+            while True:
+                if time.monotonic() - last >= refresh_s:
+                    place = client.join_overlay(cluster_id, member.public_key)
+                    last = time.monotonic()
+                member.update(cluster_id, place)
+                if not shown:
+                    view = client.get_cluster(cluster_id)
+                    head = (view.ray_address or "").rpartition(":")[0]
+                    if view.dashboard_url and head and member.reachable(head):
+                        shown = True
+                        _connected(place.address, view, as_json)
+                time.sleep(0.25)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        member.close()
+
+
+def _connected(address: str, view: ClusterView, as_json: bool) -> None:
+    found = {
+        "cluster_id": view.id,
+        "address": address,
+        "dashboard_url": view.dashboard_url,
+        "ray_address": view.ray_address,
+        "ray_client_address": view.ray_client_address,
+    }
+    if as_json:
+        print(json.dumps(found), flush=True)
+    else:
+        console.print(f"connected to {view.id} as {address}: dashboard {view.dashboard_url}")

@@ -53,6 +53,9 @@ from idlegrid.protocol import (
     HeartbeatRequest,
     HeartbeatResponse,
     HistoryView,
+    OverlayAssignment,
+    OverlayInfo,
+    OverlayPeerRequest,
     PriceList,
     ProofList,
     ProofView,
@@ -279,6 +282,16 @@ class Client:
     def terminate_cluster(self, cluster_id: str) -> ClusterView:
         path = f"/v1/clusters/{cluster_id}/terminate"
         return self._call("POST", path, ClusterView, buyer=True)
+
+    def join_overlay(self, cluster_id: str, key: str) -> OverlayAssignment:
+        """Admit this buyer's WireGuard key to the cluster's overlay (ask again for
+        fresh peer endpoints); ``idlegrid clusters connect`` does the rest."""
+        path = f"/v1/clusters/{cluster_id}/peers"
+        req = OverlayPeerRequest(key=key)
+        return self._call("POST", path, OverlayAssignment, json=req, buyer=True)
+
+    def overlay_info(self) -> OverlayInfo:
+        return self._call("GET", "/v1/overlay", OverlayInfo)
 
     def set_floor(self, device_id: str, usd: str) -> DeviceFloor:
         path = f"/v1/devices/{device_id}/floor"

@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from idlegrid import explorer
 from idlegrid.catalog import Catalog, load_catalog
+from idlegrid.core import signing
 from idlegrid.core.idle import IdleRules
 from idlegrid.core.lifecycle import Timing
 from idlegrid.errors import IdlegridError, InternalError, InvalidRequest
@@ -30,6 +31,7 @@ from idlegrid.server.mailbox import Mailbox
 from idlegrid.server.metrics import Metrics
 from idlegrid.server.middleware import BodyLimit, BodyRefused, HeadAsGet, SecurityHeaders
 from idlegrid.server.openapi import document_errors
+from idlegrid.server.rendezvous import RendezvousServer
 from idlegrid.server.routes import clusters, devices, proofs, staking, system, wallets
 from idlegrid.server.services.api_keys import ApiKeyService
 from idlegrid.server.services.blocks import BlockService
@@ -39,6 +41,7 @@ from idlegrid.server.services.devices import DeviceService
 from idlegrid.server.services.ledger import LedgerService
 from idlegrid.server.services.market import Marketplace
 from idlegrid.server.services.match_index import MarketIndex
+from idlegrid.server.services.overlay import OverlayService
 from idlegrid.server.services.proofs import ProofService
 from idlegrid.server.services.quotes import QuoteService
 from idlegrid.server.services.seasons import SeasonService
@@ -77,10 +80,12 @@ def build_state(
     oracle = FixedOracle(settings.io_usd_price)
     ledger = LedgerService(session_factory(engine), chain, authority, oracle, clock)
     ledger.genesis()
+    network = settings.network_id or signing.network_id(str(authority.pubkey()))
+    overlay = OverlayService(session_factory(engine), settings, authority, network, clock)
     index = MarketIndex(session_factory(engine), liveness, clock)
     market = Marketplace(session_factory(engine), liveness, catalog, oracle, clock, index)
     cluster_service = ClusterService(
-        session_factory(engine), ledger, liveness, mailbox, market, settings, clock
+        session_factory(engine), ledger, liveness, mailbox, market, settings, clock, overlay
     )
     cluster_service.load()
     seasons = SeasonService(session_factory(engine), ledger, clock)
@@ -111,6 +116,7 @@ def build_state(
         seasons=seasons,
         claims=ClaimService(session_factory(engine), ledger, clock),
         idle=idle,
+        overlay=overlay,
     )
     state.blocks.flush_liveness = lambda: loops.flush_liveness(state)
     # Every service that writes devices or proofs tells the match index what it wrote.
@@ -135,9 +141,18 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tasks = [asyncio.create_task(c) for c in loops.background(state)] if run_loops else []
+        rendezvous = None
+        if state.overlay.enabled:
+            rendezvous = RendezvousServer(
+                state.overlay.rendezvous, "0.0.0.0", settings.overlay_rendezvous_ports
+            )
+            await rendezvous.start()
+            state.overlay.rendezvous_ports = rendezvous.ports
         try:
             yield
         finally:
+            if rendezvous is not None:
+                rendezvous.close()
             for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -123,6 +123,23 @@ class ServerSettings(BaseSettings):
     match_index_reload_s: float = Field(
         default=600, gt=0, description="re-read every hireable device into the match index"
     )
+    # The overlay (core/overlay.py, docs/networking.md): clusters whose nodes reach
+    # each other over WireGuard, through NATs, with relays where no direct path opens.
+    overlay: bool = Field(
+        default=False, description="new clusters form over the overlay (agents need WireGuard)"
+    )
+    overlay_host: str = Field(
+        default="", description="the address agents reach the rendezvous at; empty: off"
+    )
+    overlay_rendezvous_ports: tuple[int, int] = Field(
+        default=(3479, 3480), description="the rendezvous's two UDP ports (NAT kind)"
+    )
+    overlay_relays: list[str] = Field(
+        default_factory=list, description='relays, as JSON: ["203.0.113.7:3478"]'
+    )
+    overlay_ticket_s: int = Field(
+        default=7 * 24 * 3600, gt=0, description="how long an overlay ticket holds"
+    )
 
     # Staking and block rewards (services/staking.py, services/blocks.py).
     block_interval_s: int = Field(

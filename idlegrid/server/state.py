@@ -22,6 +22,7 @@ from idlegrid.server.services.claims import ClaimService
 from idlegrid.server.services.clusters import ClusterService
 from idlegrid.server.services.devices import DeviceService
 from idlegrid.server.services.ledger import LedgerService
+from idlegrid.server.services.overlay import OverlayService
 from idlegrid.server.services.proofs import ProofService
 from idlegrid.server.services.quotes import QuoteService
 from idlegrid.server.services.seasons import SeasonService
@@ -51,6 +52,7 @@ class AppState:
     seasons: SeasonService
     claims: ClaimService
     idle: IdleMonitor
+    overlay: OverlayService
 
 
 def network_of(state: AppState) -> str:

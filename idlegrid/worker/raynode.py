@@ -39,6 +39,7 @@ import psutil
 
 from idlegrid.protocol import Assignment, RayNodeReport
 from idlegrid.worker.duty import AgentView
+from idlegrid.worker.overlay import OverlayMember
 from idlegrid.worker.sandbox import Launched, Limits, NodeSpec, NoSandbox, Sandbox
 
 log = logging.getLogger("idlegrid.worker.ray")
@@ -126,15 +127,20 @@ class RayNode:
         config: RayConfig,
         ip: str,
         sandbox: Sandbox | None = None,
+        overlay: OverlayMember | None = None,
     ) -> None:
         self.assignment = assignment
         self.device_id = device_id
         self.config = config
-        self.ip = ip
+        # On the overlay, Ray binds to and advertises the node's overlay address; the
+        # sandbox keeps ``ip`` for its own way out (pasta), with no port forwarded.
+        self.overlay = overlay if assignment.overlay is not None else None
+        self.underlay_ip = ip
+        self.ip = assignment.overlay.address if self.overlay and assignment.overlay else ip
         self.sandbox: Sandbox = sandbox or NoSandbox()
         # A sandboxed node's ports are pasta's, on its own address; an unsandboxed Ray
         # listens on every address, so its block must be free on all of them.
-        self.block = port_block(ip if self.sandboxed else "0.0.0.0")
+        self.block = port_block(self.underlay_ip if self.sandboxed else "0.0.0.0")
         self.ports = {name: self.block.start + i for i, name in enumerate(PORTS)}
         if assignment.role != "head":  # a worker runs no control store, dashboard or client
             self.ports = {
@@ -255,9 +261,18 @@ class RayNode:
     def spec(self) -> NodeSpec:
         a = self.assignment
         unique = f"{a.generation % 1000}{a.role[0]}{uuid.uuid4().hex[:4]}"
+        attach = None
+        if self.overlay is not None and a.overlay is not None:
+            member, place = self.overlay, a.overlay
+
+            def attach(netns: str | None) -> None:
+                member.attach(place.address, place.prefix, netns)
+
         return NodeSpec(
             name=sandbox_prefix(self.device_id) + unique,
-            ip=self.ip,
+            ip=self.underlay_ip,
+            overlay_ip=self.ip if self.overlay is not None else None,
+            attach=attach,
             ports=self.block,
             ephemeral=range(self.block.start + FIRST_EPHEMERAL_PORT, self.block.stop),
             peer_network=self.config.peer_network,
@@ -311,6 +326,8 @@ class RayNode:
         if self.launched is None:
             return
         self.launched.stop(grace_s)
+        if self.overlay is not None:
+            self.overlay.close()
         if not self.sandboxed:
             self.remove_sessions()
         log.info("ray node for cluster %s stopped", self.assignment.cluster_id)
@@ -330,6 +347,11 @@ class RayNode:
                 path.unlink(missing_ok=True)
             else:
                 shutil.rmtree(path, ignore_errors=True)
+
+
+def interface_name(device_id: str) -> str:
+    """A fresh WireGuard interface's name (at most 15 characters, unique on the host)."""
+    return f"ig{device_id[:6]}{uuid.uuid4().hex[:6]}"
 
 
 def sandbox_prefix(device_id: str) -> str:
@@ -374,16 +396,26 @@ class RayDuty:
                 return  # one Ray node per device: wait for the old one to go
             ip = self.config.node_ip or detect_ip(str(agent.client.base_url))
             self._reported_up = False
+            member = None
             try:
-                node = self.node = RayNode(want, agent.device_id, self.config, ip, self.sandbox)
+                if want.overlay is not None:
+                    signer = agent.client.keypair
+                    assert signer is not None  # the agent's client signs as the device
+                    member = OverlayMember(interface_name(agent.device_id), signer)
+                node = RayNode(want, agent.device_id, self.config, ip, self.sandbox, member)
+                self.node = node
                 node.start()
             except Exception as exc:  # no ports, a sandbox that cannot start: a failed node
                 log.error("could not start the ray node: %s", exc)
+                if member is not None:
+                    member.close()
                 self.node = None
                 self._report(agent, want, "failed", error=f"start: {exc}"[-500:])
                 return
             self._report(agent, want, "starting")
             return
+        if node.overlay is not None and want is not None and want.overlay is not None:
+            node.overlay.update(want.cluster_id, want.overlay)
         oom = node.new_oom_kills()
         if oom:
             log.warning(
@@ -418,6 +450,9 @@ class RayDuty:
             client_port=ports.get("client"),
             error=error,
             oom_kills=node.oom_kills if node is not None and node.assignment is a else 0,
+            overlay_key=node.overlay.public_key
+            if node is not None and node.assignment is a and node.overlay is not None
+            else None,
         )
         try:
             agent.assignment = agent.client.report_ray_node(agent.device_id, report)

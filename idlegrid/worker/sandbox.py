@@ -58,7 +58,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -131,6 +131,10 @@ class NodeSpec:
     peer_network: str | None = None  # a CIDR of the host's that stays open (local peers)
     gpus: tuple[int, ...] = ()
     limits: Limits = field(default_factory=Limits)
+    # On the overlay: the node's overlay address (what it advertises, and its name
+    # resolves to), and the hook that moves its WireGuard tunnel into the namespace.
+    overlay_ip: str | None = None
+    attach: Callable[[str | None], None] | None = None
 
 
 class Launched(Protocol):
@@ -203,6 +207,8 @@ class NoSandbox:
         return SandboxInfo(backend="none", enforces=[], reason=self.reason)
 
     def launch(self, spec: NodeSpec) -> Launched:
+        if spec.attach is not None:
+            spec.attach(None)  # the tunnel in the agent's own namespace
         env = {**os.environ, **spec.env}
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
         proc = subprocess.Popen(
@@ -565,13 +571,16 @@ class Bubblewrap:
         _run("ip", "netns", "add", netns)
         cgroups: Cgroups | None = None
         try:
-            self._network(netns, spec, with_address)
+            self._network(netns, spec, with_address and spec.overlay_ip is None)
+            if spec.attach is not None:
+                spec.attach(netns)  # the tunnel: peers reach the node through it only
             limits = spec.limits
             with contextlib.suppress(OSError):
                 cgroups = Cgroups.create(netns, limits, self.cgroup_root)
             tmp_mb = limits.tmp_mb or max(64, (limits.memory_mb or 2048) // 2)
             hosts_fd, hosts_w = os.pipe()
-            os.write(hosts_w, f"127.0.0.1\tlocalhost\n{spec.ip}\t{HOSTNAME}\n".encode())
+            own = spec.overlay_ip or spec.ip
+            os.write(hosts_w, f"127.0.0.1\tlocalhost\n{own}\t{HOSTNAME}\n".encode())
             os.close(hosts_w)
             command = [
                 "nsenter",

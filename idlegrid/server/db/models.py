@@ -20,6 +20,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -190,6 +191,8 @@ class Cluster(Base):
     running_at: Mapped[float | None] = mapped_column(Double)
     expires_at: Mapped[float | None] = mapped_column(Double)
     ended_at: Mapped[float | None] = mapped_column(Double)
+    # Its nodes reach each other over its WireGuard overlay (fixed when deployed).
+    overlay: Mapped[bool | None] = mapped_column(Boolean)
 
 
 class ClusterNode(Base):
@@ -214,6 +217,23 @@ class ClusterNode(Base):
     left_reason: Mapped[str | None] = mapped_column(String(64))
     paid_gross: Mapped[int] = mapped_column(BigInteger, default=0)
     settled: Mapped[bool] = mapped_column(Boolean, default=False)  # nothing more to pay
+    overlay_key: Mapped[str | None] = mapped_column(String(44))  # its WireGuard public key
+
+
+class OverlayPeer(Base):
+    """A buyer's own peer in a cluster's overlay (``idlegrid clusters connect``)."""
+
+    __tablename__ = "overlay_peers"
+    __table_args__ = (
+        UniqueConstraint("cluster_id", "key", name="uq_overlay_peers_cluster_key"),
+        Index("ix_overlay_peers_cluster", "cluster_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    cluster_id: Mapped[str] = mapped_column(String(32), ForeignKey("clusters.id"))
+    signer: Mapped[str] = mapped_column(String(44))  # the buyer's wallet: signs its hellos
+    key: Mapped[str] = mapped_column(String(44))
+    created_at: Mapped[float] = mapped_column(Double)
 
 
 class StakeRow(Base):

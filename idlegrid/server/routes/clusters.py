@@ -21,6 +21,9 @@ from idlegrid.protocol import (
     DeviceFloor,
     ExtendRequest,
     FloorRequest,
+    OverlayAssignment,
+    OverlayInfo,
+    OverlayPeerRequest,
     PriceList,
     QuoteView,
     RayNodeReport,
@@ -98,7 +101,32 @@ def report_ray_node(
     if signer != device_id:
         raise NotYourDevice("a device reports only for itself", device_id=device_id)
     source = request.client.host if request.client is not None else None
-    return state.clusters.report_node(device_id, req, source)
+    assignment = state.clusters.report_node(device_id, req, source)
+    return state.overlay.freshen(assignment) if assignment is not None else None
+
+
+@router.post("/v1/clusters/{cluster_id}/peers", response_model=OverlayAssignment)
+def join_overlay(
+    cluster_id: ClusterId, req: OverlayPeerRequest, owner: Buyer, state: StateDep
+) -> OverlayAssignment:
+    """The buyer's own peer in the cluster's overlay (``idlegrid clusters connect``):
+    its address, its ticket and the nodes; ask again for fresh endpoints."""
+    place = state.overlay.buyer_peer(owner, cluster_id, req.key)
+    state.clusters.refresh_assignments(cluster_id)
+    return state.overlay.freshen_place(cluster_id, place)
+
+
+@router.get("/v1/overlay", response_model=OverlayInfo)
+def overlay_info(state: StateDep) -> OverlayInfo:
+    """Where the rendezvous and the relays listen, and the key that signs tickets."""
+    o = state.overlay
+    return OverlayInfo(
+        enabled=o.enabled,
+        network=o.network,
+        authority=str(o.authority.pubkey()),
+        rendezvous=o.endpoints() if o.enabled else [],
+        relays=list(state.settings.overlay_relays),
+    )
 
 
 @router.post("/v1/devices/{device_id}/floor", response_model=DeviceFloor)

@@ -9,13 +9,15 @@ replacement excludes every device that served), so its node is keyed by device.
 
 from __future__ import annotations
 
+import secrets
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from idlegrid.core.cluster_machine import ClusterState, HeadAddress, Node, NodeRole, NodeState
 from idlegrid.core.clusters import ACTIVE, ClusterStatus
-from idlegrid.protocol import Assignment
-from idlegrid.server.db.models import Cluster, ClusterNode
+from idlegrid.protocol import Assignment, DeployRequest
+from idlegrid.server.db.models import Cluster, ClusterNode, Quote
 
 
 def node_rows(db: Session, cluster_id: str) -> dict[str, ClusterNode]:
@@ -126,3 +128,36 @@ def assignments_of(c: Cluster, rows: dict[str, ClusterNode]) -> list[tuple[str, 
             )
         out.append((row.device_id, assignment))
     return out
+
+
+def new_cluster(
+    cluster_id: str,
+    owner: str,
+    req: DeployRequest,
+    quote: Quote,
+    paid: int,
+    now: float,
+    overlay: bool,
+) -> Cluster:
+    """A deployed cluster's row, before its payment and nodes: a fresh Ray token."""
+    return Cluster(
+        id=cluster_id,
+        owner=owner,
+        name=req.name,
+        type=req.type,
+        product=req.product,
+        request=quote.request,
+        status=ClusterStatus.DEPLOYMENT_REQUESTED.value,
+        currency=quote.currency,
+        price=quote.price,
+        quantity=quote.devices,
+        hours=quote.hours,
+        paid=paid,
+        charged=0,
+        refunded=0,
+        payments=0,
+        token=secrets.token_hex(32),
+        generation=0,
+        created_at=now,
+        overlay=overlay,
+    )

@@ -88,6 +88,7 @@ from idlegrid.server.mailbox import Mailbox
 from idlegrid.server.services import cluster_money
 from idlegrid.server.services.cluster_rows import (
     assignments_of,
+    new_cluster,
     node_row,
     node_rows,
     state_of,
@@ -96,6 +97,7 @@ from idlegrid.server.services.cluster_rows import (
 from idlegrid.server.services.cluster_views import cluster_view
 from idlegrid.server.services.ledger import LedgerService
 from idlegrid.server.services.market import Marketplace
+from idlegrid.server.services.overlay import OverlayService
 from idlegrid.server.settings import ServerSettings
 
 log = logging.getLogger("idlegrid.server.clusters")
@@ -113,8 +115,10 @@ class ClusterService:
         market: Marketplace,
         settings: ServerSettings,
         clock: Callable[[], float],
+        overlay: OverlayService | None = None,
     ) -> None:
         self.sessions = sessions
+        self.overlay = overlay
         self.ledger = ledger
         self.liveness = liveness
         self.market = market
@@ -148,28 +152,10 @@ class ClusterService:
                     found=len(chosen),
                 )
             pay = prepayment(quote.price, quote.devices, quote.hours, quote.currency)
-            cluster = Cluster(
-                id=cluster_id,
-                owner=owner,
-                name=req.name,
-                type=req.type,
-                product=req.product,
-                request=quote.request,
-                status=ClusterStatus.DEPLOYMENT_REQUESTED.value,
-                currency=quote.currency,
-                price=quote.price,
-                quantity=quote.devices,
-                hours=quote.hours,
-                paid=pay.total,
-                charged=0,
-                refunded=0,
-                payments=0,
-                token=secrets.token_hex(32),
-                generation=0,
-                head_device=chosen[0].id,
-                created_at=now,
-                deploy_deadline=now + self.settings.deploy_timeout_s,
-            )
+            overlay = self.overlay is not None and self.overlay.enabled
+            cluster = new_cluster(cluster_id, owner, req, quote, pay.total, now, overlay)
+            cluster.deploy_deadline = now + self.settings.deploy_timeout_s
+            cluster.head_device = chosen[0].id
             db.add(cluster)
             db.flush()
             self._carry_out(db, cluster, {}, TakePayment(pay.total), now)
@@ -179,7 +165,7 @@ class ClusterService:
             quote.cluster_id = cluster_id
             db.flush()
             view = cluster_view(db, cluster, now, with_secrets=True)
-        self._refresh_assignments(cluster_id)
+        self.refresh_assignments(cluster_id)
         log.info("cluster %s: %d devices reserved, %s paid", cluster_id, len(chosen), view.paid)
         return view
 
@@ -198,7 +184,7 @@ class ClusterService:
                 raise UnknownCluster(cluster_id=cluster_id)
             self._run(db, cluster, event)
             view = cluster_view(db, cluster, self.clock(), with_secrets=cluster.token is not None)
-        self._refresh_assignments(cluster_id)
+        self.refresh_assignments(cluster_id)
         return view
 
     # -- reads --------------------------------------------------------------------------
@@ -240,15 +226,18 @@ class ClusterService:
             if cluster is None or node is None:
                 raise NotYourDevice("this device never served that cluster", device_id=device_id)
             current = node.left_ms is None and node.generation == rep.generation
-            if current and node.role == NodeRole.HEAD.value and rep.node_ip is not None:
+            problem = None
+            if current and cluster.overlay and self.overlay is not None:
+                problem = self.overlay.take_report(cluster, rows, device_id, rep)
+            elif current and node.role == NodeRole.HEAD.value and rep.node_ip is not None:
                 problem = head_address_problem(rep.node_ip, source)
-                if problem is not None:
-                    raise BadNodeAddress(
-                        f"the head may not name {rep.node_ip}: {problem}",
-                        node_ip=rep.node_ip,
-                        source=source,
-                        reason=problem,
-                    )
+            if problem is not None:
+                raise BadNodeAddress(
+                    f"the head may not name {rep.node_ip}: {problem}",
+                    node_ip=rep.node_ip,
+                    source=source,
+                    reason=problem,
+                )
             state = NodeState(rep.state)
             if state in (NodeState.FAILED, NodeState.STOPPED) and current:
                 log.warning(
@@ -261,7 +250,7 @@ class ClusterService:
             )
             event = NodeReported(device_id, rep.generation, state, now, head)
             self._run(db, cluster, event, rows)
-        self._refresh_assignments(rep.cluster_id)
+        self.refresh_assignments(rep.cluster_id)
         return self.mailbox.assignment(device_id)
 
     # -- the loop ------------------------------------------------------------------------
@@ -300,7 +289,7 @@ class ClusterService:
                 last_seen[row.device_id] = dev.last_seen if dev is not None else None
             changed = self._run(db, cluster, Tick(now, frozenset(alive), last_seen), rows)
         if changed:
-            self._refresh_assignments(cluster_id)
+            self.refresh_assignments(cluster_id)
 
     def settle(self, now: float | None = None) -> int:
         """Pay every node what it earned up to ``now`` (the hourly settlement)."""
@@ -324,7 +313,7 @@ class ClusterService:
         with self.sessions() as db:
             ids = list(db.scalars(select(Cluster.id).where(Cluster.status.in_(ACTIVE_VALUES))))
         for cluster_id in ids:
-            self._refresh_assignments(cluster_id)
+            self.refresh_assignments(cluster_id)
 
     # -- the shell: rows ⇄ machine, instructions → book and ORM --------------------------
 
@@ -387,12 +376,16 @@ class ClusterService:
                 pass  # Reform: the state says it all (roles, generations)
         return None
 
-    def _refresh_assignments(self, cluster_id: str) -> None:
+    def refresh_assignments(self, cluster_id: str) -> None:
         with self.sessions() as db:
             cluster = db.get(Cluster, cluster_id)
             if cluster is None:
                 return
-            for device_id, assignment in assignments_of(cluster, node_rows(db, cluster_id)):
+            rows = node_rows(db, cluster_id)
+            pairs = assignments_of(cluster, rows)
+            if self.overlay is not None:
+                pairs = self.overlay.attach(db, cluster, rows, pairs)
+            for device_id, assignment in pairs:
                 if assignment is not None:
                     self.mailbox.set_assignment(device_id, assignment)
                 else:
