@@ -13,7 +13,7 @@ due) does four things, all from what the control plane last said
   passed over; a peer that sends through another relay is still reached, since
   every member says hello to every relay);
 - peers: WireGuard gets exactly the listed peers, each allowed its own address;
-- paths: ``core.overlay.plan_path`` per peer, from what WireGuard reports (where it
+- paths: ``overlay.overlay.plan_path`` per peer, from what WireGuard reports (where it
   sends to that peer, and whether bytes keep coming from it).
 """
 
@@ -29,7 +29,7 @@ from collections.abc import Callable
 
 from solders.keypair import Keypair
 
-from idlegrid.core import overlay as core
+from idlegrid.core import overlay
 from idlegrid.protocol import OverlayAssignment, OverlayPeer
 from idlegrid.worker.wireguard import KeyPair, WireGuard, parse_endpoint, send_from_port
 
@@ -56,7 +56,7 @@ class OverlayMember:
         self.wg = WireGuard(interface, self.keys)
         self.signer = signer
         self.clock = clock
-        self.paths: dict[bytes, core.PeerPath] = {}
+        self.paths: dict[bytes, overlay.PeerPath] = {}
         self.peers: dict[bytes, OverlayPeer] = {}
         self._rx: dict[bytes, tuple[int, float]] = {}
         self._last_hello = 0.0
@@ -82,7 +82,7 @@ class OverlayMember:
             self._relays(o, now)
             self._sync_peers(o)
             self._plan(o, now)
-        except (OSError, core.OverlayError) as exc:
+        except (OSError, overlay.OverlayError) as exc:
             log.warning("overlay of cluster %s: %s", cluster_id, exc)
 
     def _endpoint(self, text: str) -> str:
@@ -97,7 +97,7 @@ class OverlayMember:
         if now - self._last_hello < HELLO_INTERVAL_S:
             return
         self._last_hello = now
-        hello = core.Hello(
+        hello = overlay.Hello(
             network=o.network,
             cluster_id=cluster_id,
             signer=str(self.signer.pubkey()),
@@ -107,8 +107,8 @@ class OverlayMember:
             ticket=o.ticket,
             sent_ms=int(now * 1000),
         )
-        signature = bytes(self.signer.sign_message(core.hello_message(hello.body())))
-        packet = core.encode_hello(hello, signature)
+        signature = bytes(self.signer.sign_message(overlay.hello_message(hello.body())))
+        packet = overlay.encode_hello(hello, signature)
         for target in [*o.rendezvous, *o.relays]:
             try:
                 send_from_port(self.wg.listen_port, parse_endpoint(self._endpoint(target)), packet)
@@ -144,8 +144,8 @@ class OverlayMember:
         for key, peer in wanted.items():
             known = self.peers.get(key)
             if known is None or known.address != peer.address:
-                self.wg.set_peer(key, f"{peer.address}/32", relay, core.KEEPALIVE_S)
-                self.paths[key] = core.PeerPath(since=self.clock())
+                self.wg.set_peer(key, f"{peer.address}/32", relay, overlay.KEEPALIVE_S)
+                self.paths[key] = overlay.PeerPath(since=self.clock())
                 log.info("overlay peer %s at %s, through %s", peer.name, peer.address, relay)
             self.peers[key] = peer
         for key in set(self.peers) - set(wanted):
@@ -157,7 +157,7 @@ class OverlayMember:
     def _plan(self, o: OverlayAssignment, now: float) -> None:
         status = self.wg.peers()
         relay = self.relay(o)
-        mine = core.NatKind(o.nat)
+        mine = overlay.NatKind(o.nat)
         for key, peer in self.peers.items():
             s = status.get(key)
             if s is None:
@@ -166,16 +166,16 @@ class OverlayMember:
             if s.rx_bytes > rx:
                 self._rx[key] = (s.rx_bytes, now)
                 since = now
-            view = core.PathView(
+            view = overlay.PathView(
                 mine=mine,
-                theirs=core.NatKind(peer.nat),
+                theirs=overlay.NatKind(peer.nat),
                 peer_endpoint=peer.endpoint,
                 wg_endpoint=s.endpoint,
                 last_rx=since,
                 relay=relay,
             )
-            before = self.paths.get(key, core.PeerPath())
-            after, endpoint = core.plan_path(before, view, now)
+            before = self.paths.get(key, overlay.PeerPath())
+            after, endpoint = overlay.plan_path(before, view, now)
             self.paths[key] = after
             if endpoint is not None and endpoint != s.endpoint:
                 self.wg.set_endpoint(key, endpoint)

@@ -1,9 +1,9 @@
 """The control plane's side of the overlay: addresses, tickets, peer lists.
 
-A cluster deployed with ``overlay`` on gets a /24 (``core.overlay.cluster_network``);
+A cluster deployed with ``overlay`` on gets a /24 (``overlay.overlay.cluster_network``);
 each of its nodes (one per cluster_nodes row, in row order, so replicas agree) and
 each buyer peer gets an address in it. An agent reports its node's fresh WireGuard
-public key; the control plane signs a ticket for it (``core.overlay.ticket_message``)
+public key; the control plane signs a ticket for it (``overlay.overlay.ticket_message``)
 with the network's authority key and lists it as a peer in every other member's
 assignment. Peers' public endpoints and NAT kinds are the rendezvous's sightings,
 read when a heartbeat reply is made (they change without any database write).
@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from solders.keypair import Keypair
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from idlegrid.core import overlay as core
+from idlegrid.core import overlay
 from idlegrid.core.cluster_machine import NodeRole
 from idlegrid.errors import InvalidRequest, UnknownCluster
 from idlegrid.protocol import Assignment, OverlayAssignment, OverlayPeer, RayNodeReport
@@ -27,6 +27,8 @@ from idlegrid.server.db.models import Cluster, ClusterNode
 from idlegrid.server.db.models import OverlayPeer as PeerRow
 from idlegrid.server.rendezvous import Rendezvous
 from idlegrid.server.settings import ServerSettings
+
+MAX_BUYER_PEERS = 8  # the buyer's own machines in one cluster's overlay
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,16 +67,16 @@ class OverlayService:
 
     def addresses(self, cluster_id: str, names: Iterable[str]) -> dict[str, str]:
         """Every member's address, in the order they joined."""
-        network = core.cluster_network(cluster_id)
+        network = overlay.cluster_network(cluster_id)
         out: dict[str, str] = {}
         for name in names:
-            out[name] = core.node_address(network, set(out.values()), name)
+            out[name] = overlay.node_address(network, set(out.values()), name)
         return out
 
     def ticket(self, cluster_id: str, member: Member, address: str) -> tuple[str, int]:
         assert member.key is not None
         expires = int(self.clock()) + self.settings.overlay_ticket_s
-        message = core.ticket_message(
+        message = overlay.ticket_message(
             self.network, cluster_id, member.signer, member.key, address, expires
         )
         signature = bytes(self.authority.sign_message(message))
@@ -96,7 +98,7 @@ class OverlayService:
         ]
         return OverlayAssignment(
             address=addresses[me],
-            prefix=core.CLUSTER_PREFIX,
+            prefix=overlay.CLUSTER_PREFIX,
             key=mine.key,
             ticket=ticket,
             expires=expires,
@@ -116,7 +118,7 @@ class OverlayService:
 
     def freshen_place(self, cluster_id: str, o: OverlayAssignment) -> OverlayAssignment:
         """A member's place with the latest sightings: its peers' and its own NAT."""
-        nat = self.rendezvous.sighting(cluster_id, o.key)[1] if o.key else core.NatKind.UNKNOWN
+        nat = self.rendezvous.sighting(cluster_id, o.key)[1] if o.key else overlay.NatKind.UNKNOWN
         peers = self.freshen_peers(cluster_id, o.peers)
         return o.model_copy(update={"peers": peers, "nat": nat.value})
 
@@ -172,9 +174,9 @@ class OverlayService:
         node = rows[device_id]
         if rep.overlay_key is not None:
             try:
-                core.parse_wg_key(rep.overlay_key)
-            except core.OverlayError as exc:
-                return str(exc)
+                overlay.parse_wg_key(rep.overlay_key)
+            except overlay.OverlayError as exc:
+                raise InvalidRequest(str(exc), field="overlay_key") from None
             node.overlay_key = rep.overlay_key
         if node.role == NodeRole.HEAD.value and rep.node_ip is not None:
             own = self.addresses(cluster.id, rows)[device_id]
@@ -185,8 +187,8 @@ class OverlayService:
     def buyer_peer(self, owner: str, cluster_id: str, key: str) -> OverlayAssignment:
         """Admit the buyer's own WireGuard key to its cluster's overlay (idempotent)."""
         try:
-            core.parse_wg_key(key)
-        except core.OverlayError as exc:
+            overlay.parse_wg_key(key)
+        except overlay.OverlayError as exc:
             raise InvalidRequest(str(exc), field="key") from None
         with self.sessions.begin() as db:
             cluster = db.get(Cluster, cluster_id)
@@ -196,6 +198,12 @@ class OverlayService:
                 raise InvalidRequest("this cluster was not deployed on the overlay", field="key")
             q = select(PeerRow).where(PeerRow.cluster_id == cluster_id, PeerRow.key == key)
             if db.scalars(q).first() is None:
+                count = select(func.count()).where(PeerRow.cluster_id == cluster_id)
+                if (db.scalar(count) or 0) >= MAX_BUYER_PEERS:
+                    raise InvalidRequest(
+                        f"a cluster takes at most {MAX_BUYER_PEERS} peers of its buyer",
+                        field="key",
+                    )
                 db.add(
                     PeerRow(cluster_id=cluster_id, signer=owner, key=key, created_at=self.clock())
                 )
