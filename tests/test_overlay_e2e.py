@@ -252,3 +252,20 @@ def test_a_job_survives_its_home_nat_changing_its_public_address(
             wait_paths(world, {(1, 0): after}, 120)
         finally:
             proc.terminate()
+
+
+def test_a_node_whose_overlay_dies_is_a_failed_node(world: World, tmp_path: Path) -> None:
+    """Its peers can no longer reach it: the agent stops its Ray node and reports it
+    failed, and the cluster closes the node (without pay from then on)."""
+    client, _ = buyer_wallet(world, tmp_path)
+    with client, rented(client, 3, "wgdies") as view:
+        worker = next(n.device_id for n in view.nodes if n.role == "worker")
+        killed = subprocess.run(["pkill", "-f", f"wireguard-go -f ig{worker[:6]}"])
+        assert killed.returncode == 0
+        deadline = time.monotonic() + 60
+        node = next(n for n in client.get_cluster(view.id).nodes if n.device_id == worker)
+        while node.left_at is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+            node = next(n for n in client.get_cluster(view.id).nodes if n.device_id == worker)
+        assert node.left_at is not None, node
+        assert client.get_cluster(view.id).status == "running"

@@ -414,6 +414,15 @@ class RayDuty:
                 return
             self._report(agent, want, "starting")
             return
+        if node.overlay is not None and not node.overlay.wg.alive():
+            # Its peers can no longer reach it: a failed node (replaced, not billed).
+            log.error("the overlay's wireguard-go exited; stopping the ray node")
+            self._stopping = node.stop_in_background()
+            self.node = None
+            self._report(
+                agent, node.assignment, "failed", error="the overlay's wireguard-go exited"
+            )
+            return
         if node.overlay is not None and want is not None and want.overlay is not None:
             node.overlay.update(want.cluster_id, want.overlay)
         oom = node.new_oom_kills()
