@@ -1,14 +1,15 @@
 """Clusters across NATs, end to end (docs/networking.md), on network namespaces.
 
-A public network holds the control plane (with its rendezvous) and a relay. Three
+A public network holds the control plane (with its rendezvous) and two relays. Three
 homes, each behind its own NAT with no port forwarded: two "easy" NATs (hole
 punching works), one "hard" (a mapping per destination: it does not). The buyer
 sits behind a NAT of its own. Three devices, one per home, are rented as one
 cluster; the buyer joins its overlay (``idlegrid clusters connect``) and submits a
 Ray job that works on all three and moves data between them. WireGuard's own view
 (``wg show``) must then have the two easy homes talking directly and the hard one
-through the relay; and a job still completes while a home's NAT changes its public
-address beneath it.
+through the relay; a job still completes while a home's NAT changes its public
+address beneath it; a node whose WireGuard dies is a failed node; and when the
+preferred relay dies, the other carries the relayed paths.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from idlegrid.sdk import Client
 from idlegrid.worker import wireguard
 
 HERE = Path(__file__).parent
-RELAY_PORT = 3478
+RELAY_PORTS = (3478, 3578)  # two relays: the first is preferred, the second takes over
 SERVER_PORT = 18080
 PYTHON = sys.executable
 
@@ -49,7 +50,8 @@ class World:
     net: LocalNetwork
     homes: list[Home]
     buyer: Home
-    relay: str
+    relays: list[str]
+    relay_procs: list[subprocess.Popen[bytes]]
 
     def cli(self, *args: str) -> list[str]:
         return [PYTHON, "-m", "idlegrid.cli.main", *args]
@@ -62,7 +64,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         homes = [lab.add_home("a", "easy"), lab.add_home("b", "easy"), lab.add_home("c", "hard")]
         buyer = lab.add_home("buyer", "easy")
         places = {"server": lab.public, **{f"worker-{i}": h.ns for i, h in enumerate(homes)}}
-        relay = f"{lab.public_ip}:{RELAY_PORT}"
+        relays = [f"{lab.public_ip}:{port}" for port in RELAY_PORTS]
         net = LocalNetwork(
             tmp_path_factory.mktemp("overlay"),
             port=SERVER_PORT,
@@ -77,20 +79,24 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 "IDLEGRID_PROOF_RETRY_S": "2",
                 "IDLEGRID_OVERLAY": "true",
                 "IDLEGRID_OVERLAY_HOST": lab.public_ip,
-                "IDLEGRID_OVERLAY_RELAYS": json.dumps([relay]),
+                "IDLEGRID_OVERLAY_RELAYS": json.dumps(relays),
             },
         )
         with net:
             net.start_server()
             log = open(net.data_dir / "logs" / "relay.log", "ab")  # noqa: SIM115
+            world = World(lab, net, homes, buyer, relays, [])
             try:
-                lab.popen(
-                    lab.public,
-                    [*World(lab, net, homes, buyer, relay).cli("relay"), "--listen",
-                     f"0.0.0.0:{RELAY_PORT}", "--server", net.server_url],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )  # fmt: skip
+                for port in RELAY_PORTS:
+                    world.relay_procs.append(
+                        lab.popen(
+                            lab.public,
+                            [*world.cli("relay"), "--listen", f"0.0.0.0:{port}", "--server",
+                             net.server_url],
+                            stdout=log,
+                            stderr=subprocess.STDOUT,
+                        )
+                    )  # fmt: skip
                 for i in range(3):
                     net.start_worker(i)
                 with Client(net.server_url) as client:
@@ -99,7 +105,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                         180,
                         "3 devices cluster-ready",
                     )
-                yield World(lab, net, homes, buyer, relay)
+                yield world
             finally:
                 log.close()
 
@@ -195,17 +201,22 @@ def wait_paths(world: World, want: dict[tuple[int, int], str], timeout_s: float)
     paths: dict[tuple[int, int], str] = {}
     while time.monotonic() < deadline:
         paths = wg_paths(world)
-        if all(paths.get(pair, "").split(":")[0] == ip for pair, ip in want.items()):
+        if all(_at(paths.get(pair, ""), where) for pair, where in want.items()):
             return
         time.sleep(1)
     raise AssertionError(f"paths {paths}, wanted {want}")
+
+
+def _at(endpoint: str, where: str) -> bool:
+    """``where`` is an address (any port) or an exact ip:port."""
+    return endpoint == where if ":" in where else endpoint.split(":")[0] == where
 
 
 def test_three_homes_behind_nat_form_one_cluster_direct_where_possible_relayed_else(
     world: World, tmp_path: Path
 ) -> None:
     client, wallet = buyer_wallet(world, tmp_path)
-    with client, rented(client, 3, "overlay") as view:
+    with client, rented(client, 3, "overlay", join=False) as view:
         assert view.ray_address and view.ray_address.startswith("100.")
         proc, place = connect(world, view.id, wallet)
         try:
@@ -217,7 +228,7 @@ def test_three_homes_behind_nat_form_one_cluster_direct_where_possible_relayed_e
             assert result["nodes"] == 3 and len(result["addresses"]) == 3
             assert all(a.startswith("100.") for a in result["addresses"])
             a, b = world.homes[:2]
-            relay = world.lab.public_ip
+            relay = world.relays[0]
             wait_paths(
                 world,
                 {
@@ -238,7 +249,7 @@ def test_a_job_survives_its_home_nat_changing_its_public_address(
     world: World, tmp_path: Path
 ) -> None:
     client, wallet = buyer_wallet(world, tmp_path)
-    with client, rented(client, 3, "rebind") as view:
+    with client, rented(client, 3, "rebind", join=False) as view:
         proc, _ = connect(world, view.id, wallet)
         try:
             out = submit(world, view.id, wallet, tmp_path, "24", "1")
@@ -258,7 +269,7 @@ def test_a_node_whose_overlay_dies_is_a_failed_node(world: World, tmp_path: Path
     """Its peers can no longer reach it: the agent stops its Ray node and reports it
     failed, and the cluster closes the node (without pay from then on)."""
     client, _ = buyer_wallet(world, tmp_path)
-    with client, rented(client, 3, "wgdies") as view:
+    with client, rented(client, 3, "wgdies", join=False) as view:
         worker = next(n.device_id for n in view.nodes if n.role == "worker")
         killed = subprocess.run(["pkill", "-f", f"wireguard-go -f ig{worker[:6]}"])
         assert killed.returncode == 0
@@ -269,3 +280,22 @@ def test_a_node_whose_overlay_dies_is_a_failed_node(world: World, tmp_path: Path
             node = next(n for n in client.get_cluster(view.id).nodes if n.device_id == worker)
         assert node.left_at is not None, node
         assert client.get_cluster(view.id).status == "running"
+
+
+def test_when_a_relay_dies_the_next_one_carries_the_relayed_paths(
+    world: World, tmp_path: Path
+) -> None:
+    """Run last: it kills the preferred relay for good."""
+    client, wallet = buyer_wallet(world, tmp_path)
+    with client, rented(client, 3, "relaydies", join=False) as view:
+        proc, _ = connect(world, view.id, wallet)
+        try:
+            first, second = world.relays
+            wait_paths(world, {(0, 2): first, (2, 0): first}, 60)
+            world.relay_procs[0].kill()
+            wait_paths(world, {(0, 2): second, (2, 0): second, (1, 2): second}, 60)
+            out = submit(world, view.id, wallet, tmp_path, "2", "0")
+            done = out.wait(lambda s: "SUCCEEDED" in s or "FAILED" in s, 240)
+            assert "SUCCEEDED" in done, "".join(out.lines)[-3000:]
+        finally:
+            proc.terminate()
