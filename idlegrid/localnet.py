@@ -7,8 +7,10 @@ Used by ``idlegrid up``, ``idlegrid demo`` and the end-to-end tests.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -49,6 +51,20 @@ def sandbox_problem() -> str | None:
     return None
 
 
+def overlay_problem() -> str | None:
+    """Why local agents cannot form clusters over the overlay (None: they can)."""
+    from idlegrid.worker.wireguard import available
+
+    return available()
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
 def add_local_address(ip: str) -> None:
     """Put ``ip`` on the host's loopback interface (root; already there is fine)."""
     from idlegrid.worker.sandbox import host_addresses
@@ -73,6 +89,7 @@ class LocalNetwork:
         min_uptime_s: float | None = None,
         env: dict[str, str] | None = None,
         host: str = "127.0.0.1",
+        overlay: bool = False,
         wrap: Callable[[str], list[str]] | None = None,
         worker_ips: Sequence[str] | None = None,
     ) -> None:
@@ -82,6 +99,10 @@ class LocalNetwork:
         own addresses there)."""
         self.data_dir = data_dir.resolve()
         self.host = host
+        # Run the overlay (a relay beside the server; clusters form over WireGuard)
+        # where the agents can: sandboxed, with wireguard-go (see ``overlay_on``).
+        self.overlay = overlay
+        self.overlay_on = False
         self.wrap = wrap
         self.worker_ips = list(worker_ips) if worker_ips is not None else None
         self.port = port
@@ -91,6 +112,7 @@ class LocalNetwork:
         self.server_url = f"http://{host}:{port}"
         self.env = {**os.environ, "IDLEGRID_SERVER": self.server_url, **(env or {})}
         self.server: subprocess.Popen[bytes] | None = None
+        self.relay: subprocess.Popen[bytes] | None = None
         self.agents: dict[int, subprocess.Popen[bytes]] = {}
         self._logs: list[IO[bytes]] = []
         self._sandbox_problem: str | bool | None = False  # False: not checked yet
@@ -139,8 +161,21 @@ class LocalNetwork:
         }
         if self.min_uptime_s is not None:
             env["IDLEGRID_MIN_UPTIME_S"] = str(self.min_uptime_s)
+        relay = None
+        if self.overlay and self.sandboxed and overlay_problem() is None:
+            relay, first, second = (free_udp_port() for _ in range(3))
+            env.update(
+                IDLEGRID_OVERLAY="true",
+                IDLEGRID_OVERLAY_HOST=self.host,
+                IDLEGRID_OVERLAY_RENDEZVOUS_PORTS=json.dumps([first, second]),
+                IDLEGRID_OVERLAY_RELAYS=json.dumps([f"{self.host}:{relay}"]),
+            )
         self.server = self._spawn("server", ["server"], env)
         self.wait_for(self._healthy, timeout_s, "the control plane to answer /healthz")
+        if relay is not None:
+            listen = ["--listen", f"{self.host}:{relay}", "--server", self.server_url]
+            self.relay = self._spawn("relay", ["relay", *listen], self.env)
+            self.overlay_on = True
 
     def _healthy(self) -> bool:
         if self.server is not None and self.server.poll() is not None:
@@ -235,6 +270,9 @@ class LocalNetwork:
         for index in list(self.agents):
             self.kill_worker(index, signal.SIGTERM)
         self.stop_server()
+        if self.relay is not None:
+            _stop_group(self.relay, signal.SIGTERM)
+            self.relay = None
         for log in self._logs:
             log.close()
         self._logs.clear()

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
+import json
+import subprocess
+import sys
+import tempfile
+import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 from solders.keypair import Keypair
 
+from idlegrid.core.overlay import OVERLAY_SPACE
 from idlegrid.errors import ClusterNotActive
 from idlegrid.localnet import LocalNetwork
 from idlegrid.protocol import ClusterView, DeployRequest, FaucetRequest
@@ -48,15 +56,67 @@ def deploy_running(client: Client, quantity: int, name: str = "test") -> Cluster
 
 
 @contextlib.contextmanager
-def rented(client: Client, quantity: int, name: str) -> Iterator[ClusterView]:
+def rented(client: Client, quantity: int, name: str, join: bool = True) -> Iterator[ClusterView]:
     """A running cluster for the block, terminated after it however the block ends
-    (a failed test must not keep the shared network's devices)."""
+    (a failed test must not keep the shared network's devices). On the overlay,
+    this host joins it as the buyer's peer unless ``join`` is False."""
     view = deploy_running(client, quantity, name)
     try:
-        yield view
+        if join:
+            with joined(client, view) as view:
+                yield view
+        else:
+            yield view
     finally:
         with contextlib.suppress(ClusterNotActive):
             client.terminate_cluster(view.id)
+
+
+def on_overlay(view: ClusterView) -> bool:
+    return (
+        bool(view.ray_address)
+        and ipaddress.ip_address(str(view.ray_address).rpartition(":")[0]) in OVERLAY_SPACE
+    )
+
+
+@contextlib.contextmanager
+def joined(client: Client, view: ClusterView) -> Iterator[ClusterView]:
+    """On the overlay, this host joins the cluster as the buyer's own peer
+    (``idlegrid clusters connect``, as a buyer would), so that its dashboard, Jobs
+    API and Ray client are reachable from here; off it, nothing to do."""
+    if not on_overlay(view):
+        yield view
+        return
+    assert client.keypair is not None, "connect signs with the buyer's wallet"
+    with tempfile.TemporaryDirectory() as tmp:
+        wallet = Path(tmp) / "wallet.json"
+        wallet.write_text(json.dumps(list(bytes(client.keypair))))
+        wallet.chmod(0o600)
+        command = [sys.executable, "-m", "idlegrid.cli.main", "clusters", "connect", view.id]
+        command += ["--keypair", str(wallet), "--server", str(client.base_url), "--json"]
+        proc = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        try:
+            assert proc.stdout is not None
+            lines: list[str] = []
+            reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)  # type: ignore[arg-type]
+            reader.start()
+            deadline = time.monotonic() + 90
+            while not any(x.startswith("{") for x in lines) and time.monotonic() < deadline:
+                assert proc.poll() is None, "".join(lines)[-2000:]
+                time.sleep(0.2)
+            assert any(x.startswith("{") for x in lines), "".join(lines)[-2000:]
+            yield client.get_cluster(view.id)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
 
 
 def device_index(net: LocalNetwork, device_id: str) -> int:

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from idlegrid.localnet import LocalNetwork
-from tests.cloud_support import deploy_running, funded_buyer
+from tests.cloud_support import deploy_running, funded_buyer, joined
 from tests.examples_support import RayEndpoint, parse_result, run_job
 
 pytest.importorskip("ray", reason="needs ray[default,data,train,tune,rllib]")
@@ -43,8 +43,7 @@ def ray_cluster(cloud: LocalNetwork) -> Iterator[RayEndpoint]:
     would: funded wallet, quote, escrowed deploy; terminated after this module (the
     shared network's devices are needed by the tests after it)."""
     client, _ = funded_buyer(cloud)
-    with client:
-        view = deploy_running(client, 2, name="examples")
+    with client, joined(client, deploy_running(client, 2, name="examples")) as view:
         assert view.ray_address and view.dashboard_url and view.ray_token
         try:
             yield RayEndpoint(

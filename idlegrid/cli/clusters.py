@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -27,6 +26,7 @@ from idlegrid.cli.common import (
     reported_errors,
     signed_client,
 )
+from idlegrid.core.clusters import ACTIVE
 from idlegrid.errors import IdlegridError
 from idlegrid.protocol import ApiKeyList, ClusterView, DeployRequest, ExtendRequest
 from idlegrid.sdk import Client
@@ -419,49 +419,37 @@ def connect(
     server: ServerOpt = DEFAULT_SERVER,
     as_json: JsonOpt = False,
     refresh_s: Annotated[float, typer.Option(help="how often to ask for peers' endpoints")] = 2.0,
+    timeout_s: Annotated[float, typer.Option(help="give up if the head does not answer")] = 90.0,
 ) -> None:
-    """Join the cluster's overlay as a peer of your own, and stay until interrupted.
+    """Join the cluster's overlay as a peer of your own, and stay until interrupted
+    or until the cluster ends.
 
     Makes a WireGuard interface here (root and wireguard-go needed) with a fresh key
     pair; the cluster's dashboard, Jobs API and Ray client are then at the head's
-    overlay address, printed once it is up. Hellos are signed by your wallet
+    overlay address, printed once it answers. Hellos are signed by your wallet
     (``--keypair``), the cluster's owner.
     """
-    from idlegrid.worker.overlay import OverlayMember  # makes interfaces: only here
+    from idlegrid.cli.connect import Joined  # makes interfaces: only here
     from idlegrid.worker.wireguard import WireGuardError
 
     if keypair is None:
         err_console.print("[red]error[/red]: connect signs with your wallet: give --keypair")
         raise typer.Exit(2)
-    client = signed_client(server, keypair)
-    assert client.keypair is not None
+    wallet = signed_client(server, keypair).keypair
+    assert wallet is not None
     try:
-        member = OverlayMember(f"igb{uuid.uuid4().hex[:8]}", client.keypair)
-    except WireGuardError as exc:
+        with reported_errors(as_json), Joined(server, wallet, cluster_id, refresh_s) as peer:
+            view = peer.wait(timeout_s)
+            assert peer.place is not None
+            _connected(peer.place.address, view, as_json)
+            while view.status in {s.value for s in ACTIVE}:
+                time.sleep(refresh_s)
+                view = peer.client.get_cluster(cluster_id)
+    except (WireGuardError, TimeoutError) as exc:
         err_console.print(f"[red]error[/red]: {exc}")
         raise typer.Exit(1) from None
-    shown = False
-    try:
-        with reported_errors(as_json), client:
-            place = client.join_overlay(cluster_id, member.public_key)
-            member.attach(place.address, place.prefix)
-            last = 0.0
-            while True:
-                if time.monotonic() - last >= refresh_s:
-                    place = client.join_overlay(cluster_id, member.public_key)
-                    last = time.monotonic()
-                member.update(cluster_id, place)
-                if not shown:
-                    view = client.get_cluster(cluster_id)
-                    head = (view.ray_address or "").rpartition(":")[0]
-                    if view.dashboard_url and head and member.reachable(head):
-                        shown = True
-                        _connected(place.address, view, as_json)
-                time.sleep(0.25)
     except KeyboardInterrupt:
         pass
-    finally:
-        member.close()
 
 
 def _connected(address: str, view: ClusterView, as_json: bool) -> None:

@@ -15,6 +15,7 @@ and exits 1.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING
 from rich.panel import Panel
 
 from idlegrid.cli.common import console, fmt_duration
+from idlegrid.cli.connect import Joined, on_overlay
 from idlegrid.cli.devices import devices_table
 from idlegrid.core.fees import format_amount, units
 from idlegrid.identity import load_or_create_keypair
@@ -55,6 +57,7 @@ def run_demo(*, port: int, data_dir: Path) -> int:
         data_dir,
         port=port,
         workers=WORKERS,
+        overlay=False,  # direct addresses: one host (the overlay: idlegrid up --overlay)
         heartbeat_interval_s=HEARTBEAT_S,
         min_uptime_s=MIN_UPTIME_S,
         # Fee revenue is bought back and burned every few seconds, not hourly,
@@ -270,8 +273,6 @@ def _earn_a_block_reward(net: LocalNetwork, client: Client) -> str:
 
 def _rent_a_cluster(net: LocalNetwork, client: Client, buyer_key: Keypair) -> str:
     """Step 7: deploy, run batch inference, terminate; print the bill. Returns a summary."""
-    from ray.job_submission import JobStatus, JobSubmissionClient
-
     console.rule("7. IO Cloud: a buyer rents a 2-device Ray cluster")
     buyer = str(buyer_key.pubkey())
     with Client(net.server_url, keypair=buyer_key) as shop:
@@ -299,28 +300,46 @@ def _rent_a_cluster(net: LocalNetwork, client: Client, buyer_key: Keypair) -> st
             f"{time.monotonic() - asked:.1f}s: Ray at {view.ray_address}, jobs at "
             f"{view.dashboard_url}, token auth on"
         )
-        jobs = JobSubmissionClient(
-            view.dashboard_url, headers={"Authorization": f"Bearer {view.ray_token}"}
-        )
-        job = jobs.submit_job(
-            entrypoint="python batch_inference.py", runtime_env={"working_dir": str(EXAMPLES)}
-        )
-        with console.status("batch inference with Ray Data (examples/batch_inference.py)…"):
-            status = jobs.get_job_status(job)
-            while not status.is_terminal():
-                time.sleep(0.5)
-                status = jobs.get_job_status(job)
-        logs = jobs.get_job_logs(job)
-        if status != JobStatus.SUCCEEDED:
-            raise RuntimeError(f"the batch inference job {status.value}: {logs[-2000:]}")
-        result = json.loads(
-            next(x for x in logs.splitlines() if x.startswith("RESULT ")).removeprefix("RESULT ")
-        )
-        console.print(f"job {status.value}: {json.dumps(result)}")
+        with contextlib.ExitStack() as joined:
+            if on_overlay(view):
+                # Its nodes reach each other over WireGuard; so does the buyer, as a peer.
+                peer = joined.enter_context(Joined(net.server_url, buyer_key, view.id))
+                view = peer.wait()
+                assert peer.place is not None
+                console.print(
+                    "over the cluster's WireGuard overlay: the buyer joined as "
+                    f"{peer.place.address}"
+                )
+            _run_inference(view)
         done = shop.terminate_cluster(view.id)
         time.sleep(3)  # the buy-back loop burns the fees
         end_io = _io(shop, buyer)
     return _print_bill(client, done, start_io - end_io)
+
+
+def _run_inference(view: ClusterView) -> None:
+    """Batch inference (examples/batch_inference.py) as a Ray job; its RESULT printed."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    assert view.dashboard_url and view.ray_token
+    jobs = JobSubmissionClient(
+        view.dashboard_url, headers={"Authorization": f"Bearer {view.ray_token}"}
+    )
+    job = jobs.submit_job(
+        entrypoint="python batch_inference.py", runtime_env={"working_dir": str(EXAMPLES)}
+    )
+    with console.status("batch inference with Ray Data (examples/batch_inference.py)…"):
+        status = jobs.get_job_status(job)
+        while not status.is_terminal():
+            time.sleep(0.5)
+            status = jobs.get_job_status(job)
+    logs = jobs.get_job_logs(job)
+    if status != JobStatus.SUCCEEDED:
+        raise RuntimeError(f"the batch inference job {status.value}: {logs[-2000:]}")
+    result = json.loads(
+        next(x for x in logs.splitlines() if x.startswith("RESULT ")).removeprefix("RESULT ")
+    )
+    console.print(f"job {status.value}: {json.dumps(result)}")
 
 
 def _io(client: Client, owner: str) -> int:

@@ -244,16 +244,21 @@ def up(
     workers: Annotated[int, typer.Option(min=1, max=32, help="local worker agents")] = 3,
     port: Annotated[int, typer.Option(help="control-plane port")] = 8470,
     data_dir: Annotated[Path, typer.Option(help="state of the local network")] = Path(".idlegrid"),
+    overlay: Annotated[
+        bool, typer.Option(help="clusters over WireGuard, with a local relay (root, wireguard-go)")
+    ] = False,
 ) -> None:
     """Run a local network (control plane + workers) until Ctrl-C."""
-    sys.exit(_run_local_network(workers=workers, port=port, data_dir=data_dir))
+    sys.exit(_run_local_network(workers=workers, port=port, data_dir=data_dir, overlay=overlay))
 
 
-def _run_local_network(*, workers: int, port: int, data_dir: Path) -> int:
+def _run_local_network(*, workers: int, port: int, data_dir: Path, overlay: bool) -> int:
     """Keep a local network running until Ctrl-C (or SIGTERM); the exit status."""
     from idlegrid.localnet import LocalNetwork
 
-    net = LocalNetwork(data_dir, port=port, workers=workers, heartbeat_interval_s=5.0)
+    net = LocalNetwork(
+        data_dir, port=port, workers=workers, heartbeat_interval_s=5.0, overlay=overlay
+    )
     try:
         with console.status("starting the control plane…"):
             net.start_server()

@@ -192,14 +192,15 @@ class OverlayMember:
 
     def path_states(self) -> dict[str, str]:
         """Each peer's path, by its name."""
-        return {p.name: self.paths[k].state.value for k, p in self.peers.items() if k in self.paths}
+        paths = dict(self.paths)
+        return {p.name: paths[k].state.value for k, p in list(self.peers.items()) if k in paths}
 
     def reachable(self, address: str) -> bool:
         """Whether the peer at ``address`` has completed a WireGuard handshake."""
         status = self.wg.peers()
         return any(
             p.address == address and (s := status.get(k)) is not None and s.last_handshake
-            for k, p in self.peers.items()
+            for k, p in list(self.peers.items())  # (update may run on another thread)
         )
 
     def close(self) -> None:
