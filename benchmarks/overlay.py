@@ -40,7 +40,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -59,7 +58,7 @@ from netlab import NetLab, netlab_available  # noqa: E402
 from solders.keypair import Keypair  # noqa: E402
 
 from idlegrid.core import overlay  # noqa: E402
-from idlegrid.worker.wireguard import MTU, UAPI_DIR, KeyPair  # noqa: E402
+from idlegrid.worker.wireguard import MTU, KeyPair, PeerStatus, WireGuard  # noqa: E402
 
 PY = sys.executable
 NETWORK = "benchnet"
@@ -211,34 +210,6 @@ def env() -> dict[str, str]:
     }
 
 
-# -- WireGuard over its UAPI (a copy of WireGuard._call's protocol) -----------------------
-
-
-def uapi(name: str, request: str) -> dict[str, list[str]]:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(5)
-        s.connect(str(UAPI_DIR / f"{name}.sock"))
-        s.sendall(request.encode())
-        data = b""
-        while not data.endswith(b"\n\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    out: dict[str, list[str]] = {}
-    for line in data.decode().splitlines():
-        if "=" in line:
-            k, v = line.split("=", 1)
-            out.setdefault(k, []).append(v)
-    if out.get("errno", ["0"])[0] != "0":
-        raise RuntimeError(f"{name}: {request.splitlines()[0]} failed: {out}")
-    return out
-
-
-def uapi_set(name: str, lines: list[str]) -> None:
-    uapi(name, "set=1\n" + "".join(f"{line}\n" for line in lines) + "\n")
-
-
 def check(argv: list[str]) -> str:
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     if done.returncode != 0:
@@ -252,54 +223,20 @@ class Tunnel:
     def __init__(self, lab: NetLab, ns: str, name: str, address: str) -> None:
         self.ns, self.name, self.address = ns, name, address
         self.keys = KeyPair.generate()
-        self.proc = lab.popen(
-            ns,
-            ["wireguard-go", "-f", name],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=env(),
-        )
-        sock = UAPI_DIR / f"{name}.sock"
-        deadline = time.monotonic() + 10
-        while not sock.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"wireguard-go {name} did not start in {ns}")
-            time.sleep(0.02)
-        uapi_set(name, [f"private_key={self.keys.private.hex()}", "listen_port=0"])
-        self.port = int(uapi(name, "get=1\n\n")["listen_port"][0])
-        for args in (
-            ["link", "set", name, "mtu", str(MTU)],
-            ["addr", "add", f"{address}/24", "dev", name],
-            ["link", "set", name, "up"],
-        ):
-            check(["ip", "-n", ns, *args])
+        self.wg = WireGuard(name, self.keys, netns=ns)
+        self.port = self.wg.listen_port
+        self.wg.attach(address, 24)
 
     def peer(self, other: Tunnel, endpoint: str) -> None:
-        uapi_set(
-            self.name,
-            [
-                f"public_key={other.keys.public.hex()}",
-                "replace_allowed_ips=true",
-                f"allowed_ip={other.address}/32",
-                "persistent_keepalive_interval=5",
-                f"endpoint={endpoint}",
-            ],
-        )
+        self.wg.set_peer(other.keys.public, f"{other.address}/32", endpoint, keepalive_s=5)
 
-    def status(self) -> dict[str, list[str]]:
-        return uapi(self.name, "get=1\n\n")
+    def status(self) -> PeerStatus:
+        """Its one peer's state."""
+        (only,) = self.wg.peers().values()
+        return only
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        with contextlib.suppress(OSError):
-            (UAPI_DIR / f"{self.name}.sock").unlink()
+        self.wg.close()
 
 
 def handshake(lab: NetLab, a: Tunnel, b: Tunnel, endpoint_of_b: str) -> None:
@@ -311,15 +248,12 @@ def handshake(lab: NetLab, a: Tunnel, b: Tunnel, endpoint_of_b: str) -> None:
         for x, y in ((a, b), (b, a)):
             lab.run(x.ns, [PY, "-c", poke, y.address], capture_output=True, timeout=30)
         states = [t.status() for t in (a, b)]
-        if all(
-            st.get("last_handshake_time_sec", ["0"])[0] != "0" and int(st["rx_bytes"][0]) > 0
-            for st in states
-        ):
+        if all(st.last_handshake and st.rx_bytes > 0 for st in states):
             break
         if time.monotonic() > deadline:
             raise RuntimeError(f"no handshake between {a.name} and {b.name}: {states}")
         time.sleep(0.5)
-    endpoint = a.status()["endpoint"][0]
+    endpoint = a.status().endpoint
     if endpoint != endpoint_of_b:
         raise RuntimeError(f"{a.name}: endpoint {endpoint}, not {endpoint_of_b}")
 
@@ -501,8 +435,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     )
             # The tunnels really stayed on their paths.
             results["endpoints"] = {
-                "overlay-direct": [t1.status()["endpoint"][0], t2.status()["endpoint"][0]],
-                "overlay-relayed": [t3.status()["endpoint"][0], t4.status()["endpoint"][0]],
+                "overlay-direct": [t1.status().endpoint, t2.status().endpoint],
+                "overlay-relayed": [t3.status().endpoint, t4.status().endpoint],
             }
             if not args.no_ray:
                 for path, (n1, n2) in ends.items():

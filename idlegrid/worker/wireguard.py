@@ -89,18 +89,23 @@ def _run(*args: str) -> None:
 
 
 class WireGuard:
-    """A ``wireguard-go`` interface named ``name`` (at most 15 characters)."""
+    """A ``wireguard-go`` interface named ``name`` (at most 15 characters), run in
+    this network namespace or in ``netns`` (its UDP socket then lives there)."""
 
-    def __init__(self, name: str, keys: KeyPair, listen_port: int = 0) -> None:
+    def __init__(
+        self, name: str, keys: KeyPair, listen_port: int = 0, netns: str | None = None
+    ) -> None:
         if len(name) > 15:
             raise WireGuardError(f"interface name {name!r} is longer than 15 characters")
         reason = available()
         if reason is not None:
             raise WireGuardError(reason)
         self.name = name
+        self.netns = netns
         self.socket_path = UAPI_DIR / f"{name}.sock"
+        inside = ["ip", "netns", "exec", netns] if netns is not None else []
         self.proc = subprocess.Popen(
-            ["wireguard-go", "-f", name],
+            [*inside, "wireguard-go", "-f", name],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -188,10 +193,12 @@ class WireGuard:
 
     def attach(self, address: str, prefix: int, netns: str | None = None) -> None:
         """Give the tunnel its overlay address and bring it up, in ``netns`` (moved
-        there: the UDP socket stays in this namespace) or here."""
-        ip = ["ip"] if netns is None else ["ip", "-n", netns]
-        if netns is not None:
-            _run("ip", "link", "set", self.name, "netns", netns)
+        there: the UDP socket stays where wireguard-go runs) or where it was made."""
+        if netns is not None and netns != self.netns:
+            where = ["ip", "-n", self.netns] if self.netns is not None else ["ip"]
+            _run(*where, "link", "set", self.name, "netns", netns)
+        target = netns or self.netns
+        ip = ["ip"] if target is None else ["ip", "-n", target]
         _run(*ip, "link", "set", self.name, "mtu", str(MTU))
         _run(*ip, "addr", "add", f"{address}/{prefix}", "dev", self.name)
         _run(*ip, "link", "set", self.name, "up")
