@@ -13,6 +13,11 @@ Every node runs with Ray's token authentication (``RAY_AUTH_MODE=token`` and
 the cluster's fresh ``RAY_AUTH_TOKEN``) and a custom resource naming the
 device (``device:<id>``), so work can be pinned to a hired device.
 
+On a cluster deployed with the overlay (``Assignment.overlay``), the node gets a
+WireGuard interface with a fresh key pair first (``worker/overlay.py``), whose public
+key goes with the node's reports; its tunnel is moved into the sandbox, Ray binds
+to the overlay address, and each tick keeps the overlay's peers and paths in line.
+
 ``ray start --block`` runs inside the agent's sandbox (``worker/sandbox.py``: the
 buyer's driver, tasks and actors all run in the node), with its ports from one
 block (``port_block``), as a child in its own process group. It dies with the
@@ -440,6 +445,8 @@ class RayDuty:
             log.error("ray node exited: %s", error)
             self.node = None
             self._report(agent, node.assignment, "failed", error=error)
+            if node.overlay is not None:
+                node.overlay.close()  # the next node gets a fresh key pair
         elif node.up.is_set() and not self._reported_up:
             self._reported_up = True
             self._report(agent, node.assignment, "up")

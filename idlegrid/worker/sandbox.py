@@ -28,6 +28,9 @@ unprivileged uid and writes cgroup limits), ``bwrap`` (Debian ``bubblewrap``),
   through the host's sockets; the host's loopback is not mapped in
   (``--no-map-gw``), and prohibit routes close the private ranges, link-local
   (cloud metadata), CGNAT and every other address of the host;
+- on the overlay (docs/networking.md), the node's WireGuard tunnel is moved into the
+  namespace (``NodeSpec.attach``; its UDP socket stays with the agent) and pasta
+  forwards no port: peers and the buyer reach the node through the tunnel only;
 - ``bwrap``: its own PID, IPC, UTS and cgroup namespaces, a new session, dies with
   the agent; a root of its own with the system (``/usr``) and the Python
   environment read-only, a handful of ``/etc`` files, a minimal ``/dev`` with only
