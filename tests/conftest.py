@@ -202,10 +202,10 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNetwork]:
         workers=3,
         heartbeat_interval_s=1.0,
         min_uptime_s=2.0,
-        # Clusters here form on direct addresses: the overlay's own tests are
-        # tests/test_overlay_e2e.py (with overlay=True here, healing a cluster whose
-        # worker died left its job running past 120 s; see the notes).
-        overlay=False,
+        # Clusters here form on direct addresses unless IDLEGRID_TEST_OVERLAY=1 (then
+        # over the WireGuard overlay, the tests joining as the buyer); the overlay's
+        # own tests are tests/test_overlay_e2e.py.
+        overlay=os.environ.get("IDLEGRID_TEST_OVERLAY") == "1",
         # Proofs are tested elsewhere; here a loaded machine must not fail them.
         env={
             "IDLEGRID_PROOF_MIN_EFFICIENCY": "0.01",

@@ -149,10 +149,15 @@ class OverlayMember:
                 log.info("overlay peer %s at %s, through %s", peer.name, peer.address, relay)
             self.peers[key] = peer
         for key in set(self.peers) - set(wanted):
+            gone = self.peers.pop(key)
             self.wg.remove_peer(key)
-            self.peers.pop(key)
+            # Its address answers at once, unreachable, rather than swallowing packets
+            # into a tunnel with no peer: Ray's calls to a dead node fail fast, as
+            # they would on a LAN, instead of waiting out their timeouts.
+            self.wg.unreachable(gone.address)
             self.paths.pop(key, None)
             self._rx.pop(key, None)
+            log.info("overlay peer %s at %s left", gone.name, gone.address)
 
     def _plan(self, o: OverlayAssignment, now: float) -> None:
         status = self.wg.peers()

@@ -102,6 +102,7 @@ class WireGuard:
             raise WireGuardError(reason)
         self.name = name
         self.netns = netns
+        self.tunnel_netns = netns  # where the tunnel is (``attach`` may move it)
         self.socket_path = UAPI_DIR / f"{name}.sock"
         inside = ["ip", "netns", "exec", netns] if netns is not None else []
         self.proc = subprocess.Popen(
@@ -197,11 +198,18 @@ class WireGuard:
         if netns is not None and netns != self.netns:
             where = ["ip", "-n", self.netns] if self.netns is not None else ["ip"]
             _run(*where, "link", "set", self.name, "netns", netns)
-        target = netns or self.netns
+        target = self.tunnel_netns = netns or self.netns
         ip = ["ip"] if target is None else ["ip", "-n", target]
         _run(*ip, "link", "set", self.name, "mtu", str(MTU))
         _run(*ip, "addr", "add", f"{address}/{prefix}", "dev", self.name)
         _run(*ip, "link", "set", self.name, "up")
+
+    def unreachable(self, address: str) -> None:
+        """Answer packets to ``address`` (a peer that left) with "unreachable" where the
+        tunnel is; an address is never given out again in a cluster."""
+        ip = ["ip"] if self.tunnel_netns is None else ["ip", "-n", self.tunnel_netns]
+        with contextlib.suppress(subprocess.CalledProcessError):
+            _run(*ip, "route", "replace", "unreachable", f"{address}/32")
 
     def alive(self) -> bool:
         return self.proc.poll() is None
