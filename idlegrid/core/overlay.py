@@ -212,8 +212,10 @@ def decode_hello(packet: bytes, *, network: str, authority: str, now: float) -> 
             sent_ms=int(f["sent_ms"]),
         )
         ticket = base64.b64decode(hello.ticket, validate=True)
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, OverflowError) as exc:  # 1e400: OverflowError
         raise OverlayError("a hello's body is not the expected JSON") from exc
+    if not (0 <= hello.expires < 2**63 and 0 <= hello.sent_ms < 2**63):
+        raise OverlayError("a hello's times are Unix seconds and milliseconds")
     if hello.body() != body:
         raise OverlayError("a hello's body is not in its one canonical form")
     if hello.network != network:
