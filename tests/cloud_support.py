@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from pathlib import Path
 
 from solders.keypair import Keypair
 
-from idlegrid.core.overlay import OVERLAY_SPACE
+from idlegrid.cli.connect import on_overlay
 from idlegrid.errors import ClusterNotActive
 from idlegrid.localnet import LocalNetwork
 from idlegrid.protocol import ClusterView, DeployRequest, FaucetRequest
@@ -70,13 +69,6 @@ def rented(client: Client, quantity: int, name: str, join: bool = True) -> Itera
     finally:
         with contextlib.suppress(ClusterNotActive):
             client.terminate_cluster(view.id)
-
-
-def on_overlay(view: ClusterView) -> bool:
-    return (
-        bool(view.ray_address)
-        and ipaddress.ip_address(str(view.ray_address).rpartition(":")[0]) in OVERLAY_SPACE
-    )
 
 
 @contextlib.contextmanager

@@ -195,11 +195,6 @@ class OverlayMember:
 
     # -- views ----------------------------------------------------------------------------
 
-    def path_states(self) -> dict[str, str]:
-        """Each peer's path, by its name."""
-        paths = dict(self.paths)
-        return {p.name: paths[k].state.value for k, p in list(self.peers.items()) if k in paths}
-
     def reachable(self, address: str) -> bool:
         """Whether the peer at ``address`` has completed a WireGuard handshake."""
         status = self.wg.peers()
