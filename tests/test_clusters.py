@@ -1,4 +1,4 @@
-"""IO Cloud through the API, in-process: quotes, deploys, forming, healing, the bill.
+"""IO Cloud through the API, in-process: quotes, deploys, forming, healing, the clusters.
 
 Agents are played by the test (heartbeats and Ray node reports through the
 SDK), so every step is deterministic; tests/test_cloud_e2e.py runs real agents
@@ -14,7 +14,7 @@ import pytest
 from solders.keypair import Keypair
 from sqlalchemy import select
 
-from idlegrid.core import clusters as bill
+from idlegrid.core import clusters
 from idlegrid.core.fees import fee, units
 from idlegrid.errors import (
     BadNodeAddress,
@@ -177,7 +177,7 @@ def test_deploy_forms_the_cluster_and_the_bill_follows_the_fee_rules(
     assert all(a is None for a in fleet.heartbeat_all().values())
 
     price = _price(fleet, cluster.id)
-    g = price * 1_800_000 // bill.MS_PER_HOUR
+    g = price * 1_800_000 // clusters.MS_PER_HOUR
     charged = 2 * g
     assert fleet.balance(fleet.buyer_id) == before - charged - fee(charged, "IO")
     for d in hired:
@@ -379,10 +379,10 @@ def test_a_dead_worker_is_replaced_and_not_paid_for_its_downtime(
     fleet.heartbeat_all()
     client.terminate_cluster(cluster_id)
     price = _price(fleet, cluster_id)
-    g_dead = bill.gross(price, round(view.running_at * 1000), round(last * 1000))
+    g_dead = clusters.gross(price, round(view.running_at * 1000), round(last * 1000))
     assert fleet.balance(worker) == g_dead - fee(g_dead, "IO")
     node_new = next(n for n in joined.nodes if n.device_id == spare)
-    g_new = bill.gross(price, round(node_new.joined_at * 1000), round(clock() * 1000))
+    g_new = clusters.gross(price, round(node_new.joined_at * 1000), round(clock() * 1000))
     assert fleet.balance(spare) == g_new - fee(g_new, "IO")
     assert all(c.ok for c in fleet.net.state.ledger.audit())
 
@@ -403,7 +403,7 @@ def test_without_a_replacement_the_slot_is_refunded_pro_rata(
     assert after.status == "running" and after.quantity == 1
     refunds = transfers(fleet.net, "refund")
     assert len(refunds) == 1
-    assert refunds[0].amount == bill.slot_refund(
+    assert refunds[0].amount == clusters.slot_refund(
         _price(fleet, cluster_id), round(last * 1000), round(view.expires_at * 1000)
     )
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from idlegrid.core import ledger as core
+from idlegrid.core import ledger
 from idlegrid.core.ledger import AccountState, Transfer, TransferKind
 from idlegrid.errors import (
     AssetMismatch,
@@ -71,7 +71,7 @@ class Model:
         debit, credit = t.debit, t.credit
         before = dict(self.accounts)
         try:
-            d, c = core.apply(
+            d, c = ledger.apply(
                 t,
                 self.accounts[debit],
                 self.accounts[credit],
@@ -113,38 +113,38 @@ def test_escrow_cannot_be_spent_twice() -> None:
     alice = AccountState("alice", "IO", credits_posted=100)
     escrow = AccountState("escrow", "IO")
     hold = Transfer("h", "alice", "escrow", "IO", 80, TransferKind.PENDING)
-    alice, escrow = core.apply(hold, alice, escrow)
+    alice, escrow = ledger.apply(hold, alice, escrow)
     assert alice.available == 20 and alice.balance == 100
     with pytest.raises(InsufficientFunds) as err:
-        core.apply(Transfer("x", "alice", "escrow", "IO", 30), alice, escrow)
+        ledger.apply(Transfer("x", "alice", "escrow", "IO", 30), alice, escrow)
     assert err.value.details == {"account": "alice", "needed": 30, "available": 20}
     post = Transfer("p", "alice", "escrow", "IO", 50, TransferKind.POST_PENDING, pending_id="h")
-    alice, escrow = core.apply(post, alice, escrow, hold)
+    alice, escrow = ledger.apply(post, alice, escrow, hold)
     assert (alice.balance, alice.available, escrow.balance) == (50, 50, 50)
     with pytest.raises(PendingTransferClosed):
-        core.apply(post, alice, escrow, hold, pending_open=False)
+        ledger.apply(post, alice, escrow, hold, pending_open=False)
 
 
 @pytest.mark.parametrize("amount", [0, -1, 1.5, True])
 def test_amounts_must_be_positive_integers(amount: object) -> None:
     a, b = AccountState("a", "IO", no_overdraft=False), AccountState("b", "IO")
     with pytest.raises(InvalidAmount):
-        core.apply(Transfer("t", "a", "b", "IO", amount), a, b)  # type: ignore[arg-type]
+        ledger.apply(Transfer("t", "a", "b", "IO", amount), a, b)  # type: ignore[arg-type]
 
 
 def test_assets_must_match() -> None:
     a, b = AccountState("a", "IO", no_overdraft=False), AccountState("b", "USDC")
     with pytest.raises(AssetMismatch):
-        core.apply(Transfer("t", "a", "b", "IO", 5), a, b)
+        ledger.apply(Transfer("t", "a", "b", "IO", 5), a, b)
 
 
 def test_the_hash_chain_commits_to_every_field_and_position() -> None:
     t = Transfer("t", "a", "b", "IO", 5, code="fee")
-    h = core.chain_hash(core.GENESIS_HASH, t, 1)
+    h = ledger.chain_hash(ledger.GENESIS_HASH, t, 1)
     variants = [
-        core.chain_hash(core.GENESIS_HASH, t, 2),
-        core.chain_hash("1" * 64, t, 1),
-        core.chain_hash(core.GENESIS_HASH, Transfer("t", "a", "b", "IO", 6, code="fee"), 1),
-        core.chain_hash(core.GENESIS_HASH, Transfer("t", "a", "b", "IO", 5, code="tip"), 1),
+        ledger.chain_hash(ledger.GENESIS_HASH, t, 2),
+        ledger.chain_hash("1" * 64, t, 1),
+        ledger.chain_hash(ledger.GENESIS_HASH, Transfer("t", "a", "b", "IO", 6, code="fee"), 1),
+        ledger.chain_hash(ledger.GENESIS_HASH, Transfer("t", "a", "b", "IO", 5, code="tip"), 1),
     ]
     assert h not in variants and len(set(variants)) == 4

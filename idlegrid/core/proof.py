@@ -177,7 +177,7 @@ def leaf_hash(round_: int, leaf: int, fps: IntArray) -> bytes:
     return hashlib.sha256(b"\x00" + header + fps.astype("<i8").tobytes()).digest()
 
 
-def _node(left: bytes, right: bytes) -> bytes:
+def _merkle_parent(left: bytes, right: bytes) -> bytes:
     return hashlib.sha256(b"\x01" + left + right).digest()
 
 
@@ -192,7 +192,7 @@ class MerkleTree:
             level = self.levels[-1]
             self.levels.append(
                 [
-                    _node(level[i], level[min(i + 1, len(level) - 1)])
+                    _merkle_parent(level[i], level[min(i + 1, len(level) - 1)])
                     for i in range(0, len(level), 2)
                 ]
             )
@@ -220,7 +220,7 @@ def verify_path(leaf: bytes, index: int, path: list[bytes], root: bytes, leaves:
             expected_sibling = node  # an odd node paired with itself
             if sibling != expected_sibling:
                 return False
-        node = _node(node, sibling) if index % 2 == 0 else _node(sibling, node)
+        node = _merkle_parent(node, sibling) if index % 2 == 0 else _merkle_parent(sibling, node)
         index //= 2
         width = (width + 1) // 2
     return node == root

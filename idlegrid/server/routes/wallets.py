@@ -33,7 +33,7 @@ router = APIRouter(tags=["wallets"], dependencies=[Depends(refuse_nul)])
 WalletKey = Annotated[str, Path(pattern=PUBKEY_PATTERN, description="the wallet's public key")]
 
 
-def _own(signer: str, pubkey: str) -> None:
+def _signed_by_itself(signer: str, pubkey: str) -> None:
     if signer != pubkey:
         raise PermissionDenied("a wallet acts only for itself", wallet=pubkey)
 
@@ -61,7 +61,7 @@ def wallet(pubkey: WalletKey, state: StateDep) -> WalletView:
 @router.post("/v1/wallets/{pubkey}/deposits", response_model=DepositsView)
 def sweep_deposits(pubkey: WalletKey, signer: Signer, state: StateDep) -> DepositsView:
     """Credit what arrived at the wallet's deposit addresses."""
-    _own(signer, pubkey)
+    _signed_by_itself(signer, pubkey)
     credited = state.ledger.sweep_deposits(pubkey)
     return DepositsView(credited={a: format_amount(n, a) for a, n in credited.items()})
 
@@ -70,7 +70,7 @@ def sweep_deposits(pubkey: WalletKey, signer: Signer, state: StateDep) -> Deposi
 def withdraw(
     pubkey: WalletKey, req: WithdrawRequest, signer: Signer, state: StateDep
 ) -> WithdrawalView:
-    _own(signer, pubkey)
+    _signed_by_itself(signer, pubkey)
     units = parse_amount(req.amount, req.asset)
     transfer_id, replayed, op = state.ledger.withdraw(pubkey, req.id, Asset(req.asset), units)
     return WithdrawalView(
@@ -88,7 +88,7 @@ def faucet(pubkey: WalletKey, req: FaucetRequest, signer: Signer, state: StateDe
     """Development only (``faucet``): tokens to try the network with."""
     if not state.settings.faucet:
         raise NotFound("there is no faucet in production")
-    _own(signer, pubkey)
+    _signed_by_itself(signer, pubkey)
     state.ledger.grant(pubkey, Asset(req.asset), parse_amount(req.amount, req.asset))
     return wallet(pubkey, state)
 

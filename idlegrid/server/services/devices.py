@@ -177,7 +177,7 @@ class DeviceService:
             version = dev.status_version
         # Only once committed does the hot path learn of the device.
         self.liveness.load(device_id, status, now, version)
-        return self._view(dev), created
+        return self._device_view(dev), created
 
     @staticmethod
     def check_attestation(device_id: str, req: RegisterRequest, network: str) -> None:
@@ -227,7 +227,7 @@ class DeviceService:
                 db, device_id, now, action.value, {"from": previous.value, "to": status.value}
             )
         self.liveness.set_status(device_id, status, dev.status_version, dev.last_seen_at)
-        return self._view(dev)
+        return self._device_view(dev)
 
     def set_connectivity(self, device_id: str, report: ConnectivityReport) -> int:
         """Record a speed test; returns the device's connectivity tier."""
@@ -284,7 +284,7 @@ class DeviceService:
                 .limit(limit)
                 .offset(offset)
             )
-            return DeviceList(items=[self._view(d) for d in rows], total=total)
+            return DeviceList(items=[self._device_view(d) for d in rows], total=total)
 
     def get(self, device_id: str) -> DeviceDetail:
         with self.sessions() as db:
@@ -303,7 +303,7 @@ class DeviceService:
                 .order_by(DeviceEvent.at.desc(), DeviceEvent.id.desc())
                 .limit(RECENT_EVENTS)
             )
-            view = self._view(dev)
+            view = self._device_view(dev)
             return DeviceDetail(
                 **view.model_dump(),
                 uptime_hours=[UptimeHour(hour=h.hour, seconds=h.seconds) for h in hours],
@@ -364,7 +364,7 @@ class DeviceService:
     def _event(db: Session, device_id: str, at: float, kind: str, detail: dict[str, Any]) -> None:
         db.add(DeviceEvent(device_id=device_id, at=at, kind=kind, detail=detail))
 
-    def _view(self, dev: Device) -> DeviceView:
+    def _device_view(self, dev: Device) -> DeviceView:
         # The liveness table is ahead of the database by at most one flush.
         status, last_seen = DeviceStatus(dev.status), dev.last_seen_at
         live = self.liveness.get(dev.id)

@@ -164,7 +164,7 @@ class ProofService:
     def fetch(self, signer: str, device_id: str, proof_id: str) -> ChallengeSpec:
         now = self.clock()
         with self.sessions.begin() as db:
-            proof = self._own(db, signer, device_id, proof_id)
+            proof = self._devices_own_challenge(db, signer, device_id, proof_id)
             if proof.status == ProofStatus.ISSUED.value:
                 proof.status = ProofStatus.FETCHED.value
                 proof.fetched_at = now
@@ -186,7 +186,7 @@ class ProofService:
         """The checks to open, or the failed proof when the commitment is too late."""
         now = self.clock()
         with self.sessions.begin() as db:
-            proof = self._own(db, signer, device_id, proof_id)
+            proof = self._devices_own_challenge(db, signer, device_id, proof_id)
             if proof.status != ProofStatus.FETCHED.value:
                 raise ChallengeClosed(status=proof.status)
             assert proof.fetched_at is not None
@@ -237,13 +237,13 @@ class ProofService:
         # Verification (milliseconds of arithmetic) runs between two short
         # transactions, not inside one that holds the proof's row lock.
         with self.sessions() as db:
-            proof = self._own(db, signer, device_id, proof_id)
+            proof = self._devices_own_challenge(db, signer, device_id, proof_id)
             if proof.status != ProofStatus.COMMITTED.value:
                 raise ChallengeClosed(status=proof.status)
             problem = self._check_openings(proof, req)
         now = self.clock()
         with self.sessions.begin() as db:
-            proof = self._own(db, signer, device_id, proof_id)
+            proof = self._devices_own_challenge(db, signer, device_id, proof_id)
             if proof.status != ProofStatus.COMMITTED.value:  # a racing reveal won
                 raise ChallengeClosed(status=proof.status)
             assert proof.committed_at is not None and proof.fetched_at is not None
@@ -445,7 +445,7 @@ class ProofService:
             return ProofList(items=[view(p) for p in proofs])
 
     @staticmethod
-    def _own(db: Session, signer: str, device_id: str, proof_id: str) -> Proof:
+    def _devices_own_challenge(db: Session, signer: str, device_id: str, proof_id: str) -> Proof:
         if signer != device_id:
             raise NotYourDevice("a device answers only its own challenges", device_id=device_id)
         proof = db.get(Proof, proof_id, with_for_update=True)
