@@ -151,9 +151,10 @@ class OverlayMember:
         for key in set(self.peers) - set(wanted):
             gone = self.peers.pop(key)
             self.wg.remove_peer(key)
-            # Its address answers at once, unreachable, rather than swallowing packets
-            # into a tunnel with no peer: Ray's calls to a dead node fail fast, as
-            # they would on a LAN, instead of waiting out their timeouts.
+            # Its address answers at once, unreachable, and what was open to it is
+            # aborted, rather than packets vanishing into a tunnel with no peer: Ray's
+            # calls to a dead node fail and its tasks are retried elsewhere, instead
+            # of waiting out TCP's timeouts.
             self.wg.unreachable(gone.address)
             self.paths.pop(key, None)
             self._rx.pop(key, None)
