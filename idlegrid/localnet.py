@@ -130,6 +130,16 @@ class LocalNetwork:
                 )
         return self._sandbox_problem is None
 
+    @property
+    def overlay_off(self) -> str | None:
+        """Why clusters here will not form over the overlay although it was asked for
+        (None: asked for and possible, or not asked for)."""
+        if not self.overlay:
+            return None
+        if not self.sandboxed:
+            return f"the sandbox is off: {self._sandbox_problem}"
+        return overlay_problem()
+
     # -- processes -----------------------------------------------------------------
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -162,7 +172,7 @@ class LocalNetwork:
         if self.min_uptime_s is not None:
             env["IDLEGRID_MIN_UPTIME_S"] = str(self.min_uptime_s)
         relay = None
-        if self.overlay and self.sandboxed and overlay_problem() is None:
+        if self.overlay and self.overlay_off is None:
             relay, first, second = (free_udp_port() for _ in range(3))
             env.update(
                 IDLEGRID_OVERLAY="true",

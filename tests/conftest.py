@@ -202,10 +202,11 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNetwork]:
         workers=3,
         heartbeat_interval_s=1.0,
         min_uptime_s=2.0,
-        # Clusters here form on direct addresses unless IDLEGRID_TEST_OVERLAY=1 (then
-        # over the WireGuard overlay, the tests joining as the buyer); the overlay's
-        # own tests are tests/test_overlay_e2e.py.
-        overlay=os.environ.get("IDLEGRID_TEST_OVERLAY") == "1",
+        # Clusters here form over the WireGuard overlay as they do in production, the
+        # tests joining as the buyer (on direct addresses with IDLEGRID_TEST_OVERLAY=0,
+        # or where wireguard-go or the sandbox is missing); the overlay's own tests,
+        # NATs and relays included, are tests/test_overlay_e2e.py.
+        overlay=os.environ.get("IDLEGRID_TEST_OVERLAY", "1") == "1",
         # Proofs are tested elsewhere; here a loaded machine must not fail them.
         env={
             "IDLEGRID_PROOF_MIN_EFFICIENCY": "0.01",
@@ -216,6 +217,9 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNetwork]:
         },
     ) as net:
         net.start()
+        # Asked for, the overlay must be on: a machine without it fails, never skips
+        # (`make` installs wireguard-go with the sandbox's tools).
+        assert net.overlay_off is None, f"no overlay for the cloud tests: {net.overlay_off}"
         with Client(net.server_url) as client:
             net.wait_for(
                 lambda: client.list_devices(readiness="cluster_ready").total == 3,

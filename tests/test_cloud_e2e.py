@@ -106,6 +106,7 @@ def test_deploy_run_a_job_on_the_hired_devices_and_terminate(
     assert out.returncode == 0, out.stderr
     view = joins.enter_context(joined(client, ClusterView.model_validate_json(out.stdout)))
     assert view.status == "running" and view.dashboard_url and view.ray_token
+    assert on_overlay(view) is cloud.overlay_on  # Ray bound where the network said
     hired = sorted(n.device_id for n in view.nodes)
 
     # A client without the cluster's token is refused by Ray itself.

@@ -57,7 +57,7 @@ def run_demo(*, port: int, data_dir: Path) -> int:
         data_dir,
         port=port,
         workers=WORKERS,
-        overlay=False,  # direct addresses: one host (the overlay: idlegrid up --overlay)
+        overlay=True,  # clusters form over WireGuard where the agents can run it
         heartbeat_interval_s=HEARTBEAT_S,
         min_uptime_s=MIN_UPTIME_S,
         # Fee revenue is bought back and burned every few seconds, not hourly,
@@ -78,6 +78,20 @@ def run_demo(*, port: int, data_dir: Path) -> int:
     return 0
 
 
+def _say_overlay(net: LocalNetwork) -> None:
+    """One line on how this network's clusters will be joined."""
+    if net.overlay_on:
+        console.print(
+            "clusters form over a WireGuard overlay of their own (a relay and the "
+            "rendezvous run beside the control plane)"
+        )
+    elif net.overlay_off is not None:
+        console.print(
+            f"[yellow]no overlay here ({net.overlay_off}): clusters form on the "
+            "agents' direct addresses[/yellow]"
+        )
+
+
 def _up(client: Client) -> list[str]:
     return [d.id for d in client.list_devices(status=DeviceStatus.UP).items]
 
@@ -91,6 +105,7 @@ def _run(net: LocalNetwork, client: Client) -> None:
         f"(heartbeat every {HEARTBEAT_S:.0f}s, a device is down after "
         f"{2.5 * HEARTBEAT_S:.1f}s of silence)"
     )
+    _say_overlay(net)
 
     console.rule("1. three providers join without asking anyone")
     for i in range(WORKERS):

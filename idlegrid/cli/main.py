@@ -262,6 +262,8 @@ def _run_local_network(*, workers: int, port: int, data_dir: Path, overlay: bool
     try:
         with console.status("starting the control plane…"):
             net.start_server()
+        if net.overlay_off is not None:
+            console.print(f"[yellow]no overlay here[/yellow]: {net.overlay_off}")
         for i in range(workers):
             net.start_worker(i)
         console.print(
