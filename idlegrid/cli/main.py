@@ -245,8 +245,13 @@ def up(
     port: Annotated[int, typer.Option(help="control-plane port")] = 8470,
     data_dir: Annotated[Path, typer.Option(help="state of the local network")] = Path(".idlegrid"),
     overlay: Annotated[
-        bool, typer.Option(help="clusters over WireGuard, with a local relay (root, wireguard-go)")
-    ] = False,
+        bool,
+        typer.Option(
+            "--overlay/--no-overlay",
+            help="clusters over WireGuard, with a local relay, where the agents can "
+            "(root, the sandbox, wireguard-go); else on direct addresses",
+        ),
+    ] = True,
 ) -> None:
     """Run a local network (control plane + workers) until Ctrl-C."""
     sys.exit(_run_local_network(workers=workers, port=port, data_dir=data_dir, overlay=overlay))
