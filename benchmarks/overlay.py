@@ -48,6 +48,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 from common import finish, machine, print_table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -278,6 +279,37 @@ def start_hellos(
 # -- measuring ----------------------------------------------------------------------------
 
 
+class CpuMeter:
+    """CPU used while a figure is taken, in % of one core: named processes (with their
+    children) and the whole machine (every core busy = cpus × 100 %)."""
+
+    def __init__(self, procs: dict[str, list[int]]) -> None:
+        self.procs = {name: [psutil.Process(pid) for pid in pids] for name, pids in procs.items()}
+
+    def _used(self) -> tuple[dict[str, float], float, float]:
+        per = {}
+        for name, procs in self.procs.items():
+            total = 0.0
+            for p in procs:
+                for q in [p, *p.children(recursive=True)]:
+                    with contextlib.suppress(psutil.Error):
+                        t = q.cpu_times()
+                        total += t.user + t.system
+            per[name] = total
+        m = psutil.cpu_times()
+        return per, m.user + m.nice + m.system + m.irq + m.softirq, time.monotonic()
+
+    def __enter__(self) -> CpuMeter:
+        self._start = self._used()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        (p0, m0, t0), (p1, m1, t1) = self._start, self._used()
+        wall = t1 - t0
+        self.percent = {name: 100 * (p1[name] - p0[name]) / wall for name in p0}
+        self.percent["machine"] = 100 * (m1 - m0) / wall
+
+
 def perf(lab: NetLab, ns: str, mode: str, host: str, seconds: float) -> dict[str, Any]:
     argv = [PY, "-c", PERF_CLIENT, mode, host, str(PERF_PORT), str(seconds)]
     done = lab.run(ns, argv, capture_output=True, text=True, timeout=seconds + 60)
@@ -366,7 +398,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "repeats": args.repeats,
         "rows": args.rows,
         "mtu": MTU,
-        "paths": {p: {"throughput": [], "latency": []} for p in PATHS},
+        "paths": {p: {"throughput": [], "latency": [], "cpu": []} for p in PATHS},
     }
     tunnels: list[Tunnel] = []
     with NetLab() as lab:
@@ -422,9 +454,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for _, (ns2, ip2) in ends.values():
                 lab.popen(ns2, [PY, "-c", PERF_SERVER, ip2, str(PERF_PORT)])
             time.sleep(1)
+            # What uses the CPU while a path carries its stream.
+            busy = {
+                "direct": {},
+                "overlay-direct": {"wireguard-go": [t1.wg.proc.pid, t2.wg.proc.pid]},
+                "overlay-relayed": {
+                    "wireguard-go": [t3.wg.proc.pid, t4.wg.proc.pid],
+                    "relay": [relay.pid],
+                },
+            }
             for r in range(args.repeats):
                 for path, ((ns1, _), (_, ip2)) in ends.items():
-                    tp = perf(lab, ns1, "T", ip2, args.seconds)
+                    with CpuMeter(busy[path]) as cpu:
+                        tp = perf(lab, ns1, "T", ip2, args.seconds)
+                    results["paths"][path]["cpu"].append(cpu.percent)
                     lat = perf(lab, ns1, "L", ip2, args.seconds)
                     results["paths"][path]["throughput"].append(tp["bytes"] / tp["seconds"] / 1e6)
                     results["paths"][path]["latency"].append(lat)
@@ -466,6 +509,8 @@ def summarize(results: dict[str, Any]) -> None:
         data["rtt_median_us"] = spread([x["median_us"] for x in lat])
         data["rtt_p99_us"] = spread([x["p99_us"] for x in lat])
         data["round_trips"] = sum(x["n"] for x in lat)
+        cpu = data.pop("cpu")
+        data["cpu_percent"] = {k: spread([c[k] for c in cpu]) for k in cpu[0]} if cpu else {}
         ray = data.get("ray")
         if ray and "times_s" in ray:
             data["ray_s"] = spread(ray["times_s"])
@@ -538,6 +583,14 @@ def report(results: dict[str, Any]) -> None:
         ["path", "goal", "throughput", "RTT median", "Ray job"],
         vrows,
     )
+    cpus = results["machine"]["cpus"]
+    print(
+        f"\nCPU during the throughput figure, % of one core (the machine has {cpus}:"
+        f" {cpus * 100} % is every core busy), median (min–max):"
+    )
+    for path, d in results["paths"].items():
+        cells = [f"{k} {fmt(v)}" for k, v in d["cpu_percent"].items()]
+        print(f"  {path}: {', '.join(cells)}")
     print(f"\nendpoints WireGuard used: {results.get('endpoints')}")
     print(f"relay stats at stop: {results.get('relay_stats', 'not seen')}")
     for path, d in results["paths"].items():
