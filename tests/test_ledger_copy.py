@@ -2,15 +2,19 @@
 both must record exactly what the rules say, down to the byte. The same batches go
 to both databases and to a plain fold of the pure rules (``core/ledger.py``), and
 every column of every row must agree; a batch that fails half-way through its COPY
-leaves the transaction as it was; and rows the session had loaded see the writes."""
+leaves the transaction as it was; rows the session had loaded see the writes; and
+the hash worked out ahead of the rules is the core's, byte for byte."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -22,8 +26,8 @@ from idlegrid.core.ledger import (
     apply,
     chain_hash,
 )
-from idlegrid.errors import InsufficientFunds, TransferExists
-from idlegrid.ledger.book import Book, balanced
+from idlegrid.errors import InsufficientFunds, InvalidAmount, TransferExists
+from idlegrid.ledger.book import Book, _chain_hash, balanced
 from idlegrid.ledger.tables import LedgerAccount, LedgerTransfer
 from idlegrid.server.db import make_engine, migrate, session_factory
 from tests.conftest import POSTGRES_URL, T0, FakeClock
@@ -221,3 +225,41 @@ def test_rows_the_session_had_loaded_see_the_batch(sessions: sessionmaker[Sessio
         assert (alice.credits_pending, alice.credits_posted) == (0, 57)
         assert hold.closed_by == "settle"
         assert book.account(db, "alice").balance == 57
+
+
+names = st.text(min_size=0, max_size=12)  # any text: quotes, backslashes, astral planes
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.builds(
+        Transfer,
+        id=names,
+        debit=names,
+        credit=names,
+        asset=names,
+        amount=st.integers(-(2**70), 2**70),
+        kind=st.sampled_from(TransferKind),
+        pending_id=st.none() | names,
+        code=names,
+        memo=st.text(max_size=40),
+    ),
+    st.integers(1, 2**62),
+    st.text(alphabet="0123456789abcdef", min_size=64, max_size=64),
+)
+def test_the_books_hash_is_the_cores(t: Transfer, seq: int, previous: str) -> None:
+    """post_batch hashes with the canonical form worked out while the server reads;
+    the bytes must be core.ledger.chain_hash's."""
+    assert _chain_hash(previous, seq, t.canonical()) == chain_hash(previous, t, seq)
+
+
+def test_a_transfer_that_cannot_be_hashed_is_refused_by_the_rules(
+    sessions: sessionmaker[Session],
+) -> None:
+    """An amount JSON cannot write (a Decimal) fails the rules' check of amounts, as
+    it did when the hash came after them: not a TypeError from working out the hash."""
+    bad = Transfer("bad", "world", "alice", "IO", Decimal(5))  # type: ignore[arg-type]
+    with pytest.raises(InvalidAmount), sessions.begin() as db:
+        Book().post_batch(db, [Transfer("ok", "world", "alice", "IO", 5), bad])
+    with sessions() as db:
+        assert db.scalars(select(LedgerTransfer.id)).all() == []

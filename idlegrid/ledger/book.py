@@ -12,6 +12,7 @@ number of statements.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -129,28 +130,33 @@ class Book:
         one UPDATE of the changed accounts' sums, one of the settled ``closed_by``. A
         constant number of statements per batch, not five per transfer. On PostgreSQL
         the new transfers go in by COPY, streamed as the rules pass them, so the server
-        stores one part of the batch while the rules run on the next
-        (``_PostgresRows``)."""
+        stores one part of the batch while the rules run on the next, and the three reads
+        go at once, the transfers' canonical forms (which the hashes and the replays
+        need) being worked out while the server reads (``_PostgresRows``)."""
         head = db.get(LedgerHead, 1, with_for_update=True)  # flushes the session first
         if head is None:
             head = LedgerHead(id=1, seq=0, hash=GENESIS_HASH)
             db.add(head)
         store = _PostgresRows(db) if _dialect(db) == "postgresql" else _Rows(db)
-        accounts = store.lock_accounts({a for t in transfers for a in (t.debit, t.credit)})
-        recorded = store.recorded({t.id for t in transfers})
-        settled = {t.pending_id for t in transfers if t.kind in SETTLING and t.pending_id}
-        pendings = store.lock_pendings(settled)
+        canonicals: list[str | None] = []
+        accounts, recorded, pendings = store.read(
+            {a for t in transfers for a in (t.debit, t.credit)},
+            {t.id for t in transfers},
+            {t.pending_id for t in transfers if t.kind in SETTLING and t.pending_id},
+            meanwhile=lambda: canonicals.extend(map(_canonical, transfers)),
+        )
         batch = _Batch(accounts, recorded, pendings, head.seq, head.hash, self.clock())
-        store.insert_transfers(batch.rows(transfers))
+        store.insert_transfers(batch.rows(transfers, canonicals))
+        out: list[Posted] = []
         if batch.seq != head.seq:
-            changed = batch.changed
-            closed = list(batch.closed.items())
-            store.update_sums(changed)
-            store.update_closed(closed)
+            changed, closed = batch.changed, list(batch.closed.items())
+            store.update(changed, closed, meanwhile=lambda: out.extend(batch.posted()))
             _refresh_loaded(db, changed, closed)
             head.seq, head.hash = batch.seq, batch.chain
+        else:
+            out = batch.posted()
         db.flush()
-        return batch.out
+        return out
 
     # -- reading -----------------------------------------------------------------------
 
@@ -223,8 +229,8 @@ class _Batch:
     """One batch through the rules (``core.ledger.apply``) and the hash chain, on plain
     values: the locked accounts' rows, the transfers recorded before (for replays)
     and the pending transfers the batch may settle, as ``Book.post_batch`` read them.
-    ``rows`` yields each new transfer's row as it passes; once it is done, ``out``
-    holds what the batch posted, ``seq``/``chain`` the new head, ``changed`` the
+    ``rows`` yields each new transfer's row as it passes; once it is done, ``posted``
+    says what the batch posted, ``seq``/``chain`` are the new head, ``changed`` the
     accounts whose sums changed (in id order), ``closed`` the pending transfers
     settled (id -> the transfer that settled it).
 
@@ -249,22 +255,25 @@ class _Batch:
         self.pendings = pendings
         self.seq, self.chain, self.now = seq, chain, now
         self.closed: dict[str, str] = {}
-        self.out: list[Posted] = []
+        self.out: list[tuple[Transfer, int, str, bool]] = []  # Posted's fields
         self.changed: list[AccountState] = []
 
-    def rows(self, transfers: Iterable[Transfer]) -> Iterator[tuple[Any, ...]]:
+    def rows(
+        self, transfers: Iterable[Transfer], canonicals: Iterable[str | None]
+    ) -> Iterator[tuple[Any, ...]]:
         """Each new transfer's row, in ``_COLUMNS`` order (``closed_by`` None: the
-        ``closed`` map sets it after); the first transfer that fails raises."""
+        ``closed`` map sets it after); the first transfer that fails raises.
+        ``canonicals``: each transfer's ``canonical()``, or None to work it out here."""
         states, locked, recorded, pendings = self.states, self.locked, self.recorded, self.pendings
         closed, out, now = self.closed, self.out, self.now
         seq, chain = self.seq, self.chain
-        for t in transfers:
+        for t, canonical in zip(transfers, canonicals, strict=True):
             tid = t.id
             prior = recorded.get(tid)
             if prior is not None:
-                if prior[0].canonical() != t.canonical():
+                if prior[0].canonical() != (canonical or t.canonical()):
                     raise TransferExists(transfer=tid)
-                out.append(Posted(t, prior[1], prior[2], replayed=True))
+                out.append((t, prior[1], prior[2], True))
                 continue
             debit, credit = states.get(t.debit), states.get(t.credit)
             if debit is None:
@@ -288,9 +297,9 @@ class _Batch:
             if kind is TransferKind.PENDING:
                 pendings[tid] = (t, True)
             seq += 1
-            chain = chain_hash(chain, t, seq)
+            chain = _chain_hash(chain, seq, canonical or t.canonical())
             recorded[tid] = (t, seq, chain)
-            out.append(Posted(t, seq, chain, replayed=False))
+            out.append((t, seq, chain, False))
             yield (
                 seq,
                 tid,
@@ -313,6 +322,10 @@ class _Batch:
                 locked[key][3:]
             ):
                 self.changed.append(s)
+
+    def posted(self) -> list[Posted]:
+        """What each transfer of the batch came to, in order (once ``rows`` is done)."""
+        return [Posted(t, seq, chain, replayed) for t, seq, chain, replayed in self.out]
 
 
 _COLUMNS = (
@@ -344,6 +357,21 @@ _TRANSFER_FIELDS = (
 _ACCOUNT_FIELDS = ("id", "asset", "no_overdraft", *SUMS)  # AccountState's order
 
 
+def _canonical(t: Transfer) -> str | None:
+    """``t.canonical()``, or None where it raises: ``apply`` then names what is wrong
+    with the transfer (an amount that is no int, say) before the hash is wanted."""
+    try:
+        return t.canonical()
+    except (TypeError, ValueError):
+        return None
+
+
+def _chain_hash(previous: str, seq: int, canonical: str) -> str:
+    """``core.ledger.chain_hash(previous, t, seq)``, given ``t.canonical()`` worked
+    out before (tests/test_ledger_copy.py checks that the two agree)."""
+    return hashlib.sha256(f"{previous}|{seq}|{canonical}".encode()).hexdigest()
+
+
 def _dialect(db: Session) -> str:
     return db.get_bind().dialect.name
 
@@ -362,6 +390,27 @@ class _Rows:
 
     def __init__(self, db: Session) -> None:
         self.db = db
+
+    def read(
+        self,
+        account_ids: Iterable[str],
+        transfer_ids: Iterable[str],
+        settled_ids: Iterable[str],
+        meanwhile: Callable[[], object],
+    ) -> tuple[
+        dict[str, Sequence[Any]],
+        dict[str, tuple[Transfer, int, str]],
+        dict[str, tuple[Transfer, bool]],
+    ]:
+        """``lock_accounts``, ``recorded`` and ``lock_pendings``, in that order (the
+        locking order), and ``meanwhile`` (here after them)."""
+        out = (
+            self.lock_accounts(account_ids),
+            self.recorded(transfer_ids),
+            self.lock_pendings(settled_ids),
+        )
+        meanwhile()
+        return out
 
     def lock_accounts(self, ids: Iterable[str]) -> dict[str, Sequence[Any]]:
         """The rows (in _ACCOUNT_FIELDS order) of the accounts of ``ids`` that exist,
@@ -409,6 +458,18 @@ class _Rows:
         for chunk in chunks(list(rows)):
             conn.execute(insert(_TRANSFERS), [dict(zip(_COLUMNS, r, strict=True)) for r in chunk])
 
+    def update(
+        self,
+        accounts: Sequence[AccountState],
+        closed: Sequence[tuple[str, str]],
+        meanwhile: Callable[[], object],
+    ) -> None:
+        """Store the changed accounts' sums and the settled pending transfers'
+        ``closed_by`` (pending id, settled by), and run ``meanwhile`` (here after)."""
+        self.update_sums(accounts)
+        self.update_closed(closed)
+        meanwhile()
+
     def update_sums(self, accounts: Sequence[AccountState]) -> None:
         if accounts:
             self.db.connection().execute(
@@ -437,26 +498,43 @@ class _PostgresRows(_Rows):
         assert isinstance(driver, psycopg.Connection)
         return driver
 
-    def _query(self, sql: str, ids: Iterable[str]) -> list[tuple[Any, ...]]:
-        """``sql`` with ``ids`` as its one parameter (the order is the SQL's own), on
-        psycopg's cursor: its plain tuples cost a third of SQLAlchemy's rows."""
-        ids = list(ids)
-        if not ids:
-            return []
-        with self._driver().cursor() as cursor:
-            cursor.execute(sql, (_json(ids),))
-            return cursor.fetchall()
-
-    def lock_accounts(self, ids: Iterable[str]) -> dict[str, Sequence[Any]]:
-        return {row[0]: row for row in self._query(_PG_LOCK_ACCOUNTS, ids)}
-
-    def recorded(self, ids: Iterable[str]) -> dict[str, tuple[Transfer, int, str]]:
-        rows = self._query(_PG_RECORDED, ids)
-        return {row[0]: (_transfer_of(row), row[9], row[10]) for row in rows}
-
-    def lock_pendings(self, ids: Iterable[str]) -> dict[str, tuple[Transfer, bool]]:
-        rows = self._query(_PG_LOCK_PENDINGS, ids)
-        return {row[0]: (_transfer_of(row), row[9] is None) for row in rows}
+    def read(
+        self,
+        account_ids: Iterable[str],
+        transfer_ids: Iterable[str],
+        settled_ids: Iterable[str],
+        meanwhile: Callable[[], object],
+    ) -> tuple[
+        dict[str, Sequence[Any]],
+        dict[str, tuple[Transfer, int, str]],
+        dict[str, tuple[Transfer, bool]],
+    ]:
+        """The three reads in one pipeline: sent at once, run by the server in order
+        while ``meanwhile`` runs here, on psycopg's cursors (whose plain tuples cost a
+        third of SQLAlchemy's rows)."""
+        driver = self._driver()
+        queries = (
+            (_PG_LOCK_ACCOUNTS, list(account_ids)),
+            (_PG_RECORDED, list(transfer_ids)),
+            (_PG_LOCK_PENDINGS, list(settled_ids)),
+        )
+        results: list[list[tuple[Any, ...]]] = []
+        with driver.pipeline():
+            cursors = [driver.cursor() if ids else None for _, ids in queries]
+            for cursor, (sql, ids) in zip(cursors, queries, strict=True):
+                if cursor is not None:
+                    cursor.execute(sql, (_json(ids),))
+            meanwhile()
+            for cursor in cursors:
+                results.append(cursor.fetchall() if cursor is not None else [])
+                if cursor is not None:
+                    cursor.close()
+        accounts, recorded, pendings = results
+        return (
+            {row[0]: row for row in accounts},
+            {row[0]: (_transfer_of(row), row[9], row[10]) for row in recorded},
+            {row[0]: (_transfer_of(row), row[9] is None) for row in pendings},
+        )
 
     def insert_transfers(self, rows: Iterable[tuple[Any, ...]]) -> None:
         """COPY, in a savepoint: a rule that fails mid-stream aborts the COPY, and the
@@ -472,16 +550,26 @@ class _PostgresRows(_Rows):
             for row in rows:
                 copy.write_row(row)
 
-    def update_sums(self, accounts: Sequence[AccountState]) -> None:
+    def update(
+        self,
+        accounts: Sequence[AccountState],
+        closed: Sequence[tuple[str, str]],
+        meanwhile: Callable[[], object],
+    ) -> None:
+        """Both UPDATEs in one pipeline, run by the server while ``meanwhile`` runs."""
+        statements = []
         if accounts:
             columns = [[s.id for s in accounts]]
             columns += ([getattr(s, name) for s in accounts] for name in SUMS)
-            self.db.connection().exec_driver_sql(_PG_UPDATE_SUMS, tuple(map(_json, columns)))
-
-    def update_closed(self, closed: Sequence[tuple[str, str]]) -> None:
+            statements.append((_PG_UPDATE_SUMS, tuple(map(_json, columns))))
         if closed:
-            params = (_json([k for k, _ in closed]), _json([by for _, by in closed]))
-            self.db.connection().exec_driver_sql(_PG_UPDATE_CLOSED, params)
+            by_pending = (_json([k for k, _ in closed]), _json([by for _, by in closed]))
+            statements.append((_PG_UPDATE_CLOSED, by_pending))
+        driver = self._driver()
+        with driver.pipeline(), driver.cursor() as cursor:
+            for sql, params in statements:
+                cursor.execute(sql, params)
+            meanwhile()
 
 
 def _json(values: Sequence[Any]) -> str:
