@@ -93,7 +93,8 @@ def test_hostile_jobs_find_nothing_of_the_host_the_agents_or_other_buyers(
         rented(other, 1, "victim") as victim,
         rented(client, 2, "attacker") as view,
     ):
-        assert victim.ray_token and view.ray_token
+        assert victim.ray_token and view.ray_token and victim.ray_address
+        victim_host, _, victim_port = victim.ray_address.rpartition(":")
         data = cloud.data_dir
         site = Path(json.__file__).parent  # any file of the agents' Python: read-only inside
         targets = {
@@ -103,7 +104,13 @@ def test_hostile_jobs_find_nothing_of_the_host_the_agents_or_other_buyers(
                 str(data / "keys" / "authority.json"),
                 str(Path(sys.prefix) / "pyvenv.cfg"),  # readable: the check must see reads work
             ],
-            "secret_dirs": [str(data), str(data / "keys"), str(Path.home()), os.getcwd()],
+            "secret_dirs": [
+                str(data),
+                str(data / "keys"),
+                str(Path.home()),
+                os.getcwd(),
+                "/var/run/wireguard",  # the agents' tunnels' control sockets (their keys)
+            ],
             "protected_files": [
                 str(Path(sys.prefix) / "hostile-pwned"),
                 str(site / "hostile-pwned.py"),
@@ -111,6 +118,9 @@ def test_hostile_jobs_find_nothing_of_the_host_the_agents_or_other_buyers(
             "services": [
                 *listeners,
                 ("127.0.0.1", cloud.port),  # the control plane
+                # The other buyer's Ray head (on the overlay: another cluster's tunnel,
+                # whose peers this cluster's WireGuard does not route to).
+                (victim_host, int(victim_port)),
                 ("169.254.169.254", 80),  # cloud metadata
                 ("10.0.0.1", 80),
             ],
@@ -133,7 +143,11 @@ def test_hostile_jobs_find_nothing_of_the_host_the_agents_or_other_buyers(
             # The Python environment is readable (it runs); nothing else of the host is.
             assert reads.pop(str(Path(sys.prefix) / "pyvenv.cfg")) == "READ"
             assert set(reads.values()) <= {"FileNotFoundError", "PermissionError"}, reads
-            assert "READ" not in p["lists"].values(), p["lists"]
+            # The network's data, its keys and the tunnels' control sockets cannot even
+            # be listed (home and the working directory may be: the reads above show
+            # that nothing of the host's is in them).
+            hidden = [str(data), str(data / "keys"), "/var/run/wireguard"]
+            assert all(p["lists"][d] != "LISTED" for d in hidden), p["lists"]
             assert "WROTE" not in p["writes"].values(), p["writes"]
             assert "CONNECTED" not in p["connects"].values(), p["connects"]
             assert p["env_leak"] == [] and p["proc_env_leak"] is False
