@@ -64,12 +64,6 @@ def _addr(addr: Any) -> Addr:
     return (str(addr[0]), int(addr[1]))
 
 
-def replay_cutoff_ms(now: float) -> int:
-    """A hello sent at or before this is stale anyway, so its last ``sent_ms`` need
-    not be remembered to refuse its replay."""
-    return int((now - overlay.HELLO_MAX_AGE_S - 1.0) * 1000)
-
-
 class Relay:
     """The relay's state and rules; no sockets, clock injectable."""
 
@@ -83,7 +77,7 @@ class Relay:
         self._by_addr: dict[Addr, str] = {}  # source address → key
         self._clusters: dict[str, set[str]] = {}  # cluster → its members' keys
         self._indices: dict[tuple[str, int], tuple[str, float]] = {}  # (cluster, index) → key
-        self._last_sent: dict[str, int] = {}  # key → sent_ms of the last hello taken
+        self._gate = overlay.HelloGate(network, authority)
         self._swept = 0.0
         self.forwarded_packets = 0
         self.forwarded_bytes = 0
@@ -114,18 +108,10 @@ class Relay:
     # -- hellos ---------------------------------------------------------------------------
 
     def _hello(self, data: bytes, source: Addr, now: float) -> None:
-        try:
-            hello = overlay.decode_hello(
-                data, network=self.network, authority=self.authority, now=now
-            )
-        except overlay.OverlayError as exc:
-            self.dropped["hello_refused"] += 1
-            log.debug("hello from %s refused: %s", source, exc)
+        hello = self._gate.admit(data, source[0], now)
+        if isinstance(hello, str):
+            self.dropped[hello] += 1
             return
-        if hello.sent_ms <= self._last_sent.get(hello.key, -1):
-            self.dropped["hello_replayed"] += 1
-            return
-        self._last_sent[hello.key] = hello.sent_ms
         self.hellos += 1
         member = self._members.get(hello.key)
         if member is not None and member.cluster_id != hello.cluster_id:
@@ -164,9 +150,7 @@ class Relay:
         self._swept = now
         for key in [k for k, m in self._members.items() if now - m.seen_at > MEMBER_TTL_S]:
             self._remove(key)
-        cutoff = replay_cutoff_ms(now)
-        for key in [k for k, sent in self._last_sent.items() if sent < cutoff]:
-            del self._last_sent[key]
+        self._gate.sweep(now)
         self._indices = {
             index: (key, at)
             for index, (key, at) in self._indices.items()

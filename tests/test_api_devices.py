@@ -442,7 +442,7 @@ def test_registrations_are_rate_limited_per_source_and_owner(
                 limited, kp, owner=str(victim.pubkey()), owner_signature=str(kp.sign_message(b"x"))
             )
         limits = limited.app.state.registration_limits
-        assert f"owner:{victim.pubkey()}" not in limits._buckets
+        assert f"owner:{victim.pubkey()}" not in limits
     finally:
         limited.close()
 
@@ -467,5 +467,5 @@ def test_a_rate_limiter_refills_and_forgets_the_oldest_keys() -> None:
     assert limits.take("a", 0.5) is None
     for key in "bcd":
         limits.take(key, 1.0)
-    assert len(limits) == 3 and "a" not in limits._buckets
+    assert len(limits) == 3 and "a" not in limits
     assert RateLimiter(rate_per_s=0, burst=1).take("x", 0.0) is None  # 0: unlimited

@@ -230,3 +230,40 @@ def test_paths_never_point_wireguard_anywhere_but_the_relay_or_the_peer(
         assert endpoint in (None, RELAY, peer_endpoint)
         if p.state != PathState.RELAYED:
             assert p.endpoint == peer_endpoint
+
+
+def test_the_hello_gate_limits_verifies_per_source_and_in_all() -> None:
+    """A flood of well-formed hellos (each would cost Ed25519 verifies) is cut at its
+    source's bucket, and many sources at the service's; a member elsewhere gets in."""
+    authority, now = Keypair(), 1_000_000.0
+    gate = core.HelloGate(
+        NETWORK, str(authority.pubkey()), source_rate=1, source_burst=3, total_rate=1, total_burst=5
+    )
+    forged = _hello(Keypair(), Keypair(), now)  # a stranger's authority: refused if verified
+    answers = [gate.admit(forged, "198.51.100.66", now) for _ in range(5)]
+    assert answers == ["hello_refused"] * 3 + ["hello_rate_limited"] * 2
+    member = _hello(authority, Keypair(), now)
+    assert isinstance(gate.admit(member, "203.0.113.7", now), core.Hello)  # its own bucket
+    # Many sources: the service's bucket (5, one taken per verify) runs out.
+    spread = [gate.admit(forged, f"192.0.2.{i}", now) for i in range(3)]
+    assert spread == ["hello_refused", "hello_overloaded", "hello_overloaded"]
+    later = now + 2  # both buckets refill
+    assert gate.admit(forged, "198.51.100.66", later) == "hello_refused"
+    # An IPv6 host's whole /64 is one source.
+    six = core.HelloGate(NETWORK, str(authority.pubkey()), source_rate=1, source_burst=1)
+    assert six.admit(forged, "2001:db8::1", now) == "hello_refused"
+    assert six.admit(forged, "2001:db8::ffff", now) == "hello_rate_limited"
+
+
+def test_the_hello_gate_refuses_replays_per_slot_and_forgets_stale_slots() -> None:
+    authority, member, now = Keypair(), Keypair(), 1_000_000.0
+    gate = core.HelloGate(NETWORK, str(authority.pubkey()))
+    packet = _hello(authority, member, now)
+    assert isinstance(gate.admit(packet, "203.0.113.7", now, slot="0"), core.Hello)
+    assert gate.admit(packet, "203.0.113.8", now, slot="0") == "hello_replayed"
+    assert isinstance(gate.admit(packet, "203.0.113.7", now, slot="1"), core.Hello)
+    assert len(gate) == 2
+    gate.sweep(now + core.HELLO_MAX_AGE_S)
+    assert len(gate) == 2  # still fresh enough to be replayed: remembered
+    gate.sweep(now + core.HELLO_MAX_AGE_S + 2)
+    assert len(gate) == 0

@@ -188,6 +188,21 @@ def test_a_bad_hello_is_refused(make: object) -> None:
     assert r.stats()["dropped"] == {"hello_refused": 1}
 
 
+def test_a_hello_flood_from_one_address_costs_its_bucket_not_the_members() -> None:
+    """Hellos a stranger forges (a ticket from another authority) are verified only
+    while its address has tokens; a member's hellos from elsewhere still register."""
+    clock = Clock()
+    r, n = relay(clock), node()
+    flood = [hello(node(), authority=Keypair()) for _ in range(200)]
+    for packet in flood:
+        assert r.datagram_received(packet, ("203.0.113.66", 666)) == []
+    dropped = r.stats()["dropped"]
+    assert dropped["hello_refused"] == overlay.HELLO_SOURCE_BURST
+    assert dropped["hello_rate_limited"] == 200 - overlay.HELLO_SOURCE_BURST
+    r.datagram_received(hello(n), ("198.51.100.7", 1000))
+    assert r.members()[n.wg.b64].addr == ("198.51.100.7", 1000)
+
+
 def test_a_replayed_or_older_hello_is_refused() -> None:
     clock = Clock()
     r, n = relay(clock), node()

@@ -62,6 +62,8 @@ from enum import StrEnum
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 
+from idlegrid.core.buckets import TokenBuckets, source_key
+
 OVERLAY_SPACE = ipaddress.IPv4Network("100.96.0.0/12")  # inside CGNAT space, 4096 /24s
 CLUSTER_PREFIX = 24
 HELLO_MAGIC = b"IGOV"
@@ -230,6 +232,68 @@ def decode_hello(packet: bytes, *, network: str, authority: str, now: float) -> 
     if not _verify(hello.signer, signature, hello_message(body)):
         raise OverlayError("the hello is not signed by its ticket's member")
     return hello
+
+
+HELLO_SOURCE_RATE = 20.0  # hellos a second one source address may have verified
+HELLO_SOURCE_BURST = 60.0  # (a member says hello every 2 s: ~40 members behind one NAT)
+HELLO_TOTAL_RATE = 2000.0  # and the whole service: about a tenth of a core's verifies
+HELLO_TOTAL_BURST = 4000.0
+
+
+class HelloGate:
+    """Which hellos a relay or the rendezvous takes, and what a stranger's datagrams
+    may cost it. A hello that passes ``decode_hello``'s cheap checks (form, network,
+    freshness) costs one or two Ed25519 verifies, and anyone may send one over UDP;
+    so a source address (an IPv4 address, an IPv6 /64) has ``HELLO_SOURCE_RATE``
+    verifies a second and the service ``HELLO_TOTAL_RATE``: a flood from one address
+    is cut at its own bucket, and a flood from many (UDP sources are easy to forge)
+    costs the service a bounded share of a core, though it may then crowd out real
+    members' hellos until it stops (members are forgotten only after a minute of
+    silence). A verified hello is taken only if it was sent after the last one taken
+    for its ``slot`` (the member's key, at the rendezvous also the port): replays and
+    reordered hellos are refused, and a slot is forgotten once its last hello is too
+    old to be taken again anyway.
+
+    ``admit`` answers the hello, or why not (a counter's name)."""
+
+    def __init__(
+        self,
+        network: str,
+        authority: str,
+        source_rate: float = HELLO_SOURCE_RATE,
+        source_burst: float = HELLO_SOURCE_BURST,
+        total_rate: float = HELLO_TOTAL_RATE,
+        total_burst: float = HELLO_TOTAL_BURST,
+    ) -> None:
+        self.network = network
+        self.authority = authority
+        self._sources = TokenBuckets(source_rate, source_burst)
+        self._total = TokenBuckets(total_rate, total_burst, max_keys=1)
+        self._last_sent: dict[tuple[str, str], int] = {}  # (slot, key) → sent_ms taken
+
+    def admit(self, data: bytes, source_host: str, now: float, slot: str = "") -> Hello | str:
+        if self._sources.take(source_key(source_host), now) is not None:
+            return "hello_rate_limited"
+        if self._total.take("", now) is not None:
+            return "hello_overloaded"
+        try:
+            hello = decode_hello(data, network=self.network, authority=self.authority, now=now)
+        except OverlayError:
+            return "hello_refused"
+        if hello.sent_ms <= self._last_sent.get((slot, hello.key), -1):
+            return "hello_replayed"
+        self._last_sent[(slot, hello.key)] = hello.sent_ms
+        return hello
+
+    def sweep(self, now: float) -> None:
+        """Forget the slots whose last hello is stale anyway (its replay needs no memory
+        to refuse)."""
+        cutoff = int((now - HELLO_MAX_AGE_S - 1.0) * 1000)
+        for slot in [k for k, sent in self._last_sent.items() if sent < cutoff]:
+            del self._last_sent[slot]
+
+    def __len__(self) -> int:
+        return len(self._last_sent)
 
 
 # -- WireGuard messages, as a relay sees them ------------------------------------------------

@@ -54,7 +54,7 @@ class Rendezvous:
         self.authority = authority
         self.clock = clock
         self._seen: dict[tuple[str, str], list[Seen | None]] = {}  # (cluster, key) → per port
-        self._last_sent: dict[tuple[int, str], int] = {}  # (port index, key) → sent_ms
+        self._gate = overlay.HelloGate(network, authority)
         self._swept = 0.0
         self.hellos = 0
         self.dropped: Counter[str] = Counter()
@@ -70,18 +70,10 @@ class Rendezvous:
         if not overlay.is_hello(data):
             self.dropped["not_hello"] += 1
             return False
-        try:
-            hello = overlay.decode_hello(
-                data, network=self.network, authority=self.authority, now=now
-            )
-        except overlay.OverlayError as exc:
-            self.dropped["hello_refused"] += 1
-            log.debug("hello from %s refused: %s", addr, exc)
+        hello = self._gate.admit(data, str(addr[0]), now, slot=str(port_index))
+        if isinstance(hello, str):
+            self.dropped[hello] += 1
             return False
-        if hello.sent_ms <= self._last_sent.get((port_index, hello.key), -1):
-            self.dropped["hello_replayed"] += 1
-            return False
-        self._last_sent[(port_index, hello.key)] = hello.sent_ms
         self.hellos += 1
         seen = self._seen.setdefault((hello.cluster_id, hello.key), [None, None])
         seen[port_index] = Seen(_endpoint(addr), now)
@@ -114,10 +106,7 @@ class Rendezvous:
         for entry, seen in list(self._seen.items()):
             if all(s is None or now - s.at > SIGHTING_TTL_S for s in seen):
                 del self._seen[entry]
-        # A hello sent before this is stale anyway: its replay needs no memory to refuse.
-        cutoff = int((now - overlay.HELLO_MAX_AGE_S - 1.0) * 1000)
-        for slot in [k for k, sent in self._last_sent.items() if sent < cutoff]:
-            del self._last_sent[slot]
+        self._gate.sweep(now)
 
     def stats(self) -> dict[str, Any]:
         return {"sightings": len(self._seen), "hellos": self.hellos, "dropped": dict(self.dropped)}
