@@ -267,3 +267,19 @@ def test_the_hello_gate_refuses_replays_per_slot_and_forgets_stale_slots() -> No
     assert len(gate) == 2  # still fresh enough to be replayed: remembered
     gate.sweep(now + core.HELLO_MAX_AGE_S + 2)
     assert len(gate) == 0
+
+
+def test_a_member_uses_the_nearest_live_relay_and_keeps_it_against_small_gains() -> None:
+    relays = ["198.51.100.1:3478", "198.51.100.2:3478", "198.51.100.3:3478"]
+    near, far, mid = relays[1], relays[0], relays[2]
+    assert core.choose_relay(relays, {}, None) == far  # none answers yet: the first listed
+    assert core.choose_relay([], {}, None) is None
+    rtt = {far: 0.080, near: 0.010, mid: 0.040}
+    assert core.choose_relay(relays, rtt, None) == near
+    assert core.choose_relay(relays, rtt, far) == near  # 10 ms is well under 0.7 × 80 ms
+    close = {far: 0.080, near: 0.030, mid: 0.035}
+    assert core.choose_relay(relays, close, mid) == mid  # 30 ms vs 35 ms: not worth a move
+    assert core.choose_relay(relays, {far: 0.080}, near) == far  # the current one went quiet
+    gone = "203.0.113.9:3478"  # no longer listed by the control plane
+    assert core.choose_relay(relays, {gone: 0.001, mid: 0.050}, gone) == mid
+    assert core.choose_relay(relays, {far: 0.02, near: 0.02}, None) == far  # a tie: list order

@@ -234,6 +234,26 @@ def decode_hello(packet: bytes, *, network: str, authority: str, now: float) -> 
     return hello
 
 
+RELAY_SWITCH_RATIO = 0.7  # another relay must answer this much faster to move to it
+
+
+def choose_relay(relays: list[str], rtt: dict[str, float], current: str | None) -> str | None:
+    """The relay a member sends relayed packets through: the nearest of those that
+    answer (``rtt``: each live relay's round trip in seconds), but the ``current``
+    one is kept while it answers unless another answers in under
+    ``RELAY_SWITCH_RATIO`` of its time, so that two relays about as near do not take
+    turns. None answering: the first listed (it may be back before its pings are).
+    Since every member says hello to every relay, members may each use another
+    relay and still reach one another."""
+    alive = [r for r in relays if r in rtt]
+    if not alive:
+        return relays[0] if relays else None
+    nearest = min(alive, key=lambda r: (rtt[r], relays.index(r)))
+    if current in rtt and current in relays and rtt[nearest] >= RELAY_SWITCH_RATIO * rtt[current]:
+        return current
+    return nearest
+
+
 HELLO_SOURCE_RATE = 20.0  # hellos a second one source address may have verified
 HELLO_SOURCE_BURST = 60.0  # (a member says hello every 2 s: ~40 members behind one NAT)
 HELLO_TOTAL_RATE = 2000.0  # and the whole service: about a tenth of a core's verifies

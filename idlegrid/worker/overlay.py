@@ -8,10 +8,11 @@ due) does four things, all from what the control plane last said
 - hellos: every ``HELLO_INTERVAL_S``, a signed hello from WireGuard's own port to
   the rendezvous's two ports and to every relay (``core/overlay.py``), so they
   know where this member is now, NAT rebinding included;
-- relays: a ping to each relay from an ordinary socket; the first in the list that
-  answered lately is the one this member sends relayed packets to (a dead relay is
-  passed over; a peer that sends through another relay is still reached, since
-  every member says hello to every relay);
+- relays: a ping to each relay from an ordinary socket, timed; the nearest that
+  answered lately is the one this member sends relayed packets to
+  (``overlay.choose_relay``: a dead relay is passed over, a nearer one is taken
+  when it is clearly nearer; a peer that sends through another relay is still
+  reached, since every member says hello to every relay);
 - peers: WireGuard gets exactly the listed peers, each allowed its own address;
 - paths: ``overlay.overlay.plan_path`` per peer, from what WireGuard reports (where it
   sends to that peer, and whether bytes keep coming from it).
@@ -61,7 +62,9 @@ class OverlayMember:
         self._rx: dict[bytes, tuple[int, float]] = {}
         self._last_hello = 0.0
         self._last_ping = 0.0
-        self._pongs: dict[str, float] = {}
+        self._pings: dict[bytes, tuple[str, float]] = {}  # nonce → (relay, sent, monotonic)
+        self._rtt: dict[str, tuple[float, float]] = {}  # relay → (round trip s, when)
+        self._relay: str | None = None
         self._ping = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._ping.setblocking(False)
         self._resolved: dict[str, str] = {}
@@ -119,24 +122,32 @@ class OverlayMember:
         with contextlib.suppress(BlockingIOError, InterruptedError):
             while True:
                 data, (host, port) = self._ping.recvfrom(64)
-                if data.startswith(b"IGOQ"):
-                    self._pongs[f"{host}:{port}"] = now
+                # Only the answer to a ping of ours, from where it was sent, counts.
+                sent = self._pings.pop(data[4:12], None) if data[:4] == b"IGOQ" else None
+                if sent is not None and sent[0] == f"{host}:{port}":
+                    sample = time.monotonic() - sent[1]
+                    old = self._rtt.get(sent[0])
+                    smooth = sample if old is None else (old[0] + sample) / 2
+                    self._rtt[sent[0]] = (smooth, now)
         if now - self._last_ping >= PING_INTERVAL_S:
             self._last_ping = now
+            sent_at = time.monotonic()
+            self._pings = {n: p for n, p in self._pings.items() if sent_at - p[1] < RELAY_ALIVE_S}
             for relay in o.relays:
+                endpoint, nonce = self._endpoint(relay), os.urandom(8)
                 with contextlib.suppress(OSError):
-                    self._ping.sendto(
-                        b"IGOP" + os.urandom(8), parse_endpoint(self._endpoint(relay))
-                    )
+                    self._ping.sendto(b"IGOP" + nonce, parse_endpoint(endpoint))
+                    self._pings[nonce] = (endpoint, sent_at)
 
     def relay(self, o: OverlayAssignment) -> str | None:
-        """The relay to send through: the first listed that answered lately."""
+        """The relay to send through: the nearest that answered lately."""
         now = self.clock()
-        endpoints = [self._endpoint(r) for r in o.relays]
-        for endpoint in endpoints:
-            if now - self._pongs.get(endpoint, -1e18) <= RELAY_ALIVE_S:
-                return endpoint
-        return endpoints[0] if endpoints else None
+        live = {r: t for r, (t, at) in self._rtt.items() if now - at <= RELAY_ALIVE_S}
+        chosen = overlay.choose_relay([self._endpoint(r) for r in o.relays], live, self._relay)
+        if chosen != self._relay:
+            log.info("overlay relay: %s (round trips %s)", chosen, live)
+            self._relay = chosen
+        return chosen
 
     def _sync_peers(self, o: OverlayAssignment) -> None:
         wanted = {base64.b64decode(p.key): p for p in o.peers if p.key != self.public_key}
