@@ -75,7 +75,7 @@ class Joined:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             view = self.client.get_cluster(self.cluster_id)
-            head = (view.ray_address or "").rpartition(":")[0]
+            head = head_host(view)
             if view.dashboard_url and head and self.member.reachable(head):
                 return view
             time.sleep(0.25)
@@ -93,10 +93,14 @@ class Joined:
         self.close()
 
 
+def head_host(view: ClusterView) -> str:
+    """The host of the cluster's Ray address ("" before it has one)."""
+    return (view.ray_address or "").rpartition(":")[0]
+
+
 def on_overlay(view: ClusterView) -> bool:
     """Whether the cluster's Ray listens on overlay addresses (join it to reach it)."""
-    host = (view.ray_address or "").rpartition(":")[0]
     try:
-        return ipaddress.ip_address(host) in OVERLAY_SPACE
+        return ipaddress.ip_address(head_host(view)) in OVERLAY_SPACE
     except ValueError:
         return False
