@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 
 from idlegrid.errors import (
@@ -112,6 +112,27 @@ def validate(t: Transfer) -> None:
         raise InvalidAmount(f"{t.kind.value} needs pending_id")
 
 
+def _moved(
+    a: AccountState,
+    debits_pending: int,
+    debits_posted: int,
+    credits_pending: int,
+    credits_posted: int,
+) -> AccountState:
+    """``a`` with its four sums moved by these amounts (built directly: a batch of
+    10,000 transfers makes 20,000 of these, and ``dataclasses.replace`` costs three
+    times as much)."""
+    return AccountState(
+        a.id,
+        a.asset,
+        a.no_overdraft,
+        a.debits_pending + debits_pending,
+        a.debits_posted + debits_posted,
+        a.credits_pending + credits_pending,
+        a.credits_posted + credits_posted,
+    )
+
+
 def apply(
     t: Transfer,
     debit: AccountState,
@@ -128,22 +149,22 @@ def apply(
     if t.kind is TransferKind.POSTED:
         _check_funds(debit, t.amount)
         return (
-            replace(debit, debits_posted=debit.debits_posted + t.amount),
-            replace(credit, credits_posted=credit.credits_posted + t.amount),
+            _moved(debit, 0, t.amount, 0, 0),
+            _moved(credit, 0, 0, 0, t.amount),
         )
     if t.kind is TransferKind.PENDING:
         _check_funds(debit, t.amount)
         return (
-            replace(debit, debits_pending=debit.debits_pending + t.amount),
-            replace(credit, credits_pending=credit.credits_pending + t.amount),
+            _moved(debit, t.amount, 0, 0, 0),
+            _moved(credit, 0, 0, t.amount, 0),
         )
     if pending is None or pending.kind is not TransferKind.PENDING or not pending_open:
         raise PendingTransferClosed(pending_id=t.pending_id)
     if (pending.debit, pending.credit, pending.asset) != (t.debit, t.credit, t.asset):
         raise InvalidAmount("a settlement must name its pending transfer's accounts")
     released = (
-        replace(debit, debits_pending=debit.debits_pending - pending.amount),
-        replace(credit, credits_pending=credit.credits_pending - pending.amount),
+        _moved(debit, -pending.amount, 0, 0, 0),
+        _moved(credit, 0, 0, -pending.amount, 0),
     )
     if t.kind is TransferKind.VOID_PENDING:
         if t.amount != pending.amount:
@@ -153,8 +174,8 @@ def apply(
         raise InvalidAmount("cannot post more than was pending", pending=pending.amount)
     d, c = released
     return (
-        replace(d, debits_posted=d.debits_posted + t.amount),
-        replace(c, credits_posted=c.credits_posted + t.amount),
+        _moved(d, 0, t.amount, 0, 0),
+        _moved(c, 0, 0, 0, t.amount),
     )
 
 
