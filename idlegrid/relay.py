@@ -165,6 +165,24 @@ class Relay:
             return None
         return member
 
+    def _claim(self, cluster: str, index: int, key: str, now: float) -> bool:
+        """Record that ``key`` chose handshake ``index`` (packets to it go to ``key``),
+        unless another live member holds it: the first claim stands until it expires,
+        so a member cannot divert its cluster's traffic by repeating another's index
+        (WireGuard's indices are random 32-bit numbers: an honest clash is a one in
+        four billion event, and WireGuard's next handshake picks another)."""
+        held = self._indices.get((cluster, index))
+        if (
+            held is not None
+            and held[0] != key
+            and now - held[1] <= INDEX_TTL_S
+            and self._live(held[0], now) is not None
+        ):
+            self.dropped["index_taken"] += 1
+            return False
+        self._indices[(cluster, index)] = (key, now)
+        return True
+
     def _forward(self, data: bytes, source: Addr, now: float) -> list[tuple[bytes, Addr]]:
         sender = self._live(self._by_addr.get(source), now)
         if sender is None:
@@ -177,14 +195,17 @@ class Relay:
         cluster = sender.cluster_id
         target: Member | None = None
         if kind == overlay.WG_INITIATION:
-            self._indices[(cluster, overlay.wg_sender_index(data))] = (sender.key, now)
+            if not self._claim(cluster, overlay.wg_sender_index(data), sender.key, now):
+                return []
             for key in self._clusters.get(cluster, ()):
                 if key != sender.key and overlay.mac1_matches(data, self._members[key].mac1):
                     target = self._live(key, now)
                     break
         else:
-            if kind == overlay.WG_RESPONSE:
-                self._indices[(cluster, overlay.wg_sender_index(data))] = (sender.key, now)
+            if kind == overlay.WG_RESPONSE and not self._claim(
+                cluster, overlay.wg_sender_index(data), sender.key, now
+            ):
+                return []
             owner = self._indices.get((cluster, overlay.wg_receiver_index(data)))
             if owner is not None and owner[0] != sender.key:
                 target = self._live(owner[0], now)

@@ -274,6 +274,25 @@ def test_an_initiation_goes_to_the_member_its_mac1_names(three: Three) -> None:
     assert stats["dropped"] == {}
 
 
+def test_a_member_cannot_take_over_another_members_handshake_index(three: Three) -> None:
+    """b repeats the index a chose, in an initiation and in a response: the relay keeps
+    a's claim, and packets to that index still reach a, until a's claim expires."""
+    r, addr, clock = three.relay, three.addr, three.clock
+    r.datagram_received(initiation(0xA1, three.c.wg.public), addr["a"])
+    assert r.datagram_received(initiation(0xA1, three.c.wg.public), addr["b"]) == []
+    assert r.datagram_received(response(0xA1, 0xC7, three.c.wg.public), addr["b"]) == []
+    to_a = data(0xA1)
+    assert r.datagram_received(to_a, addr["c"]) == [(to_a, addr["a"])]
+    assert r.stats()["dropped"] == {"index_taken": 2}
+    # a's own repeat refreshes its claim; once a's claim is old, the index is free.
+    r.datagram_received(initiation(0xA1, three.c.wg.public), addr["a"])
+    clock.now += 301
+    for n in (three.b, three.c):
+        r.datagram_received(hello(n, clock.now), addr["b" if n is three.b else "c"])
+    init_b = initiation(0xA1, three.c.wg.public)
+    assert r.datagram_received(init_b, addr["b"]) == [(init_b, addr["c"])]
+
+
 def test_unroutable_and_strangers_packets_are_dropped(three: Three) -> None:
     r, addr = three.relay, three.addr
     # An initiation for a key that is no member, data to an index no one chose.
