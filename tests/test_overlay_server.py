@@ -99,6 +99,17 @@ def test_each_node_gets_its_place_and_a_ticket_once_its_key_is_known(
     # A ticket for one network or key proves nothing for another.
     forged = after.overlay.model_copy(update={"key": wg_key()})
     assert not ticket_holds(forged, cluster_id, head)
+    # The same ticket on every refresh until half its life is gone, then a new one.
+    lifetime = fleet.net.settings.overlay_ticket_s
+    fleet.net.clock.advance(lifetime // 2 - 10)
+    assert (place(fleet, head).ticket, place(fleet, head).expires) == (
+        after.overlay.ticket,
+        after.overlay.expires,
+    )
+    fleet.net.clock.advance(20)
+    renewed = place(fleet, head)
+    assert renewed.expires is not None and after.overlay.expires is not None
+    assert renewed.expires > after.overlay.expires and ticket_holds(renewed, cluster_id, head)
 
 
 def test_the_head_must_name_its_overlay_address(fleet: HireableFleet) -> None:

@@ -51,7 +51,7 @@ async def heartbeat(request: Request) -> Response:
         interval_s=state.settings.heartbeat_interval_s,
         server_time=now,
         challenge_id=box.challenge_id,
-        assignment=state.overlay.freshen(box.assignment) if box.assignment else None,
+        assignment=state.overlay.freshen(box.assignment, device_id) if box.assignment else None,
     )
     return Response(reply.model_dump_json(), media_type="application/json")
 

@@ -102,7 +102,7 @@ def report_ray_node(
         raise NotYourDevice("a device reports only for itself", device_id=device_id)
     source = request.client.host if request.client is not None else None
     assignment = state.clusters.report_node(device_id, req, source)
-    return state.overlay.freshen(assignment) if assignment is not None else None
+    return state.overlay.freshen(assignment, device_id) if assignment is not None else None
 
 
 @router.post("/v1/clusters/{cluster_id}/peers", response_model=OverlayAssignment)

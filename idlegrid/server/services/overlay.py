@@ -56,6 +56,10 @@ class OverlayService:
         self.clock = clock
         self.rendezvous = Rendezvous(network, str(authority.pubkey()), clock)
         self.rendezvous_ports = settings.overlay_rendezvous_ports  # the bound ones, once bound
+        # (cluster, signer, key, address) → (ticket, expires); expired ones are swept
+        # whenever the table has doubled since the last sweep.
+        self._tickets: dict[tuple[str, str, str, str], tuple[str, int]] = {}
+        self._tickets_kept = 64
 
     @property
     def enabled(self) -> bool:
@@ -74,13 +78,25 @@ class OverlayService:
         return out
 
     def ticket(self, cluster_id: str, member: Member, address: str) -> tuple[str, int]:
+        """The member's ticket and its expiry: signed anew only once half its life is
+        gone (assignments are refreshed on every heartbeat reply)."""
         assert member.key is not None
-        expires = int(self.clock()) + self.settings.overlay_ticket_s
+        now = int(self.clock())
+        lifetime = self.settings.overlay_ticket_s
+        slot = (cluster_id, member.signer, member.key, address)
+        held = self._tickets.get(slot)
+        if held is not None and held[1] - now > lifetime // 2:
+            return held
+        if len(self._tickets) >= 2 * self._tickets_kept:
+            self._tickets = {k: v for k, v in self._tickets.items() if v[1] > now}
+            self._tickets_kept = max(64, len(self._tickets))
+        expires = now + lifetime
         message = overlay.ticket_message(
             self.network, cluster_id, member.signer, member.key, address, expires
         )
         signature = bytes(self.authority.sign_message(message))
-        return base64.b64encode(signature).decode(), expires
+        self._tickets[slot] = (base64.b64encode(signature).decode(), expires)
+        return self._tickets[slot]
 
     def assignment(
         self, cluster_id: str, members: list[Member], me: str, addresses: dict[str, str]
@@ -122,12 +138,18 @@ class OverlayService:
         peers = self.freshen_peers(cluster_id, o.peers)
         return o.model_copy(update={"peers": peers, "nat": nat.value})
 
-    def freshen(self, assignment: Assignment) -> Assignment:
-        """The assignment with its peers' latest sightings (a heartbeat reply)."""
+    def freshen(self, assignment: Assignment, device_id: str) -> Assignment:
+        """Device ``device_id``'s assignment with its peers' latest sightings and a
+        ticket with at least half its life left (a heartbeat reply): a rental may
+        outlast a ticket, and a member whose ticket expired could say no hello."""
         o = assignment.overlay
         if o is None:
             return assignment
         fresh = self.freshen_place(assignment.cluster_id, o)
+        if o.key is not None and o.ticket is not None:
+            me = Member(device_id, device_id, o.key)
+            ticket, expires = self.ticket(assignment.cluster_id, me, o.address)
+            fresh = fresh.model_copy(update={"ticket": ticket, "expires": expires})
         return assignment.model_copy(update={"overlay": fresh})
 
     # -- the database's members ----------------------------------------------------------
