@@ -62,7 +62,7 @@ class OverlayMember:
         self._rx: dict[bytes, tuple[int, float]] = {}
         self._last_hello = 0.0
         self._last_ping = 0.0
-        self._pings: dict[bytes, tuple[str, float]] = {}  # nonce → (relay, sent, monotonic)
+        self._pings: dict[bytes, tuple[str, float]] = {}  # nonce → (relay, sent at, monotonic)
         self._rtt: dict[str, tuple[float, float]] = {}  # relay → (round trip s, when)
         self._relay: str | None = None
         self._ping = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

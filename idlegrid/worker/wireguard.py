@@ -214,9 +214,9 @@ class WireGuard:
         An address is never given out again in a cluster."""
         ip = ["ip"] if self.tunnel_netns is None else ["ip", "-n", self.tunnel_netns]
         inside = [] if self.tunnel_netns is None else ["ip", "netns", "exec", self.tunnel_netns]
-        with contextlib.suppress(subprocess.CalledProcessError):
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
             _run(*ip, "route", "replace", "unreachable", f"{address}/32")
-        with contextlib.suppress(subprocess.CalledProcessError):
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
             _run(*inside, "ss", "--tcp", "--kill", "dst", address)
 
     def alive(self) -> bool:
