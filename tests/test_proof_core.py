@@ -59,6 +59,38 @@ def test_fresh_seeds_give_fresh_matrices() -> None:
     )
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    a=st.integers(1, proof.P - 1),
+    b=st.integers(0, proof.P - 1),
+    n=st.integers(1, 300),
+    first=st.integers(0, 2**20),
+    count=st.integers(1, 70),
+)
+def test_the_fast_generator_gives_the_definitions_values(
+    a: int, b: int, n: int, first: int, count: int
+) -> None:
+    """block_f32 (what provers and matrix() use) equals block (the definition) for any
+    key, size and rows, chunk boundaries included."""
+    rows = np.arange(first, first + count, dtype=np.int64)
+    assert np.array_equal(proof.block_f32((a, b), rows, n), proof.block((a, b), rows, n))
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.sampled_from([1, 7, 1024, proof.MAX_N]), seed=st.binary(min_size=1, max_size=8))
+def test_fingerprints_are_exact_at_the_bounds(n: int, seed: bytes) -> None:
+    """The float64 fingerprints equal the int64 definition, with every product at its
+    largest magnitude (±4n) and at random values, and the largest weights."""
+    rng = np.random.default_rng(int.from_bytes(seed, "big"))
+    w = proof.weights(seed, n)
+    w[: max(1, n // 2)] = (1 << 20) - 1
+    extreme = np.where(rng.random((2, n)) < 0.5, -4.0 * n, 4.0 * n).astype(np.float32)
+    random = rng.integers(-4 * n, 4 * n + 1, size=(3, n)).astype(np.float32)
+    for products in (extreme, random):
+        c = products.astype(np.int64)
+        assert np.array_equal(proof.fingerprints(products, w), ((c * c) @ w) % proof.P)
+
+
 def test_fingerprint_is_not_linear() -> None:
     w = proof.weights(b"s", 4)
     x = np.array([[1.0, 2.0, 0.0, 1.0]])

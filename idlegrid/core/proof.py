@@ -101,6 +101,35 @@ def block(key: tuple[int, int], rows: IntArray, n: int) -> IntArray:
     return result
 
 
+_VALUES = ((np.arange(256, dtype=np.int64) * 5 >> 8) - 2).astype(np.float32)  # v of y & 255
+_CHUNK_ROWS = 32  # 32 × n uint64 temporaries stay in a core's cache for n ≤ 4096
+
+
+def block_f32(key: tuple[int, int], rows: IntArray, n: int) -> FloatArray:
+    """``block(key, rows, n)`` as float32, the same values, about three times faster:
+    in place on cache-sized row chunks, the reduction mod p as a wrapped unsigned
+    subtraction and a minimum, and the last three steps as one table lookup. (``block``
+    stays the definition, the one the verifier and the torch prover follow.)"""
+    a, b = key
+    rows = np.asarray(rows, dtype=np.int64)
+    out = np.empty((len(rows), n), dtype=np.float32)
+    col = ((a * np.arange(n, dtype=np.int64) + b) % P).astype(np.uint64)
+    row = ((a * ((rows * n) % P)) % P).astype(np.uint64)
+    x = np.empty((min(_CHUNK_ROWS, len(rows)), n), dtype=np.uint64)
+    y = np.empty_like(x)
+    for start in range(0, len(rows), _CHUNK_ROWS):
+        stop = min(len(rows), start + _CHUNK_ROWS)
+        xv, yv = x[: stop - start], y[: stop - start]
+        np.add(row[start:stop, None], col[None, :], out=xv)  # below 2p
+        np.subtract(xv, np.uint64(P), out=yv)  # wraps to above 2⁶³ where xv < p
+        np.minimum(xv, yv, out=xv)  # x mod p
+        np.multiply(xv, xv, out=xv)  # below 2⁶²
+        np.right_shift(xv, np.uint64(31), out=xv)
+        np.bitwise_and(xv, np.uint64(255), out=xv)
+        np.take(_VALUES, xv, out=out[start:stop])
+    return out
+
+
 def a_key(seed: bytes, round_: int) -> tuple[int, int]:
     return _key(b"A", seed, round_)
 
@@ -123,13 +152,9 @@ def pool_index(seed: bytes, round_: int) -> int:
     return int.from_bytes(digest[:4], "big") % POOL_SIZE
 
 
-def matrix(key: tuple[int, int], n: int, chunk_rows: int = 1024) -> FloatArray:
-    """The whole matrix, built in row chunks so int64 temporaries stay small."""
-    out = np.empty((n, n), dtype=np.float32)
-    for start in range(0, n, chunk_rows):
-        rows = np.arange(start, min(n, start + chunk_rows), dtype=np.int64)
-        out[rows] = block(key, rows, n)
-    return out
+def matrix(key: tuple[int, int], n: int) -> FloatArray:
+    """The whole matrix (``block_f32`` of every row)."""
+    return block_f32(key, np.arange(n, dtype=np.int64), n)
 
 
 _pool_lock = threading.Lock()
@@ -166,9 +191,17 @@ MAX_N = 8192  # |c| ≤ 4n, so c²·w·n < 2⁶³ up to here
 
 
 def fingerprints(products: npt.NDArray[np.floating], w: IntArray) -> IntArray:
-    """Row fingerprints of a (rows × n) block of products: Σ_j w_j · c_j² mod p."""
-    c = products.astype(np.int64)  # exact: the products are integers
-    result: IntArray = ((c * c) @ w) % P
+    """Row fingerprints of a (rows × n) block of products: Σ_j w_j · c_j² mod p.
+
+    Computed exactly in float64, as one matrix product (BLAS) rather than an int64
+    one: c² ≤ (4n)² ≤ 2³⁰ is exact, and with w split as w_hi · 2¹⁰ + w_lo (each
+    below 2¹⁰) every partial sum of Σ c² · w_half stays below n · 2⁴⁰ ≤ 2⁵³, where
+    float64 holds every integer, in any order of summation."""
+    halves = np.stack([w >> 10, w & 1023], axis=1).astype(np.float64)
+    c2 = products.astype(np.float64)  # exact: the products are integers
+    np.multiply(c2, c2, out=c2)
+    hi_lo = (c2 @ halves).astype(np.int64)
+    result: IntArray = ((hi_lo[:, 0] << 10) + hi_lo[:, 1]) % P
     return result
 
 

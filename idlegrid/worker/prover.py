@@ -94,7 +94,7 @@ class NumpyProver:
                 if self.clock() > deadline:
                     raise ProofTimeout(f"stopped in round {r} of {challenge.rounds}")
                 rows = np.arange(start, min(n, start + self.chunk_rows), dtype=np.int64)
-                a = proof.block(key, rows, n).astype(np.float32)
+                a = proof.block_f32(key, rows, n)
                 out[r, rows] = proof.fingerprints(a @ b, w)
         return out
 
