@@ -156,6 +156,9 @@ def test_peers_carry_what_the_rendezvous_saw(fleet: HireableFleet) -> None:
     packet = core.encode_hello(hello, forged)
     assert not rendezvous.datagram_received(packet, ("198.51.100.8", 1), 0)
     assert place(fleet, worker).peers[0].endpoint == "198.51.100.7:41000"
+    # The cluster's end takes its members' sightings with it.
+    fleet.buyer_client().terminate_cluster(cluster_id)
+    assert rendezvous.sighting(cluster_id, key) == (None, core.NatKind.UNKNOWN, None)
 
 
 def test_the_buyer_joins_its_own_cluster_and_no_other(fleet: HireableFleet) -> None:

@@ -372,6 +372,10 @@ class ClusterService:
             case SetStatus(status=status, reason=reason):
                 if status not in ACTIVE:
                     log.info("cluster %s %s (%s)", cluster.id, status.value, reason)
+                    if self.overlay is not None:
+                        # Its members' sightings go with it (were the transaction to
+                        # roll back, the next hellos, 2 s apart, bring them back).
+                        self.overlay.rendezvous.forget(cluster.id)
             case _:
                 pass  # Reform: the state says it all (roles, generations)
         return None
