@@ -13,10 +13,11 @@ import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from solders.keypair import Keypair
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from idlegrid.core import block_publication, rewards, seasons
 from idlegrid.errors import (
@@ -106,6 +107,14 @@ class RewardFleet:
             return self.net.state.ledger.balances(db, pubkey)["IO"][0]
 
 
+def published_inputs(net: Network, number: int) -> dict[str, Any]:
+    """A block's published inputs, as the API serves them (and as the service parses
+    them for a season)."""
+    served = json.loads(net.state.blocks.document(number, "inputs"))
+    assert net.state.blocks.published_inputs(number) == served
+    return cast(dict[str, Any], served)
+
+
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> ServerSettings:
     """Heartbeats every 10 minutes (a 25-minute TTL), so an hour takes 6 of them."""
@@ -147,12 +156,14 @@ def test_a_block_page_is_kept_at_publication_and_verified_by_the_loop(
     assert shown.pools == outputs["pools"] and shown.notes == outputs["notes"]
     assert shown.verified is True and net.state.blocks.verified(0) is True
 
-    # Break the stored inputs: the page is unchanged (it never reads them), and the
+    # Break the published inputs (as a block stored before the document store kept
+    # them, in its column): the page is unchanged (it never reads them), and the
     # loop's next check of the block records that it no longer verifies.
+    stored = net.state.blocks.document(0, "inputs")
     with net.state.blocks.sessions.begin() as db:
         block = db.get(Block, 0)
-        assert block is not None
-        block.inputs_json = block.inputs_json.replace(b'"emission_units":', b'"emission_units":1')
+        assert block is not None and block.inputs_json is None
+        block.inputs_json = stored.replace(b'"emission_units":', b'"emission_units":1')
         block.verified = None
     assert net.state.blocks.page(0).verified is None
     assert net.state.blocks.page(0).paid == paid[:2]
@@ -207,6 +218,13 @@ def test_24_blocks_pay_exactly_and_verify(fleet: RewardFleet, clock: FakeClock) 
             db.scalars(select(Block).where(Block.status == "completed").order_by(Block.number))
         )
         assert [b.number for b in blocks] == list(range(24))
+        # Every block's documents are in the document store; only those of the season's
+        # blocks are also in the table (SeasonService.finish reads them from there).
+        store = net.state.blocks.documents
+        assert all(store.has(b.inputs_hash) and store.has(b.outputs_hash) for b in blocks)
+        assert [b.number for b in blocks if b.inputs_json is not None] == list(range(2, 10))
+        assert all(b.outputs_json is None for b in blocks)
+        inputs = {b.number: published_inputs(net, b.number) for b in blocks}
         for b in blocks:
             rows = list(db.scalars(select(BlockReward).where(BlockReward.number == b.number)))
             assert sum(r.units for r in rows) == b.emission == b.paid  # exact, to the unit
@@ -221,16 +239,15 @@ def test_24_blocks_pay_exactly_and_verify(fleet: RewardFleet, clock: FakeClock) 
             else:
                 assert names["cpu-flaky"] in paid
             # Published, and recomputable by anyone from the inputs alone.
-            assert rewards.verify_block(b.inputs, b.outputs_hash)
-            block = rewards.compute_block(block_publication.inputs_from_dict(b.inputs))
+            assert rewards.verify_block(inputs[b.number], b.outputs_hash)
+            block = rewards.compute_block(block_publication.inputs_from_dict(inputs[b.number]))
             co = next(r for r in block.rewards if r.device_id == names["gpu-costaked"])
             ((staker, co_units),) = co.costakers
             assert staker == backer_id and co.owner_units + co_units == co.units
             # 20 % offered for a co-stake as large as the owner's; 125 of 250 earns 10 %.
             assert co_units in (co.units * 1000 // 10_000, co.units * 1000 // 10_000 + 1)
         # Altering any published input breaks verification.
-        published = blocks[3].inputs
-        assert published is not None
+        published = inputs[3]
         for column in ("cumulative_uptime_s", "stake_units", "proof_passed"):
             altered = {**published, "devices": dict(published["devices"])}
             values = list(altered["devices"][column])
@@ -241,7 +258,8 @@ def test_24_blocks_pay_exactly_and_verify(fleet: RewardFleet, clock: FakeClock) 
         # Every wallet received exactly what the blocks say it earned.
         earned: dict[str, int] = {}
         for b in blocks:
-            for r in rewards.compute_block(block_publication.inputs_from_dict(b.inputs)).rewards:
+            block = rewards.compute_block(block_publication.inputs_from_dict(inputs[b.number]))
+            for r in block.rewards:
                 earned[r.owner] = earned.get(r.owner, 0) + r.owner_units
                 for s, u in r.costakers:
                     earned[s] = earned.get(s, 0) + u
@@ -249,13 +267,13 @@ def test_24_blocks_pay_exactly_and_verify(fleet: RewardFleet, clock: FakeClock) 
     done = net.client().get_season(season.id)
     assert done.status == "completed" and done.results_hash
     core_season = seasons.season_from_dict(done.results["season"])  # type: ignore[index]
-    assert seasons.verify_season(core_season, [b.inputs for b in blocks[2:10]], done.results_hash)
+    assert seasons.verify_season(core_season, [inputs[n] for n in range(2, 10)], done.results_hash)
     assert not seasons.verify_season(
-        core_season, [b.inputs for b in blocks[2:9]], done.results_hash
+        core_season, [inputs[n] for n in range(2, 9)], done.results_hash
     )
     standings = {x.device_id for x in done.standings}
     assert names["gpu-failing"] not in standings and names["gpu-unstaked"] in standings
-    results = seasons.compute_season(core_season, [b.inputs for b in blocks[2:10]])
+    results = seasons.compute_season(core_season, [inputs[n] for n in range(2, 10)])
     for owner, units in results.owner_units().items():
         earned[owner] = earned.get(owner, 0) + units
 
@@ -560,7 +578,7 @@ def test_a_block_publishes_the_uptime_accounted_even_when_the_flusher_lags(
     with net.state.blocks.sessions() as db:
         block = db.get(Block, 0)
         assert block is not None and block.status == "completed"
-        published = block_publication.inputs_from_dict(block.inputs).devices
+        published = block_publication.inputs_from_dict(published_inputs(net, 0)).devices
         uptime = dict(zip(published.device_id, published.uptime_s, strict=True))
         accounted = dict(
             db.execute(
@@ -572,3 +590,183 @@ def test_a_block_publishes_the_uptime_accounted_even_when_the_flusher_lags(
     for d in names:
         assert accounted[d] > 0
         assert uptime[d] == min(HOUR, rewards.block_hour_seconds(accounted[d], HOUR)), d
+
+
+def _close_blocks(fleet: RewardFleet, clock: FakeClock, count: int) -> None:
+    """``count`` more blocks of an hour of heartbeats each, closed by the loop."""
+    net = fleet.net
+    net.state.blocks.tick()  # opens the current block
+    for _ in range(count):
+        fleet.hour(clock)
+        clock.advance(5)
+        assert net.state.blocks.tick()
+        clock.advance(-5)
+
+
+def test_documents_are_stored_compressed_outside_the_tables(
+    fleet: RewardFleet, clock: FakeClock
+) -> None:
+    """A published block's documents are in the document store, compressed, not in its
+    row; they are served byte for byte as hashed and verify; a damaged file is never
+    served, and the loop's check records that the block no longer verifies."""
+    from idlegrid.server.docstore import DocumentCorrupt
+
+    net = fleet.net
+    for i in range(4):
+        device = fleet.add(f"cpu-{i}", cpu_hardware(), tier=2)
+        fleet.client(f"cpu-{i}").stake(device, "200")
+    _close_blocks(fleet, clock, 1)
+    store = net.state.blocks.documents
+    assert store.root == net.state.settings.data_dir / "documents"
+    with net.state.blocks.sessions() as db:
+        row = db.execute(
+            select(
+                Block.inputs_json, Block.outputs_json, Block.inputs_hash, Block.outputs_hash
+            ).where(Block.number == 0)
+        ).one()
+    assert row.inputs_json is None and row.outputs_json is None
+    api = net.client()
+    for which, digest in (("inputs", row.inputs_hash), ("outputs", row.outputs_hash)):
+        served = api.block_document(0, which)
+        assert hashlib.sha256(served).hexdigest() == digest
+        assert store.get(digest) == served
+        assert 0 < store.stored_bytes(digest) < len(served)  # compressed
+    assert rewards.verify_published(
+        api.block_document(0, "inputs"), api.block_document(0, "outputs")
+    )
+    assert net.state.blocks.verified(0) is True
+    view = api.get_block(0)
+    assert view.inputs == json.loads(api.block_document(0, "inputs"))
+
+    path = store.path(row.outputs_hash)
+    path.write_bytes(path.read_bytes()[:-9])  # truncated on disk
+    with pytest.raises(DocumentCorrupt):
+        net.state.blocks.document(0, "outputs")
+    with net.state.blocks.sessions.begin() as db:
+        db.get(Block, 0).verified = None
+    assert net.state.blocks.check_published(10) == [0]
+    assert net.state.blocks.verified(0) is False
+
+
+def test_a_block_stored_before_the_document_store_is_still_served(
+    fleet: RewardFleet, clock: FakeClock
+) -> None:
+    """A block published before the store kept its documents in its columns: with no
+    file in the store, it is served from them, byte for byte, and verifies."""
+    net = fleet.net
+    device = fleet.add("cpu", cpu_hardware(), tier=2)
+    fleet.client("cpu").stake(device, "200")
+    _close_blocks(fleet, clock, 1)
+    api = net.client()
+    documents = {w: api.block_document(0, w) for w in ("inputs", "outputs")}
+    store = net.state.blocks.documents
+    with net.state.blocks.sessions.begin() as db:
+        block = db.get(Block, 0)
+        assert block is not None
+        block.inputs_json, block.outputs_json = documents["inputs"], documents["outputs"]
+        block.verified = None
+        for digest in (block.inputs_hash, block.outputs_hash):
+            store.path(digest).unlink()
+    assert {w: api.block_document(0, w) for w in documents} == documents
+    view = api.get_block(0)
+    assert view.outputs == json.loads(documents["outputs"])
+    assert net.state.blocks.check_published(10) == [0]
+    assert net.state.blocks.verified(0) is True
+
+
+def test_a_crash_after_the_store_write_publishes_nothing_and_is_retried(
+    fleet: RewardFleet, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The documents are written before the block's transaction commits: a failure
+    between the two leaves the files unused and the block unpublished (no documents
+    served, nothing credited), and the next pass publishes it, served from the store."""
+    from idlegrid.server.services.blocks import BlockService
+
+    net = fleet.net
+    device = fleet.add("cpu", cpu_hardware(), tier=2)
+    fleet.client("cpu").stake(device, "200")
+    publish = BlockService._publish
+
+    def publish_then_crash(self: BlockService, *args: Any) -> None:
+        publish(self, *args)
+        raise RuntimeError("the process died before the commit")
+
+    monkeypatch.setattr(BlockService, "_publish", publish_then_crash)
+    net.state.blocks.tick()
+    fleet.hour(clock)
+    clock.advance(5)
+    assert net.state.blocks.tick() == []
+    store = net.state.blocks.documents
+    orphans = sorted(store.root.rglob("*.json.gz"))
+    assert len(orphans) == 2  # the inputs and the outputs, written, never published
+    with net.state.blocks.sessions() as db:
+        block = db.get(Block, 0)
+        assert block is not None and block.status == "failed" and block.outputs_hash is None
+        assert db.scalar(select(func.count()).select_from(RewardCredit)) == 0
+    with pytest.raises(NotFound):
+        net.client().block_document(0, "outputs")
+
+    monkeypatch.setattr(BlockService, "_publish", publish)
+    assert net.state.blocks.tick() == [0]
+    with net.state.blocks.sessions() as db:
+        block = db.get(Block, 0)
+        assert block is not None and block.status == "completed"
+        digests = (block.inputs_hash, block.outputs_hash)
+    for which, digest in zip(("inputs", "outputs"), digests, strict=True):
+        assert hashlib.sha256(net.client().block_document(0, which)).hexdigest() == digest
+    assert net.state.blocks.verified(0) is True
+
+
+def test_old_per_device_reward_rows_are_pruned_credits_and_claims_are_kept(
+    fleet: RewardFleet, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the newest 2 blocks kept, the loop deletes the per-device rows of older
+    published blocks, a few devices a statement, and only those: every wallet credit
+    and claim stays, and a device's reward list shows the blocks kept."""
+    from idlegrid.server.db.models import RewardClaim
+    from idlegrid.server.services import blocks as block_service
+
+    net = fleet.net
+    monkeypatch.setattr(net.state.blocks.settings, "block_rewards_keep_blocks", 0)
+    names = []
+    for i in range(3):
+        names.append(fleet.add(f"cpu-{i}", cpu_hardware(), tier=2))
+        fleet.client(f"cpu-{i}").stake(names[-1], "200")
+    _close_blocks(fleet, clock, 2)
+    fleet.client("cpu-0").claim_rewards()  # a claim of blocks 0 and 1
+    _close_blocks(fleet, clock, 3)  # blocks 2, 3, 4: nothing pruned while keep is 0
+
+    def counts() -> dict[str, int]:
+        with net.state.blocks.sessions() as db:
+            return {
+                "rewards": db.scalar(select(func.count()).select_from(BlockReward)) or 0,
+                "credits": db.scalar(select(func.count()).select_from(RewardCredit)) or 0,
+                "claims": db.scalar(select(func.count()).select_from(RewardClaim)) or 0,
+            }
+
+    before = counts()
+    assert before["rewards"] == 5 * 3 and before["credits"] and before["claims"] == 1
+    assert len(net.client().device_rewards(names[1]).items) == 5
+
+    monkeypatch.setattr(net.state.blocks.settings, "block_rewards_keep_blocks", 2)
+    monkeypatch.setattr(block_service, "PRUNE_DEVICES_PER_STATEMENT", 2)
+    assert net.state.blocks.prune_rewards(2) == 2 * 3  # two devices' blocks 0, 1, 2
+    assert net.state.blocks.prune_rewards(2) == 3  # the third device's, and the sweep ends
+    assert net.state.blocks.prune_rewards(2) == 0  # nothing new published since
+    after = counts()
+    assert after == {**before, "rewards": 2 * 3}
+    with net.state.blocks.sessions() as db:
+        kept = set(db.scalars(select(BlockReward.number)))
+    assert kept == {3, 4}
+    for device in names:
+        view = net.client().device_rewards(device)
+        assert [e.block for e in view.items] == [4, 3]
+    # The pruned blocks' documents still say what each device earned.
+    outputs = json.loads(net.client().block_document(0, "outputs"))
+    paid, _ = block_publication.published_rows(published_inputs(net, 0), outputs)
+    assert sorted(r["device_id"] for r in paid) == sorted(names)
+
+    _close_blocks(fleet, clock, 1)  # block 5: the loop prunes block 3's rows
+    with net.state.blocks.sessions() as db:
+        assert set(db.scalars(select(BlockReward.number))) == {4, 5}
+    assert counts()["claims"] == 1

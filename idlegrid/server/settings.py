@@ -150,6 +150,18 @@ class ServerSettings(BaseSettings):
         "uptime is then accounted per block and scaled to an hour",
     )
     gpu_pool_bps: int = Field(default=9500, ge=0, le=10_000, description="GPU share of a block")
+    block_documents_dir: Path | None = Field(
+        default=None,
+        description="where blocks' published documents are kept (compressed, named by "
+        "their SHA-256); default data_dir/documents",
+    )
+    block_rewards_keep_blocks: int = Field(
+        default=24 * 30,
+        ge=0,
+        description="per-device reward rows kept for the newest this many published blocks "
+        "(older ones are in the blocks' documents; wallet credits and claims are always "
+        "kept); 0: keep all",
+    )
     slash_appeal_s: float = Field(default=30 * 24 * 3600, gt=0, description="appeal window")
     # Idle-use abuse (core/idle.py): load this high on every heartbeat for this long.
     idle_cpu_percent: float = Field(default=30.0, gt=0, le=100)
@@ -205,6 +217,8 @@ class ServerSettings(BaseSettings):
     def _fill_derived(self) -> ServerSettings:
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / 'idlegrid.db'}"
+        if self.block_documents_dir is None:
+            self.block_documents_dir = self.data_dir / "documents"
         # A device is down after missing two heartbeats and half of a third, so a
         # dead agent is noticed within three intervals, reaper tick included.
         if self.heartbeat_ttl_s == 0:

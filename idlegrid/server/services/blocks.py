@@ -17,6 +17,23 @@ Wallets claim their credits when they like (``ClaimService``): a block of a
 million devices writes one transfer, not one per wallet. A block whose outputs
 were recorded is never computed or credited again.
 
+Storing: the published documents go to the document store (``docstore``,
+compressed, named by their hash) before the transaction that publishes the
+block commits, so a published block always has its documents (a crash in
+between leaves an unused file, nothing worse); the block's ``inputs_json`` and
+``outputs_json`` columns stay empty. Blocks stored before kept them in those
+columns, and are served from there. A block that an announced or running season
+covers keeps its inputs in the column too, as ``SeasonService.finish`` reads them
+from there (``Block.inputs``), not yet through ``published_inputs``: a season
+announced after some of its blocks were published finds those without, and does
+not finish until it does.
+
+Retention: the per-device rows (``block_rewards``, what ``rewards_of`` lists)
+of blocks older than the newest ``block_rewards_keep_blocks`` published ones
+are deleted by the loop, a few thousand devices a statement
+(``prune_rewards``): the blocks' documents hold the same facts. Wallet credits
+and claims are never deleted here.
+
 Listing: a block publishes the devices that could take part, those with a
 passed proof or a stake (either costs its owner something), and only counts
 the rest (``unlisted``): registration is free, so a flood of devices that
@@ -33,12 +50,13 @@ import json
 import logging
 import traceback
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
 import orjson
-from sqlalchemy import String, cast, func, or_, select, update
+from sqlalchemy import String, cast, delete, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from idlegrid.catalog import Catalog
@@ -54,9 +72,18 @@ from idlegrid.protocol import (
     Readiness,
     RewardEntry,
     RewardList,
+    SeasonStatus,
 )
 from idlegrid.server.db.bulk import fetch_rows, insert_rows
-from idlegrid.server.db.models import Block, BlockReward, Device, DeviceUptime, StakeRow
+from idlegrid.server.db.models import (
+    Block,
+    BlockReward,
+    Device,
+    DeviceUptime,
+    Season,
+    StakeRow,
+)
+from idlegrid.server.docstore import DocumentStore, DocumentStoreError
 from idlegrid.server.services.ledger import REWARDS, UNCLAIMED, LedgerService
 from idlegrid.server.services.seasons import SeasonService
 from idlegrid.server.services.staking import to_core
@@ -77,6 +104,8 @@ def _frozen_gc() -> Iterator[None]:
 HOUR_S = 3600
 PAGE_ROWS = 200  # per table on a block's explorer page; the published JSON has every device
 VERIFY_PER_TICK = 2  # blocks published before, checked per pass of the loop
+PRUNE_DEVICES_PER_STATEMENT = 2_000  # devices whose old reward rows one DELETE takes
+PRUNE_DEVICES_PER_TICK = 50_000  # a million devices are swept in 20 passes of the loop
 _EMPTY = ("[]", "[ ]")  # an empty JSON list as SQLite and PostgreSQL give it back as text
 
 
@@ -89,6 +118,7 @@ class BlockService:
         settings: ServerSettings,
         clock: Callable[[], float],
         seasons: SeasonService | None = None,
+        documents: DocumentStore | None = None,
     ) -> None:
         self.sessions = sessions
         self.ledger = ledger
@@ -101,6 +131,15 @@ class BlockService:
         # the liveness table holds (``flush_liveness``, set by the app) and gathers.
         self.grace_s = 2 * settings.flush_interval_s + settings.reaper_interval_s
         self.flush_liveness: Callable[[], None] | None = None
+        if documents is None:
+            assert settings.block_documents_dir is not None  # filled in by the settings
+            documents = DocumentStore(settings.block_documents_dir)
+        self.documents = documents
+        # Retention's sweep over the devices: where it stopped, the cut-off it began
+        # with, and the cut-off of the last whole sweep (nothing to do until it moves).
+        self._prune_after = ""
+        self._sweep_below = 0
+        self._pruned_below = 0
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -127,6 +166,7 @@ class BlockService:
         if closed and self.seasons is not None:
             self.seasons.finish_due()
         self.check_published(VERIFY_PER_TICK + len(closed))
+        self.prune_rewards(PRUNE_DEVICES_PER_TICK)
         return closed
 
     def check_published(self, limit: int) -> list[int]:
@@ -145,19 +185,20 @@ class BlockService:
                 )
             )
         for number in todo:
-            with self.sessions() as db:
-                inputs, outputs, outputs_hash = db.execute(
-                    select(Block.inputs_json, Block.outputs_json, Block.outputs_hash).where(
-                        Block.number == number
-                    )
-                ).one()
             try:
+                with self.sessions() as db:
+                    stored = self._stored(db, number)
+                inputs, outputs = self._documents(stored)
+                outputs_hash = stored[3]
                 ok = (
                     inputs is not None
                     and outputs is not None
                     and block_publication.document_hash(outputs) == outputs_hash
                     and rewards.verify_published(inputs, outputs)
                 )
+            except DocumentStoreError:  # missing or damaged on disk
+                log.exception("block %d: its stored documents cannot be read", number)
+                ok = False
             except (ValueError, TypeError, AttributeError, KeyError):  # not even a block's JSON
                 ok = False
             if not ok:
@@ -383,14 +424,43 @@ class BlockService:
         inputs_document: bytes,
         result: BlockResult,
     ) -> None:
-        """Store both documents as hashed, what the block's page shows, and a row per
-        device for per-device reads."""
+        """Store both documents as hashed (in the document store, before the caller's
+        transaction commits), what the block's page shows, and a row per device for
+        per-device reads."""
         published = block_publication.block_to_dict(result)
         outputs = block_publication.canonical_json(published)
-        block.inputs_json = inputs_document
-        block.inputs_hash = result.inputs_hash
-        block.outputs_json = outputs
-        block.outputs_hash = block_publication.document_hash(outputs)
+        with ThreadPoolExecutor(1, thread_name_prefix="block-documents") as pool:
+            # Compressing 200 MB takes seconds, and zlib and hashlib let go of the GIL:
+            # the rows are inserted meanwhile. Joined below, so before the commit.
+            stored = pool.submit(self._store_documents, inputs_document, outputs)
+            self._publish_rows(db, block, inputs, inputs_document, published, result)
+            block.inputs_hash, block.outputs_hash = stored.result()
+        if block.inputs_hash != result.inputs_hash:  # pragma: no cover - one hash function
+            raise RuntimeError(f"block {block.number}: inputs stored as {block.inputs_hash}")
+
+    def _store_documents(self, inputs: bytes, outputs: bytes) -> tuple[str, str]:
+        return self.documents.put(inputs), self.documents.put(outputs)
+
+    def _publish_rows(
+        self,
+        db: Session,
+        block: Block,
+        inputs: dict[str, Any],
+        inputs_document: bytes,
+        published: dict[str, Any],
+        result: BlockResult,
+    ) -> None:
+        covered = db.scalar(
+            select(func.count())
+            .select_from(Season)
+            .where(
+                Season.starts_hour <= block.number,
+                Season.ends_hour > block.number,
+                Season.status != SeasonStatus.COMPLETED.value,
+            )
+        )
+        block.inputs_json = inputs_document if covered else None
+        block.outputs_json = None
         block.page_json = _page_document(inputs, published)
         block.verified = None
         block.nominated = result.nominated
@@ -412,7 +482,80 @@ class BlockService:
             ],
         )  # fmt: skip
 
+    # -- retention ------------------------------------------------------------------------
+
+    def prune_rewards(self, max_devices: int) -> int:
+        """Delete the per-device reward rows of blocks older than the newest
+        ``block_rewards_keep_blocks`` published ones, for up to ``max_devices`` devices
+        (``PRUNE_DEVICES_PER_STATEMENT`` a transaction), continuing where the last call
+        stopped; returns the rows deleted. The rows are keyed by device first, so each
+        statement names its devices: the database finds their old rows without reading
+        the rest of the table. Credits (``reward_credits``) and claims are untouched."""
+        keep = self.settings.block_rewards_keep_blocks
+        if not keep:
+            return 0
+        with self.sessions() as db:
+            newest = db.scalar(
+                select(func.max(Block.number)).where(Block.status == BlockStatus.COMPLETED)
+            )
+        below = 0 if newest is None else int(newest) - keep + 1
+        if below <= self._pruned_below:
+            return 0  # swept since the last block was published
+        if not self._prune_after:
+            self._sweep_below = below  # a new sweep: what it leaves, it leaves below this
+        deleted = seen = 0
+        while seen < max_devices:
+            with self.sessions.begin() as db:
+                ids = list(
+                    db.scalars(
+                        select(Device.id)
+                        .where(Device.id > self._prune_after)
+                        .order_by(Device.id)
+                        .limit(PRUNE_DEVICES_PER_STATEMENT)
+                    )
+                )
+                if ids:
+                    gone = db.execute(
+                        delete(BlockReward).where(
+                            BlockReward.device_id.in_(ids), BlockReward.number < below
+                        )
+                    )
+                    deleted += gone.rowcount or 0  # type: ignore[attr-defined]
+            seen += len(ids)
+            if len(ids) < PRUNE_DEVICES_PER_STATEMENT:  # the sweep reached the last device
+                self._prune_after, self._pruned_below = "", self._sweep_below
+                break
+            self._prune_after = ids[-1]
+        if deleted:
+            log.info("deleted %d per-device reward rows of blocks before %d", deleted, below)
+        return deleted
+
     # -- reads ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _stored(db: Session, number: int) -> tuple[Any, ...]:
+        """(inputs column, inputs hash, outputs column, outputs hash) of a block."""
+        found = db.execute(
+            select(
+                Block.inputs_json, Block.inputs_hash, Block.outputs_json, Block.outputs_hash
+            ).where(Block.number == number)
+        ).one_or_none()
+        if found is None:
+            raise NotFound("no such block", number=number)
+        return tuple(found)
+
+    def _documents(self, stored: tuple[Any, ...]) -> tuple[bytes | None, bytes | None]:
+        """A block's published inputs and outputs (``_stored``), exactly as hashed."""
+        inputs, inputs_hash, outputs, outputs_hash = stored
+        return self._document(inputs, inputs_hash), self._document(outputs, outputs_hash)
+
+    def _document(self, column: bytes | None, digest: str | None) -> bytes | None:
+        """A published document: from its column where a block stored before the
+        document store kept it there, else from the store (read after the session
+        closes: no connection held while a file is read); None where not published."""
+        if column is not None:
+            return bytes(column)
+        return None if digest is None else self.documents.get(digest)
 
     def get(self, db: Session, number: int) -> Block:
         block = db.get(Block, number)
@@ -433,7 +576,8 @@ class BlockService:
         with self.sessions() as db:
             b = self.get(db, number)
             head = BlockSummary(**_summary(b)).model_dump_json().encode()
-            inputs, outputs = b.inputs_json, b.outputs_json
+            stored = self._stored(db, number)
+        inputs, outputs = self._documents(stored)
         return b"".join(
             (head[:-1], b',"inputs":', inputs or b"null", b',"outputs":', outputs or b"null", b"}")
         )
@@ -470,15 +614,29 @@ class BlockService:
     def document(self, number: int, which: str) -> bytes:
         """A completed block's published ``inputs`` or ``outputs``: the exact bytes that
         were hashed (``inputs_hash``, ``outputs_hash``)."""
-        column = {"inputs": Block.inputs_json, "outputs": Block.outputs_json}[which]
+        column, digest = {
+            "inputs": (Block.inputs_json, Block.inputs_hash),
+            "outputs": (Block.outputs_json, Block.outputs_hash),
+        }[which]
         with self.sessions() as db:
-            found = db.execute(select(column).where(Block.number == number)).one_or_none()
-        if found is None or found[0] is None:
+            found = db.execute(select(column, digest).where(Block.number == number)).one_or_none()
+        document = None if found is None else self._document(*found)
+        if document is None:
             raise NotFound("no such published block", number=number)
-        return bytes(found[0])
+        return document
+
+    def published_inputs(self, number: int) -> dict[str, Any] | None:
+        """A block's published inputs, parsed (what a season recomputes from); None
+        while it is not published."""
+        with self.sessions() as db:
+            inputs, digest = self._stored(db, number)[:2]
+        document = self._document(inputs, digest)
+        return None if document is None else _json_object(orjson.loads(document))
 
     def rewards_of(self, device_id: str, limit: int) -> RewardList:
-        """What a device earned per block, newest first, and why it was left out."""
+        """What a device earned per block, newest first, and why it was left out: the
+        blocks whose per-device rows are kept (``prune_rewards``); older blocks' are in
+        their published documents."""
         with self.sessions() as db:
             rows = list(
                 db.scalars(
@@ -526,6 +684,12 @@ def _page_document(inputs: dict[str, Any], outputs: dict[str, Any]) -> bytes:
             "notes": outputs.get("notes", []),
         }
     )
+
+
+def _json_object(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError("a published document is a JSON object")
+    return value
 
 
 def _reduced(score: str) -> str:
