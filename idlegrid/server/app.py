@@ -119,6 +119,7 @@ def build_state(
         overlay=overlay,
     )
     state.blocks.flush_liveness = lambda: loops.flush_liveness(state)
+    seasons.block_inputs = state.blocks.inputs_of
     # Every service that writes devices or proofs tells the match index what it wrote.
     for writer in (service, proof_service, market, cluster_service, state.staking, state.blocks):
         index.watch(writer.sessions)

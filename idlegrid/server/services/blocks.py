@@ -22,11 +22,9 @@ compressed, named by their hash) before the transaction that publishes the
 block commits, so a published block always has its documents (a crash in
 between leaves an unused file, nothing worse); the block's ``inputs_json`` and
 ``outputs_json`` columns stay empty. Blocks stored before kept them in those
-columns, and are served from there. A block that an announced or running season
-covers keeps its inputs in the column too, as ``SeasonService.finish`` reads them
-from there (``Block.inputs``), not yet through ``published_inputs``: a season
-announced after some of its blocks were published finds those without, and does
-not finish until it does.
+columns, and are served from there. Seasons read a block's inputs through
+``inputs_of`` (column or store), so a season announced after its blocks were
+published finishes as any other.
 
 Retention: the per-device rows (``block_rewards``, what ``rewards_of`` lists)
 of blocks older than the newest ``block_rewards_keep_blocks`` published ones
@@ -72,7 +70,6 @@ from idlegrid.protocol import (
     Readiness,
     RewardEntry,
     RewardList,
-    SeasonStatus,
 )
 from idlegrid.server.db.bulk import fetch_rows, insert_rows
 from idlegrid.server.db.models import (
@@ -80,7 +77,6 @@ from idlegrid.server.db.models import (
     BlockReward,
     Device,
     DeviceUptime,
-    Season,
     StakeRow,
 )
 from idlegrid.server.docstore import DocumentStore, DocumentStoreError
@@ -450,16 +446,7 @@ class BlockService:
         published: dict[str, Any],
         result: BlockResult,
     ) -> None:
-        covered = db.scalar(
-            select(func.count())
-            .select_from(Season)
-            .where(
-                Season.starts_hour <= block.number,
-                Season.ends_hour > block.number,
-                Season.status != SeasonStatus.COMPLETED.value,
-            )
-        )
-        block.inputs_json = inputs_document if covered else None
+        block.inputs_json = None
         block.outputs_json = None
         block.page_json = _page_document(inputs, published)
         block.verified = None
@@ -624,6 +611,13 @@ class BlockService:
         if document is None:
             raise NotFound("no such published block", number=number)
         return document
+
+    def inputs_of(self, db: Session, number: int) -> dict[str, Any] | None:
+        """A block's published inputs, parsed, read in ``db`` (a season's finish reads
+        them in its own transaction); None while it is not published."""
+        inputs, digest = self._stored(db, number)[:2]
+        document = self._document(inputs, digest)
+        return None if document is None else _json_object(orjson.loads(document))
 
     def published_inputs(self, number: int) -> dict[str, Any] | None:
         """A block's published inputs, parsed (what a season recomputes from); None

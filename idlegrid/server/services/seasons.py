@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -54,6 +55,10 @@ class SeasonService:
         self.sessions = sessions
         self.ledger = ledger
         self.clock = clock
+        # A published block's inputs, read in the session given: the block service's
+        # (its documents live in the document store; app.py wires it), else the
+        # column where blocks stored before the store kept them.
+        self.block_inputs: Callable[[Session, int], dict[str, Any] | None] = _column_inputs
 
     def create(self, req: SeasonCreate) -> SeasonView:
         """Announce a season; ``core.seasons.Season`` checks its rules."""
@@ -138,9 +143,12 @@ class SeasonService:
                     )
                 )
             )
-            if any(b.status != BlockStatus.COMPLETED or b.inputs is None for b in blocks):
+            if any(b.status != BlockStatus.COMPLETED for b in blocks):
                 return False
-            results = seasons.compute_season(season, [b.inputs for b in blocks if b.inputs])
+            inputs = [self.block_inputs(db, b.number) for b in blocks]
+            if any(i is None for i in inputs):
+                return False
+            results = seasons.compute_season(season, [i for i in inputs if i is not None])
             row.results = seasons.results_to_dict(results)
             row.results_hash = seasons.results_hash(results)
             transfers = []
@@ -209,3 +217,8 @@ def season_view(row: Season, standings: list[SeasonStanding] | None = None) -> S
         results=row.results,
         standings=standings or [],
     )
+
+
+def _column_inputs(db: Session, number: int) -> dict[str, Any] | None:
+    block = db.get(Block, number)
+    return None if block is None else block.inputs
