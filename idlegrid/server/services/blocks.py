@@ -429,7 +429,7 @@ class BlockService:
             # Compressing 200 MB takes seconds, and zlib and hashlib let go of the GIL:
             # the rows are inserted meanwhile. Joined below, so before the commit.
             stored = pool.submit(self._store_documents, inputs_document, outputs)
-            self._publish_rows(db, block, inputs, inputs_document, published, result)
+            self._publish_rows(db, block, inputs, published, result)
             block.inputs_hash, block.outputs_hash = stored.result()
         if block.inputs_hash != result.inputs_hash:  # pragma: no cover - one hash function
             raise RuntimeError(f"block {block.number}: inputs stored as {block.inputs_hash}")
@@ -442,7 +442,6 @@ class BlockService:
         db: Session,
         block: Block,
         inputs: dict[str, Any],
-        inputs_document: bytes,
         published: dict[str, Any],
         result: BlockResult,
     ) -> None:
