@@ -23,6 +23,7 @@ from idlegrid.core import block_publication, rewards, seasons
 from idlegrid.errors import (
     CoStakeLimit,
     InsufficientFunds,
+    InternalError,
     InvalidTransition,
     NotFound,
     NothingToClaim,
@@ -651,7 +652,10 @@ def test_documents_are_stored_compressed_outside_the_tables(
     path = store.path(row.outputs_hash)
     path.write_bytes(path.read_bytes()[:-9])  # truncated on disk
     with pytest.raises(DocumentCorrupt):
-        net.state.blocks.document(0, "outputs")
+        store.get(row.outputs_hash)
+    with pytest.raises(InternalError) as refused:  # 500 internal, saying which; never the bytes
+        api.block_document(0, "outputs")
+    assert refused.value.details["document"] == row.outputs_hash
     with net.state.blocks.sessions.begin() as db:
         db.get(Block, 0).verified = None
     assert net.state.blocks.check_published(10) == [0]

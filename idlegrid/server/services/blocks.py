@@ -62,7 +62,7 @@ from idlegrid.core import block_publication, emission, rewards, staking
 from idlegrid.core.block_columns import BlockInputs, BlockResult, Devices, multiplier_text
 from idlegrid.core.fees import format_amount
 from idlegrid.core.ledger import Transfer
-from idlegrid.errors import NotFound
+from idlegrid.errors import InternalError, NotFound
 from idlegrid.protocol import (
     BlockList,
     BlockStatus,
@@ -192,8 +192,7 @@ class BlockService:
                     and block_publication.document_hash(outputs) == outputs_hash
                     and rewards.verify_published(inputs, outputs)
                 )
-            except DocumentStoreError:  # missing or damaged on disk
-                log.exception("block %d: its stored documents cannot be read", number)
+            except InternalError:  # its documents are missing or damaged on disk (logged)
                 ok = False
             except (ValueError, TypeError, AttributeError, KeyError):  # not even a block's JSON
                 ok = False
@@ -541,7 +540,15 @@ class BlockService:
         closes: no connection held while a file is read); None where not published."""
         if column is not None:
             return bytes(column)
-        return None if digest is None else self.documents.get(digest)
+        if digest is None:
+            return None
+        try:
+            return self.documents.get(digest)
+        except DocumentStoreError as exc:  # missing or damaged on disk: never served
+            log.error("a published document cannot be read: %s", exc)
+            raise InternalError(
+                "this published document cannot be read on this server", document=digest
+            ) from exc
 
     def get(self, db: Session, number: int) -> Block:
         block = db.get(Block, number)
