@@ -70,8 +70,6 @@ class Relay:
     def __init__(
         self, network: str, authority: str, clock: Callable[[], float] = time.time
     ) -> None:
-        self.network = network
-        self.authority = authority
         self.clock = clock
         self._members: dict[str, Member] = {}  # WireGuard key → member
         self._by_addr: dict[Addr, str] = {}  # source address → key

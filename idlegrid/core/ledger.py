@@ -186,4 +186,10 @@ def _check_funds(debit: AccountState, amount: int) -> None:
 
 def chain_hash(previous: str, t: Transfer, seq: int) -> str:
     """The hash a transfer records: its position, its fields, and the hash before it."""
-    return hashlib.sha256(f"{previous}|{seq}|{t.canonical()}".encode()).hexdigest()
+    return chain_hash_of(previous, seq, t.canonical())
+
+
+def chain_hash_of(previous: str, seq: int, canonical: str) -> str:
+    """``chain_hash`` given the transfer's ``canonical()`` already worked out (a batch
+    works them out while the database reads)."""
+    return hashlib.sha256(f"{previous}|{seq}|{canonical}".encode()).hexdigest()

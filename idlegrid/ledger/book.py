@@ -12,7 +12,6 @@ number of statements.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -32,6 +31,7 @@ from idlegrid.core.ledger import (
     TransferKind,
     apply,
     chain_hash,
+    chain_hash_of,
 )
 from idlegrid.errors import TransferExists, UnknownAccount
 from idlegrid.ledger.tables import LedgerAccount, LedgerHead, LedgerTransfer
@@ -297,7 +297,7 @@ class _Batch:
             if kind is TransferKind.PENDING:
                 pendings[tid] = (t, True)
             seq += 1
-            chain = _chain_hash(chain, seq, canonical or t.canonical())
+            chain = chain_hash_of(chain, seq, canonical or t.canonical())
             recorded[tid] = (t, seq, chain)
             out.append((t, seq, chain, False))
             yield (
@@ -364,12 +364,6 @@ def _canonical(t: Transfer) -> str | None:
         return t.canonical()
     except (TypeError, ValueError):
         return None
-
-
-def _chain_hash(previous: str, seq: int, canonical: str) -> str:
-    """``core.ledger.chain_hash(previous, t, seq)``, given ``t.canonical()`` worked
-    out before (tests/test_ledger_copy.py checks that the two agree)."""
-    return hashlib.sha256(f"{previous}|{seq}|{canonical}".encode()).hexdigest()
 
 
 def _dialect(db: Session) -> str:

@@ -23,7 +23,6 @@ class RateLimiter:
         """``rate_per_s`` 0 means unlimited (the local network's benchmarks)."""
         self._lock = threading.Lock()
         self._buckets = TokenBuckets(rate_per_s, burst, max_keys)
-        self.rate_per_s = rate_per_s
 
     def take(self, key: str, now: float, spend: bool = True) -> float | None:
         """Take a token for ``key`` (with ``spend=False`` only look): None when there is

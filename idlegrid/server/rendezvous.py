@@ -50,8 +50,6 @@ class Rendezvous:
     def __init__(
         self, network: str, authority: str, clock: Callable[[], float] = time.time
     ) -> None:
-        self.network = network
-        self.authority = authority
         self.clock = clock
         self._seen: dict[tuple[str, str], list[Seen | None]] = {}  # (cluster, key) → per port
         self._gate = overlay.HelloGate(network, authority)
