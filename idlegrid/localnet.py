@@ -163,6 +163,7 @@ class LocalNetwork:
             # A local network is for trying things: the faucet, SQLite and an authority
             # key made on the spot (the server's defaults refuse them; settings.py).
             "IDLEGRID_ENVIRONMENT": "development",
+            "IDLEGRID_BEAT_PORT": "0",  # any free one, told to the agents
             **self.env,
             "IDLEGRID_DATA_DIR": str(self.data_dir),
             "IDLEGRID_PORT": str(self.port),

@@ -169,6 +169,24 @@ class RegisterRequest(Wire):
 class HeartbeatRequest(Wire):
     cpu_percent: float | None = Field(default=None, ge=0, le=100)
     gpu_percent: float | None = Field(default=None, ge=0, le=100)
+    beat_key: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="a fresh X25519 public key (hex) made on the device: asks for a beat "
+        "session (core/beats.py)",
+    )
+
+
+class BeatOffer(Wire):
+    """A beat session: heartbeats as datagrams until it expires (core/beats.py)."""
+
+    session: str = Field(pattern=r"^[0-9a-f]{16}$", description="the session id (hex)")
+    server_key: str = Field(
+        pattern=r"^[0-9a-f]{64}$", description="the control plane's X25519 key (hex)"
+    )
+    host: str | None = Field(default=None, description="where to send beats; None: the API's host")
+    port: int = Field(ge=1, le=65535, description="the UDP port")
+    expires_in_s: float = Field(gt=0, description="how long the session holds")
 
 
 class HeartbeatResponse(Wire):
@@ -177,6 +195,7 @@ class HeartbeatResponse(Wire):
     server_time: float
     challenge_id: str | None = Field(default=None, description="a proof waiting to be fetched")
     assignment: Assignment | None = Field(default=None, description="the cluster to serve")
+    beat: BeatOffer | None = Field(default=None, description="the session a beat_key asked for")
 
 
 class Classification(Wire):

@@ -32,6 +32,8 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ["IDLEGRID_ENVIRONMENT"] = "development"
 # Tests register devices by the dozen from one address; the limit has its own test.
 os.environ["IDLEGRID_REGISTRATION_RATE_PER_S"] = "0"
+# Beats on any free UDP port: servers of parallel tests must not share one.
+os.environ["IDLEGRID_BEAT_PORT"] = "0"
 
 POSTGRES_URL = os.environ.get("IDLEGRID_TEST_POSTGRES_URL")
 T0 = 1_798_675_200.0  # 2027-01-01T00:00:00Z, an hour boundary

@@ -141,6 +141,10 @@ def worker_start(
         str | None,
         typer.Option(help="a CIDR of this host's addresses that Ray peers use (local networks)"),
     ] = None,
+    no_beats: Annotated[
+        bool,
+        typer.Option("--no-beats", help="heartbeat over signed HTTP only, never as UDP beats"),
+    ] = False,
     no_sandbox: Annotated[
         bool,
         typer.Option(
@@ -234,6 +238,7 @@ def worker_start(
                 gpus=tuple(g.index for g in hardware.gpus),
             ),
             sandbox=sandbox,
+            beats=not no_beats,
         )
         agent.run(stop)
     log.info("agent stopped")

@@ -24,6 +24,7 @@ from idlegrid.ledger.connect import make_chain
 from idlegrid.ledger.oracle import FixedOracle
 from idlegrid.server import hotpath, loops
 from idlegrid.server.auth import NonceStore
+from idlegrid.server.beats import BeatServer, BeatService
 from idlegrid.server.db import make_engine, migrate, session_factory
 from idlegrid.server.idle import IdleMonitor
 from idlegrid.server.liveness import LivenessTable
@@ -97,6 +98,20 @@ def build_state(
             max_gap_s=max(300.0, 2 * settings.heartbeat_ttl_s),
         )
     )
+    metrics = Metrics()
+    beat_service = BeatService(
+        network=network,
+        liveness=liveness,
+        mailbox=mailbox,
+        idle=idle,
+        heartbeats=metrics.heartbeats,
+        refused=metrics.beats_refused,
+        interval_s=settings.heartbeat_interval_s,
+        life_s=settings.beat_session_s,
+        max_skew_s=settings.max_clock_skew_s,
+        host=settings.beat_host,
+        clock=clock,
+    )
     state = AppState(
         settings=settings,
         engine=engine,
@@ -104,7 +119,7 @@ def build_state(
         liveness=liveness,
         mailbox=mailbox,
         nonces=NonceStore(retention_s=2 * settings.max_clock_skew_s),
-        metrics=Metrics(),
+        metrics=metrics,
         devices=service,
         proofs=proof_service,
         ledger=ledger,
@@ -117,6 +132,7 @@ def build_state(
         claims=ClaimService(session_factory(engine), ledger, clock),
         idle=idle,
         overlay=overlay,
+        beats=beat_service,
     )
     state.blocks.flush_liveness = lambda: loops.flush_liveness(state)
     seasons.block_inputs = state.blocks.inputs_of
@@ -149,9 +165,15 @@ def create_app(
             )
             await rendezvous.start()
             state.overlay.rendezvous_ports = rendezvous.ports
+        beat_port = None
+        if settings.beats:
+            beat_port = BeatServer(state.beats, settings.host, settings.beat_port)
+            await beat_port.start()
         try:
             yield
         finally:
+            if beat_port is not None:
+                beat_port.close()
             if rendezvous is not None:
                 rendezvous.close()
             for task in tasks:

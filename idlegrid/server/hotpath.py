@@ -52,6 +52,7 @@ async def heartbeat(request: Request) -> Response:
         server_time=now,
         challenge_id=box.challenge_id,
         assignment=state.overlay.freshen(box.assignment, device_id) if box.assignment else None,
+        beat=state.beats.offer(device_id, req.beat_key, now) if req.beat_key else None,
     )
     return Response(reply.model_dump_json(), media_type="application/json")
 

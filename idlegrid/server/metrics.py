@@ -11,6 +11,12 @@ class Metrics:
         self.heartbeats = Counter(
             "idlegrid_heartbeats_total", "Heartbeats accepted", registry=self.registry
         )
+        self.beats_refused = Counter(
+            "idlegrid_beats_refused_total",
+            "Beats dropped, by reason (core/beats.py)",
+            ["reason"],
+            registry=self.registry,
+        )
         self.registrations = Counter(
             "idlegrid_registrations_total", "Device registrations", ["new"], registry=self.registry
         )

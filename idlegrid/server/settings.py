@@ -123,6 +123,18 @@ class ServerSettings(BaseSettings):
     match_index_reload_s: float = Field(
         default=600, gt=0, description="re-read every hireable device into the match index"
     )
+    # Beats (core/beats.py, docs/protocol.md): heartbeats as one authenticated datagram
+    # after a signed handshake; agents fall back to HTTP where UDP does not pass.
+    beats: bool = Field(default=True, description="offer agents beat sessions over UDP")
+    beat_port: int = Field(
+        default=8471, ge=0, le=65535, description="the beats' UDP port on host (0: any free one)"
+    )
+    beat_host: str = Field(
+        default="", description="the address agents send beats to; empty: the API's host"
+    )
+    beat_session_s: float = Field(
+        default=3600, gt=0, le=7 * 24 * 3600, description="how long a beat session holds"
+    )
     # The overlay (core/overlay.py, docs/networking.md): clusters whose nodes reach
     # each other over WireGuard, through NATs, with relays where no direct path opens.
     overlay: bool = Field(

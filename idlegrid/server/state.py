@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 
 from idlegrid.core import signing
 from idlegrid.server.auth import NonceStore, authenticate, precheck
+from idlegrid.server.beats import BeatService
 from idlegrid.server.idle import IdleMonitor
 from idlegrid.server.liveness import LivenessTable
 from idlegrid.server.mailbox import Mailbox
@@ -53,6 +54,7 @@ class AppState:
     claims: ClaimService
     idle: IdleMonitor
     overlay: OverlayService
+    beats: BeatService
 
 
 def network_of(state: AppState) -> str:

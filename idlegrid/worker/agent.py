@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import psutil
 from solders.keypair import Keypair
@@ -39,6 +40,7 @@ from idlegrid.protocol import (
 )
 from idlegrid.sdk import Client
 from idlegrid.version import __version__
+from idlegrid.worker.beats import BeatChannel
 from idlegrid.worker.duties import ChallengeDuty, ConnectivityDuty
 from idlegrid.worker.duty import AgentView, Duty
 from idlegrid.worker.hardware import gpu_utilization
@@ -69,19 +71,35 @@ class Backoff:
 
 
 class HeartbeatDuty:
+    """A heartbeat each interval: a beat (one datagram, worker/beats.py) while a beat
+    session holds and the server has nothing for the device, else signed HTTP."""
+
     name = "heartbeat"
 
-    def __init__(self, interval_s: float) -> None:
+    def __init__(self, interval_s: float, beats: BeatChannel | None = None) -> None:
         self.interval_s = interval_s
+        self.beats = beats
 
     def run(self, agent: AgentView) -> None:
         gpu = gpu_utilization() if agent.hardware.gpus else None
-        req = HeartbeatRequest(cpu_percent=psutil.cpu_percent(interval=None), gpu_percent=gpu)
+        cpu = psutil.cpu_percent(interval=None)
+        if self.beats is not None and self.beats.open:
+            ack = self.beats.beat(cpu, gpu, timeout_s=min(1.0, self.interval_s / 2))
+            if ack is not None:
+                agent.status = ack.status
+                self.interval_s = ack.interval_s
+                if not ack.http_wanted:
+                    return
+        ask = self.beats is not None and self.beats.wants_session()
+        beat_key = self.beats.new_key() if self.beats is not None and ask else None
+        req = HeartbeatRequest(cpu_percent=cpu, gpu_percent=gpu, beat_key=beat_key)
         resp = agent.client.heartbeat(agent.device_id, req)
         agent.status = resp.status
         agent.pending_challenge = resp.challenge_id or agent.pending_challenge
         agent.assignment = resp.assignment
         self.interval_s = resp.interval_s  # the server sets the pace
+        if self.beats is not None and resp.beat is not None and beat_key is not None:
+            self.beats.accept(resp.beat)
 
 
 class Agent:
@@ -99,6 +117,7 @@ class Agent:
         backoff: Backoff | None = None,
         ray: RayConfig | None = None,
         sandbox: Sandbox | None = None,
+        beats: bool = False,
     ) -> None:
         if client.keypair is None:
             raise ValueError("the agent's client needs the device keypair")
@@ -118,8 +137,13 @@ class Agent:
         self.sandbox: Sandbox = sandbox or NoSandbox()
         self.sandbox.sweep(sandbox_prefix(self.device_id))  # what a killed agent left
         self.ray = RayDuty(ray, sandbox=self.sandbox)
+        channel = None
+        if beats:  # over UDP to the API's host; an in-process client has none
+            host = urlsplit(client.base_url).hostname or "localhost"
+            channel = BeatChannel(network=client.network, device_id=self.device_id, api_host=host)
+        self.heartbeat = HeartbeatDuty(heartbeat_interval_s, channel)
         self.duties: list[Duty] = [
-            HeartbeatDuty(heartbeat_interval_s),
+            self.heartbeat,
             self.challenges,
             ConnectivityDuty(connectivity_interval_s),
             self.ray,
@@ -195,3 +219,5 @@ class Agent:
                 stop.wait(delay)
         finally:
             self.ray.close()
+            if self.heartbeat.beats is not None:
+                self.heartbeat.beats.close()
