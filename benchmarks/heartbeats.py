@@ -332,6 +332,7 @@ def running_server(
         # The registration phase measures the server, not the per-source limit (all of
         # its registrations come from this one address: 60 would pass, then 1 a second).
         IDLEGRID_REGISTRATION_RATE_PER_S="0",
+        IDLEGRID_BEAT_PORT="0",  # any free one (benchmarks/beats.py reads it from an offer)
     )
     if database_url:
         env["IDLEGRID_DATABASE_URL"] = database_url

@@ -287,6 +287,12 @@ def test_the_duty_beats_between_http_heartbeats_and_falls_back(
     network.state.mailbox.set_challenge(device, "ch-9")
     duty.run(agent)  # a beat whose ack asks for HTTP, then HTTP with the challenge
     assert agent.pending_challenge == "ch-9"
+    # Serving a cluster, it heartbeats over HTTP (only the reply can end the assignment).
+    agent.assignment = object()  # type: ignore[assignment]
+    network.state.mailbox.set_challenge(device, None)
+    before = http._value.get()
+    duty.run(agent)
+    assert http._value.get() == before + 1 and agent.assignment is None
     # The control plane restarts (its sessions are gone): the beat goes unanswered and
     # the duty heartbeats over HTTP at once, with a new session.
     network.state.beats.sessions.close(device)

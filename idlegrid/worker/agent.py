@@ -72,7 +72,8 @@ class Backoff:
 
 class HeartbeatDuty:
     """A heartbeat each interval: a beat (one datagram, worker/beats.py) while a beat
-    session holds and the server has nothing for the device, else signed HTTP."""
+    session holds, the device serves no cluster and the server has nothing for it;
+    else signed HTTP."""
 
     name = "heartbeat"
 
@@ -83,7 +84,10 @@ class HeartbeatDuty:
     def run(self, agent: AgentView) -> None:
         gpu = gpu_utilization() if agent.hardware.gpus else None
         cpu = psutil.cpu_percent(interval=None)
-        if self.beats is not None and self.beats.open:
+        # A device serving a cluster heartbeats over HTTP: only its reply says when the
+        # assignment changes or ends (an ack says only that the mailbox holds something).
+        serving = agent.assignment is not None
+        if self.beats is not None and self.beats.open and not serving:
             ack = self.beats.beat(cpu, gpu, timeout_s=min(1.0, self.interval_s / 2))
             if ack is not None:
                 agent.status = ack.status
