@@ -91,6 +91,17 @@ def test_a_device_has_one_session_and_expired_ones_are_swept() -> None:
         table.open("dev-c", b"\x04" * 8, KEYS, NOW + 50)  # a session id is never reused
 
 
+def test_a_device_gets_a_new_session_only_after_the_reopen_gap() -> None:
+    table = sessions()
+    assert not table.may_open("dev-a", NOW + beats.REOPEN_S - 1)
+    assert table.may_open("dev-a", NOW + beats.REOPEN_S)
+    assert table.may_open("dev-b", NOW)  # another device is not held back
+    table.close("dev-a")
+    assert table.may_open("dev-a", NOW)  # none open (closed, as on a server restart)
+    short = sessions(life_s=100)  # a short life: a tenth of it
+    assert not short.may_open("dev-a", NOW + 9) and short.may_open("dev-a", NOW + 10)
+
+
 def test_keys_bind_network_device_session_and_both_public_keys() -> None:
     shared = bytes(range(1, 33))
     base = dict(
@@ -253,6 +264,26 @@ def test_a_session_made_for_another_network_never_verifies(
     assert refused(network)[beats.BAD_TAG] == 1
 
 
+def test_offers_to_one_device_are_spaced(network: Network, clock: FakeClock) -> None:
+    """Each session costs the server an X25519 exchange: a device asking in every
+    signed heartbeat gets one per REOPEN_S, and stays on HTTP in between."""
+    kp, device = registered(network)
+    client = network.client(kp)
+    first = client.heartbeat(
+        device, HeartbeatRequest(beat_key=channel(network, kp, clock).new_key())
+    )
+    again = client.heartbeat(
+        device, HeartbeatRequest(beat_key=channel(network, kp, clock).new_key())
+    )
+    assert first.beat is not None and again.beat is None
+    assert again.status is DeviceStatus.UP
+    clock.advance(beats.REOPEN_S)
+    later = client.heartbeat(
+        device, HeartbeatRequest(beat_key=channel(network, kp, clock).new_key())
+    )
+    assert later.beat is not None and later.beat.session != first.beat.session
+
+
 def test_a_low_order_beat_key_is_a_422(network: Network) -> None:
     kp, device = registered(network)
     with pytest.raises(InvalidRequest):
@@ -311,6 +342,7 @@ def test_unanswered_beats_leave_the_duty_on_http(network: Network, clock: FakeCl
     for _ in range(MAX_MISSES):
         duty.run(agent)  # HTTP, offered a session nobody answers
         duty.run(agent)  # the beat misses; HTTP again
+        clock.advance(beats.REOPEN_S)  # so that the next HTTP heartbeat is offered one
     assert not ch.open and not ch.wants_session()
     assert agent.status is DeviceStatus.UP
 

@@ -37,6 +37,10 @@ its mailbox holds a challenge or a cluster assignment, which only the HTTP reply
 carries). A device that hears no ack falls back to HTTP, which also opens a fresh
 session (after a server restart, say).
 
+A session costs the control plane an X25519 key pair and exchange (about 100 µs),
+so a device gets at most one new session per ``REOPEN_S`` while its last one is
+open (``BeatSessions.may_open``); until then its heartbeats simply stay on HTTP.
+
 No sockets or clocks here: plain values in and out (the server's socket is
 ``server/beats.py``, the agent's ``worker/beats.py``).
 """
@@ -56,6 +60,7 @@ ACK_MAGIC = b"IGA1"
 TAG_BYTES = 16
 SESSION_BYTES = 8
 NO_LOAD = 0xFFFF
+REOPEN_S = 30.0  # the least time between two sessions of one device
 HTTP_WANTED = 0x01
 
 _BEAT = struct.Struct("!4s8sQQHH")
@@ -216,6 +221,15 @@ class BeatSessions:
         self._of_device[device_id] = session
         self.sweep(now)
         return opened
+
+    def may_open(self, device_id: str, now: float) -> bool:
+        """Whether the device may have a new session now: none open, or its open one
+        older than ``REOPEN_S`` (or a tenth of a session's life, if that is less)."""
+        session = self._sessions.get(self._of_device.get(device_id, b""))
+        if session is None:
+            return True
+        opened_at = session.expires_at - self.life_s
+        return now - opened_at >= min(REOPEN_S, self.life_s / 10)
 
     def close(self, device_id: str) -> None:
         session = self._of_device.pop(device_id, None)

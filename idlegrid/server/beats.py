@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import socket
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -30,6 +31,11 @@ from idlegrid.server.liveness import LivenessTable
 from idlegrid.server.mailbox import Mailbox
 
 log = logging.getLogger("idlegrid.server.beats")
+
+# Room for bursts of beats while the event loop is busy elsewhere: the kernel's
+# default (~208 KiB) holds fewer than 200 small datagrams. Linux caps it at
+# net.core.rmem_max, so raise that too on a busy control plane.
+RCVBUF_BYTES = 4 << 20
 
 
 class BeatService:
@@ -61,8 +67,9 @@ class BeatService:
         self.port: int | None = None  # once bound; no offers before
 
     def offer(self, device_id: str, beat_key: str, now: float) -> BeatOffer | None:
-        """Open a session for a device that signed ``beat_key``; None while unbound."""
-        if self.port is None:
+        """Open a session for a device that signed ``beat_key``; None while unbound or
+        when the device had one too lately (core/beats.REOPEN_S)."""
+        if self.port is None or not self.sessions.may_open(device_id, now):
             return None
         device_key = bytes.fromhex(beat_key)
         private = X25519PrivateKey.generate()
@@ -149,8 +156,15 @@ class BeatServer:
             lambda: _Port(self.service), local_addr=self.bind
         )
         self._transport = transport
+        sock = transport.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF_BYTES)
         self.service.port = int(transport.get_extra_info("sockname")[1])
-        log.info("beats on %s port %d", self.bind[0], self.service.port)
+        log.info(
+            "beats on %s port %d (receive buffer %d bytes)",
+            self.bind[0],
+            self.service.port,
+            sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
+        )
         return self.service.port
 
     def close(self) -> None:

@@ -87,23 +87,23 @@ class HeartbeatDuty:
         # A device serving a cluster heartbeats over HTTP: only its reply says when the
         # assignment changes or ends (an ack says only that the mailbox holds something).
         serving = agent.assignment is not None
-        if self.beats is not None and self.beats.open and not serving:
-            ack = self.beats.beat(cpu, gpu, timeout_s=min(1.0, self.interval_s / 2))
+        channel = self.beats
+        if channel is not None and channel.open and not serving:
+            ack = channel.beat(cpu, gpu, timeout_s=min(1.0, self.interval_s / 2))
             if ack is not None:
                 agent.status = ack.status
                 self.interval_s = ack.interval_s
                 if not ack.http_wanted:
                     return
-        ask = self.beats is not None and self.beats.wants_session()
-        beat_key = self.beats.new_key() if self.beats is not None and ask else None
+        beat_key = channel.new_key() if channel is not None and channel.wants_session() else None
         req = HeartbeatRequest(cpu_percent=cpu, gpu_percent=gpu, beat_key=beat_key)
         resp = agent.client.heartbeat(agent.device_id, req)
         agent.status = resp.status
         agent.pending_challenge = resp.challenge_id or agent.pending_challenge
         agent.assignment = resp.assignment
         self.interval_s = resp.interval_s  # the server sets the pace
-        if self.beats is not None and resp.beat is not None and beat_key is not None:
-            self.beats.accept(resp.beat)
+        if channel is not None and beat_key is not None and resp.beat is not None:
+            channel.accept(resp.beat)
 
 
 class Agent:
