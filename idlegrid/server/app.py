@@ -114,6 +114,7 @@ def build_state(
     )
     state = AppState(
         settings=settings,
+        network=network,
         engine=engine,
         clock=clock,
         liveness=liveness,
@@ -198,7 +199,7 @@ def create_app(
     app.include_router(wallets.router)
     app.include_router(explorer.router)
     app.mount("/explorer/static", explorer.static_files(), name="explorer_static")
-    app.router.routes.insert(0, hotpath.route)  # matched before the documented route
+    app.router.routes[:0] = hotpath.routes  # matched before the documented routes
     _install_error_handlers(app, state)
     document_errors(app, signed=(signed_by, buyer, proofs.registered_device, devices.heartbeat))
     # The last added runs first: security headers on every answer, HEAD as GET,

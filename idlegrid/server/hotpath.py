@@ -1,12 +1,13 @@
-"""The heartbeat endpoint as a bare Starlette route.
+"""The heartbeat and registration endpoints as bare Starlette routes.
 
-Heartbeats are the one request every device sends all the time. FastAPI's
-dependency solving and validation layers cost more than the work itself (about
-60 % of a heartbeat's server time), so this route does the same steps by hand:
-parse the body with the wire model, authenticate, update the liveness table,
+Heartbeats are the one request every device sends all the time, and
+registrations come in floods when a fleet joins. FastAPI's dependency solving
+and validation layers cost more than a heartbeat's own work (about 60 % of its
+server time) and about half of a registration's, so these routes do the same
+steps by hand: parse the body with the wire model, authenticate, do the work,
 reply. Errors raise the same exceptions, mapped by the app's handlers. The
-FastAPI route of the same path in ``routes/devices.py`` documents it in the
-OpenAPI schema and delegates here; this route is matched first.
+FastAPI routes of the same paths in ``routes/devices.py`` document them in the
+OpenAPI schema and delegate here; these routes are matched first.
 """
 
 from __future__ import annotations
@@ -18,10 +19,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from idlegrid.errors import InvalidRequest, NotYourDevice, UnknownDevice
-from idlegrid.protocol import HeartbeatRequest, HeartbeatResponse
-from idlegrid.server.state import app_state, signed_by
+from idlegrid.protocol import HeartbeatRequest, HeartbeatResponse, RegisterRequest
+from idlegrid.server.group_commit import GroupCommit
+from idlegrid.server.params import refuse_nul
+from idlegrid.server.ratelimit import RateLimiter, source_key
+from idlegrid.server.state import app_scoped, app_state, network_of, signed_by
 
 HEARTBEAT_PATH = "/v1/devices/{device_id}/heartbeat"
+REGISTER_PATH = "/v1/devices"
 
 
 async def heartbeat(request: Request) -> Response:
@@ -57,4 +62,52 @@ async def heartbeat(request: Request) -> Response:
     return Response(reply.model_dump_json(), media_type="application/json")
 
 
-route = Route(HEARTBEAT_PATH, heartbeat, methods=["POST"])
+async def register(request: Request) -> Response:
+    await refuse_nul(request)
+    state = app_state(request)
+    # FastAPI's order, kept: the body is read first (one too slow is a 408), a JSON
+    # body that does not parse is a 422 signed or not, and only then the signature
+    # (401) before what the body says is judged.
+    body = await request.body()
+    try:
+        req = RegisterRequest.model_validate_json(body)
+    except ValidationError as exc:
+        said_json = "json" in request.headers.get("content-type", "")
+        if not (said_json and all(e["type"] == "json_invalid" for e in exc.errors())):
+            await signed_by(request)  # unsigned: a 401 first
+        raise InvalidRequest.from_validation(exc.errors()) from None
+    signer = await signed_by(request)
+    # Registration is free, so it is rate-limited per source and per owner (one token
+    # each), before it costs a thread or a transaction; an owner's bucket only once its
+    # attestation verifies, so nobody can spend another owner's registrations.
+    if req.owner is not None and req.owner != signer:
+        state.devices.check_attestation(signer, req, network_of(state))
+    settings = state.settings
+    limits = app_scoped(
+        request,
+        "registration_limits",
+        lambda: RateLimiter(settings.registration_rate_per_s, settings.registration_burst),
+    )
+    now = state.clock()
+    source = source_key(request.client.host if request.client is not None else None)
+    for key in (source, f"owner:{req.owner or signer}"):
+        limits.check(key, now, "registrations")
+    # Group commit: registrations that arrive together share one transaction, and
+    # those waiting wait on the event loop, so that a flood of them cannot fill the
+    # thread pool and starve everyone else's requests of threads (group_commit.py).
+    group = app_scoped(
+        request,
+        "registration_group",
+        lambda: GroupCommit(state.devices.register_many, lanes=settings.registration_concurrency),
+    )
+    view, created = await group.submit((signer, req, network_of(state)))
+    state.metrics.registrations.labels(new=str(created).lower()).inc()
+    return Response(
+        view.model_dump_json(), status_code=201 if created else 200, media_type="application/json"
+    )
+
+
+routes = [
+    Route(HEARTBEAT_PATH, heartbeat, methods=["POST"]),
+    Route(REGISTER_PATH, register, methods=["POST"]),
+]

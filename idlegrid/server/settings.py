@@ -183,7 +183,10 @@ class ServerSettings(BaseSettings):
     flush_interval_s: float = Field(default=0, ge=0)
     reaper_interval_s: float = Field(default=0, ge=0)
     registration_concurrency: int = Field(
-        default=2, ge=1, description="registrations served at once; the rest wait in line"
+        default=2,
+        ge=1,
+        description="registration transactions at once, each writing every registration "
+        "waiting (group commit); the rest wait in line",
     )
     registration_rate_per_s: float = Field(
         default=1.0, ge=0, description="per source address and per owner; 0: unlimited"

@@ -9,7 +9,6 @@ from typing import Annotated, TypeVar
 from fastapi import Depends, Request
 from sqlalchemy import Engine
 
-from idlegrid.core import signing
 from idlegrid.server.auth import NonceStore, authenticate, precheck
 from idlegrid.server.beats import BeatService
 from idlegrid.server.idle import IdleMonitor
@@ -36,6 +35,7 @@ T = TypeVar("T")
 @dataclass
 class AppState:
     settings: ServerSettings
+    network: str  # settings.network_id, or the one derived from the authority's key
     engine: Engine
     clock: Callable[[], float]
     liveness: LivenessTable
@@ -59,7 +59,7 @@ class AppState:
 
 def network_of(state: AppState) -> str:
     """This deployment's network identifier, which every signature covers."""
-    return state.settings.network_id or signing.network_id(str(state.ledger.authority.pubkey()))
+    return state.network  # made once (app.py): Keypair.pubkey() alone costs ~20 µs
 
 
 def app_scoped(request: Request, name: str, make: Callable[[], T]) -> T:

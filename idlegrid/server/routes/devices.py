@@ -3,11 +3,9 @@ actions (signed by the owner), and public reads."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from starlette.concurrency import run_in_threadpool
 
 from idlegrid.core.lifecycle import OwnerAction
 from idlegrid.errors import InvalidRequest
@@ -26,8 +24,7 @@ from idlegrid.protocol import (
 )
 from idlegrid.server import hotpath
 from idlegrid.server.params import Offset, refuse_nul
-from idlegrid.server.ratelimit import RateLimiter, source_key
-from idlegrid.server.state import Signer, StateDep, app_scoped, network_of
+from idlegrid.server.state import Signer, StateDep
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"], dependencies=[Depends(refuse_nul)])
 
@@ -38,38 +35,11 @@ router = APIRouter(prefix="/v1/devices", tags=["devices"], dependencies=[Depends
     status_code=201,
     responses={200: {"model": DeviceView, "description": "Already registered: refreshed"}},
 )
-async def register_device(
-    req: RegisterRequest, signer: Signer, state: StateDep, request: Request, response: Response
-) -> DeviceView:
-    # Registration is free, so it is rate-limited per source and per owner (one token
-    # each), before it costs a thread or a transaction; an owner's bucket only once its
-    # attestation verifies, so nobody can spend another owner's registrations.
-    if req.owner is not None and req.owner != signer:
-        state.devices.check_attestation(signer, req, network_of(state))
-    settings = state.settings
-    limits = app_scoped(
-        request,
-        "registration_limits",
-        lambda: RateLimiter(settings.registration_rate_per_s, settings.registration_burst),
-    )
-    now = state.clock()
-    source = source_key(request.client.host if request.client is not None else None)
-    for key in (source, f"owner:{req.owner or signer}"):
-        limits.check(key, now, "registrations")
-    # Admission control: a few registrations run at once and the rest wait in line on
-    # the event loop, so a flood of them cannot fill the thread pool and starve
-    # everyone else's requests of threads and of the interpreter.
-    line = app_scoped(
-        request, "registration_line", lambda: asyncio.Semaphore(settings.registration_concurrency)
-    )
-    async with line:
-        view, created = await run_in_threadpool(
-            state.devices.register, signer, req, network_of(state)
-        )
-    state.metrics.registrations.labels(new=str(created).lower()).inc()
-    if not created:
-        response.status_code = 200
-    return view
+async def register_device(req: RegisterRequest, signer: Signer, request: Request) -> Response:
+    """Signed by the device itself (and, for an owner other than the device, attested
+    by the owner). Served by ``server/hotpath.py``, which is matched first; declared
+    here for the OpenAPI schema."""
+    return await hotpath.register(request)
 
 
 @router.post("/{device_id}/heartbeat", response_model=HeartbeatResponse)

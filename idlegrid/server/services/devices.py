@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from idlegrid.catalog import Catalog
@@ -14,6 +15,7 @@ from idlegrid.core import connectivity, lifecycle, signing
 from idlegrid.core.lifecycle import OwnerAction
 from idlegrid.errors import BadSignature, DeviceTerminated, NotYourDevice, UnknownDevice
 from idlegrid.protocol import (
+    Classification,
     ConnectivityReport,
     DeviceDetail,
     DeviceEventView,
@@ -110,26 +112,11 @@ class DeviceService:
             self.check_attestation(device_id, req, network)
         now = self.clock()
         cls = self.catalog.classify(req.hardware)
-        hardware = req.hardware.model_dump(mode="json")
         with self.sessions.begin() as db:
             dev = db.get(Device, device_id, with_for_update=True)
             created = dev is None
             if dev is None:
-                dev = Device(
-                    id=device_id,
-                    owner=owner,
-                    status_version=0,
-                    readiness=Readiness.PENDING.value,
-                    registered_at=now,
-                    uptime_s=0.0,
-                )
-                db.add(dev)
-                event: dict[str, Any] = {
-                    "model": cls.model,
-                    "kind": cls.kind.value,
-                    "sandbox": req.sandbox.backend,
-                }
-                self._event(db, device_id, now, "registered", event)
+                dev = self._new_device(db, device_id, owner, req, cls, now)
             else:
                 if dev.status == DeviceStatus.TERMINATED.value:
                     raise DeviceTerminated(device_id=device_id)
@@ -156,28 +143,116 @@ class DeviceService:
             # Newer than anything the liveness table may still have queued.
             live = self.liveness.get(device_id)
             dev.status_version = max(dev.status_version, live.version if live else 0) + 1
-            dev.status = status.value
-            dev.name = req.name
-            dev.location = req.location
-            dev.kind = cls.kind.value
-            dev.model = cls.model
-            dev.processors = cls.processors
-            dev.unsupported_reason = cls.reason
-            dev.hardware = hardware
-            dev.agent_version = req.agent_version
             if not created and dev.sandbox_backend != req.sandbox.backend:
                 change = {"from": dev.sandbox_backend, "to": req.sandbox.backend}
                 self._event(db, device_id, now, "sandbox", change)
-            dev.sandbox_backend = req.sandbox.backend
-            dev.sandbox = req.sandbox.model_dump(mode="json")
-            dev.last_seen_at = now
+            self._fill(dev, req, cls, status, now)
             unproven = cls.model is not None and dev.proof_passed_at is None
-            if unproven and not self._proof_open(db, dev):
+            if unproven and (created or not self._proof_open(db, dev)):
                 dev.next_proof_at = now  # prove it as soon as it joins
             version = dev.status_version
         # Only once committed does the hot path learn of the device.
         self.liveness.load(device_id, status, now, version)
         return self._device_view(dev), created
+
+    def register_many(
+        self, items: Sequence[tuple[str, RegisterRequest, str]]
+    ) -> list[tuple[DeviceView, bool] | Exception]:
+        """Register several devices (device id, request, network) in one transaction,
+        each one's outcome or error in order (server/group_commit.py batches the
+        requests that arrive together). New devices are inserted together; a device
+        already registered, or named twice, is refreshed on its own afterwards
+        (``register``), and so is every one of them if the shared transaction fails
+        (another replica registered one of them first)."""
+        results: list[tuple[DeviceView, bool] | Exception | None] = [None] * len(items)
+        now = self.clock()
+        ready: list[int] = []
+        for i, (device_id, req, network) in enumerate(items):
+            try:
+                if (req.owner or device_id) != device_id:
+                    self.check_attestation(device_id, req, network)
+            except Exception as exc:  # this one's error, not the batch's
+                results[i] = exc
+                continue
+            ready.append(i)
+        fresh: list[tuple[int, Device]] = []
+        alone: list[int] = []
+        try:
+            with self.sessions.begin() as db:
+                ids = {items[i][0] for i in ready}
+                taken = set(db.scalars(select(Device.id).where(Device.id.in_(ids))))
+                for i in ready:
+                    device_id, req, _ = items[i]
+                    if device_id in taken:
+                        alone.append(i)
+                        continue
+                    taken.add(device_id)
+                    cls = self.catalog.classify(req.hardware)
+                    dev = self._new_device(db, device_id, req.owner or device_id, req, cls, now)
+                    live = self.liveness.get(device_id)
+                    dev.status_version = (live.version if live else 0) + 1
+                    self._fill(
+                        dev, req, cls, self._registration_status(dev, cls.model is not None), now
+                    )
+                    if cls.model is not None:
+                        dev.next_proof_at = now  # prove it as soon as it joins
+                    fresh.append((i, dev))
+        except IntegrityError:
+            alone = sorted(alone + [i for i, _ in fresh])
+            fresh = []
+        for i, dev in fresh:  # only once committed does the hot path learn of them
+            self.liveness.load(dev.id, DeviceStatus(dev.status), now, dev.status_version)
+            results[i] = (self._device_view(dev), True)
+        for i in alone:
+            try:
+                results[i] = self.register(*items[i])
+            except Exception as exc:
+                results[i] = exc
+        return [r for r in results if r is not None]
+
+    def _new_device(
+        self,
+        db: Session,
+        device_id: str,
+        owner: str,
+        req: RegisterRequest,
+        cls: Classification,
+        now: float,
+    ) -> Device:
+        dev = Device(
+            id=device_id,
+            owner=owner,
+            status_version=0,
+            readiness=Readiness.PENDING.value,
+            registered_at=now,
+            uptime_s=0.0,
+        )
+        db.add(dev)
+        event: dict[str, Any] = {
+            "model": cls.model,
+            "kind": cls.kind.value,
+            "sandbox": req.sandbox.backend,
+        }
+        self._event(db, device_id, now, "registered", event)
+        return dev
+
+    @staticmethod
+    def _fill(
+        dev: Device, req: RegisterRequest, cls: Classification, status: DeviceStatus, now: float
+    ) -> None:
+        """What a registration writes of the request, new device or refreshed."""
+        dev.status = status.value
+        dev.name = req.name
+        dev.location = req.location
+        dev.kind = cls.kind.value
+        dev.model = cls.model
+        dev.processors = cls.processors
+        dev.unsupported_reason = cls.reason
+        dev.hardware = req.hardware.model_dump(mode="json")
+        dev.agent_version = req.agent_version
+        dev.sandbox_backend = req.sandbox.backend
+        dev.sandbox = req.sandbox.model_dump(mode="json")
+        dev.last_seen_at = now
 
     @staticmethod
     def check_attestation(device_id: str, req: RegisterRequest, network: str) -> None:
