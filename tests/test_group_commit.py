@@ -185,7 +185,7 @@ def test_concurrent_registrations_share_transactions(network: Network) -> None:
     plain = service.register_many
     fleet = [Keypair() for _ in range(24)]
 
-    def held(items: Sequence[Any]) -> list[Any]:
+    def held(items: Sequence[Any], **options: Any) -> list[Any]:
         # Each batch waits until every request has reached the group: the ones that
         # come meanwhile must then go together, whatever the threads' timing.
         group = network.app.state.registration_group
@@ -193,7 +193,7 @@ def test_concurrent_registrations_share_transactions(network: Network) -> None:
         while sum(group.batches) + len(group._pending) < len(fleet):
             assert time.monotonic() < deadline, "the requests never all arrived"
             time.sleep(0.01)
-        return plain(items)
+        return plain(items, **options)
 
     service.register_many = held  # type: ignore[method-assign]
 

@@ -12,6 +12,8 @@ OpenAPI schema and delegate here; these routes are matched first.
 
 from __future__ import annotations
 
+from functools import partial
+
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -98,7 +100,11 @@ async def register(request: Request) -> Response:
     group = app_scoped(
         request,
         "registration_group",
-        lambda: GroupCommit(state.devices.register_many, lanes=settings.registration_concurrency),
+        # The attestations were verified above, before the owner's bucket.
+        lambda: GroupCommit(
+            partial(state.devices.register_many, attested=True),
+            lanes=settings.registration_concurrency,
+        ),
     )
     view, created = await group.submit((signer, req, network_of(state)))
     state.metrics.registrations.labels(new=str(created).lower()).inc()

@@ -32,5 +32,7 @@ async def refuse_nul(request: Request) -> None:
     path = request.scope.get("path", "")
     if "\x00" in path:
         raise InvalidRequest("the path may not contain NUL (%00)", where="path")
-    if any("\x00" in k or "\x00" in v for k, v in request.query_params.multi_items()):
+    if request.scope.get("query_string") and any(
+        "\x00" in k or "\x00" in v for k, v in request.query_params.multi_items()
+    ):
         raise InvalidRequest("the query may not contain NUL (%00)", where="query")

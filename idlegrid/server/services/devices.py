@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from sqlalchemy import func, insert, select
@@ -103,12 +104,13 @@ class DeviceService:
     # -- registration ------------------------------------------------------------
 
     def register(
-        self, device_id: str, req: RegisterRequest, network: str
+        self, device_id: str, req: RegisterRequest, network: str, attested: bool = False
     ) -> tuple[DeviceView, bool]:
         """Register a device (or refresh its hardware); True when it is new. An owner's
-        attestation must name ``network``, this deployment."""
+        attestation must name ``network``, this deployment (``attested``: the caller
+        has verified it already)."""
         owner = req.owner or device_id
-        if owner != device_id:
+        if owner != device_id and not attested:
             self.check_attestation(device_id, req, network)
         now = self.clock()
         cls = self.catalog.classify(req.hardware)
@@ -116,68 +118,83 @@ class DeviceService:
             dev = db.get(Device, device_id, with_for_update=True)
             created = dev is None
             if dev is None:
-                dev, event = self._new_device(device_id, owner, req, cls, now)
+                row, event = self._new_row(device_id, req, cls, now)
+                dev = Device(**row)
                 db.add(dev)
                 self._event(db, device_id, now, "registered", event)
             else:
-                if dev.status == DeviceStatus.TERMINATED.value:
-                    raise DeviceTerminated(device_id=device_id)
-                if dev.owner != owner:
-                    raise NotYourDevice("a registered device keeps its owner", owner=dev.owner)
-                if dev.model != cls.model or dev.processors != cls.processors:
-                    # Another machine under the same id: what was proven is void.
-                    dev.proof_passed_at = None
-                    if dev.readiness == Readiness.CLUSTER_READY.value:
-                        dev.readiness = Readiness.PENDING.value
-                    self._event(
-                        db,
-                        device_id,
-                        now,
-                        "hardware_changed",
-                        {"from": dev.model, "to": cls.model, "processors": cls.processors},
-                    )
-                    if dev.model is not None:  # a swap under the same id: slashable
-                        evidence = f"{dev.model} ×{dev.processors} → {cls.model} ×{cls.processors}"
-                        misconduct(db, device_id, now, "hardware_swap", evidence)
-            status = self._registration_status(dev, cls.model is not None)
-            if not created and status.value != dev.status:
-                self._event(db, device_id, now, "status", {"from": dev.status, "to": status.value})
-            # Newer than anything the liveness table may still have queued.
-            live = self.liveness.get(device_id)
-            dev.status_version = max(dev.status_version, live.version if live else 0) + 1
-            if not created and dev.sandbox_backend != req.sandbox.backend:
-                change = {"from": dev.sandbox_backend, "to": req.sandbox.backend}
-                self._event(db, device_id, now, "sandbox", change)
-            self._fill(dev, req, cls, status, now)
-            unproven = cls.model is not None and dev.proof_passed_at is None
-            if unproven and (created or not self._proof_open(db, dev)):
-                dev.next_proof_at = now  # prove it as soon as it joins
-            version = dev.status_version
+                self._refresh(db, dev, owner, req, cls, now)
         # Only once committed does the hot path learn of the device.
-        self.liveness.load(device_id, status, now, version)
+        self.liveness.load(device_id, DeviceStatus(dev.status), now, dev.status_version)
         return self._device_view(dev), created
 
+    def _refresh(
+        self,
+        db: Session,
+        dev: Device,
+        owner: str,
+        req: RegisterRequest,
+        cls: Classification,
+        now: float,
+    ) -> None:
+        """A registered device registers again: its hardware, status and sandbox
+        refreshed, and what was proven void if the hardware is another."""
+        device_id = dev.id
+        if dev.status == DeviceStatus.TERMINATED.value:
+            raise DeviceTerminated(device_id=device_id)
+        if dev.owner != owner:
+            raise NotYourDevice("a registered device keeps its owner", owner=dev.owner)
+        if dev.model != cls.model or dev.processors != cls.processors:
+            # Another machine under the same id: what was proven is void.
+            dev.proof_passed_at = None
+            if dev.readiness == Readiness.CLUSTER_READY.value:
+                dev.readiness = Readiness.PENDING.value
+            self._event(
+                db,
+                device_id,
+                now,
+                "hardware_changed",
+                {"from": dev.model, "to": cls.model, "processors": cls.processors},
+            )
+            if dev.model is not None:  # a swap under the same id: slashable
+                evidence = f"{dev.model} ×{dev.processors} → {cls.model} ×{cls.processors}"
+                misconduct(db, device_id, now, "hardware_swap", evidence)
+        status = self._registration_status(dev, cls.model is not None)
+        if status.value != dev.status:
+            self._event(db, device_id, now, "status", {"from": dev.status, "to": status.value})
+        # Newer than anything the liveness table may still have queued.
+        live = self.liveness.get(device_id)
+        dev.status_version = max(dev.status_version, live.version if live else 0) + 1
+        if dev.sandbox_backend != req.sandbox.backend:
+            change = {"from": dev.sandbox_backend, "to": req.sandbox.backend}
+            self._event(db, device_id, now, "sandbox", change)
+        for key, value in self._filled(req, cls, status, now).items():
+            setattr(dev, key, value)
+        if cls.model is not None and dev.proof_passed_at is None and not self._proof_open(db, dev):
+            dev.next_proof_at = now  # prove it as soon as it can
+
     def register_many(
-        self, items: Sequence[tuple[str, RegisterRequest, str]]
+        self, items: Sequence[tuple[str, RegisterRequest, str]], attested: bool = False
     ) -> list[tuple[DeviceView, bool] | Exception]:
         """Register several devices (device id, request, network) in one transaction,
         each one's outcome or error in order (server/group_commit.py batches the
         requests that arrive together). New devices are inserted together; a device
         already registered, or named twice, is refreshed on its own afterwards
         (``register``), and so is every one of them if the shared transaction fails
-        (another replica registered one of them first)."""
+        (another replica registered one of them first). ``attested``: the caller has
+        verified every owner's attestation."""
         results: list[tuple[DeviceView, bool] | Exception | None] = [None] * len(items)
         now = self.clock()
         ready: list[int] = []
         for i, (device_id, req, network) in enumerate(items):
             try:
-                if (req.owner or device_id) != device_id:
+                if (req.owner or device_id) != device_id and not attested:
                     self.check_attestation(device_id, req, network)
             except Exception as exc:  # this one's error, not the batch's
                 results[i] = exc
                 continue
             ready.append(i)
-        fresh: list[tuple[int, Device]] = []
+        fresh: list[tuple[int, dict[str, Any]]] = []
         alone: list[int] = []
         try:
             with self.sessions.begin() as db:
@@ -190,71 +207,71 @@ class DeviceService:
                         alone.append(i)
                         continue
                     taken.add(device_id)
-                    cls = self.catalog.classify(req.hardware)
-                    dev, event = self._new_device(device_id, req.owner or device_id, req, cls, now)
-                    live = self.liveness.get(device_id)
-                    dev.status_version = (live.version if live else 0) + 1
-                    self._fill(
-                        dev, req, cls, self._registration_status(dev, cls.model is not None), now
+                    row, event = self._new_row(
+                        device_id, req, self.catalog.classify(req.hardware), now
                     )
-                    # Proved as soon as it joins (set either way: one shape for every row).
-                    dev.next_proof_at = now if cls.model is not None else None
-                    fresh.append((i, dev))
+                    fresh.append((i, row))
                     events.append(
                         {"device_id": device_id, "at": now, "kind": "registered", "detail": event}
                     )
                 # Plain multi-row inserts: the ORM's unit of work cost more than the rows.
-                rows = [_set_columns(dev) for _, dev in fresh]
-                if rows:
-                    db.execute(insert(Device), rows)
+                if fresh:
+                    db.execute(insert(Device), [row for _, row in fresh])
                     db.execute(insert(DeviceEvent), events)
-                    mark_changed(db, (dev.id for _, dev in fresh))
+                    mark_changed(db, (row["id"] for _, row in fresh))
         except IntegrityError:
             alone = sorted(alone + [i for i, _ in fresh])
             fresh = []
-        for i, dev in fresh:  # only once committed does the hot path learn of them
-            self.liveness.load(dev.id, DeviceStatus(dev.status), now, dev.status_version)
-            results[i] = (self._device_view(dev), True)
+        for i, row in fresh:  # only once committed does the hot path learn of them
+            self.liveness.load(row["id"], DeviceStatus(row["status"]), now, row["status_version"])
+            results[i] = (self._device_view(row), True)
         for i in alone:
             try:
-                results[i] = self.register(*items[i])
+                results[i] = self.register(*items[i], attested=attested)
             except Exception as exc:
                 results[i] = exc
         return [r for r in results if r is not None]
 
-    @staticmethod
-    def _new_device(
-        device_id: str, owner: str, req: RegisterRequest, cls: Classification, now: float
-    ) -> tuple[Device, dict[str, Any]]:
-        """A new device's row (not yet added) and its ``registered`` event's detail."""
-        dev = Device(
-            id=device_id,
-            owner=owner,
-            status_version=0,
-            readiness=Readiness.PENDING.value,
-            registered_at=now,
-            uptime_s=0.0,
-        )
+    def _new_row(
+        self, device_id: str, req: RegisterRequest, cls: Classification, now: float
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A new device's row (every column it sets) and its ``registered`` event's
+        detail. Proved as soon as it joins, when it is of a known model."""
+        supported = cls.model is not None
+        status = DeviceStatus.UP if supported else DeviceStatus.UNSUPPORTED
+        live = self.liveness.get(device_id)  # newer than anything it may still have queued
+        row = {
+            "id": device_id,
+            "owner": req.owner or device_id,
+            "status_version": (live.version if live else 0) + 1,
+            "readiness": Readiness.PENDING.value,
+            "registered_at": now,
+            "uptime_s": 0.0,
+            "next_proof_at": now if supported else None,
+            **self._filled(req, cls, status, now),
+        }
         event = {"model": cls.model, "kind": cls.kind.value, "sandbox": req.sandbox.backend}
-        return dev, event
+        return row, event
 
     @staticmethod
-    def _fill(
-        dev: Device, req: RegisterRequest, cls: Classification, status: DeviceStatus, now: float
-    ) -> None:
+    def _filled(
+        req: RegisterRequest, cls: Classification, status: DeviceStatus, now: float
+    ) -> dict[str, Any]:
         """What a registration writes of the request, new device or refreshed."""
-        dev.status = status.value
-        dev.name = req.name
-        dev.location = req.location
-        dev.kind = cls.kind.value
-        dev.model = cls.model
-        dev.processors = cls.processors
-        dev.unsupported_reason = cls.reason
-        dev.hardware = req.hardware.model_dump(mode="json")
-        dev.agent_version = req.agent_version
-        dev.sandbox_backend = req.sandbox.backend
-        dev.sandbox = req.sandbox.model_dump(mode="json")
-        dev.last_seen_at = now
+        return {
+            "status": status.value,
+            "name": req.name,
+            "location": req.location,
+            "kind": cls.kind.value,
+            "model": cls.model,
+            "processors": cls.processors,
+            "unsupported_reason": cls.reason,
+            "hardware": req.hardware.model_dump(mode="json"),
+            "agent_version": req.agent_version,
+            "sandbox_backend": req.sandbox.backend,
+            "sandbox": req.sandbox.model_dump(mode="json"),
+            "last_seen_at": now,
+        }
 
     @staticmethod
     def check_attestation(device_id: str, req: RegisterRequest, network: str) -> None:
@@ -441,35 +458,31 @@ class DeviceService:
     def _event(db: Session, device_id: str, at: float, kind: str, detail: dict[str, Any]) -> None:
         db.add(DeviceEvent(device_id=device_id, at=at, kind=kind, detail=detail))
 
-    def _device_view(self, dev: Device) -> DeviceView:
+    def _device_view(self, dev: Device | dict[str, Any]) -> DeviceView:
+        """A device's view, of its row or of a new row's columns (those unset None)."""
+        get: Callable[[str], Any] = dev.get if isinstance(dev, dict) else partial(getattr, dev)
         # The liveness table is ahead of the database by at most one flush.
-        status, last_seen = DeviceStatus(dev.status), dev.last_seen_at
-        live = self.liveness.get(dev.id)
+        status, last_seen = DeviceStatus(get("status")), get("last_seen_at")
+        live = self.liveness.get(get("id"))
         if live is not None:
             status, last_seen = live.status, live.last_seen
         return DeviceView(
-            id=dev.id,
-            owner=dev.owner,
-            name=dev.name,
-            location=dev.location,
+            id=get("id"),
+            owner=get("owner"),
+            name=get("name"),
+            location=get("location"),
             status=status,
-            readiness=Readiness(dev.readiness),
-            kind=DeviceKind(dev.kind),
-            model=dev.model,
-            processors=dev.processors,
-            hardware=HardwareInfo.model_validate(dev.hardware),
-            registered_at=dev.registered_at,
+            readiness=Readiness(get("readiness")),
+            kind=DeviceKind(get("kind")),
+            model=get("model"),
+            processors=get("processors"),
+            hardware=HardwareInfo.model_validate(get("hardware")),
+            registered_at=get("registered_at"),
             last_seen_at=last_seen,
-            uptime_s=dev.uptime_s,
-            agent_version=dev.agent_version,
-            proof_passed_at=dev.proof_passed_at,
-            measured_tflops=dev.measured_tflops,
-            tier=dev.tier,
-            sandbox=SandboxInfo.model_validate(dev.sandbox or {}),
+            uptime_s=get("uptime_s"),
+            agent_version=get("agent_version"),
+            proof_passed_at=get("proof_passed_at"),
+            measured_tflops=get("measured_tflops"),
+            tier=get("tier"),
+            sandbox=SandboxInfo.model_validate(get("sandbox") or {}),
         )
-
-
-def _set_columns(dev: Device) -> dict[str, Any]:
-    """The columns set on a transient row, for a Core insert (the rest take their
-    defaults)."""
-    return {c.key: dev.__dict__[c.key] for c in Device.__table__.columns if c.key in dev.__dict__}
