@@ -8,6 +8,9 @@ points, in the order a chain-touching operation passes them::
     before_chain    the signed transaction is stored; not sent
     after_chain     the chain has run it; the outbox row is not finished
 
+and, outside the money paths, ``registrations_before_commit``: a group-committed
+batch of new devices is written, not committed (``DeviceService.register_many``).
+
 ``IDLEGRID_FAULT=<point>`` makes the process die there as ``kill -9`` would
 (``os._exit``: no cleanup, no flush, no rollback beyond the database's own);
 ``IDLEGRID_FAULT=<point>:raise`` raises ``FaultInjected`` instead. Unset (always,

@@ -11,6 +11,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from idlegrid import faults
 from idlegrid.catalog import Catalog
 from idlegrid.core import connectivity, lifecycle, signing
 from idlegrid.core.lifecycle import OwnerAction
@@ -219,6 +220,7 @@ class DeviceService:
                     db.execute(insert(Device), [row for _, row in fresh])
                     db.execute(insert(DeviceEvent), events)
                     mark_changed(db, (row["id"] for _, row in fresh))
+                    faults.point("registrations_before_commit")
         except IntegrityError:
             alone = sorted(alone + [i for i, _ in fresh])
             fresh = []
