@@ -203,7 +203,8 @@ def create_app(
     _install_error_handlers(app, state)
     document_errors(app, signed=(signed_by, buyer, proofs.registered_device, devices.heartbeat))
     # The last added runs first: security headers on every answer, HEAD as GET,
-    # then the body's bounds.
+    # then the body's bounds, then the hot routes ahead of the router.
+    app.add_middleware(hotpath.HotLane, routes=hotpath.routes)
     app.add_middleware(
         BodyLimit,
         max_bytes=settings.max_body_bytes,

@@ -8,17 +8,25 @@ steps by hand: parse the body with the wire model, authenticate, do the work,
 reply. Errors raise the same exceptions, mapped by the app's handlers. The
 FastAPI routes of the same paths in ``routes/devices.py`` document them in the
 OpenAPI schema and delegate here; these routes are matched first.
+
+``HotLane``, the innermost middleware, takes the two routes before the router: a
+request to them still passes the outer layers (the 500 handler, security headers,
+the body's bounds) but not the router's matching, the exception middleware and the
+dependency exit stack, each a layer of ASGI calls around every request and its
+response. Errors are answered by the same handlers the app registered.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
 
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from idlegrid.errors import InvalidRequest, NotYourDevice, UnknownDevice
 from idlegrid.protocol import HeartbeatRequest, HeartbeatResponse, RegisterRequest
@@ -117,3 +125,40 @@ routes = [
     Route(HEARTBEAT_PATH, heartbeat, methods=["POST"]),
     Route(REGISTER_PATH, register, methods=["POST"]),
 ]
+
+
+class HotLane:
+    """Serve ``routes`` (plain request → response endpoints) ahead of the router, and
+    pass every other request on to ``app``."""
+
+    def __init__(self, app: ASGIApp, routes: Sequence[Route]) -> None:
+        self.app = app
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for route in self.routes:
+                match, child = route.matches(scope)
+                if match is Match.FULL:
+                    scope.update(child)
+                    await self._serve(route, scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _serve(route: Route, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive, send)
+        try:
+            response = await route.endpoint(request)
+        except Exception as exc:
+            # The app's handler of the nearest class, as ExceptionMiddleware picks one;
+            # the catch-all (Exception, a 500) is the outermost middleware's to answer.
+            handlers = scope["app"].exception_handlers
+            handler = next(
+                (handlers[c] for c in type(exc).__mro__ if c in handlers and c is not Exception),
+                None,
+            )
+            if handler is None:
+                raise
+            response = await handler(request, exc)
+        await response(scope, receive, send)
