@@ -61,6 +61,7 @@ import os
 import platform
 import secrets
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -383,6 +384,18 @@ class LoadResult:
     def per_s(self) -> float:
         return self.ok / self.seconds if self.seconds else 0.0
 
+    def merge(self, other: LoadResult) -> None:
+        """Add ``other``'s counts, times and latencies to these."""
+        self.sent += other.sent
+        self.ok += other.ok
+        self.errors += other.errors
+        self.seconds += other.seconds
+        self.sign_s += other.sign_s
+        self.server_cpu_s += other.server_cpu_s
+        self.client_cpu_s += other.client_cpu_s
+        self.latencies += other.latencies
+        self.error_samples += other.error_samples[: 5 - len(self.error_samples)]
+
     def percentile_ms(self, q: float) -> float:
         if not self.latencies:
             return math.nan
@@ -520,33 +533,119 @@ def run_async(coro: Any) -> Any:
 # -- the phases ------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def running_bare(data_dir: Path, network: str, database_url: str | None) -> Iterator[Server]:
+    """The baseline's bare registration route (bare_register.py) in its own process
+    group, on ``database_url`` or a SQLite file of its own."""
+    port = free_port()
+    url = database_url or f"sqlite:///{data_dir / 'bare.db'}"
+    log_path = data_dir / "bare.log"
+    started = time.perf_counter()
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(Path(__file__).with_name("bare_register.py")),
+                str(port),
+                network,
+                url,
+            ],
+            cwd=data_dir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                tail = log_path.read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"the bare route exited with {proc.returncode}:\n{tail}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://{HOST}:{port}/healthz", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise TimeoutError("the bare route did not answer /healthz in 60s")
+            time.sleep(0.1)
+        yield Server(proc, port, log_path, time.perf_counter() - started)
+    finally:
+        stop_process_group(proc)
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    return {
+        "median": round(statistics.median(values), 3),
+        "min": round(min(values), 3),
+        "max": round(max(values), 3),
+    }
+
+
 def bench_registrations(
-    work: Path, database_url: str | None, count: int, connections: int
+    work: Path, database_url: str | None, count: int, connections: int, repeats: int
 ) -> dict[str, Any]:
-    progress(f"registrations: {count:,} fresh devices over {connections} connections")
-    fleet = DeviceKeys.generate(count, "registrations")
+    """``repeats`` rounds of ``count`` fresh devices each, idlegrid and the bare route
+    (bare_register.py, the baseline) taking turns with the same signed requests."""
+    progress(
+        f"registrations: {repeats} rounds of {count:,} fresh devices over {connections} "
+        "connections, idlegrid and the bare route in turn"
+    )
+    fleets = [DeviceKeys.generate(count, f"registrations, round {r + 1}") for r in range(repeats)]
     data_dir = work / "registrations"
     data_dir.mkdir()
     if database_url:
         prepare_database(database_url).dispose()
+    combined = LoadResult()
+    rounds: list[float] = []
+    bare_rounds: list[float] = []
+    bare_errors = 0
     with running_server(data_dir, database_url) as server:
         host = f"{HOST}:{server.port}"
         network = server.health()["network"]  # what every signature names
         progress(f"  server up in {server.startup_s:.1f}s")
+        with running_bare(data_dir, network, database_url) as bare:
+            for r, fleet in enumerate(fleets):
 
-        def make_chunk(start: int, n: int) -> list[bytes]:
-            return registration_requests(fleet, start, n, host, network, "bench")
+                def make_chunk(start: int, n: int, fleet: DeviceKeys = fleet) -> list[bytes]:
+                    return registration_requests(fleet, start, n, host, network, "bench")
 
-        result: LoadResult = run_async(
-            drive(server, count, make_chunk, connections, 201, "registrations")
-        )
+                result: LoadResult = run_async(
+                    drive(server, count, make_chunk, connections, 201, "registrations")
+                )
+                baseline: LoadResult = run_async(
+                    drive(bare, count, make_chunk, connections, 201, "bare route")
+                )
+                rounds.append(result.per_s)
+                bare_rounds.append(baseline.per_s)
+                bare_errors += baseline.errors
+                combined.merge(result)
+                progress(
+                    f"  round {r + 1}: {result.per_s:,.0f} registrations/s "
+                    f"({result.errors} errors), bare route {baseline.per_s:,.0f}/s "
+                    f"({baseline.errors} errors): {result.per_s / baseline.per_s:.2f}"
+                )
         live = server.health()["devices_live"]
         problems = server.log_problems()
-    out = result.summary()
+    if database_url:
+        engine = make_engine(database_url)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE IF EXISTS bare_devices")
+        engine.dispose()
+    out = combined.summary()
+    ratios = [a / b for a, b in zip(rounds, bare_rounds, strict=True)]
     out.update(
-        devices=count, connections=connections, devices_live_after=live, server_log_errors=problems
+        devices=count * repeats,
+        connections=connections,
+        devices_live_after=live,
+        server_log_errors=problems,
+        rounds=[round(x, 1) for x in rounds],
+        spread=spread(rounds),
+        bare={
+            "rounds": [round(x, 1) for x in bare_rounds],
+            "errors": bare_errors,
+            **spread(bare_rounds),
+        },
+        ratio=spread(ratios),
     )
-    progress(f"  {result.per_s:,.0f} registrations/s, {result.errors} errors")
     return out
 
 
@@ -791,6 +890,15 @@ def print_report(results: dict[str, Any]) -> None:
         inproc.add_row(label, f"{ip[key]['per_s']:,.0f}", f"{ip[key]['us_each']:.1f}")
     console.print(inproc)
 
+    b, q, sp = reg["bare"], reg["ratio"], reg["spread"]
+    console.print(
+        f"registrations, {len(reg['rounds'])} rounds of {reg['devices'] // len(reg['rounds']):,}: "
+        f"idlegrid {sp['median']:,.0f}/s ({sp['min']:,.0f}-{sp['max']:,.0f}); the bare route "
+        f"(verify, parse, one row, commit; bare_register.py) {b['median']:,.0f}/s "
+        f"({b['min']:,.0f}-{b['max']:,.0f}, {b['errors']} errors); ratio {q['median']:.2f} "
+        f"({q['min']:.2f}-{q['max']:.2f})",
+        highlight=False,
+    )
     for r in [reg, *results["heartbeats_http"]]:
         for sample in r["error_samples"]:
             console.print(f"[red]error sample[/red]: {escape(sample)}", highlight=False)
@@ -846,6 +954,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--connections", type=int, default=64, help="for heartbeats")
     parser.add_argument("--registration-connections", type=int, default=32)
+    parser.add_argument(
+        "--registration-repeats",
+        type=int,
+        default=3,
+        help="rounds of --registrations fresh devices, each beside the bare route",
+    )
     parser.add_argument("--flood", action="store_true", help="the registration flood (flood.py)")
     args = parser.parse_args(arguments)
 
@@ -867,7 +981,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="idlegrid-bench-") as tmp:
             work = Path(tmp)
             results["registrations"] = bench_registrations(
-                work, args.database_url, args.registrations, args.registration_connections
+                work,
+                args.database_url,
+                args.registrations,
+                args.registration_connections,
+                args.registration_repeats,
             )
             fleet = DeviceKeys.generate(max(sizes), "the seeded fleets")
             results["heartbeats_http"] = [
