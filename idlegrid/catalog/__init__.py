@@ -82,8 +82,13 @@ class Catalog:
         return self._by_key[key]
 
     def find(self, kind: DeviceKind, name: str) -> HardwareModel | None:
-        """The one model of ``kind`` whose patterns match ``name``; None if none or several."""
-        normalised = _normalise(name)
+        """The one model of ``kind`` whose patterns match ``name``; None if none or several.
+        Remembered for the last names asked (a fleet registers a few hundred names, and
+        each look-up tries every model's patterns)."""
+        return self._find(kind, _normalise(name))
+
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 - a catalog lives as long as its process
+    def _find(self, kind: DeviceKind, normalised: str) -> HardwareModel | None:
         found = [m for m in self.models if m.kind is kind and m.matches(normalised)]
         return found[0] if len(found) == 1 else None
 
@@ -120,6 +125,11 @@ class Catalog:
 
     def device_fp32_tflops(self, c: Classification, hw: HardwareInfo) -> float:
         """Peak FP32 TFLOPS of the whole device; 0.0 when it is unsupported."""
+        # SMT siblings share the core's vector units, so physical cores are what count.
+        return self.fp32_tflops_of(c, hw.cpu_physical_cores or hw.cpu_cores)
+
+    def fp32_tflops_of(self, c: Classification, cpu_cores: int) -> float:
+        """``device_fp32_tflops`` given the CPU's physical cores (what a CPU is rated by)."""
         if c.model is None:
             return 0.0
         model = self.get(c.model)
@@ -127,9 +137,7 @@ class Catalog:
             return model.fp32_tflops * c.processors
         if model.kind is DeviceKind.APPLE:
             return model.fp32_tflops
-        # SMT siblings share the core's vector units, so physical cores are what count.
-        cores = hw.cpu_physical_cores or hw.cpu_cores
-        return model.fp32_tflops * cores
+        return model.fp32_tflops * cpu_cores
 
 
 def _unsupported(kind: DeviceKind, processors: int, reason: str) -> Classification:

@@ -188,7 +188,15 @@ def create_app(
             state.engine.dispose()
             state.ledger.chain.close()
 
-    app = FastAPI(title="idlegrid control plane", version=__version__, lifespan=lifespan)
+    app = FastAPI(
+        title="idlegrid control plane",
+        version=__version__,
+        lifespan=lifespan,
+        # FastAPI's native OpenTelemetry looks up three providers in os.environ on every
+        # request (a tenth of a registration's server time); the control plane's
+        # metrics are its own Prometheus ones (/metrics), so it is off.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
     app.state.idlegrid = state
     app.include_router(system.router)
     # before devices: its /{id}/{action} would shadow their /v1/devices/{id}/… routes

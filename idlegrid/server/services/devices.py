@@ -226,7 +226,7 @@ class DeviceService:
             fresh = []
         for i, row in fresh:  # only once committed does the hot path learn of them
             self.liveness.load(row["id"], DeviceStatus(row["status"]), now, row["status_version"])
-            results[i] = (self._device_view(row), True)
+            results[i] = (self._device_view(row, made_of=items[i][1]), True)
         for i in alone:
             try:
                 results[i] = self.register(*items[i], attested=attested)
@@ -460,31 +460,43 @@ class DeviceService:
     def _event(db: Session, device_id: str, at: float, kind: str, detail: dict[str, Any]) -> None:
         db.add(DeviceEvent(device_id=device_id, at=at, kind=kind, detail=detail))
 
-    def _device_view(self, dev: Device | dict[str, Any]) -> DeviceView:
-        """A device's view, of its row or of a new row's columns (those unset None)."""
+    def _device_view(
+        self, dev: Device | dict[str, Any], made_of: RegisterRequest | None = None
+    ) -> DeviceView:
+        """A device's view, of its row or of a new row's columns (those unset None).
+        ``made_of``: the validated request a new row was made of, whose hardware and
+        sandbox are taken as they are rather than validated again from the columns."""
         get: Callable[[str], Any] = dev.get if isinstance(dev, dict) else partial(getattr, dev)
         # The liveness table is ahead of the database by at most one flush.
         status, last_seen = DeviceStatus(get("status")), get("last_seen_at")
         live = self.liveness.get(get("id"))
         if live is not None:
             status, last_seen = live.status, live.last_seen
+        fields = {
+            "id": get("id"),
+            "owner": get("owner"),
+            "name": get("name"),
+            "location": get("location"),
+            "status": status,
+            "readiness": Readiness(get("readiness")),
+            "kind": DeviceKind(get("kind")),
+            "model": get("model"),
+            "processors": get("processors"),
+            "registered_at": get("registered_at"),
+            "last_seen_at": last_seen,
+            "uptime_s": get("uptime_s"),
+            "agent_version": get("agent_version"),
+            "proof_passed_at": get("proof_passed_at"),
+            "measured_tflops": get("measured_tflops"),
+            "tier": get("tier"),
+        }
+        if made_of is not None:
+            hardware, sandbox = made_of.hardware, made_of.sandbox
+        else:
+            hardware = HardwareInfo.model_validate(get("hardware"))
+            sandbox = SandboxInfo.model_validate(get("sandbox") or {})
         return DeviceView(
-            id=get("id"),
-            owner=get("owner"),
-            name=get("name"),
-            location=get("location"),
-            status=status,
-            readiness=Readiness(get("readiness")),
-            kind=DeviceKind(get("kind")),
-            model=get("model"),
-            processors=get("processors"),
-            hardware=HardwareInfo.model_validate(get("hardware")),
-            registered_at=get("registered_at"),
-            last_seen_at=last_seen,
-            uptime_s=get("uptime_s"),
-            agent_version=get("agent_version"),
-            proof_passed_at=get("proof_passed_at"),
-            measured_tflops=get("measured_tflops"),
-            tier=get("tier"),
-            sandbox=SandboxInfo.model_validate(get("sandbox") or {}),
+            hardware=hardware,
+            sandbox=sandbox,
+            **fields,
         )

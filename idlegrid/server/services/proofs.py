@@ -38,7 +38,6 @@ from idlegrid.protocol import (
     CommitResponse,
     DeviceKind,
     DeviceStatus,
-    HardwareInfo,
     MemoryProbe,
     ProofList,
     ProofStatus,
@@ -152,7 +151,9 @@ class ProofService:
     ) -> dict[str, Any]:
         """A new challenge's row, for a Core insert."""
         cls = Classification(kind=DeviceKind(kind), model=model, processors=processors)
-        claimed = self.catalog.device_fp32_tflops(cls, HardwareInfo.model_validate(hardware))
+        # The stored hardware was validated when it registered: read, not validated again.
+        cores = hardware.get("cpu_physical_cores") or hardware["cpu_cores"]
+        claimed = self.catalog.fp32_tflops_of(cls, cores)
         seed = secrets.token_bytes(32)
         challenge = plan(seed, kind, claimed, self.settings.proof_target_s, n=self.settings.proof_n)
         memory_mb = 0
