@@ -7,13 +7,13 @@ server time) and about half of a registration's, so these routes do the same
 steps by hand: parse the body with the wire model, authenticate, do the work,
 reply. Errors raise the same exceptions, mapped by the app's handlers. The
 FastAPI routes of the same paths in ``routes/devices.py`` document them in the
-OpenAPI schema and delegate here; these routes are matched first.
+OpenAPI schema and delegate here.
 
-``HotLane``, the innermost middleware, takes the two routes before the router: a
-request to them still passes the outer layers (the 500 handler, security headers,
-the body's bounds) but not the router's matching, the exception middleware and the
-dependency exit stack, each a layer of ASGI calls around every request and its
-response. Errors are answered by the same handlers the app registered.
+``HotLane``, the innermost middleware, serves these routes before the router is
+reached: a request to them still passes the outer layers (the 500 handler, security
+headers, the body's bounds) but not the router's matching, the exception middleware
+and the dependency exit stack, each a layer of ASGI calls around every request and
+its response. Errors are answered by the same handlers the app registered.
 """
 
 from __future__ import annotations

@@ -37,15 +37,15 @@ router = APIRouter(prefix="/v1/devices", tags=["devices"], dependencies=[Depends
 )
 async def register_device(req: RegisterRequest, signer: Signer, request: Request) -> Response:
     """Signed by the device itself (and, for an owner other than the device, attested
-    by the owner). Served by ``server/hotpath.py``, which is matched first; declared
-    here for the OpenAPI schema."""
+    by the owner). Served by ``server/hotpath.py`` (``HotLane``, ahead of the router);
+    declared here for the OpenAPI schema."""
     return await hotpath.register(request)
 
 
 @router.post("/{device_id}/heartbeat", response_model=HeartbeatResponse)
 async def heartbeat(device_id: str, req: HeartbeatRequest, request: Request) -> Response:
-    """Signed by the device itself. Served by ``server/hotpath.py``, which is
-    matched first; declared here for the OpenAPI schema."""
+    """Signed by the device itself. Served by ``server/hotpath.py`` (``HotLane``, ahead
+    of the router); declared here for the OpenAPI schema."""
     return await hotpath.heartbeat(request)
 
 
