@@ -337,11 +337,34 @@ def running_server(
     )
     if database_url:
         env["IDLEGRID_DATABASE_URL"] = database_url
-    log_path = data_dir / "server.log"
+    with running_process(
+        [sys.executable, "-m", "idlegrid.cli.main", "server"],
+        data_dir,
+        port,
+        "server",
+        env=env,
+        timeout_s=timeout_s,
+    ) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def running_process(
+    argv: Sequence[str],
+    data_dir: Path,
+    port: int,
+    name: str,
+    env: dict[str, str] | None = None,
+    timeout_s: float = 120.0,
+) -> Iterator[Server]:
+    """``argv`` serving HTTP on ``port``, in its own process group with its output in
+    ``data_dir/{name}.log``, once it answers ``/healthz``; stopped, group and all, on
+    exit."""
+    log_path = data_dir / f"{name}.log"
     started = time.perf_counter()
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "idlegrid.cli.main", "server"],
+            list(argv),
             env=env,
             cwd=data_dir,
             stdout=log,
@@ -353,12 +376,12 @@ def running_server(
         while True:
             if proc.poll() is not None:
                 tail = log_path.read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"the server exited with {proc.returncode}:\n{tail}")
+                raise RuntimeError(f"the {name} exited with {proc.returncode}:\n{tail}")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"http://{HOST}:{port}/healthz", timeout=2).status_code == 200:
                     break
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the server did not answer /healthz in {timeout_s:.0f}s")
+                raise TimeoutError(f"the {name} did not answer /healthz in {timeout_s:.0f}s")
             time.sleep(0.1)
         yield Server(proc, port, log_path, time.perf_counter() - started)
     finally:
@@ -539,37 +562,11 @@ def running_bare(data_dir: Path, network: str, database_url: str | None) -> Iter
     group, on ``database_url`` or a SQLite file of its own."""
     port = free_port()
     url = database_url or f"sqlite:///{data_dir / 'bare.db'}"
-    log_path = data_dir / "bare.log"
-    started = time.perf_counter()
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(Path(__file__).with_name("bare_register.py")),
-                str(port),
-                network,
-                url,
-            ],
-            cwd=data_dir,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                tail = log_path.read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"the bare route exited with {proc.returncode}:\n{tail}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://{HOST}:{port}/healthz", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise TimeoutError("the bare route did not answer /healthz in 60s")
-            time.sleep(0.1)
-        yield Server(proc, port, log_path, time.perf_counter() - started)
-    finally:
-        stop_process_group(proc)
+    script = str(Path(__file__).with_name("bare_register.py"))
+    with running_process(
+        [sys.executable, script, str(port), network, url], data_dir, port, "bare-route"
+    ) as bare:
+        yield bare
 
 
 def spread(values: Sequence[float]) -> dict[str, float]:
